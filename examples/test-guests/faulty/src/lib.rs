@@ -1,0 +1,58 @@
+//! `faulty`: a test handler for the host's own tests, not an example.
+//!
+//! It echoes, but misbehaves on command: `panic` panics (a trap), `spin`
+//! loops forever (stopped by the event deadline). It rejects an open whose
+//! query says `reject=STATUS`, records every close in key/value (`closed` is
+//! a counter, `closed:<id>` the code), and replies to `closes?` with the
+//! counter so tests can see that `on-close` ran exactly once.
+
+use wharf_guest::{Accept, Connection, Handler, Message, Reject, Request, export_handler, kv};
+
+struct Faulty;
+
+impl Handler for Faulty {
+    fn on_open(conn: Connection, req: Request) -> Result<Accept, Reject> {
+        if let Some(status) = req.query_param("reject") {
+            return Err(Reject::new(status.parse().unwrap_or(400), "rejected by request"));
+        }
+        if req.query_param("panic-open").is_some() {
+            panic!("asked to panic in on-open");
+        }
+        if let Some(p) = req.query_param("subprotocol") {
+            return Ok(Accept::default().subprotocol(p).metadata("opened", conn.id().to_string()));
+        }
+        Ok(Accept::default())
+    }
+
+    fn on_message(conn: Connection, msg: Message) -> Option<Message> {
+        match msg.as_text() {
+            Some("panic") => panic!("asked to panic"),
+            Some("spin") => {
+                #[allow(clippy::empty_loop)]
+                loop {}
+            }
+            Some("closes?") => {
+                let n = kv::get("closed").ok().flatten().unwrap_or_default();
+                Some(Message::Text(String::from_utf8_lossy(&n).into_owned()))
+            }
+            Some(key) if key.starts_with("close-code?") => {
+                let id = key.trim_start_matches("close-code?");
+                let v = kv::get(&format!("closed:{id}")).ok().flatten().unwrap_or_default();
+                Some(Message::Text(String::from_utf8_lossy(&v).into_owned()))
+            }
+            Some("whoami") => Some(Message::text(conn.id().to_string())),
+            Some("bye") => {
+                let _ = conn.close(4000, "bye");
+                None
+            }
+            _ => Some(msg),
+        }
+    }
+
+    fn on_close(conn: Connection, code: u16, _reason: String) {
+        let _ = kv::increment("closed", 1);
+        let _ = kv::set(&format!("closed:{}", conn.id()), code.to_string().as_bytes());
+    }
+}
+
+export_handler!(Faulty);

@@ -1,0 +1,494 @@
+//! # wharf-guest: write Wharf WebSocket handlers in Rust
+//!
+//! A handler is a type implementing [`Handler`], exported with
+//! [`export_handler!`] from a `cdylib` crate built for `wasm32-wasip2`. The
+//! host owns the sockets and all state: a handler keeps nothing between
+//! events, and uses [`Connection`] metadata or [`kv`] for what must survive.
+//!
+//! ```no_run
+//! use wharf_guest::{Connection, Handler, Message, export_handler};
+//!
+//! struct Echo;
+//!
+//! impl Handler for Echo {
+//!     fn on_message(_conn: Connection, msg: Message) -> Option<Message> {
+//!         Some(msg)
+//!     }
+//! }
+//!
+//! export_handler!(Echo);
+//! ```
+//!
+//! Messages sent through the host ([`Connection::send`], [`channels`]) are
+//! delivered after the event returns, in call order; the value returned by
+//! [`Handler::on_message`] is the direct reply to the sender and arrives after
+//! them.
+#![deny(missing_docs)]
+
+use std::fmt;
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "wharf:handler/wharf",
+        pub_export_macro: true,
+        export_macro_name: "export",
+        default_bindings_module: "wharf_guest::bindings",
+    });
+}
+
+use bindings::wharf::handler as wit;
+
+/// One complete WebSocket message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// A text message.
+    Text(String),
+    /// A binary message.
+    Binary(Vec<u8>),
+}
+
+impl Message {
+    /// A text message.
+    pub fn text(s: impl Into<String>) -> Self {
+        Message::Text(s.into())
+    }
+
+    /// A binary message.
+    pub fn binary(b: impl Into<Vec<u8>>) -> Self {
+        Message::Binary(b.into())
+    }
+
+    /// The text, when this is a text message.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Message::Text(t) => Some(t),
+            Message::Binary(_) => None,
+        }
+    }
+
+    /// The payload bytes of either kind.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Message::Text(t) => t.as_bytes(),
+            Message::Binary(b) => b,
+        }
+    }
+}
+
+impl From<&str> for Message {
+    fn from(s: &str) -> Self {
+        Message::Text(s.to_string())
+    }
+}
+
+impl From<String> for Message {
+    fn from(s: String) -> Self {
+        Message::Text(s)
+    }
+}
+
+impl From<Vec<u8>> for Message {
+    fn from(b: Vec<u8>) -> Self {
+        Message::Binary(b)
+    }
+}
+
+impl From<wit::types::Message> for Message {
+    fn from(m: wit::types::Message) -> Self {
+        match m {
+            wit::types::Message::Text(t) => Message::Text(t),
+            wit::types::Message::Binary(b) => Message::Binary(b),
+        }
+    }
+}
+
+impl From<Message> for wit::types::Message {
+    fn from(m: Message) -> Self {
+        match m {
+            Message::Text(t) => wit::types::Message::Text(t),
+            Message::Binary(b) => wit::types::Message::Binary(b),
+        }
+    }
+}
+
+/// Why a host call failed. The handler decides what to do; nothing traps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The connection does not exist (never did, or has closed).
+    UnknownConnection,
+    /// This plugin may not do that.
+    NotAllowed,
+    /// A key, value, message or name is too large.
+    TooLarge,
+    /// The per-event budget for this kind of work is spent.
+    QuotaExceeded,
+    /// An argument is malformed.
+    InvalidArgument,
+    /// A compare-and-swap lost.
+    Conflict,
+    /// The host could not complete the call right now.
+    Unavailable,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Error::UnknownConnection => "unknown connection",
+            Error::NotAllowed => "not allowed",
+            Error::TooLarge => "too large",
+            Error::QuotaExceeded => "quota exceeded",
+            Error::InvalidArgument => "invalid argument",
+            Error::Conflict => "conflict",
+            Error::Unavailable => "unavailable",
+        })
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<wit::types::Error> for Error {
+    fn from(e: wit::types::Error) -> Self {
+        use wit::types::Error as E;
+        match e {
+            E::UnknownConnection => Error::UnknownConnection,
+            E::NotAllowed => Error::NotAllowed,
+            E::TooLarge => Error::TooLarge,
+            E::QuotaExceeded => Error::QuotaExceeded,
+            E::InvalidArgument => Error::InvalidArgument,
+            E::Conflict => Error::Conflict,
+            E::Unavailable => Error::Unavailable,
+        }
+    }
+}
+
+/// The result of a host call.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A connection, by id. Cheap to copy; valid until the connection closes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Connection(u64);
+
+impl Connection {
+    /// The connection with this id.
+    pub fn from_id(id: u64) -> Self {
+        Connection(id)
+    }
+
+    /// The connection's id, unique within the host.
+    pub fn id(&self) -> u64 {
+        self.0
+    }
+
+    /// Sends a message to this connection after the event returns.
+    ///
+    /// ```no_run
+    /// # use wharf_guest::Connection;
+    /// # fn f(conn: Connection) -> wharf_guest::Result<()> {
+    /// conn.send("welcome")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn send(&self, msg: impl Into<Message>) -> Result<()> {
+        Ok(wit::connections::emit(self.0, &msg.into().into())?)
+    }
+
+    /// Closes this connection with `code` (1000 or 3000-4999) and a reason of
+    /// at most 123 bytes, after the event returns.
+    pub fn close(&self, code: u16, reason: &str) -> Result<()> {
+        Ok(wit::connections::close(self.0, code, reason)?)
+    }
+
+    /// Reads a metadata value. Metadata lives in the host until the
+    /// connection closes.
+    ///
+    /// ```no_run
+    /// # use wharf_guest::Connection;
+    /// # fn f(conn: Connection) -> wharf_guest::Result<()> {
+    /// conn.set_metadata("nick", "ada")?;
+    /// assert_eq!(conn.metadata("nick")?.as_deref(), Some("ada"));
+    /// # Ok(()) }
+    /// ```
+    pub fn metadata(&self, key: &str) -> Result<Option<String>> {
+        Ok(wit::connections::get_metadata(self.0, key)?)
+    }
+
+    /// Sets a metadata value.
+    pub fn set_metadata(&self, key: &str, value: &str) -> Result<()> {
+        Ok(wit::connections::set_metadata(self.0, key, value)?)
+    }
+
+    /// Removes a metadata value.
+    pub fn delete_metadata(&self, key: &str) -> Result<()> {
+        Ok(wit::connections::delete_metadata(self.0, key)?)
+    }
+
+    /// Adds this connection to a channel (see [`channels::publish`]).
+    pub fn subscribe(&self, channel: &str) -> Result<()> {
+        Ok(wit::channels::subscribe(self.0, channel)?)
+    }
+
+    /// Removes this connection from a channel.
+    pub fn unsubscribe(&self, channel: &str) -> Result<()> {
+        Ok(wit::channels::unsubscribe(self.0, channel)?)
+    }
+}
+
+impl fmt::Display for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Fan-out to every connection of the route, or to a named channel.
+pub mod channels {
+    use super::{Connection, Message, Result, wit};
+
+    /// Sends to every open connection on the current route except `except`.
+    ///
+    /// ```no_run
+    /// # fn f(sender: wharf_guest::Connection) -> wharf_guest::Result<()> {
+    /// wharf_guest::channels::broadcast("someone joined", Some(sender))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn broadcast(msg: impl Into<Message>, except: Option<Connection>) -> Result<()> {
+        Ok(wit::channels::broadcast(&msg.into().into(), except.map(|c| c.id()))?)
+    }
+
+    /// Sends to every member of `channel`, the caller included if subscribed.
+    ///
+    /// ```no_run
+    /// # fn f() -> wharf_guest::Result<()> {
+    /// wharf_guest::channels::publish("room", "hello, room")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn publish(channel: &str, msg: impl Into<Message>) -> Result<()> {
+        Ok(wit::channels::publish(channel, &msg.into().into())?)
+    }
+}
+
+/// The plugin's own key/value namespace, kept by the host.
+///
+/// ```no_run
+/// # fn f() -> wharf_guest::Result<()> {
+/// let hits = wharf_guest::kv::increment("hits", 1)?;
+/// wharf_guest::kv::set("last", hits.to_string().as_bytes())?;
+/// # Ok(()) }
+/// ```
+pub mod kv {
+    use super::{Result, wit};
+
+    /// Reads a value; `None` when absent or expired.
+    pub fn get(key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(wit::kv::get(key)?)
+    }
+
+    /// Writes a value.
+    pub fn set(key: &str, value: &[u8]) -> Result<()> {
+        Ok(wit::kv::set(key, value, None)?)
+    }
+
+    /// Writes a value that expires after `ttl_ms` milliseconds.
+    pub fn set_with_ttl(key: &str, value: &[u8], ttl_ms: u64) -> Result<()> {
+        Ok(wit::kv::set(key, value, Some(ttl_ms))?)
+    }
+
+    /// Removes a key; whether it existed.
+    pub fn delete(key: &str) -> Result<bool> {
+        Ok(wit::kv::delete(key)?)
+    }
+
+    /// Atomically adds `delta` to a counter; the new value.
+    pub fn increment(key: &str, delta: i64) -> Result<i64> {
+        Ok(wit::kv::increment(key, delta)?)
+    }
+
+    /// Replaces the value if it still equals `expected` (`None`: absent).
+    pub fn compare_and_swap(key: &str, expected: Option<&[u8]>, value: &[u8]) -> Result<bool> {
+        Ok(wit::kv::compare_and_swap(key, expected, value)?)
+    }
+
+    /// Keys starting with `prefix`, ascending, after `cursor`, at most `limit`.
+    pub fn list_keys(prefix: &str, cursor: Option<&str>, limit: u32) -> Result<Vec<String>> {
+        Ok(wit::kv::list_keys(prefix, cursor, limit)?)
+    }
+}
+
+/// Lines in the host's log, tagged with the plugin and connection.
+pub mod log {
+    use super::wit::{logging, types::LogLevel};
+
+    /// Logs at debug level.
+    pub fn debug(text: &str) {
+        logging::log(LogLevel::Debug, text)
+    }
+
+    /// Logs at info level.
+    ///
+    /// ```no_run
+    /// wharf_guest::log::info("handler started");
+    /// ```
+    pub fn info(text: &str) {
+        logging::log(LogLevel::Info, text)
+    }
+
+    /// Logs at warn level.
+    pub fn warn(text: &str) {
+        logging::log(LogLevel::Warn, text)
+    }
+
+    /// Logs at error level.
+    pub fn error(text: &str) {
+        logging::log(LogLevel::Error, text)
+    }
+}
+
+/// The HTTP request that asks to open a connection.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// The path, e.g. `/chat`.
+    pub path: String,
+    /// The raw query string, without `?`.
+    pub query: String,
+    /// Header (lower-case name, value) pairs.
+    pub headers: Vec<(String, String)>,
+    /// Subprotocols the client offered.
+    pub subprotocols: Vec<String>,
+    /// The peer address.
+    pub remote_addr: String,
+}
+
+impl Request {
+    /// The first value of a header (name in any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of a query parameter (not percent-decoded).
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+}
+
+/// Consent to open a connection.
+#[derive(Clone, Debug, Default)]
+pub struct Accept {
+    /// The subprotocol to select (one the client offered).
+    pub subprotocol: Option<String>,
+    /// Initial metadata.
+    pub metadata: Vec<(String, String)>,
+}
+
+impl Accept {
+    /// Selects a subprotocol.
+    pub fn subprotocol(mut self, p: impl Into<String>) -> Self {
+        self.subprotocol = Some(p.into());
+        self
+    }
+
+    /// Adds an initial metadata value.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// Refusal to open a connection: the client gets this HTTP status and body.
+#[derive(Clone, Debug)]
+pub struct Reject {
+    /// HTTP status, 400 to 599.
+    pub status: u16,
+    /// Response body.
+    pub reason: String,
+}
+
+impl Reject {
+    /// A refusal with a status and reason.
+    pub fn new(status: u16, reason: impl Into<String>) -> Self {
+        Reject { status, reason: reason.into() }
+    }
+}
+
+/// The events of a connection. Every method has a default: accept every
+/// connection, ignore every message, do nothing on close.
+pub trait Handler {
+    /// A client asks to open a connection.
+    fn on_open(conn: Connection, req: Request) -> std::result::Result<Accept, Reject> {
+        let _ = (conn, req);
+        Ok(Accept::default())
+    }
+
+    /// A message arrived; the returned message is the direct reply.
+    fn on_message(conn: Connection, msg: Message) -> Option<Message> {
+        let _ = (conn, msg);
+        None
+    }
+
+    /// The connection closed. Runs exactly once per accepted connection.
+    fn on_close(conn: Connection, code: u16, reason: String) {
+        let _ = (conn, code, reason);
+    }
+}
+
+#[doc(hidden)]
+pub mod __private {
+    use super::*;
+
+    pub use super::bindings::exports::wharf::handler::handler::Guest;
+
+    pub fn on_open<H: Handler>(
+        conn: u64,
+        req: wit::types::Request,
+    ) -> std::result::Result<wit::types::Accept, wit::types::Reject> {
+        let req = Request {
+            path: req.path,
+            query: req.query,
+            headers: req.headers,
+            subprotocols: req.subprotocols,
+            remote_addr: req.remote_addr,
+        };
+        H::on_open(Connection(conn), req)
+            .map(|a| wit::types::Accept { subprotocol: a.subprotocol, metadata: a.metadata })
+            .map_err(|r| wit::types::Reject { status: r.status, reason: r.reason })
+    }
+
+    pub fn on_message<H: Handler>(conn: u64, msg: wit::types::Message) -> Option<wit::types::Message> {
+        H::on_message(Connection(conn), msg.into()).map(Into::into)
+    }
+
+    pub fn on_close<H: Handler>(conn: u64, code: u16, reason: String) {
+        H::on_close(Connection(conn), code, reason)
+    }
+}
+
+/// Exports a [`Handler`] type as the component's `wharf:handler` exports.
+/// Use it once per crate.
+#[macro_export]
+macro_rules! export_handler {
+    ($handler:ty) => {
+        const _: () = {
+            struct __WharfExport;
+            impl $crate::__private::Guest for __WharfExport {
+                fn on_open(
+                    conn: u64,
+                    req: $crate::bindings::wharf::handler::types::Request,
+                ) -> ::core::result::Result<
+                    $crate::bindings::wharf::handler::types::Accept,
+                    $crate::bindings::wharf::handler::types::Reject,
+                > {
+                    $crate::__private::on_open::<$handler>(conn, req)
+                }
+                fn on_message(
+                    conn: u64,
+                    msg: $crate::bindings::wharf::handler::types::Message,
+                ) -> ::core::option::Option<$crate::bindings::wharf::handler::types::Message> {
+                    $crate::__private::on_message::<$handler>(conn, msg)
+                }
+                fn on_close(conn: u64, code: u16, reason: ::std::string::String) {
+                    $crate::__private::on_close::<$handler>(conn, code, reason)
+                }
+            }
+            $crate::bindings::export!(__WharfExport with_types_in $crate::bindings);
+        };
+    };
+}

@@ -1,0 +1,87 @@
+//! The Wasmtime engine: compilation settings, the pooling allocator, the
+//! on-disk compile cache and the epoch ticker that bounds every event.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use wasmtime::{Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances; event deadlines are counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Settings the engine is built with.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Most instances alive at once (pooled slots).
+    pub max_instances: u32,
+    /// Linear memory cap per instance, in bytes.
+    pub memory_bytes: usize,
+    /// Compile cache directory; `None` disables the cache.
+    pub cache_dir: Option<std::path::PathBuf>,
+}
+
+/// Builds the engine shared by every plugin.
+pub fn build(opts: &EngineOptions) -> anyhow::Result<Engine> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+
+    let n = opts.max_instances.max(1);
+    let mut pool = PoolingAllocationConfig::default();
+    // A Rust component has one main module plus small shim modules; give
+    // each component instance room for a few core instances and tables.
+    pool.total_component_instances(n)
+        .total_core_instances(n * 4)
+        .total_memories(n)
+        .total_tables(n * 4)
+        .total_stacks(n)
+        .max_memory_size(opts.memory_bytes);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+
+    if let Some(dir) = &opts.cache_dir {
+        config.cache(Some(cache(dir)?));
+    }
+    Engine::new(&config).map_err(anyhow::Error::from).context("creating the Wasmtime engine")
+}
+
+fn cache(dir: &Path) -> anyhow::Result<Cache> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating compile cache directory {}", dir.display()))?;
+    let dir = std::path::absolute(dir)
+        .with_context(|| format!("resolving compile cache directory {}", dir.display()))?;
+    let mut cc = CacheConfig::new();
+    cc.with_directory(&dir);
+    Cache::new(cc).map_err(anyhow::Error::from).with_context(|| format!("opening compile cache in {}", dir.display()))
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    /// Starts the ticker thread for `engine`.
+    pub fn start(engine: &Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (engine, flag) = (engine.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("wharf-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch thread");
+        EpochTicker { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

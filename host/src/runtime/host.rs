@@ -1,0 +1,233 @@
+//! The host side of the WIT imports: thin adapters that check arguments and
+//! caps, then delegate to the store or record an [`Effect`].
+
+use std::time::Duration;
+
+use super::bindings::types::{Error, LogLevel};
+use super::bindings::wharf::handler::{channels, connections, kv, logging, types};
+use super::state::{HostState, PluginEnv};
+use crate::events::{ConnId, Effect, Message};
+use crate::store::StoreError;
+
+/// Longest key accepted by the key/value and metadata imports.
+const MAX_KEY_BYTES: usize = 1024;
+/// Longest channel name.
+const MAX_CHANNEL_BYTES: usize = 256;
+/// Longest close reason (the WebSocket limit for a close frame).
+const MAX_CLOSE_REASON_BYTES: usize = 123;
+/// Most keys one `list-keys` call returns.
+const MAX_LIST: u32 = 1000;
+
+/// The one place store errors become guest-visible errors.
+fn store_error(e: StoreError) -> Error {
+    match e {
+        StoreError::UnknownConnection => Error::UnknownConnection,
+        StoreError::NotACounter => Error::InvalidArgument,
+        StoreError::Unavailable(detail) => {
+            tracing::warn!(%detail, "store unavailable during a handler call");
+            Error::Unavailable
+        }
+    }
+}
+
+pub(crate) fn to_message(m: types::Message) -> Message {
+    match m {
+        types::Message::Text(t) => Message::Text(t),
+        types::Message::Binary(b) => Message::Binary(b),
+    }
+}
+
+pub(crate) fn from_message(m: Message) -> types::Message {
+    match m {
+        Message::Text(t) => types::Message::Text(t),
+        Message::Binary(b) => types::Message::Binary(b),
+    }
+}
+
+impl HostState {
+    fn push(&mut self, effect: Effect) -> Result<(), Error> {
+        if self.call.effects.len() >= self.env.caps.max_effects {
+            return Err(Error::QuotaExceeded);
+        }
+        self.call.effects.push(effect);
+        Ok(())
+    }
+
+    fn check_message(&self, m: &types::Message) -> Result<(), Error> {
+        let len = match m {
+            types::Message::Text(t) => t.len(),
+            types::Message::Binary(b) => b.len(),
+        };
+        if len > self.env.caps.max_message_bytes { Err(Error::TooLarge) } else { Ok(()) }
+    }
+
+}
+
+impl PluginEnv {
+    /// A connection this plugin may act on: open, and served by this plugin.
+    async fn own_connection(&self, conn: ConnId) -> Result<(), Error> {
+        match self.store.connection_plugin(conn).await.map_err(store_error)? {
+            None => Err(Error::UnknownConnection),
+            Some(p) if *p == *self.name => Ok(()),
+            Some(_) => Err(Error::NotAllowed),
+        }
+    }
+}
+
+fn check_key(key: &str) -> Result<(), Error> {
+    if key.len() > MAX_KEY_BYTES { Err(Error::TooLarge) } else { Ok(()) }
+}
+
+fn check_channel(channel: &str) -> Result<(), Error> {
+    match channel.len() {
+        0 => Err(Error::InvalidArgument),
+        n if n > MAX_CHANNEL_BYTES => Err(Error::TooLarge),
+        _ => Ok(()),
+    }
+}
+
+impl types::Host for HostState {}
+
+impl connections::Host for HostState {
+    async fn emit(&mut self, conn: ConnId, msg: types::Message) -> Result<(), Error> {
+        let env = self.env.clone();
+        self.check_message(&msg)?;
+        env.own_connection(conn).await?;
+        self.push(Effect::Emit { to: conn, msg: to_message(msg) })
+    }
+
+    async fn close(&mut self, conn: ConnId, code: u16, reason: String) -> Result<(), Error> {
+        let env = self.env.clone();
+        if !(code == 1000 || (3000..=4999).contains(&code)) {
+            return Err(Error::InvalidArgument);
+        }
+        if reason.len() > MAX_CLOSE_REASON_BYTES {
+            return Err(Error::TooLarge);
+        }
+        env.own_connection(conn).await?;
+        self.push(Effect::Close { conn, code, reason })
+    }
+
+    async fn get_metadata(&mut self, conn: ConnId, key: String) -> Result<Option<String>, Error> {
+        let env = self.env.clone();
+        check_key(&key)?;
+        env.own_connection(conn).await?;
+        env.store.metadata_get(conn, &key).await.map_err(store_error)
+    }
+
+    async fn set_metadata(&mut self, conn: ConnId, key: String, value: String) -> Result<(), Error> {
+        let env = self.env.clone();
+        check_key(&key)?;
+        if value.len() > self.env.caps.max_message_bytes {
+            return Err(Error::TooLarge);
+        }
+        env.own_connection(conn).await?;
+        env.store.metadata_set(conn, &key, &value).await.map_err(store_error)
+    }
+
+    async fn delete_metadata(&mut self, conn: ConnId, key: String) -> Result<(), Error> {
+        let env = self.env.clone();
+        check_key(&key)?;
+        env.own_connection(conn).await?;
+        env.store.metadata_delete(conn, &key).await.map_err(store_error)
+    }
+}
+
+impl channels::Host for HostState {
+    async fn broadcast(&mut self, msg: types::Message, except: Option<ConnId>) -> Result<(), Error> {
+        self.check_message(&msg)?;
+        let route = self.call.route.clone();
+        self.push(Effect::Broadcast { route, msg: to_message(msg), except })
+    }
+
+    async fn subscribe(&mut self, conn: ConnId, channel: String) -> Result<(), Error> {
+        let env = self.env.clone();
+        check_channel(&channel)?;
+        env.own_connection(conn).await?;
+        self.push(Effect::Subscribe { conn, channel })
+    }
+
+    async fn unsubscribe(&mut self, conn: ConnId, channel: String) -> Result<(), Error> {
+        let env = self.env.clone();
+        check_channel(&channel)?;
+        env.own_connection(conn).await?;
+        self.push(Effect::Unsubscribe { conn, channel })
+    }
+
+    async fn publish(&mut self, channel: String, msg: types::Message) -> Result<(), Error> {
+        check_channel(&channel)?;
+        self.check_message(&msg)?;
+        self.push(Effect::Publish { channel, msg: to_message(msg) })
+    }
+}
+
+impl kv::Host for HostState {
+    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, Error> {
+        let env = self.env.clone();
+        check_key(&key)?;
+        env.store.kv_get(&env.namespace, &key).await.map_err(store_error)
+    }
+
+    async fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> Result<(), Error> {
+        let env = self.env.clone();
+        check_key(&key)?;
+        if value.len() > self.env.caps.max_message_bytes {
+            return Err(Error::TooLarge);
+        }
+        let ttl = ttl_ms.map(Duration::from_millis);
+        env.store.kv_set(&env.namespace, &key, value, ttl).await.map_err(store_error)
+    }
+
+    async fn delete(&mut self, key: String) -> Result<bool, Error> {
+        let env = self.env.clone();
+        check_key(&key)?;
+        env.store.kv_delete(&env.namespace, &key).await.map_err(store_error)
+    }
+
+    async fn increment(&mut self, key: String, delta: i64) -> Result<i64, Error> {
+        let env = self.env.clone();
+        check_key(&key)?;
+        env.store.kv_increment(&env.namespace, &key, delta).await.map_err(store_error)
+    }
+
+    async fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+    ) -> Result<bool, Error> {
+        let env = self.env.clone();
+        check_key(&key)?;
+        if value.len() > self.env.caps.max_message_bytes {
+            return Err(Error::TooLarge);
+        }
+        let ns = &env.namespace;
+        env.store.kv_compare_and_swap(ns, &key, expected.as_deref(), value).await.map_err(store_error)
+    }
+
+    async fn list_keys(
+        &mut self,
+        prefix: String,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<String>, Error> {
+        let env = self.env.clone();
+        check_key(&prefix)?;
+        let limit = limit.min(MAX_LIST) as usize;
+        let ns = &env.namespace;
+        env.store.kv_list_keys(ns, &prefix, cursor.as_deref(), limit).await.map_err(store_error)
+    }
+}
+
+impl logging::Host for HostState {
+    async fn log(&mut self, level: LogLevel, text: String) {
+        let (plugin, conn) = (&*self.env.name, self.call.conn);
+        match level {
+            LogLevel::Trace => tracing::trace!(target: "wharf::guest", plugin, conn, "{text}"),
+            LogLevel::Debug => tracing::debug!(target: "wharf::guest", plugin, conn, "{text}"),
+            LogLevel::Info => tracing::info!(target: "wharf::guest", plugin, conn, "{text}"),
+            LogLevel::Warn => tracing::warn!(target: "wharf::guest", plugin, conn, "{text}"),
+            LogLevel::Error => tracing::error!(target: "wharf::guest", plugin, conn, "{text}"),
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The Wasm side of the host: the engine, compiled plugins with their
+//! instance pools, and the host implementations of the WIT imports.
+//!
+//! Everything Wasmtime generates stays in this module; the rest of the host
+//! sees [`Plugin`], [`CallContext`] and the plain types of [`crate::events`].
+
+mod bindings;
+mod engine;
+mod host;
+mod plugin;
+mod state;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use wasmtime::Engine;
+use wasmtime::component::{HasSelf, Linker};
+
+pub use engine::{EPOCH_TICK, EngineOptions};
+pub use plugin::{CallContext, Outcome, Plugin};
+pub use state::EventCaps;
+
+use bindings::{Wharf, WharfPre};
+use state::{HostState, PluginEnv};
+
+use crate::store::Store;
+
+/// Settings of the runtime.
+#[derive(Clone, Debug)]
+pub struct RuntimeOptions {
+    /// Engine settings.
+    pub engine: EngineOptions,
+    /// Per-event caps.
+    pub caps: EventCaps,
+    /// Warm instances kept per plugin.
+    pub instance_pool: usize,
+}
+
+/// The engine, the linker with every host import, and the store handlers use.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    store: Arc<dyn Store>,
+    opts: RuntimeOptions,
+    _ticker: engine::EpochTicker,
+}
+
+impl Runtime {
+    /// Builds the engine and links WASI (with nothing granted) and the Wharf
+    /// imports.
+    pub fn new(opts: RuntimeOptions, store: Arc<dyn Store>) -> anyhow::Result<Self> {
+        let engine = engine::build(&opts.engine)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("linking WASI")?;
+        Wharf::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(anyhow::Error::from).context("linking the Wharf world")?;
+        let ticker = engine::EpochTicker::start(&engine);
+        Ok(Runtime { engine, linker, store, opts, _ticker: ticker })
+    }
+
+    /// Reads, compiles and pre-links a component file as plugin `name`.
+    pub fn load_plugin(&self, name: &str, path: &Path) -> anyhow::Result<Plugin> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("plugin `{name}`: cannot read component {}", path.display()))?;
+        self.load_plugin_bytes(name, &bytes)
+            .with_context(|| format!("plugin `{name}`: loading component {}", path.display()))
+    }
+
+    /// Compiles and pre-links component bytes as plugin `name`.
+    pub fn load_plugin_bytes(&self, name: &str, bytes: &[u8]) -> anyhow::Result<Plugin> {
+        let component = plugin::compile(&self.engine, bytes).context("not a valid component")?;
+        let pre = self.linker.instantiate_pre(&component).map_err(anyhow::Error::from).context("cannot link the component")?;
+        let pre = WharfPre::new(pre).map_err(anyhow::Error::from).context("the component does not export the wharf:handler world")?;
+        let env = Arc::new(PluginEnv {
+            name: Arc::from(name),
+            namespace: name.to_string(),
+            store: self.store.clone(),
+            caps: self.opts.caps,
+        });
+        let memory = self.opts.engine.memory_bytes;
+        Ok(Plugin::new(&self.engine, pre, env, memory, self.opts.instance_pool))
+    }
+}
+
+/// The default compile cache directory under a data directory.
+pub fn cache_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("cache")
+}

@@ -1,0 +1,161 @@
+//! One loaded plugin: its pre-linked component and a bounded pool of warm
+//! instances. Each event takes an instance, runs, and gives it back; an
+//! instance that trapped is dropped, never reused.
+
+use std::sync::Arc;
+
+use crossbeam_queue::ArrayQueue;
+use wasmtime::component::Component;
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+
+use super::bindings::{Wharf, WharfPre, types};
+use super::host::{from_message, to_message};
+use super::state::{HostState, PluginEnv};
+use crate::events::{Accept, ConnId, Effect, HandlerFailure, Message, OpenRequest, Reject};
+
+/// Which connection and route an event belongs to, and how to run it.
+#[derive(Clone, Debug)]
+pub struct CallContext {
+    /// The connection.
+    pub conn: ConnId,
+    /// The route it is on.
+    pub route: Arc<str>,
+    /// Run on a fresh instance and drop it afterwards.
+    pub fresh: bool,
+}
+
+struct Instance {
+    store: Store<HostState>,
+    bindings: Wharf,
+}
+
+/// A compiled, pre-linked plugin with its instance pool.
+pub struct Plugin {
+    engine: Engine,
+    pre: WharfPre<HostState>,
+    env: Arc<PluginEnv>,
+    memory_bytes: usize,
+    pool: ArrayQueue<Instance>,
+}
+
+/// The outcome of one event: the handler's answer and the effects it asked for.
+pub type Outcome<T> = Result<(T, Vec<Effect>), HandlerFailure>;
+
+impl Plugin {
+    pub(crate) fn new(
+        engine: &Engine,
+        pre: WharfPre<HostState>,
+        env: Arc<PluginEnv>,
+        memory_bytes: usize,
+        pool_size: usize,
+    ) -> Self {
+        Plugin {
+            engine: engine.clone(),
+            pre,
+            env,
+            memory_bytes,
+            pool: ArrayQueue::new(pool_size.max(1)),
+        }
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.env.name
+    }
+
+    /// Runs `on-open`.
+    pub async fn on_open(&self, cx: &CallContext, req: OpenRequest) -> Outcome<Result<Accept, Reject>> {
+        let req = types::Request {
+            path: req.path,
+            query: req.query,
+            headers: req.headers,
+            subprotocols: req.subprotocols,
+            remote_addr: req.remote_addr,
+        };
+        let mut inst = self.take(cx).await?;
+        let r = inst.bindings.wharf_handler_handler().call_on_open(&mut inst.store, cx.conn, &req).await;
+        self.finish(inst, cx, r).map(|(r, fx)| {
+            let r = r
+                .map(|a| Accept { subprotocol: a.subprotocol, metadata: a.metadata })
+                .map_err(|j| Reject { status: j.status, reason: j.reason });
+            (r, fx)
+        })
+    }
+
+    /// Runs `on-message`; the answer is the direct reply.
+    pub async fn on_message(&self, cx: &CallContext, msg: Message) -> Outcome<Option<Message>> {
+        let msg = from_message(msg);
+        let mut inst = self.take(cx).await?;
+        let r = inst.bindings.wharf_handler_handler().call_on_message(&mut inst.store, cx.conn, &msg).await;
+        self.finish(inst, cx, r).map(|(reply, fx)| (reply.map(to_message), fx))
+    }
+
+    /// Runs `on-close`.
+    pub async fn on_close(&self, cx: &CallContext, code: u16, reason: &str) -> Outcome<()> {
+        let mut inst = self.take(cx).await?;
+        let r = inst.bindings.wharf_handler_handler().call_on_close(&mut inst.store, cx.conn, code, reason).await;
+        self.finish(inst, cx, r)
+    }
+
+    /// A warm instance from the pool (or a fresh one), armed for this event.
+    async fn take(&self, cx: &CallContext) -> Result<Instance, HandlerFailure> {
+        let mut inst = match (cx.fresh, self.pool.pop()) {
+            (false, Some(inst)) => inst,
+            _ => self.instantiate().await?,
+        };
+        let call = &mut inst.store.data_mut().call;
+        call.conn = cx.conn;
+        call.route = cx.route.clone();
+        call.ticks_left = self.env.caps.deadline_ticks;
+        inst.store.set_epoch_deadline(1);
+        Ok(inst)
+    }
+
+    async fn instantiate(&self) -> Result<Instance, HandlerFailure> {
+        let mut store = Store::new(&self.engine, HostState::new(self.env.clone(), self.memory_bytes));
+        store.limiter(|s| &mut s.limits);
+        // Every tick, yield to the scheduler so one busy handler cannot hold a
+        // worker; when the event's ticks are spent, interrupt it (a trap).
+        store.epoch_deadline_callback(|mut cx| {
+            let call = &mut cx.data_mut().call;
+            call.ticks_left = call.ticks_left.saturating_sub(1);
+            Ok(if call.ticks_left == 0 { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+        });
+        store.set_epoch_deadline(1);
+        let bindings = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| HandlerFailure::Unavailable(format!("instantiating plugin {}: {e:#}", self.env.name)))?;
+        Ok(Instance { store, bindings })
+    }
+
+    /// Collects the effects; returns a healthy instance to the pool.
+    fn finish<T>(&self, mut inst: Instance, cx: &CallContext, r: wasmtime::Result<T>) -> Outcome<T> {
+        let effects = std::mem::take(&mut inst.store.data_mut().call.effects);
+        match r {
+            Ok(v) => {
+                if !cx.fresh {
+                    // A full pool drops the instance, which frees its slot.
+                    let _ = self.pool.push(inst);
+                }
+                Ok((v, effects))
+            }
+            Err(e) => Err(HandlerFailure::Trap(describe_trap(&e))),
+        }
+    }
+}
+
+/// A one-line description of why a call failed, for the log.
+fn describe_trap(e: &wasmtime::Error) -> String {
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => "event deadline exceeded".to_string(),
+        Some(trap) => format!("{trap}: {}", e.root_cause()),
+        None => format!("{:#}", e),
+    }
+}
+
+/// Compiles a component from bytes.
+pub(crate) fn compile(engine: &Engine, bytes: &[u8]) -> anyhow::Result<Component> {
+    Ok(Component::new(engine, bytes)?)
+}

@@ -1,0 +1,83 @@
+//! The data of one Wasmtime `Store`: the sandbox's WASI context, its resource
+//! limits, the plugin it belongs to, and the event being handled.
+
+use std::sync::Arc;
+
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
+
+use crate::events::{ConnId, Effect};
+use crate::store::Store;
+
+/// What every instance of one plugin shares.
+pub(crate) struct PluginEnv {
+    /// The plugin's name (from the config).
+    pub name: Arc<str>,
+    /// The key/value namespace the plugin owns.
+    pub namespace: String,
+    /// The host's store.
+    pub store: Arc<dyn Store>,
+    /// Per-event caps.
+    pub caps: EventCaps,
+}
+
+/// Bounds on what one event may ask of the host.
+#[derive(Clone, Copy, Debug)]
+pub struct EventCaps {
+    /// Largest message a handler may emit, publish or broadcast.
+    pub max_message_bytes: usize,
+    /// Most effects (emits, publishes, closes...) per event.
+    pub max_effects: usize,
+    /// Epoch ticks an event may run.
+    pub deadline_ticks: u64,
+}
+
+/// The event being handled right now.
+pub(crate) struct Call {
+    /// The connection the event belongs to.
+    pub conn: ConnId,
+    /// Its route.
+    pub route: Arc<str>,
+    /// Effects asked for so far, applied by the host after the event.
+    pub effects: Vec<Effect>,
+    /// Epoch ticks left before the event is interrupted.
+    pub ticks_left: u64,
+}
+
+/// The data of one Store.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub limits: StoreLimits,
+    pub env: Arc<PluginEnv>,
+    pub call: Call,
+}
+
+impl HostState {
+    /// A sandbox with no files, network, environment or arguments.
+    pub fn new(env: Arc<PluginEnv>, memory_bytes: usize) -> Self {
+        let wasi = WasiCtx::builder()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(memory_bytes)
+                .instances(8)
+                .tables(16)
+                .memories(2)
+                .build(),
+            env,
+            call: Call { conn: 0, route: Arc::from(""), effects: Vec::new(), ticks_left: 0 },
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}

@@ -1,0 +1,193 @@
+//! HTTP on the shared listener: the WebSocket upgrade (with `on-open` deciding
+//! accept or reject) and static files for everything else.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tower::ServiceExt;
+
+use super::Shared;
+use super::connection::{self, CLOSE_HANDLER_ERROR};
+use super::dispatch::Dispatch;
+use crate::events::{Accept, OpenRequest};
+
+type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// How long a client may take to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves HTTP on one TCP connection until it upgrades or ends.
+pub(crate) async fn serve_connection<D: Dispatch>(shared: Arc<Shared<D>>, stream: TcpStream, peer: SocketAddr) {
+    let svc_shared = shared.clone();
+    let service = service_fn(move |req| handle(svc_shared.clone(), req, peer));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+    let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "http connection ended with an error");
+            }
+        }
+        _ = shared.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        }
+    }
+}
+
+async fn handle<D: Dispatch>(shared: Arc<Shared<D>>, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, Infallible> {
+    if let Some(route) = shared.dispatch.route(req.uri().path()) {
+        return Ok(upgrade(shared, req, peer, route).await);
+    }
+    match &shared.static_files {
+        Some(dir) => match dir.clone().oneshot(req).await {
+            Ok(resp) => Ok(resp.map(|b| b.boxed_unsync())),
+            Err(never) => match never {},
+        },
+        None => Ok(plain(StatusCode::NOT_FOUND, "not found")),
+    }
+}
+
+fn plain(status: StatusCode, text: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(Full::new(text.into()).map_err(|never| match never {}).boxed_unsync());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}
+
+fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
+    req.headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Checks the handshake, asks the handler, and answers 101 or its rejection.
+async fn upgrade<D: Dispatch>(
+    shared: Arc<Shared<D>>,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    route: Arc<str>,
+) -> Response<Body> {
+    if !header_has_token(&req, header::UPGRADE, "websocket") || !header_has_token(&req, header::CONNECTION, "upgrade") {
+        let mut resp = plain(StatusCode::UPGRADE_REQUIRED, "this path only speaks WebSocket");
+        resp.headers_mut().insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        return resp;
+    }
+    if req.method() != Method::GET {
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "a WebSocket upgrade must use GET");
+    }
+    if req.headers().get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        let mut resp = plain(StatusCode::BAD_REQUEST, "unsupported WebSocket version");
+        resp.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return resp;
+    }
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
+        return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
+    };
+    let accept_key = derive_accept_key(key.as_bytes());
+    let open = open_request(&req, peer);
+    let offered = open.subprotocols.clone();
+    let on_upgrade = hyper::upgrade::on(&mut req);
+
+    let (id, inbox) = shared.registry.reserve(route.clone());
+    let accept = match shared.dispatch.open(&route, id, open).await {
+        Ok(Ok(accept)) => accept,
+        Ok(Err(reject)) => {
+            shared.registry.remove(id);
+            let status = StatusCode::from_u16(reject.status)
+                .ok()
+                .filter(|s| s.is_client_error() || s.is_server_error())
+                .unwrap_or(StatusCode::FORBIDDEN);
+            return plain(status, reject.reason);
+        }
+        Err(failure) => {
+            shared.registry.remove(id);
+            tracing::warn!(conn = id, %route, %failure, "on-open failed; refusing the connection");
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, "handler error");
+        }
+    };
+    if let Err(why) = check_subprotocol(&accept, &offered) {
+        // The handler accepted, so its on-close must still run once.
+        shared.registry.remove(id);
+        tracing::warn!(conn = id, %route, why, "on-open chose a bad subprotocol; refusing the connection");
+        shared.dispatch.close(&route, id, CLOSE_HANDLER_ERROR, "handler error").await;
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, "handler error");
+    }
+    shared.registry.activate(id);
+
+    let task_shared = shared.clone();
+    shared.tasks.spawn(async move {
+        let shared = task_shared;
+        let ws = match on_upgrade.await.map(|u| u.downcast::<TokioIo<TcpStream>>()) {
+            Ok(Ok(parts)) => {
+                let stream = parts.io.into_inner();
+                WebSocketStream::from_partially_read(stream, parts.read_buf.to_vec(), Role::Server, Some(shared.ws_config)).await
+            }
+            Ok(Err(_)) | Err(_) => {
+                shared.registry.remove(id);
+                shared.dispatch.close(&route, id, 1006, "").await;
+                return;
+            }
+        };
+        connection::run(shared, ws, id, route, inbox).await;
+    });
+
+    let mut resp = Response::new(Full::new(Bytes::new()).map_err(|never| match never {}).boxed_unsync());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&accept_key).expect("base64 is a valid header"));
+    if let Some(p) = accept.subprotocol.as_deref().and_then(|p| HeaderValue::from_str(p).ok()) {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
+    }
+    resp
+}
+
+fn check_subprotocol(accept: &Accept, offered: &[String]) -> Result<(), &'static str> {
+    match &accept.subprotocol {
+        Some(p) if !offered.iter().any(|o| o == p) => Err("subprotocol not offered by the client"),
+        _ => Ok(()),
+    }
+}
+
+fn open_request(req: &Request<Incoming>, peer: SocketAddr) -> OpenRequest {
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let subprotocols = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
+    OpenRequest {
+        path: req.uri().path().to_owned(),
+        query: req.uri().query().unwrap_or("").to_owned(),
+        headers,
+        subprotocols,
+        remote_addr: peer.to_string(),
+    }
+}

@@ -1,0 +1,134 @@
+//! Helpers for end-to-end tests: a real host on 127.0.0.1 port 0 running the
+//! real example components, and a real WebSocket client with timeouts.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use wharf::app::Running;
+use wharf::config::Config;
+
+/// How long any single expectation may wait.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A built guest component, or a panic that says how to build it.
+pub fn component(name: &str) -> PathBuf {
+    let path = repo_root().join(format!("target/wasm32-wasip2/release/{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "component {} is missing: build the guest components first with `make guests`",
+        path.display()
+    );
+    path
+}
+
+/// A config with the given `(path, plugin)` routes, each plugin running the
+/// component of the same name; `extra` is appended TOML (e.g. `[limits]`).
+pub fn config(routes: &[(&str, &str)], extra: &str) -> Config {
+    let mut text = String::from("listen = \"127.0.0.1:0\"\n");
+    text += &format!("data_dir = {:?}\n", repo_root().join("target/test-data").display().to_string());
+    text += extra;
+    text += "\n";
+    let mut plugins: Vec<&str> = routes.iter().map(|(_, p)| *p).collect();
+    plugins.dedup();
+    for p in plugins {
+        text += &format!("[plugins.{p}]\ncomponent = {:?}\n", component(p).display().to_string());
+    }
+    for (path, plugin) in routes {
+        text += &format!("[[routes]]\npath = \"{path}\"\nplugin = \"{plugin}\"\n");
+    }
+    let config = Config::parse(&text, "test config").expect("test config parses");
+    config.validate("test config").expect("test config is valid");
+    config
+}
+
+/// Starts a host with `config` on 127.0.0.1 port 0.
+pub async fn spawn(config: Config) -> Running {
+    wharf::telemetry::init();
+    wharf::app::start(config).await.expect("host starts")
+}
+
+/// Opens a WebSocket to `path` on `running`.
+pub async fn connect(running: &Running, path: &str) -> Client {
+    let url = format!("ws://{}{}", running.addr, path);
+    let (ws, _) = tokio::time::timeout(WAIT, connect_async(url.as_str()))
+        .await
+        .expect("connect timed out")
+        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
+    ws
+}
+
+/// The next data message, skipping pings and pongs.
+pub async fn next_data(ws: &mut Client) -> Message {
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("timed out waiting for a message")
+            .expect("connection ended")
+            .expect("read error");
+        match msg {
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// The next text message.
+pub async fn expect_text(ws: &mut Client) -> String {
+    match next_data(ws).await {
+        Message::Text(t) => t.as_str().to_owned(),
+        other => panic!("expected a text message, got {other:?}"),
+    }
+}
+
+/// Sends a text message.
+pub async fn send_text(ws: &mut Client, text: &str) {
+    ws.send(Message::text(text)).await.expect("send");
+}
+
+/// Waits for the server's close frame; its code.
+pub async fn expect_close(ws: &mut Client) -> u16 {
+    match next_data(ws).await {
+        Message::Close(Some(frame)) => u16::from(frame.code),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+}
+
+/// Asserts that nothing but pings arrives within `wait`.
+pub async fn expect_silence(ws: &mut Client, wait: Duration) {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return,
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Ok(other) => panic!("expected no message, got {other:?}"),
+        }
+    }
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, for at most [`WAIT`].
+pub async fn eventually<T, F, Fut>(mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "condition not met within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
