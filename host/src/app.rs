@@ -114,7 +114,9 @@ impl App {
         let runtime = Runtime::new(opts, store.clone())?;
         let mut plugins = HashMap::new();
         for (name, plugin) in &config.plugins {
-            let loaded = runtime.load_plugin(name, &plugin.component)?;
+            let loaded = runtime
+                .load_plugin(name, &plugin.component)
+                .with_context(|| format!("config {}: plugins.{name}.component", config.source))?;
             tracing::info!(plugin = %name, component = %plugin.component.display(), "plugin loaded");
             plugins.insert(name.clone(), Arc::new(loaded));
         }

@@ -28,6 +28,9 @@ pub struct ConfigError {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Where this config came from (a file path), for error messages.
+    #[serde(skip)]
+    pub source: String,
     /// Address of the WebSocket/HTTP listener.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
@@ -144,14 +147,16 @@ impl Config {
         };
         let de = toml::Deserializer::parse(text)
             .map_err(|e| err("(syntax)".into(), one_line(e.message(), text, e.span())))?;
-        serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = match e.path().to_string() {
                 p if p == "." => "(top level)".to_string(),
                 p => p,
             };
             let inner = e.into_inner();
             err(key, one_line(inner.message(), text, inner.span()))
-        })
+        })?;
+        config.source = file.to_string();
+        Ok(config)
     }
 
     fn resolve_paths(&mut self, base: &Path) {

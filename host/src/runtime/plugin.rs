@@ -106,9 +106,16 @@ impl Plugin {
         let call = &mut inst.store.data_mut().call;
         call.conn = cx.conn;
         call.route = cx.route.clone();
-        call.ticks_left = self.env.caps.deadline_ticks;
-        inst.store.set_epoch_deadline(1);
+        self.arm(&mut inst.store);
         Ok(inst)
+    }
+
+    /// Gives the store a full event budget. The first tick comes after a
+    /// part of [`super::EPOCH_TICK`], so one extra tick makes the budget at
+    /// least the configured time, never less.
+    fn arm(&self, store: &mut Store<HostState>) {
+        store.data_mut().call.ticks_left = self.env.caps.deadline_ticks + 1;
+        store.set_epoch_deadline(1);
     }
 
     async fn instantiate(&self) -> Result<Instance, HandlerFailure> {
@@ -121,7 +128,8 @@ impl Plugin {
             call.ticks_left = call.ticks_left.saturating_sub(1);
             Ok(if call.ticks_left == 0 { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
         });
-        store.set_epoch_deadline(1);
+        // Instantiation runs guest start code: bound it like an event.
+        self.arm(&mut store);
         let bindings = self
             .pre
             .instantiate_async(&mut store)
@@ -150,7 +158,7 @@ impl Plugin {
 fn describe_trap(e: &wasmtime::Error) -> String {
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => "event deadline exceeded".to_string(),
-        Some(trap) => format!("{trap}: {}", e.root_cause()),
+        Some(trap) => trap.to_string(),
         None => format!("{:#}", e),
     }
 }

@@ -1,0 +1,208 @@
+//! Connection lifecycle end to end: rejection in `on-open`, subprotocols,
+//! traps and deadlines that close only their own connection with 1011, and
+//! `on-close` running exactly once however a connection ends.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::connect_async;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use wharf::store::Store;
+
+fn faulty_and_echo() -> wharf::config::Config {
+    config(&[("/faulty", "faulty"), ("/echo", "echo")], "")
+}
+
+async fn kv(store: &Arc<dyn Store>, key: &str) -> Option<String> {
+    let v = store.kv_get("faulty", key).await.unwrap()?;
+    Some(String::from_utf8(v).unwrap())
+}
+
+/// Waits until the faulty plugin has recorded `n` closes, then checks that
+/// no further close is recorded.
+async fn expect_closes(store: &Arc<dyn Store>, n: u32) {
+    eventually(|| async { (kv(store, "closed").await.as_deref() == Some(&n.to_string())).then_some(()) }).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(kv(store, "closed").await, Some(n.to_string()), "on-close ran more than once");
+}
+
+async fn whoami(ws: &mut Client) -> String {
+    send_text(ws, "whoami").await;
+    expect_text(ws).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_in_on_open_answers_with_its_status() {
+    let host = spawn(faulty_and_echo()).await;
+    for status in [403u16, 429, 503] {
+        let url = format!("ws://{}/faulty?reject={status}", host.addr);
+        match connect_async(url.as_str()).await {
+            Err(WsError::Http(resp)) => {
+                assert_eq!(resp.status().as_u16(), status);
+                let body = resp.body().as_deref().unwrap_or_default();
+                assert_eq!(String::from_utf8_lossy(body), "rejected by request");
+            }
+            other => panic!("expected HTTP {status}, got {other:?}"),
+        }
+    }
+    // A handler that traps in on-open gives 500 and no connection.
+    match connect_async(format!("ws://{}/faulty?panic-open=1", host.addr).as_str()).await {
+        Err(WsError::Http(resp)) => assert_eq!(resp.status().as_u16(), 500),
+        other => panic!("expected HTTP 500, got {other:?}"),
+    }
+    // Neither a rejected nor a failed open ever ran on-close.
+    let mut ws = connect(&host, "/faulty").await;
+    send_text(&mut ws, "closes?").await;
+    assert_eq!(expect_text(&mut ws).await, "");
+    host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_paths_and_plain_http_get_clear_answers() {
+    let host = spawn(faulty_and_echo()).await;
+    match connect_async(format!("ws://{}/nowhere", host.addr).as_str()).await {
+        Err(WsError::Http(resp)) => assert_eq!(resp.status().as_u16(), 404),
+        other => panic!("expected 404, got {other:?}"),
+    }
+    // A plain GET on a WebSocket route: 426 Upgrade Required.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(host.addr).await.unwrap();
+    tcp.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut resp = String::new();
+    tokio::time::timeout(WAIT, tcp.read_to_string(&mut resp)).await.unwrap().unwrap();
+    assert!(resp.starts_with("HTTP/1.1 426"), "{resp}");
+    host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subprotocol_is_selected_only_from_the_offered_ones() {
+    let host = spawn(faulty_and_echo()).await;
+    let mut req = format!("ws://{}/faulty?subprotocol=chat.v2", host.addr).into_client_request().unwrap();
+    req.headers_mut().insert("sec-websocket-protocol", "chat.v1, chat.v2".parse().unwrap());
+    let (mut ws, resp) = connect_async(req).await.expect("accepted");
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "chat.v2");
+    send_text(&mut ws, "ok").await;
+    assert_eq!(expect_text(&mut ws).await, "ok");
+
+    // Choosing a protocol the client did not offer is a handler error: 500,
+    // and on-close still runs for the connection the handler accepted.
+    let mut req = format!("ws://{}/faulty?subprotocol=other", host.addr).into_client_request().unwrap();
+    req.headers_mut().insert("sec-websocket-protocol", "chat.v1".parse().unwrap());
+    match connect_async(req).await {
+        Err(WsError::Http(resp)) => assert_eq!(resp.status().as_u16(), 500),
+        other => panic!("expected HTTP 500, got {other:?}"),
+    }
+    expect_closes(&host.store(), 1).await;
+    host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_closes_only_its_own_connection_with_1011() {
+    let host = spawn(faulty_and_echo()).await;
+    let store = host.store();
+    let mut bad = connect(&host, "/faulty").await;
+    let mut good = connect(&host, "/faulty").await;
+    let mut echo = connect(&host, "/echo").await;
+    let bad_id = whoami(&mut bad).await;
+
+    send_text(&mut bad, "panic").await;
+    assert_eq!(expect_close(&mut bad).await, 1011);
+
+    send_text(&mut good, "still fine").await;
+    assert_eq!(expect_text(&mut good).await, "still fine");
+    send_text(&mut echo, "also fine").await;
+    assert_eq!(expect_text(&mut echo).await, "also fine");
+
+    // on-close ran once, on a healthy instance, with the code the client saw.
+    expect_closes(&store, 1).await;
+    assert_eq!(kv(&store, &format!("closed:{bad_id}")).await.as_deref(), Some("1011"));
+    host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_past_its_deadline_is_stopped_while_others_carry_on() {
+    let host = spawn(faulty_and_echo()).await;
+    let mut spinner = connect(&host, "/faulty").await;
+    let mut echo = connect(&host, "/echo").await;
+    let started = std::time::Instant::now();
+    send_text(&mut spinner, "spin").await;
+    // While the handler spins, another connection is served.
+    for i in 0..5 {
+        send_text(&mut echo, &format!("e{i}")).await;
+        assert_eq!(expect_text(&mut echo).await, format!("e{i}"));
+    }
+    assert_eq!(expect_close(&mut spinner).await, 1011);
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(100), "stopped before the 100 ms deadline: {took:?}");
+    assert!(took < Duration::from_secs(5), "the deadline did not stop the handler: {took:?}");
+    expect_closes(&host.store(), 1).await;
+    host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_close_runs_once_for_client_close_vanishing_and_handler_close() {
+    let host = spawn(faulty_and_echo()).await;
+    let store = host.store();
+
+    let mut polite = connect(&host, "/faulty").await;
+    let polite_id = whoami(&mut polite).await;
+    polite.close(None).await.unwrap();
+    // The client reads the server's close reply.
+    while let Some(Ok(_)) = polite.next().await {}
+
+    let mut vanishing = connect(&host, "/faulty").await;
+    let vanishing_id = whoami(&mut vanishing).await;
+    drop(vanishing); // TCP closed with no close frame
+
+    let mut closed = connect(&host, "/faulty").await;
+    let closed_id = whoami(&mut closed).await;
+    send_text(&mut closed, "bye").await;
+    assert_eq!(expect_close(&mut closed).await, 4000, "the handler's close code reaches the client");
+
+    expect_closes(&store, 3).await;
+    assert_eq!(kv(&store, &format!("closed:{polite_id}")).await.as_deref(), Some("1005"));
+    assert_eq!(kv(&store, &format!("closed:{vanishing_id}")).await.as_deref(), Some("1006"));
+    assert_eq!(kv(&store, &format!("closed:{closed_id}")).await.as_deref(), Some("4000"));
+    // Their metadata records are gone from the store.
+    for id in [&polite_id, &vanishing_id, &closed_id] {
+        assert_eq!(store.connection(id.parse().unwrap()).await.unwrap(), None);
+    }
+    host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_every_connection_with_1001_and_runs_on_close() {
+    let host = spawn(faulty_and_echo()).await;
+    let store = host.store();
+    let mut clients = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let mut ws = connect(&host, "/faulty").await;
+        ids.push(whoami(&mut ws).await);
+        clients.push(ws);
+    }
+    let mut echo = connect(&host, "/echo").await;
+    send_text(&mut echo, "x").await;
+    assert_eq!(expect_text(&mut echo).await, "x");
+
+    let stopping = tokio::spawn(host.stop());
+    for ws in clients.iter_mut().chain(std::iter::once(&mut echo)) {
+        assert_eq!(expect_close(ws).await, 1001);
+    }
+    tokio::time::timeout(WAIT, stopping).await.expect("shutdown finished").unwrap().unwrap();
+
+    // Every on-close ran before the host stopped, exactly once.
+    assert_eq!(store.kv_get("faulty", "closed").await.unwrap(), Some(b"3".to_vec()));
+    for id in ids {
+        assert_eq!(store.kv_get("faulty", &format!("closed:{id}")).await.unwrap(), Some(b"1001".to_vec()));
+    }
+    // And the listener is gone.
+    let gone = connect_async(format!("ws://{}/echo", echo.get_ref().get_ref().peer_addr().unwrap()).as_str()).await;
+    assert!(gone.is_err(), "the host still accepts connections after shutdown");
+    let _ = echo.send(Message::text("late")).await;
+}
