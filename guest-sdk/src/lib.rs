@@ -488,7 +488,7 @@ macro_rules! export_handler {
                     $crate::__private::on_close::<$handler>(conn, code, reason)
                 }
             }
-            $crate::bindings::export!(__WharfExport with_types_in $crate::bindings);
+    $crate::bindings::export!(__WharfExport with_types_in $crate::bindings);
         };
     };
 }

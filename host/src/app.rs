@@ -69,27 +69,22 @@ impl Running {
 /// Loads every plugin of `config`, binds its listen address, and serves in a
 /// background task.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     start_on(config, listener).await
 }
 
 /// Like [`start`] on an already bound listener.
 pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
-    let opts = ServerOptions {
-        static_dir: config.static_dir.clone(),
-        max_message_bytes: config.limits.max_message_bytes,
-    };
+    let opts =
+        ServerOptions { static_dir: config.static_dir.clone(), max_message_bytes: config.limits.max_message_bytes };
     let registry = Arc::new(Registry::new(config.limits.outbound_queue));
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let app = tokio::task::block_in_place(|| App::new(&config, registry.clone(), store.clone()))?;
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
-    let task = tokio::spawn(async move {
-        server::serve(listener, app, registry, opts, token).await.context("serving")
-    });
+    let task =
+        tokio::spawn(async move { server::serve(listener, app, registry, opts, token).await.context("serving") });
     tracing::info!(%addr, "wharf listening");
     Ok(Running { addr, shutdown, store, task })
 }
@@ -171,7 +166,12 @@ impl Dispatch for App {
         self.routes.get(path).map(|r| r.key.clone())
     }
 
-    async fn open(&self, route: &Arc<str>, conn: ConnId, req: OpenRequest) -> Result<Result<Accept, Reject>, HandlerFailure> {
+    async fn open(
+        &self,
+        route: &Arc<str>,
+        conn: ConnId,
+        req: OpenRequest,
+    ) -> Result<Result<Accept, Reject>, HandlerFailure> {
         let (r, cx) = self.context(route, conn);
         let record = ConnectionRecord {
             id: conn,
@@ -180,10 +180,7 @@ impl Dispatch for App {
             remote_addr: req.remote_addr.clone(),
             metadata: Vec::new(),
         };
-        self.store
-            .connection_open(record)
-            .await
-            .map_err(|e| HandlerFailure::Unavailable(e.to_string()))?;
+        self.store.connection_open(record).await.map_err(|e| HandlerFailure::Unavailable(e.to_string()))?;
         let outcome = r.plugin.on_open(&cx, req).await;
         match outcome {
             Ok((Ok(accept), effects)) => {

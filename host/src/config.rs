@@ -140,11 +140,7 @@ impl Config {
 
     /// Parses TOML text; `file` names the source in errors. Does not validate.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let err = |key: String, reason: String| ConfigError {
-            file: file.to_string(),
-            key,
-            reason,
-        };
+        let err = |key: String, reason: String| ConfigError { file: file.to_string(), key, reason };
         let de = toml::Deserializer::parse(text)
             .map_err(|e| err("(syntax)".into(), one_line(e.message(), text, e.span())))?;
         let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
@@ -170,24 +166,14 @@ impl Config {
 
     /// Checks cross-references and ranges; `file` names the source in errors.
     pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
-        let err = |key: String, reason: String| ConfigError {
-            file: file.to_string(),
-            key,
-            reason,
-        };
+        let err = |key: String, reason: String| ConfigError { file: file.to_string(), key, reason };
         let mut seen = std::collections::HashSet::new();
         for (i, route) in self.routes.iter().enumerate() {
             if !route.path.starts_with('/') {
-                return Err(err(
-                    format!("routes[{i}].path"),
-                    format!("`{}` must start with `/`", route.path),
-                ));
+                return Err(err(format!("routes[{i}].path"), format!("`{}` must start with `/`", route.path)));
             }
             if !seen.insert(route.path.as_str()) {
-                return Err(err(
-                    format!("routes[{i}].path"),
-                    format!("`{}` is mounted twice", route.path),
-                ));
+                return Err(err(format!("routes[{i}].path"), format!("`{}` is mounted twice", route.path)));
             }
             if !self.plugins.contains_key(&route.plugin) {
                 return Err(err(
@@ -199,10 +185,7 @@ impl Config {
         if let Some(dir) = &self.static_dir
             && !dir.is_dir()
         {
-            return Err(err(
-                "static_dir".into(),
-                format!("`{}` is not a directory", dir.display()),
-            ));
+            return Err(err("static_dir".into(), format!("`{}` is not a directory", dir.display())));
         }
         let l = &self.limits;
         let checks: [(&str, bool, &str); 5] = [

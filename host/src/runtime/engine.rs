@@ -48,10 +48,9 @@ pub fn build(opts: &EngineOptions) -> anyhow::Result<Engine> {
 }
 
 fn cache(dir: &Path) -> anyhow::Result<Cache> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("creating compile cache directory {}", dir.display()))?;
-    let dir = std::path::absolute(dir)
-        .with_context(|| format!("resolving compile cache directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating compile cache directory {}", dir.display()))?;
+    let dir =
+        std::path::absolute(dir).with_context(|| format!("resolving compile cache directory {}", dir.display()))?;
     let mut cc = CacheConfig::new();
     cc.with_directory(&dir);
     Cache::new(cc).map_err(anyhow::Error::from).with_context(|| format!("opening compile cache in {}", dir.display()))

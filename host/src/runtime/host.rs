@@ -60,7 +60,6 @@ impl HostState {
         };
         if len > self.env.caps.max_message_bytes { Err(Error::TooLarge) } else { Ok(()) }
     }
-
 }
 
 impl PluginEnv {
@@ -205,12 +204,7 @@ impl kv::Host for HostState {
         env.store.kv_compare_and_swap(ns, &key, expected.as_deref(), value).await.map_err(store_error)
     }
 
-    async fn list_keys(
-        &mut self,
-        prefix: String,
-        cursor: Option<String>,
-        limit: u32,
-    ) -> Result<Vec<String>, Error> {
+    async fn list_keys(&mut self, prefix: String, cursor: Option<String>, limit: u32) -> Result<Vec<String>, Error> {
         let env = self.env.clone();
         check_key(&prefix)?;
         let limit = limit.min(MAX_LIST) as usize;

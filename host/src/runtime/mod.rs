@@ -53,7 +53,9 @@ impl Runtime {
         let engine = engine::build(&opts.engine)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("linking WASI")?;
-        Wharf::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(anyhow::Error::from).context("linking the Wharf world")?;
+        Wharf::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(anyhow::Error::from)
+            .context("linking the Wharf world")?;
         let ticker = engine::EpochTicker::start(&engine);
         Ok(Runtime { engine, linker, store, opts, _ticker: ticker })
     }
@@ -69,8 +71,14 @@ impl Runtime {
     /// Compiles and pre-links component bytes as plugin `name`.
     pub fn load_plugin_bytes(&self, name: &str, bytes: &[u8]) -> anyhow::Result<Plugin> {
         let component = plugin::compile(&self.engine, bytes).context("not a valid component")?;
-        let pre = self.linker.instantiate_pre(&component).map_err(anyhow::Error::from).context("cannot link the component")?;
-        let pre = WharfPre::new(pre).map_err(anyhow::Error::from).context("the component does not export the wharf:handler world")?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .context("cannot link the component")?;
+        let pre = WharfPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .context("the component does not export the wharf:handler world")?;
         let env = Arc::new(PluginEnv {
             name: Arc::from(name),
             namespace: name.to_string(),

@@ -49,13 +49,7 @@ impl Plugin {
         memory_bytes: usize,
         pool_size: usize,
     ) -> Self {
-        Plugin {
-            engine: engine.clone(),
-            pre,
-            env,
-            memory_bytes,
-            pool: ArrayQueue::new(pool_size.max(1)),
-        }
+        Plugin { engine: engine.clone(), pre, env, memory_bytes, pool: ArrayQueue::new(pool_size.max(1)) }
     }
 
     /// The plugin's name.

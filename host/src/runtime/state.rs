@@ -56,20 +56,11 @@ pub(crate) struct HostState {
 impl HostState {
     /// A sandbox with no files, network, environment or arguments.
     pub fn new(env: Arc<PluginEnv>, memory_bytes: usize) -> Self {
-        let wasi = WasiCtx::builder()
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+        let wasi = WasiCtx::builder().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build();
         HostState {
             wasi,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory_bytes)
-                .instances(8)
-                .tables(16)
-                .memories(2)
-                .build(),
+            limits: StoreLimitsBuilder::new().memory_size(memory_bytes).instances(8).tables(16).memories(2).build(),
             env,
             call: Call { conn: 0, route: Arc::from(""), effects: Vec::new(), ticks_left: 0 },
         }

@@ -113,10 +113,10 @@ async fn serve<D: Dispatch>(shared: &Shared<D>, ws: &mut Ws, id: ConnId, route: 
                         if let Err(end) = drain(ws, inbox).await {
                             return end;
                         }
-                        if let Some(reply) = reply {
-                            if let Err(end) = send(ws, to_ws(reply)).await {
-                                return end;
-                            }
+                        if let Some(reply) = reply
+                            && let Err(end) = send(ws, to_ws(reply)).await
+                        {
+                            return end;
                         }
                     }
                     Err(failure) => {

@@ -49,7 +49,11 @@ pub(crate) async fn serve_connection<D: Dispatch>(shared: Arc<Shared<D>>, stream
     }
 }
 
-async fn handle<D: Dispatch>(shared: Arc<Shared<D>>, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, Infallible> {
+async fn handle<D: Dispatch>(
+    shared: Arc<Shared<D>>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<Body>, Infallible> {
     if let Some(route) = shared.dispatch.route(req.uri().path()) {
         return Ok(upgrade(shared, req, peer, route).await);
     }
@@ -138,7 +142,13 @@ async fn upgrade<D: Dispatch>(
         let ws = match on_upgrade.await.map(|u| u.downcast::<TokioIo<TcpStream>>()) {
             Ok(Ok(parts)) => {
                 let stream = parts.io.into_inner();
-                WebSocketStream::from_partially_read(stream, parts.read_buf.to_vec(), Role::Server, Some(shared.ws_config)).await
+                WebSocketStream::from_partially_read(
+                    stream,
+                    parts.read_buf.to_vec(),
+                    Role::Server,
+                    Some(shared.ws_config),
+                )
+                .await
             }
             Ok(Err(_)) | Err(_) => {
                 shared.registry.remove(id);

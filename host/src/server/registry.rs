@@ -192,11 +192,7 @@ impl Registry {
 }
 
 fn fan_out(members: &HashMap<ConnId, Outbox>, msg: &WsMessage, except: Option<ConnId>) -> usize {
-    members
-        .iter()
-        .filter(|(id, _)| Some(**id) != except)
-        .filter(|(_, outbox)| outbox.send(msg.clone()))
-        .count()
+    members.iter().filter(|(id, _)| Some(**id) != except).filter(|(_, outbox)| outbox.send(msg.clone())).count()
 }
 
 #[cfg(test)]

@@ -94,9 +94,8 @@ pub trait Store: Send + Sync + 'static {
 pub(crate) fn parse_counter(value: Option<&[u8]>) -> StoreResult<i64> {
     match value {
         None => Ok(0),
-        Some(bytes) => std::str::from_utf8(bytes)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .ok_or(StoreError::NotACounter),
+        Some(bytes) => {
+            std::str::from_utf8(bytes).ok().and_then(|s| s.trim().parse().ok()).ok_or(StoreError::NotACounter)
+        }
     }
 }

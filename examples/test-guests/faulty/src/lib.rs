@@ -27,7 +27,8 @@ impl Handler for Faulty {
     fn on_message(conn: Connection, msg: Message) -> Option<Message> {
         match msg.as_text() {
             Some("panic") => panic!("asked to panic"),
-            Some("spin") => {
+            Some("spin") =>
+            {
                 #[allow(clippy::empty_loop)]
                 loop {}
             }

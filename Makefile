@@ -1,0 +1,51 @@
+# Wharf: the two commands a new user needs are `make run` and `make test`.
+#
+#   make run     build the host and the example handlers (release), then serve
+#                examples/wharf.toml on http://127.0.0.1:8080
+#   make test    install what the tests need, build the guests, lint, test
+#   make build   release host (target/release/wharf) and every example component
+
+CARGO  ?= cargo
+NPM    ?= npm
+WASM   := target/wasm32-wasip2/release
+BROWSER_DIR := host/tests/browser
+
+.PHONY: run build host guests wasm-target test test-deps lint fmt clean
+
+run: build
+	./target/release/wharf serve --config examples/wharf.toml
+
+build: host guests
+
+host:
+	$(CARGO) build --release -p wharf
+
+# Guest components: the examples and the host's test handlers, one workspace.
+guests: wasm-target
+	cd examples && $(CARGO) build --release
+
+wasm-target:
+	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+
+test: test-deps guests lint
+	$(CARGO) test --workspace --all-targets
+
+lint:
+	$(CARGO) fmt --all --check
+	cd examples && $(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	cd examples && $(CARGO) clippy --release -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+	cd examples && $(CARGO) fmt --all
+
+# Headless Chromium (Debian) and playwright-core (npm) for the chat page test.
+test-deps:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "the browser test needs Chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
+	@[ -d $(BROWSER_DIR)/node_modules/playwright-core ] || $(NPM) ci --prefix $(BROWSER_DIR) --no-audit --no-fund
+
+clean:
+	$(CARGO) clean

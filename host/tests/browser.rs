@@ -1,0 +1,36 @@
+//! The chat page in a real headless browser: two pages served by the host,
+//! a message typed in one appears in both. Needs Debian's `chromium` and the
+//! npm packages of `host/tests/browser` (`make test` installs both).
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_page_works_in_headless_chromium() {
+    let dir = repo_root().join("host/tests/browser");
+    assert!(
+        dir.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is missing: run `npm ci --prefix host/tests/browser` (make test does)"
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "{chromium} is missing: `apt-get install chromium` (make test does)"
+    );
+    let static_dir = repo_root().join("examples/static").display().to_string();
+    let host = spawn(config(&[("/chat", "chat")], &format!("static_dir = {static_dir:?}"))).await;
+    let url = format!("http://{}/", host.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node").arg(dir.join("chat.mjs")).arg(url).output().expect("running node")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "browser test failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("ada: hello from the browser"), "{stdout}");
+    host.stop().await.unwrap();
+}
