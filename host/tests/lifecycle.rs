@@ -206,3 +206,24 @@ async fn shutdown_closes_every_connection_with_1001_and_runs_on_close() {
     assert!(gone.is_err(), "the host still accepts connections after shutdown");
     let _ = echo.send(Message::text("late")).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_routes_reuse_warm_instances_and_fresh_routes_never_do() {
+    let routes = [("/pooled", "faulty", "pooled"), ("/fresh", "faulty", "fresh")];
+    let host = spawn(config_with_instances(&routes, "")).await;
+    let mut fresh = connect(&host, "/fresh").await;
+    for _ in 0..3 {
+        send_text(&mut fresh, "count").await;
+        assert_eq!(expect_text(&mut fresh).await, "1", "a fresh instance has handled one event");
+    }
+    // One connection's events run one at a time, so a warm pool hands the
+    // same instance back: its in-memory count keeps growing.
+    let mut pooled = connect(&host, "/pooled").await;
+    let mut counts = Vec::new();
+    for _ in 0..3 {
+        send_text(&mut pooled, "count").await;
+        counts.push(expect_text(&mut pooled).await.parse::<u32>().unwrap());
+    }
+    assert!(counts.windows(2).all(|w| w[1] > w[0]), "no warm reuse: {counts:?}");
+    host.stop().await.unwrap();
+}

@@ -24,8 +24,9 @@ pub use registry::{CLOSE_POLICY, Registry};
 /// Read buffer per connection. tokio-tungstenite's default (128 KiB, zeroed)
 /// costs ~134 KiB of RSS per idle connection; 4 KiB costs ~6.6 KiB.
 pub const READ_BUFFER: usize = 4 * 1024;
-/// Bytes buffered before a write goes to the socket (0: write each frame).
-pub const WRITE_BUFFER: usize = 0;
+/// Bytes of frames gathered before a write goes to the socket; a batch of
+/// queued messages is written with few syscalls, and every batch is flushed.
+pub const WRITE_BUFFER: usize = 4 * 1024;
 
 /// Settings of the listener.
 #[derive(Clone, Debug)]

@@ -36,17 +36,24 @@ pub fn component(name: &str) -> PathBuf {
 /// A config with the given `(path, plugin)` routes, each plugin running the
 /// component of the same name; `extra` is appended TOML (e.g. `[limits]`).
 pub fn config(routes: &[(&str, &str)], extra: &str) -> Config {
+    let routes: Vec<_> = routes.iter().map(|(path, plugin)| (*path, *plugin, "pooled")).collect();
+    config_with_instances(&routes, extra)
+}
+
+/// Like [`config`], with each route's `instances` setting given.
+pub fn config_with_instances(routes: &[(&str, &str, &str)], extra: &str) -> Config {
     let mut text = String::from("listen = \"127.0.0.1:0\"\n");
     text += &format!("data_dir = {:?}\n", repo_root().join("target/test-data").display().to_string());
     text += extra;
     text += "\n";
-    let mut plugins: Vec<&str> = routes.iter().map(|(_, p)| *p).collect();
+    let mut plugins: Vec<&str> = routes.iter().map(|(_, p, _)| *p).collect();
+    plugins.sort();
     plugins.dedup();
     for p in plugins {
         text += &format!("[plugins.{p}]\ncomponent = {:?}\n", component(p).display().to_string());
     }
-    for (path, plugin) in routes {
-        text += &format!("[[routes]]\npath = \"{path}\"\nplugin = \"{plugin}\"\n");
+    for (path, plugin, instances) in routes {
+        text += &format!("[[routes]]\npath = \"{path}\"\nplugin = \"{plugin}\"\ninstances = \"{instances}\"\n");
     }
     let config = Config::parse(&text, "test config").expect("test config parses");
     config.validate("test config").expect("test config is valid");

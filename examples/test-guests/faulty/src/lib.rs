@@ -4,11 +4,18 @@
 //! loops forever (stopped by the event deadline). It rejects an open whose
 //! query says `reject=STATUS`, records every close in key/value (`closed` is
 //! a counter, `closed:<id>` the code), and replies to `closes?` with the
-//! counter so tests can see that `on-close` ran exactly once.
+//! counter so tests can see that `on-close` ran exactly once. `count`
+//! replies with how many events this instance has handled: it grows on a
+//! warm, reused instance and stays 1 when every event gets a fresh one.
+
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use wharf_guest::{Accept, Connection, Handler, Message, Reject, Request, export_handler, kv};
 
 struct Faulty;
+
+/// Events handled by this instance; lives in the instance's memory only.
+static EVENTS: AtomicU32 = AtomicU32::new(0);
 
 impl Handler for Faulty {
     fn on_open(conn: Connection, req: Request) -> Result<Accept, Reject> {
@@ -25,7 +32,9 @@ impl Handler for Faulty {
     }
 
     fn on_message(conn: Connection, msg: Message) -> Option<Message> {
+        let events = EVENTS.fetch_add(1, Ordering::Relaxed) + 1;
         match msg.as_text() {
+            Some("count") => Some(Message::text(events.to_string())),
             Some("panic") => panic!("asked to panic"),
             Some("spin") =>
             {
