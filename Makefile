@@ -29,16 +29,19 @@ wasm-target:
 
 test: test-deps guests lint
 	$(CARGO) test --workspace --all-targets
+	cd guest-sdk && $(CARGO) test --doc --target-dir ../target
 
 lint:
 	$(CARGO) fmt --all --check
 	cd examples && $(CARGO) fmt --all --check
+	cd guest-sdk && $(CARGO) fmt --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	cd examples && $(CARGO) clippy --release -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
 	cd examples && $(CARGO) fmt --all
+	cd guest-sdk && $(CARGO) fmt
 
 # Headless Chromium (Debian) and playwright-core (npm) for the chat page test.
 test-deps:

@@ -66,27 +66,46 @@ impl Running {
     }
 }
 
-/// Loads every plugin of `config`, binds its listen address, and serves in a
-/// background task.
+/// Loads every plugin of `config`, then binds its listen address and serves
+/// in a background task. A bad plugin is reported before the port is touched.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let parts = Parts::build(&config)?;
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    start_on(config, listener).await
+    parts.serve(&config, listener)
 }
 
 /// Like [`start`] on an already bound listener.
 pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
-    let addr = listener.local_addr()?;
-    let opts =
-        ServerOptions { static_dir: config.static_dir.clone(), max_message_bytes: config.limits.max_message_bytes };
-    let registry = Arc::new(Registry::new(config.limits.outbound_queue));
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let app = tokio::task::block_in_place(|| App::new(&config, registry.clone(), store.clone()))?;
-    let shutdown = CancellationToken::new();
-    let token = shutdown.clone();
-    let task =
-        tokio::spawn(async move { server::serve(listener, app, registry, opts, token).await.context("serving") });
-    tracing::info!(%addr, "wharf listening");
-    Ok(Running { addr, shutdown, store, task })
+    Parts::build(&config)?.serve(&config, listener)
+}
+
+/// An application ready to serve.
+struct Parts {
+    app: App,
+    registry: Arc<Registry>,
+    store: Arc<dyn Store>,
+}
+
+impl Parts {
+    fn build(config: &Config) -> anyhow::Result<Parts> {
+        let registry = Arc::new(Registry::new(config.limits.outbound_queue));
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let app = tokio::task::block_in_place(|| App::new(config, registry.clone(), store.clone()))?;
+        Ok(Parts { app, registry, store })
+    }
+
+    fn serve(self, config: &Config, listener: TcpListener) -> anyhow::Result<Running> {
+        let addr = listener.local_addr()?;
+        let opts =
+            ServerOptions { static_dir: config.static_dir.clone(), max_message_bytes: config.limits.max_message_bytes };
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let Parts { app, registry, store } = self;
+        let task =
+            tokio::spawn(async move { server::serve(listener, app, registry, opts, token).await.context("serving") });
+        tracing::info!(%addr, "wharf listening");
+        Ok(Running { addr, shutdown, store, task })
+    }
 }
 
 impl App {

@@ -44,8 +44,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let token = running.shutdown_token();
             tokio::spawn(async move {
                 wait_for_signal().await;
-                tracing::info!("shutting down: closing every connection with 1001");
                 token.cancel();
+                tracing::info!("shutting down: closing every connection with 1001 (again to exit at once)");
+                wait_for_signal().await;
+                tracing::warn!("second signal: exiting without waiting for connections");
+                std::process::exit(1);
             });
             running.wait().await.context("wharf serve")
         }

@@ -11,5 +11,8 @@ pub fn init() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // A closed stderr must not take the host down (the default reports
+        // write errors with `eprintln!`, which panics on a broken pipe).
+        .log_internal_errors(false)
         .try_init();
 }

@@ -56,48 +56,94 @@ fn missing_config_file_is_named() {
     assert!(stderr.contains("/nonexistent/wharf.toml") && stderr.contains("cannot read"), "{stderr}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_closes_connections_with_1001_and_exits_zero() {
+/// A `wharf serve` process with its bound address and its log lines.
+struct Served {
+    child: std::process::Child,
+    addr: String,
+    log: std::sync::mpsc::Receiver<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary on 127.0.0.1 port 0 serving `routes` (path, plugin).
+fn serve_binary(routes: &[(&str, &str)]) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wharf.toml");
-    let text = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[plugins.echo]\ncomponent = {:?}\n[[routes]]\npath = \"/echo\"\nplugin = \"echo\"\n",
-        repo_root().join("target/test-data").display().to_string(),
-        component("echo").display().to_string()
+    let mut text = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n",
+        repo_root().join("target/test-data").display().to_string()
     );
+    for (route, plugin) in routes {
+        text += &format!(
+            "[plugins.{plugin}]\ncomponent = {:?}\n[[routes]]\npath = \"{route}\"\nplugin = \"{plugin}\"\n",
+            component(plugin).display().to_string()
+        );
+    }
     std::fs::write(&path, text).unwrap();
     let mut child = wharf().args(["serve", "--config"]).arg(&path).stderr(Stdio::piped()).spawn().unwrap();
-
-    // The host logs its bound address; read stderr until it does.
     let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, log) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("addr=").nth(1) {
-                let _ = tx.send(addr.trim().to_string());
+            if tx.send(line).is_err() {
+                break;
             }
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("host logged its address");
+    // The host logs its bound address once it listens.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addr = loop {
+        let line =
+            log.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("host logged its address");
+        if let Some(addr) = line.split("addr=").nth(1) {
+            break addr.trim().to_string();
+        }
+    };
+    Served { child, addr, log, _dir: dir }
+}
 
-    let (mut ws, _) = connect_async(format!("ws://{addr}/echo").as_str()).await.unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_connections_with_1001_and_exits_zero() {
+    let mut served = serve_binary(&[("/echo", "echo")]);
+    let (mut ws, _) = connect_async(format!("ws://{}/echo", served.addr).as_str()).await.unwrap();
     send_text(&mut ws, "before").await;
     assert_eq!(expect_text(&mut ws).await, "before");
 
-    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let kill = Command::new("kill").args(["-TERM", &served.child.id().to_string()]).status().unwrap();
     assert!(kill.success());
     assert_eq!(expect_close(&mut ws).await, 1001);
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = served.child.try_wait().unwrap() {
             break status;
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("wharf did not exit after SIGTERM");
-        }
+        assert!(Instant::now() < deadline, "wharf did not exit after SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "wharf exited with {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_panic_message_reaches_the_host_log() {
+    let served = serve_binary(&[("/faulty", "faulty")]);
+    let (mut ws, _) = connect_async(format!("ws://{}/faulty", served.addr).as_str()).await.unwrap();
+    send_text(&mut ws, "panic").await;
+    assert_eq!(expect_close(&mut ws).await, 1011);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = served.log.recv_timeout(left).unwrap_or_else(|_| panic!("no panic message in the log: {seen:#?}"));
+        if line.contains("asked to panic") && line.contains("plugin=\"faulty\"") {
+            break;
+        }
+        seen.push(line);
+    }
 }

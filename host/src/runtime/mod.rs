@@ -6,6 +6,7 @@
 
 mod bindings;
 mod engine;
+mod guest_output;
 mod host;
 mod plugin;
 mod state;

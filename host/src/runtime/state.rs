@@ -6,6 +6,7 @@ use std::sync::Arc;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 
+use super::guest_output::{GuestOutput, Stream};
 use crate::events::{ConnId, Effect};
 use crate::store::Store;
 
@@ -54,9 +55,16 @@ pub(crate) struct HostState {
 }
 
 impl HostState {
-    /// A sandbox with no files, network, environment or arguments.
+    /// A sandbox with no files, network, environment or arguments; its
+    /// stdout and stderr go to the host log.
     pub fn new(env: Arc<PluginEnv>, memory_bytes: usize) -> Self {
-        let wasi = WasiCtx::builder().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build();
+        let wasi = WasiCtx::builder()
+            .stdout(GuestOutput::new(env.name.clone(), Stream::Stdout))
+            .stderr(GuestOutput::new(env.name.clone(), Stream::Stderr))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
         HostState {
             wasi,
             table: ResourceTable::new(),
