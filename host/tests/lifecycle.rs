@@ -227,3 +227,17 @@ async fn pooled_routes_reuse_warm_instances_and_fresh_routes_never_do() {
     assert!(counts.windows(2).all(|w| w[1] > w[0]), "no warm reuse: {counts:?}");
     host.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_vanishes_during_on_open_still_gets_exactly_one_on_close() {
+    use tokio::io::AsyncWriteExt;
+    let host = spawn(faulty_and_echo()).await;
+    let mut tcp = tokio::net::TcpStream::connect(host.addr).await.unwrap();
+    let request = "GET /faulty?slow-open=60 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    drop(tcp); // gone while on-open runs
+    expect_closes(&host.store(), 1).await;
+    host.stop().await.unwrap();
+}

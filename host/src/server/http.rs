@@ -109,7 +109,23 @@ async fn upgrade<D: Dispatch>(
     let open = open_request(&req, peer);
     let offered = open.subprotocols.clone();
     let on_upgrade = hyper::upgrade::on(&mut req);
+    // Run the open in its own task: if the client goes away mid-handshake,
+    // hyper drops this future, but the open still completes and, if it was
+    // accepted, the connection is closed with on-close like any other.
+    let opening = shared.tasks.spawn(open_connection(shared.clone(), route, open, offered, accept_key, on_upgrade));
+    opening.await.unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "handler error"))
+}
 
+/// Asks the handler, then answers 101 (and starts the connection's task once
+/// the upgrade completes) or the handler's rejection.
+async fn open_connection<D: Dispatch>(
+    shared: Arc<Shared<D>>,
+    route: Arc<str>,
+    open: OpenRequest,
+    offered: Vec<String>,
+    accept_key: String,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+) -> Response<Body> {
     let (id, inbox) = shared.registry.reserve(route.clone());
     let accept = match shared.dispatch.open(&route, id, open).await {
         Ok(Ok(accept)) => accept,

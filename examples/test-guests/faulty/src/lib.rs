@@ -1,6 +1,7 @@
 //! `faulty`: a test handler for the host's own tests, not an example.
 //!
-//! It echoes, but misbehaves on command: `panic` panics (a trap), `spin`
+//! It echoes, but misbehaves on command (`slow-open=MS` in the query makes
+//! `on-open` take that long): `panic` panics (a trap), `spin`
 //! loops forever (stopped by the event deadline). It rejects an open whose
 //! query says `reject=STATUS`, records every close in key/value (`closed` is
 //! a counter, `closed:<id>` the code), and replies to `closes?` with the
@@ -21,6 +22,9 @@ impl Handler for Faulty {
     fn on_open(conn: Connection, req: Request) -> Result<Accept, Reject> {
         if let Some(status) = req.query_param("reject") {
             return Err(Reject::new(status.parse().unwrap_or(400), "rejected by request"));
+        }
+        if let Some(ms) = req.query_param("slow-open") {
+            std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(50)));
         }
         if req.query_param("panic-open").is_some() {
             panic!("asked to panic in on-open");
