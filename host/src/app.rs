@@ -114,7 +114,7 @@ impl App {
         let limits = &config.limits;
         let opts = RuntimeOptions {
             engine: EngineOptions {
-                max_instances: 1000,
+                max_instances: limits.max_instances,
                 memory_bytes: (limits.memory_mib as usize) << 20,
                 cache_dir: Some(runtime::cache_dir(&config.data_dir)),
             },

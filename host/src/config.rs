@@ -94,6 +94,9 @@ pub struct Limits {
     pub memory_mib: u64,
     /// Warm instances kept per plugin.
     pub instance_pool: usize,
+    /// Instances alive at once across all plugins (pooling allocator slots);
+    /// an event that finds none free fails with 1011.
+    pub max_instances: u32,
     /// Largest inbound message (and frame), in bytes.
     pub max_message_bytes: usize,
     /// Messages queued for one connection before it counts as a slow reader
@@ -107,6 +110,7 @@ impl Default for Limits {
             event_timeout_ms: 100,
             memory_mib: 64,
             instance_pool: 16,
+            max_instances: 1000,
             max_message_bytes: 1 << 20,
             outbound_queue: 1024,
         }
@@ -188,10 +192,11 @@ impl Config {
             return Err(err("static_dir".into(), format!("`{}` is not a directory", dir.display())));
         }
         let l = &self.limits;
-        let checks: [(&str, bool, &str); 5] = [
+        let checks: [(&str, bool, &str); 6] = [
             ("limits.event_timeout_ms", (1..=60_000).contains(&l.event_timeout_ms), "must be 1..=60000"),
             ("limits.memory_mib", (1..=4096).contains(&l.memory_mib), "must be 1..=4096"),
             ("limits.instance_pool", l.instance_pool <= 4096, "must be at most 4096"),
+            ("limits.max_instances", (1..=20_000).contains(&l.max_instances), "must be 1..=20000"),
             ("limits.max_message_bytes", (16..=(64 << 20)).contains(&l.max_message_bytes), "must be 16..=67108864"),
             ("limits.outbound_queue", (1..=1 << 20).contains(&l.outbound_queue), "must be 1..=1048576"),
         ];
@@ -257,6 +262,8 @@ mod tests {
         assert_eq!(e.key, "routes[0].path");
         let e = parse_err("[limits]\nevent_timeout_ms = 0\n");
         assert_eq!(e.key, "limits.event_timeout_ms");
+        let e = parse_err("[limits]\nmax_instances = 0\n");
+        assert_eq!(e.key, "limits.max_instances");
         let text = "[plugins.a]\ncomponent = \"a.wasm\"\n[[routes]]\npath = \"/a\"\nplugin = \"a\"\n[[routes]]\npath = \"/a\"\nplugin = \"a\"\n";
         assert_eq!(parse_err(text).key, "routes[1].path");
     }
