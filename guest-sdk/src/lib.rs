@@ -223,6 +223,22 @@ impl Connection {
         Ok(wit::connections::delete_metadata(self.0, key)?)
     }
 
+    /// Reads this connection's route, metadata and channels. Works for any
+    /// connection of the same plugin, e.g. one found with
+    /// [`channels::members`].
+    ///
+    /// ```no_run
+    /// # use wharf_guest::Connection;
+    /// # fn f(conn: Connection) -> wharf_guest::Result<()> {
+    /// let info = conn.info()?;
+    /// assert!(info.route.starts_with('/'));
+    /// # Ok(()) }
+    /// ```
+    pub fn info(&self) -> Result<ConnectionInfo> {
+        let i = wit::connections::info(self.0)?;
+        Ok(ConnectionInfo { connection: Connection(i.id), route: i.route, metadata: i.metadata, channels: i.channels })
+    }
+
     /// Adds this connection to a channel (see [`channels::publish`]).
     pub fn subscribe(&self, channel: &str) -> Result<()> {
         Ok(wit::channels::subscribe(self.0, channel)?)
@@ -232,6 +248,19 @@ impl Connection {
     pub fn unsubscribe(&self, channel: &str) -> Result<()> {
         Ok(wit::channels::unsubscribe(self.0, channel)?)
     }
+}
+
+/// What a handler may read about a connection of its own plugin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// The connection.
+    pub connection: Connection,
+    /// The route it opened on.
+    pub route: String,
+    /// Its metadata, in insertion order.
+    pub metadata: Vec<(String, String)>,
+    /// The channels it is a member of.
+    pub channels: Vec<String>,
 }
 
 impl fmt::Display for Connection {
@@ -264,6 +293,17 @@ pub mod channels {
     /// ```
     pub fn publish(channel: &str, msg: impl Into<Message>) -> Result<()> {
         Ok(wit::channels::publish(channel, &msg.into().into())?)
+    }
+
+    /// The members of `channel` (presence), ascending, at most 10,000.
+    ///
+    /// ```no_run
+    /// # fn f() -> wharf_guest::Result<()> {
+    /// let online = wharf_guest::channels::members("room")?.len();
+    /// # Ok(()) }
+    /// ```
+    pub fn members(channel: &str) -> Result<Vec<Connection>> {
+        Ok(wit::channels::members(channel)?.into_iter().map(Connection::from_id).collect())
     }
 }
 

@@ -11,11 +11,12 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Instances};
+use crate::config::{Config, Instances, StoreChoice};
 use crate::events::{Accept, ConnId, Effect, HandlerFailure, Message, OpenRequest, Reject};
+use crate::metrics::Metrics;
 use crate::runtime::{self, CallContext, EngineOptions, EventCaps, Plugin, Runtime, RuntimeOptions};
-use crate::server::{self, Dispatch, Registry, ServerOptions, to_ws};
-use crate::store::{ConnectionRecord, MemoryStore, Store};
+use crate::server::{self, AdminOptions, Dispatch, Registry, ServerOptions, to_ws};
+use crate::store::{self as store_mod, ConnectionRecord, Store, StoreKind};
 
 /// Most effects one event may ask for.
 const MAX_EFFECTS_PER_EVENT: usize = 10_000;
@@ -38,6 +39,8 @@ pub struct App {
 pub struct Running {
     /// The bound address.
     pub addr: SocketAddr,
+    /// The admin API's bound address, when it is enabled.
+    pub admin_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     store: Arc<dyn Store>,
     task: JoinHandle<anyhow::Result<()>>,
@@ -71,12 +74,12 @@ impl Running {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let parts = Parts::build(&config)?;
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    parts.serve(&config, listener)
+    parts.serve(&config, listener).await
 }
 
 /// Like [`start`] on an already bound listener.
 pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
-    Parts::build(&config)?.serve(&config, listener)
+    Parts::build(&config)?.serve(&config, listener).await
 }
 
 /// An application ready to serve.
@@ -84,39 +87,66 @@ struct Parts {
     app: App,
     registry: Arc<Registry>,
     store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
 }
 
 impl Parts {
     fn build(config: &Config) -> anyhow::Result<Parts> {
         let registry = Arc::new(Registry::new(config.limits.outbound_queue));
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let app = tokio::task::block_in_place(|| App::new(config, registry.clone(), store.clone()))?;
-        Ok(Parts { app, registry, store })
+        let kind = match config.store {
+            StoreChoice::Embedded => StoreKind::Embedded,
+            StoreChoice::Memory => StoreKind::Memory,
+        };
+        let store =
+            store_mod::open(&kind, &config.data_dir).with_context(|| format!("config {}: store", config.source))?;
+        let metrics = Arc::new(Metrics::new());
+        let app = tokio::task::block_in_place(|| App::new(config, registry.clone(), store.clone(), metrics.clone()))?;
+        Ok(Parts { app, registry, store, metrics })
     }
 
-    fn serve(self, config: &Config, listener: TcpListener) -> anyhow::Result<Running> {
+    async fn serve(self, config: &Config, listener: TcpListener) -> anyhow::Result<Running> {
         let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let admin_addr = if config.admin.enabled {
+            let admin = TcpListener::bind(config.admin.listen)
+                .await
+                .with_context(|| format!("binding the admin API on {} (admin.listen)", config.admin.listen))?;
+            let admin_addr = admin.local_addr()?;
+            let opts =
+                AdminOptions { token: config.admin.token.clone(), max_body_bytes: config.limits.max_message_bytes };
+            let (registry, store, metrics) = (self.registry.clone(), self.store.clone(), self.metrics.clone());
+            tokio::spawn(server::serve_admin(admin, registry, store, metrics, opts, shutdown.clone()));
+            tracing::info!(addr = %admin_addr, auth = config.admin.token.is_some(), "admin API listening");
+            Some(admin_addr)
+        } else {
+            None
+        };
         let opts =
             ServerOptions { static_dir: config.static_dir.clone(), max_message_bytes: config.limits.max_message_bytes };
-        let shutdown = CancellationToken::new();
         let token = shutdown.clone();
-        let Parts { app, registry, store } = self;
-        let task =
-            tokio::spawn(async move { server::serve(listener, app, registry, opts, token).await.context("serving") });
+        let Parts { app, registry, store, metrics } = self;
+        let task = tokio::spawn(async move {
+            server::serve(listener, app, registry, metrics, opts, token).await.context("serving")
+        });
         tracing::info!(%addr, "wharf listening");
-        Ok(Running { addr, shutdown, store, task })
+        Ok(Running { addr, admin_addr, shutdown, store, task })
     }
 }
 
 impl App {
     /// Builds the runtime and compiles every plugin the routes use.
-    pub fn new(config: &Config, registry: Arc<Registry>, store: Arc<dyn Store>) -> anyhow::Result<App> {
+    pub fn new(
+        config: &Config,
+        registry: Arc<Registry>,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<App> {
         let limits = &config.limits;
         let opts = RuntimeOptions {
             engine: EngineOptions {
                 max_instances: limits.max_instances,
                 memory_bytes: (limits.memory_mib as usize) << 20,
-                cache_dir: Some(runtime::cache_dir(&config.data_dir)),
+                cache_dir: Some(config.cache_dir()),
             },
             caps: EventCaps {
                 max_message_bytes: limits.max_message_bytes,
@@ -125,11 +155,11 @@ impl App {
             },
             instance_pool: limits.instance_pool,
         };
-        let runtime = Runtime::new(opts, store.clone())?;
+        let runtime = Runtime::new(opts, store.clone(), metrics)?;
         let mut plugins = HashMap::new();
         for (name, plugin) in &config.plugins {
             let loaded = runtime
-                .load_plugin(name, &plugin.component)
+                .load_plugin(name, config.namespace_of(name), &plugin.component)
                 .with_context(|| format!("config {}: plugins.{name}.component", config.source))?;
             tracing::info!(plugin = %name, component = %plugin.component.display(), "plugin loaded");
             plugins.insert(name.clone(), Arc::new(loaded));
@@ -197,7 +227,9 @@ impl Dispatch for App {
             route: r.key.clone(),
             plugin: Arc::from(r.plugin.name()),
             remote_addr: req.remote_addr.clone(),
+            connected_at_ms: store_mod::now_ms(),
             metadata: Vec::new(),
+            channels: Vec::new(),
         };
         self.store.connection_open(record).await.map_err(|e| HandlerFailure::Unavailable(e.to_string()))?;
         let outcome = r.plugin.on_open(&cx, req).await;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
+use crate::config::{Config, StoreChoice};
 
 /// Wharf: a WebSocket host for sandboxed WebAssembly handlers.
 #[derive(Debug, Parser)]
@@ -29,17 +29,32 @@ pub enum Command {
         /// Listen address; overrides `listen` in the config.
         #[arg(long, env = "WHARF_LISTEN")]
         listen: Option<SocketAddr>,
+        /// Store back end; overrides `store`.
+        #[arg(long, env = "WHARF_STORE")]
+        store: Option<StoreChoice>,
+        /// Data directory; overrides `data_dir`.
+        #[arg(long, env = "WHARF_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Admin API listen address; overrides `admin.listen`.
+        #[arg(long, env = "WHARF_ADMIN_LISTEN")]
+        admin_listen: Option<SocketAddr>,
     },
 }
 
 /// Runs a parsed command line to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { config, listen } => {
+        Command::Serve { config, listen, store, data_dir, admin_listen } => {
             let mut config = Config::load(&config)?;
-            if let Some(listen) = listen {
-                config.listen = listen;
+            config.listen = listen.unwrap_or(config.listen);
+            config.store = store.unwrap_or(config.store);
+            config.data_dir = data_dir.unwrap_or(config.data_dir);
+            config.admin.listen = admin_listen.unwrap_or(config.admin.listen);
+            if let Ok(token) = std::env::var("WHARF_ADMIN_TOKEN") {
+                config.admin.token = Some(token);
             }
+            let file = config.source.clone();
+            config.validate(&file)?;
             let running = crate::app::start(config).await?;
             let token = running.shutdown_token();
             tokio::spawn(async move {

@@ -11,6 +11,8 @@ use serde::Deserialize;
 
 /// The default address of the WebSocket and HTTP listener.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The default address of the admin API.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
 
 /// A configuration error, naming the file and the key.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,15 @@ pub struct Config {
     /// the working directory.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// Compile cache directory; default `<data_dir>/cache`.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+    /// The store back end: `embedded` (default, durable) or `memory`.
+    #[serde(default)]
+    pub store: StoreChoice,
+    /// The admin HTTP API.
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// Global limits; routes may override some of them.
     #[serde(default)]
     pub limits: Limits,
@@ -58,6 +69,52 @@ pub struct Config {
 pub struct PluginConfig {
     /// The component file (`.wasm`), relative to the config file.
     pub component: PathBuf,
+    /// The key/value namespace; default: the plugin's own name. Plugins that
+    /// name the same namespace share it; a plugin cannot name another
+    /// plugin's default namespace.
+    #[serde(default)]
+    pub kv_namespace: Option<String>,
+}
+
+impl Config {
+    /// The key/value namespace of plugin `name`.
+    pub fn namespace_of<'a>(&'a self, name: &'a str) -> &'a str {
+        self.plugins.get(name).and_then(|p| p.kv_namespace.as_deref()).unwrap_or(name)
+    }
+
+    /// The compile cache directory.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir.clone().unwrap_or_else(|| self.data_dir.join("cache"))
+    }
+}
+
+/// The store back end.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreChoice {
+    /// Key/value in `<data_dir>/wharf.redb`, durable when acknowledged.
+    #[default]
+    Embedded,
+    /// Everything in memory; gone when the host stops.
+    Memory,
+}
+
+/// The admin HTTP API.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Serve the admin API at all.
+    pub enabled: bool,
+    /// Its listen address; without a token it must be a loopback address.
+    pub listen: SocketAddr,
+    /// The bearer token (`WHARF_ADMIN_TOKEN` overrides it).
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { enabled: true, listen: DEFAULT_ADMIN_LISTEN.parse().expect("valid default"), token: None }
+    }
 }
 
 /// How instances are used for a route's events.
@@ -171,6 +228,46 @@ impl Config {
     /// Checks cross-references and ranges; `file` names the source in errors.
     pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
         let err = |key: String, reason: String| ConfigError { file: file.to_string(), key, reason };
+        for (name, plugin) in &self.plugins {
+            let valid = |n: &str| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !valid(name) {
+                return Err(err(
+                    format!("plugins.{name}"),
+                    "a plugin name uses only letters, digits, `-` and `_`".into(),
+                ));
+            }
+            if let Some(ns) = &plugin.kv_namespace {
+                if !valid(ns) {
+                    return Err(err(
+                        format!("plugins.{name}.kv_namespace"),
+                        "a namespace uses only letters, digits, `-` and `_`".into(),
+                    ));
+                }
+                if let Some(owner) = self.plugins.get(ns)
+                    && ns != name
+                    && owner.kv_namespace.is_none()
+                {
+                    return Err(err(
+                        format!("plugins.{name}.kv_namespace"),
+                        format!(
+                            "`{ns}` is plugin `{ns}`'s own namespace; to share it, set the same kv_namespace on both"
+                        ),
+                    ));
+                }
+            }
+        }
+        if self.admin.enabled && self.admin.token.is_none() && !self.admin.listen.ip().is_loopback() {
+            return Err(err(
+                "admin.listen".into(),
+                format!(
+                    "refusing to serve the admin API on non-loopback {} without a token (set WHARF_ADMIN_TOKEN or admin.token)",
+                    self.admin.listen
+                ),
+            ));
+        }
+        if self.admin.token.as_deref() == Some("") {
+            return Err(err("admin.token".into(), "must not be empty".into()));
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, route) in self.routes.iter().enumerate() {
             if !route.path.starts_with('/') {
@@ -269,6 +366,31 @@ mod tests {
     }
 
     #[test]
+    fn namespaces_are_shared_only_when_both_plugins_say_so() {
+        let base = "[plugins.a]\ncomponent = \"a.wasm\"\n[plugins.b]\ncomponent = \"b.wasm\"\n";
+        let e = parse_err(&format!("{base}kv_namespace = \"a\"\n"));
+        assert_eq!(e.key, "plugins.b.kv_namespace");
+        let ok = "[plugins.a]\ncomponent = \"a.wasm\"\nkv_namespace = \"shop\"\n[plugins.b]\ncomponent = \"b.wasm\"\nkv_namespace = \"shop\"\n";
+        let c = Config::parse(ok, "t.toml").unwrap();
+        c.validate("t.toml").unwrap();
+        assert_eq!(c.namespace_of("a"), c.namespace_of("b"));
+        let c = Config::parse(base, "t.toml").unwrap();
+        assert_ne!(c.namespace_of("a"), c.namespace_of("b"));
+        let e = parse_err("[plugins.\"bad name\"]\ncomponent = \"a.wasm\"\n");
+        assert_eq!(e.key, "plugins.bad name");
+    }
+
+    #[test]
+    fn admin_without_token_stays_on_loopback() {
+        let e = parse_err("[admin]\nlisten = \"0.0.0.0:8081\"\n");
+        assert_eq!(e.key, "admin.listen");
+        let c = Config::parse("[admin]\nlisten = \"0.0.0.0:8081\"\ntoken = \"t\"\n", "t.toml").unwrap();
+        c.validate("t.toml").unwrap();
+        let e = parse_err("store = \"cloud\"\n");
+        assert_eq!(e.key, "store");
+    }
+
+    #[test]
     fn syntax_error_has_position() {
         let e = parse_err("listen = \n");
         assert_eq!(e.key, "(syntax)");
@@ -280,7 +402,7 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wharf.toml");
         let c = Config::load(&path).expect("examples/wharf.toml is valid");
         let paths: Vec<_> = c.routes.iter().map(|r| r.path.as_str()).collect();
-        assert_eq!(paths, ["/echo", "/chat", "/broadcast"]);
+        assert_eq!(paths, ["/echo", "/chat", "/broadcast", "/counter"]);
         assert!(c.static_dir.is_some());
     }
 }

@@ -15,6 +15,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod events;
+pub mod metrics;
 pub mod runtime;
 pub mod server;
 pub mod store;

@@ -19,7 +19,8 @@ fn wharf() -> Command {
 fn serve_fails_with(config_text: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(&path, config_text).unwrap();
+    // Keep the embedded store out of the working directory.
+    std::fs::write(&path, format!("store = \"memory\"\n{config_text}")).unwrap();
     let out = wharf().args(["serve", "--config"]).arg(&path).output().unwrap();
     assert!(!out.status.success(), "a bad config must not start the host");
     let stderr = String::from_utf8(out.stderr).unwrap();
@@ -30,6 +31,7 @@ fn serve_fails_with(config_text: &str) -> String {
 #[test]
 fn bad_configs_are_refused_naming_the_file_and_key() {
     let e = serve_fails_with("listen = \"127.0.0.1:0\"\nlisten_port = 9\n");
+    assert!(e.contains("line 3"), "the position counts the file's own lines: {e}");
     assert!(e.contains("listen_port"), "{e}");
     let e = serve_fails_with("[limits]\nevent_timeout_ms = \"soon\"\n");
     assert!(e.contains("limits.event_timeout_ms"), "{e}");
@@ -76,8 +78,9 @@ fn serve_binary(routes: &[(&str, &str)]) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wharf.toml");
     let mut text = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n",
-        repo_root().join("target/test-data").display().to_string()
+        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\ncache_dir = {:?}\n[admin]\nenabled = false\n",
+        dir.path().join("data").display().to_string(),
+        cache_dir().display().to_string()
     );
     for (route, plugin) in routes {
         text += &format!(

@@ -1,13 +1,13 @@
 //! The host side of the WIT imports: thin adapters that check arguments and
 //! caps, then delegate to the store or record an [`Effect`].
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::bindings::types::{Error, LogLevel};
 use super::bindings::wharf::handler::{channels, connections, kv, logging, types};
 use super::state::{HostState, PluginEnv};
 use crate::events::{ConnId, Effect, Message};
-use crate::store::StoreError;
+use crate::store::{StoreError, StoreResult};
 
 /// Longest key accepted by the key/value and metadata imports.
 const MAX_KEY_BYTES: usize = 1024;
@@ -17,6 +17,8 @@ const MAX_CHANNEL_BYTES: usize = 256;
 const MAX_CLOSE_REASON_BYTES: usize = 123;
 /// Most keys one `list-keys` call returns.
 const MAX_LIST: u32 = 1000;
+/// Most ids one `members` call returns.
+const MAX_MEMBERS: usize = 10_000;
 
 /// The one place store errors become guest-visible errors.
 fn store_error(e: StoreError) -> Error {
@@ -63,9 +65,21 @@ impl HostState {
 }
 
 impl PluginEnv {
+    /// Runs a store operation, recording its latency and failures; maps its
+    /// error for the guest.
+    async fn timed<T>(&self, op: &'static str, f: impl Future<Output = StoreResult<T>>) -> Result<T, Error> {
+        let started = Instant::now();
+        let r = f.await;
+        self.metrics.store_seconds.with_label_values(&[op]).observe(started.elapsed().as_secs_f64());
+        if r.is_err() {
+            self.metrics.store_errors.with_label_values(&[op]).inc();
+        }
+        r.map_err(store_error)
+    }
+
     /// A connection this plugin may act on: open, and served by this plugin.
     async fn own_connection(&self, conn: ConnId) -> Result<(), Error> {
-        match self.store.connection_plugin(conn).await.map_err(store_error)? {
+        match self.timed("connection_plugin", self.store.connection_plugin(conn)).await? {
             None => Err(Error::UnknownConnection),
             Some(p) if *p == *self.name => Ok(()),
             Some(_) => Err(Error::NotAllowed),
@@ -111,7 +125,7 @@ impl connections::Host for HostState {
         let env = self.env.clone();
         check_key(&key)?;
         env.own_connection(conn).await?;
-        env.store.metadata_get(conn, &key).await.map_err(store_error)
+        env.timed("metadata_get", env.store.metadata_get(conn, &key)).await
     }
 
     async fn set_metadata(&mut self, conn: ConnId, key: String, value: String) -> Result<(), Error> {
@@ -121,14 +135,26 @@ impl connections::Host for HostState {
             return Err(Error::TooLarge);
         }
         env.own_connection(conn).await?;
-        env.store.metadata_set(conn, &key, &value).await.map_err(store_error)
+        env.timed("metadata_set", env.store.metadata_set(conn, &key, &value)).await
+    }
+
+    async fn info(&mut self, conn: ConnId) -> Result<types::ConnectionInfo, Error> {
+        let env = self.env.clone();
+        env.own_connection(conn).await?;
+        let record = env.timed("connection", env.store.connection(conn)).await?.ok_or(Error::UnknownConnection)?;
+        Ok(types::ConnectionInfo {
+            id: record.id,
+            route: record.route.to_string(),
+            metadata: record.metadata,
+            channels: record.channels,
+        })
     }
 
     async fn delete_metadata(&mut self, conn: ConnId, key: String) -> Result<(), Error> {
         let env = self.env.clone();
         check_key(&key)?;
         env.own_connection(conn).await?;
-        env.store.metadata_delete(conn, &key).await.map_err(store_error)
+        env.timed("metadata_delete", env.store.metadata_delete(conn, &key)).await
     }
 }
 
@@ -143,6 +169,8 @@ impl channels::Host for HostState {
         let env = self.env.clone();
         check_channel(&channel)?;
         env.own_connection(conn).await?;
+        // Presence changes now; delivery starts when the effect is applied.
+        env.timed("channel_subscribe", env.store.channel_subscribe(conn, &channel)).await?;
         self.push(Effect::Subscribe { conn, channel })
     }
 
@@ -150,7 +178,16 @@ impl channels::Host for HostState {
         let env = self.env.clone();
         check_channel(&channel)?;
         env.own_connection(conn).await?;
+        env.timed("channel_unsubscribe", env.store.channel_unsubscribe(conn, &channel)).await?;
         self.push(Effect::Unsubscribe { conn, channel })
+    }
+
+    async fn members(&mut self, channel: String) -> Result<Vec<ConnId>, Error> {
+        check_channel(&channel)?;
+        let env = self.env.clone();
+        let mut ids = env.timed("channel_members", env.store.channel_members(&channel)).await?;
+        ids.truncate(MAX_MEMBERS);
+        Ok(ids)
     }
 
     async fn publish(&mut self, channel: String, msg: types::Message) -> Result<(), Error> {
@@ -164,7 +201,7 @@ impl kv::Host for HostState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, Error> {
         let env = self.env.clone();
         check_key(&key)?;
-        env.store.kv_get(&env.namespace, &key).await.map_err(store_error)
+        env.timed("kv_get", env.store.kv_get(&env.namespace, &key)).await
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> Result<(), Error> {
@@ -174,19 +211,19 @@ impl kv::Host for HostState {
             return Err(Error::TooLarge);
         }
         let ttl = ttl_ms.map(Duration::from_millis);
-        env.store.kv_set(&env.namespace, &key, value, ttl).await.map_err(store_error)
+        env.timed("kv_set", env.store.kv_set(&env.namespace, &key, value, ttl)).await
     }
 
     async fn delete(&mut self, key: String) -> Result<bool, Error> {
         let env = self.env.clone();
         check_key(&key)?;
-        env.store.kv_delete(&env.namespace, &key).await.map_err(store_error)
+        env.timed("kv_delete", env.store.kv_delete(&env.namespace, &key)).await
     }
 
     async fn increment(&mut self, key: String, delta: i64) -> Result<i64, Error> {
         let env = self.env.clone();
         check_key(&key)?;
-        env.store.kv_increment(&env.namespace, &key, delta).await.map_err(store_error)
+        env.timed("kv_increment", env.store.kv_increment(&env.namespace, &key, delta)).await
     }
 
     async fn compare_and_swap(
@@ -201,7 +238,7 @@ impl kv::Host for HostState {
             return Err(Error::TooLarge);
         }
         let ns = &env.namespace;
-        env.store.kv_compare_and_swap(ns, &key, expected.as_deref(), value).await.map_err(store_error)
+        env.timed("kv_compare_and_swap", env.store.kv_compare_and_swap(ns, &key, expected.as_deref(), value)).await
     }
 
     async fn list_keys(&mut self, prefix: String, cursor: Option<String>, limit: u32) -> Result<Vec<String>, Error> {
@@ -209,7 +246,7 @@ impl kv::Host for HostState {
         check_key(&prefix)?;
         let limit = limit.min(MAX_LIST) as usize;
         let ns = &env.namespace;
-        env.store.kv_list_keys(ns, &prefix, cursor.as_deref(), limit).await.map_err(store_error)
+        env.timed("kv_list_keys", env.store.kv_list_keys(ns, &prefix, cursor.as_deref(), limit)).await
     }
 }
 

@@ -11,7 +11,7 @@ mod host;
 mod plugin;
 mod state;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -25,6 +25,7 @@ pub use state::EventCaps;
 use bindings::{Wharf, WharfPre};
 use state::{HostState, PluginEnv};
 
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// Settings of the runtime.
@@ -43,6 +44,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
     opts: RuntimeOptions,
     _ticker: engine::EpochTicker,
 }
@@ -50,7 +52,7 @@ pub struct Runtime {
 impl Runtime {
     /// Builds the engine and links WASI (with nothing granted) and the Wharf
     /// imports.
-    pub fn new(opts: RuntimeOptions, store: Arc<dyn Store>) -> anyhow::Result<Self> {
+    pub fn new(opts: RuntimeOptions, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         let engine = engine::build(&opts.engine)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("linking WASI")?;
@@ -58,19 +60,20 @@ impl Runtime {
             .map_err(anyhow::Error::from)
             .context("linking the Wharf world")?;
         let ticker = engine::EpochTicker::start(&engine);
-        Ok(Runtime { engine, linker, store, opts, _ticker: ticker })
+        Ok(Runtime { engine, linker, store, metrics, opts, _ticker: ticker })
     }
 
-    /// Reads, compiles and pre-links a component file as plugin `name`.
-    pub fn load_plugin(&self, name: &str, path: &Path) -> anyhow::Result<Plugin> {
+    /// Reads, compiles and pre-links a component file as plugin `name`, with
+    /// key/value namespace `namespace`.
+    pub fn load_plugin(&self, name: &str, namespace: &str, path: &Path) -> anyhow::Result<Plugin> {
         let bytes = std::fs::read(path)
             .with_context(|| format!("plugin `{name}`: cannot read component {}", path.display()))?;
-        self.load_plugin_bytes(name, &bytes)
+        self.load_plugin_bytes(name, namespace, &bytes)
             .with_context(|| format!("plugin `{name}`: loading component {}", path.display()))
     }
 
     /// Compiles and pre-links component bytes as plugin `name`.
-    pub fn load_plugin_bytes(&self, name: &str, bytes: &[u8]) -> anyhow::Result<Plugin> {
+    pub fn load_plugin_bytes(&self, name: &str, namespace: &str, bytes: &[u8]) -> anyhow::Result<Plugin> {
         let component = plugin::compile(&self.engine, bytes).context("not a valid component")?;
         let pre = self
             .linker
@@ -82,16 +85,12 @@ impl Runtime {
             .context("the component does not export the wharf:handler world")?;
         let env = Arc::new(PluginEnv {
             name: Arc::from(name),
-            namespace: name.to_string(),
+            namespace: namespace.to_string(),
             store: self.store.clone(),
             caps: self.opts.caps,
+            metrics: self.metrics.clone(),
         });
         let memory = self.opts.engine.memory_bytes;
         Ok(Plugin::new(&self.engine, pre, env, memory, self.opts.instance_pool))
     }
-}
-
-/// The default compile cache directory under a data directory.
-pub fn cache_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("cache")
 }

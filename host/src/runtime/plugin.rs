@@ -3,6 +3,7 @@
 //! instance that trapped is dropped, never reused.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam_queue::ArrayQueue;
 use wasmtime::component::Component;
@@ -24,6 +25,20 @@ pub struct CallContext {
     pub fresh: bool,
 }
 
+/// Pre-resolved metric handles of one event kind.
+struct EventStats {
+    seconds: prometheus::Histogram,
+    traps: prometheus::IntCounter,
+}
+
+/// Index into [`Plugin::stats`].
+#[derive(Clone, Copy)]
+enum Event {
+    Open = 0,
+    Message = 1,
+    Close = 2,
+}
+
 struct Instance {
     store: Store<HostState>,
     bindings: Wharf,
@@ -32,6 +47,7 @@ struct Instance {
 /// A compiled, pre-linked plugin with its instance pool.
 pub struct Plugin {
     engine: Engine,
+    stats: [EventStats; 3],
     pre: WharfPre<HostState>,
     env: Arc<PluginEnv>,
     memory_bytes: usize,
@@ -49,7 +65,11 @@ impl Plugin {
         memory_bytes: usize,
         pool_size: usize,
     ) -> Self {
-        Plugin { engine: engine.clone(), pre, env, memory_bytes, pool: ArrayQueue::new(pool_size.max(1)) }
+        let stats = ["open", "message", "close"].map(|event| EventStats {
+            seconds: env.metrics.handler_seconds.with_label_values(&[&*env.name, event]),
+            traps: env.metrics.traps.with_label_values(&[&*env.name, event]),
+        });
+        Plugin { engine: engine.clone(), stats, pre, env, memory_bytes, pool: ArrayQueue::new(pool_size.max(1)) }
     }
 
     /// The plugin's name.
@@ -66,9 +86,10 @@ impl Plugin {
             subprotocols: req.subprotocols,
             remote_addr: req.remote_addr,
         };
+        let started = Instant::now();
         let mut inst = self.take(cx).await?;
         let r = inst.bindings.wharf_handler_handler().call_on_open(&mut inst.store, cx.conn, &req).await;
-        self.finish(inst, cx, r).map(|(r, fx)| {
+        self.finish(inst, cx, Event::Open, started, r).map(|(r, fx)| {
             let r = r
                 .map(|a| Accept { subprotocol: a.subprotocol, metadata: a.metadata })
                 .map_err(|j| Reject { status: j.status, reason: j.reason });
@@ -79,16 +100,18 @@ impl Plugin {
     /// Runs `on-message`; the answer is the direct reply.
     pub async fn on_message(&self, cx: &CallContext, msg: Message) -> Outcome<Option<Message>> {
         let msg = from_message(msg);
+        let started = Instant::now();
         let mut inst = self.take(cx).await?;
         let r = inst.bindings.wharf_handler_handler().call_on_message(&mut inst.store, cx.conn, &msg).await;
-        self.finish(inst, cx, r).map(|(reply, fx)| (reply.map(to_message), fx))
+        self.finish(inst, cx, Event::Message, started, r).map(|(reply, fx)| (reply.map(to_message), fx))
     }
 
     /// Runs `on-close`.
     pub async fn on_close(&self, cx: &CallContext, code: u16, reason: &str) -> Outcome<()> {
+        let started = Instant::now();
         let mut inst = self.take(cx).await?;
         let r = inst.bindings.wharf_handler_handler().call_on_close(&mut inst.store, cx.conn, code, reason).await;
-        self.finish(inst, cx, r)
+        self.finish(inst, cx, Event::Close, started, r)
     }
 
     /// A warm instance from the pool (or a fresh one), armed for this event.
@@ -133,7 +156,16 @@ impl Plugin {
     }
 
     /// Collects the effects; returns a healthy instance to the pool.
-    fn finish<T>(&self, mut inst: Instance, cx: &CallContext, r: wasmtime::Result<T>) -> Outcome<T> {
+    fn finish<T>(
+        &self,
+        mut inst: Instance,
+        cx: &CallContext,
+        event: Event,
+        started: Instant,
+        r: wasmtime::Result<T>,
+    ) -> Outcome<T> {
+        let stats = &self.stats[event as usize];
+        stats.seconds.observe(started.elapsed().as_secs_f64());
         let effects = std::mem::take(&mut inst.store.data_mut().call.effects);
         match r {
             Ok(v) => {
@@ -143,7 +175,10 @@ impl Plugin {
                 }
                 Ok((v, effects))
             }
-            Err(e) => Err(HandlerFailure::Trap(describe_trap(&e))),
+            Err(e) => {
+                stats.traps.inc();
+                Err(HandlerFailure::Trap(describe_trap(&e)))
+            }
         }
     }
 }

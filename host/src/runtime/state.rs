@@ -8,6 +8,7 @@ use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 
 use super::guest_output::{GuestOutput, Stream};
 use crate::events::{ConnId, Effect};
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// What every instance of one plugin shares.
@@ -20,6 +21,8 @@ pub(crate) struct PluginEnv {
     pub store: Arc<dyn Store>,
     /// Per-event caps.
     pub caps: EventCaps,
+    /// The host's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Bounds on what one event may ask of the host.

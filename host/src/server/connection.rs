@@ -49,7 +49,11 @@ pub(crate) async fn run<D: Dispatch>(
     route: Arc<str>,
     mut inbox: Inbox,
 ) {
-    let end = serve(&shared, &mut ws, id, &route, &mut inbox).await;
+    let stats = Stats {
+        received: shared.metrics.messages_in.with_label_values(&[&*route]),
+        sent: shared.metrics.messages_out.with_label_values(&[&*route]),
+    };
+    let end = serve(&shared, &mut ws, id, &route, &mut inbox, &stats).await;
     let (code, reason) = match end {
         End::Host(code, reason) => {
             close_handshake(&mut ws, code, &reason).await;
@@ -63,12 +67,26 @@ pub(crate) async fn run<D: Dispatch>(
         End::Gone => (1006, String::new()),
     };
     shared.registry.remove(id);
+    shared.metrics.connections_open.with_label_values(&[&*route]).dec();
     shared.dispatch.close(&route, id, code, &reason).await;
 }
 
-async fn serve<D: Dispatch>(shared: &Shared<D>, ws: &mut Ws, id: ConnId, route: &Arc<str>, inbox: &mut Inbox) -> End {
+/// Pre-resolved message counters of one connection's route.
+struct Stats {
+    received: prometheus::IntCounter,
+    sent: prometheus::IntCounter,
+}
+
+async fn serve<D: Dispatch>(
+    shared: &Shared<D>,
+    ws: &mut Ws,
+    id: ConnId,
+    route: &Arc<str>,
+    inbox: &mut Inbox,
+    stats: &Stats,
+) -> End {
     // Messages emitted during on-open were queued before the handshake.
-    if let Err(end) = drain(ws, inbox).await {
+    if let Err(end) = drain(ws, inbox, stats).await {
         return end;
     }
     loop {
@@ -82,7 +100,7 @@ async fn serve<D: Dispatch>(shared: &Shared<D>, ws: &mut Ws, id: ConnId, route: 
             }
             _ = inbox.control.notify.notified() => {}
             Some(msg) = inbox.rx.recv() => {
-                if let Err(end) = write_batch(ws, inbox, msg).await {
+                if let Err(end) = write_batch(ws, inbox, msg, stats).await {
                     return end;
                 }
             }
@@ -106,15 +124,17 @@ async fn serve<D: Dispatch>(shared: &Shared<D>, ws: &mut Ws, id: ConnId, route: 
                     Some(Err(e)) => return read_error(e),
                     None => return End::Gone,
                 };
+                stats.received.inc();
+                inbox.control.touch();
                 match shared.dispatch.message(route, id, msg).await {
                     Ok(reply) => {
                         // Effects of this event aimed at this connection were
                         // queued first; keep their order before the reply.
-                        if let Err(end) = drain(ws, inbox).await {
+                        if let Err(end) = drain(ws, inbox, stats).await {
                             return end;
                         }
                         if let Some(reply) = reply
-                            && let Err(end) = send(ws, to_ws(reply)).await
+                            && let Err(end) = send(ws, to_ws(reply), stats).await
                         {
                             return end;
                         }
@@ -165,31 +185,39 @@ async fn feed(ws: &mut Ws, msg: WsMessage) -> Result<(), End> {
     }
 }
 
-async fn send(ws: &mut Ws, msg: WsMessage) -> Result<(), End> {
+async fn send(ws: &mut Ws, msg: WsMessage, stats: &Stats) -> Result<(), End> {
     feed(ws, msg).await?;
+    stats.sent.inc();
     flush(ws).await
 }
 
 /// Writes `first` and up to a batch of further queued messages, then flushes.
-async fn write_batch(ws: &mut Ws, inbox: &mut Inbox, first: WsMessage) -> Result<(), End> {
+async fn write_batch(ws: &mut Ws, inbox: &mut Inbox, first: WsMessage, stats: &Stats) -> Result<(), End> {
     feed(ws, first).await?;
-    for _ in 1..WRITE_BATCH {
+    let mut n = 1;
+    while n < WRITE_BATCH {
         match inbox.rx.try_recv() {
             Ok(msg) => feed(ws, msg).await?,
             Err(_) => break,
         }
+        n += 1;
     }
+    stats.sent.inc_by(n as u64);
     flush(ws).await
 }
 
 /// Writes everything queued right now.
-async fn drain(ws: &mut Ws, inbox: &mut Inbox) -> Result<(), End> {
-    let mut wrote = false;
+async fn drain(ws: &mut Ws, inbox: &mut Inbox, stats: &Stats) -> Result<(), End> {
+    let mut n = 0;
     while let Ok(msg) = inbox.rx.try_recv() {
         feed(ws, msg).await?;
-        wrote = true;
+        n += 1;
     }
-    if wrote { flush(ws).await } else { Ok(()) }
+    if n == 0 {
+        return Ok(());
+    }
+    stats.sent.inc_by(n);
+    flush(ws).await
 }
 
 /// Sends a close frame and waits briefly for the client's answer.

@@ -151,6 +151,8 @@ async fn open_connection<D: Dispatch>(
         return plain(StatusCode::INTERNAL_SERVER_ERROR, "handler error");
     }
     shared.registry.activate(id);
+    shared.metrics.connections_total.with_label_values(&[&*route]).inc();
+    shared.metrics.connections_open.with_label_values(&[&*route]).inc();
 
     let task_shared = shared.clone();
     shared.tasks.spawn(async move {
@@ -168,6 +170,7 @@ async fn open_connection<D: Dispatch>(
             }
             Ok(Err(_)) | Err(_) => {
                 shared.registry.remove(id);
+                shared.metrics.connections_open.with_label_values(&[&*route]).dec();
                 shared.dispatch.close(&route, id, 1006, "").await;
                 return;
             }

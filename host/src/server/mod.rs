@@ -4,6 +4,7 @@
 //! The server calls the application through [`Dispatch`] with plain types and
 //! never touches Wasm.
 
+mod admin;
 mod connection;
 mod dispatch;
 mod http;
@@ -13,13 +14,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+
+use crate::metrics::Metrics;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use admin::{AdminOptions, serve_admin};
 pub use connection::{CLOSE_GOING_AWAY, CLOSE_HANDLER_ERROR, to_ws};
 pub use dispatch::Dispatch;
-pub use registry::{CLOSE_POLICY, Registry};
+pub use registry::{CLOSE_POLICY, Delivery, Registry};
 
 /// Read buffer per connection. tokio-tungstenite's default (128 KiB, zeroed)
 /// costs ~134 KiB of RSS per idle connection; 4 KiB costs ~6.6 KiB.
@@ -41,6 +45,7 @@ pub struct ServerOptions {
 pub(crate) struct Shared<D> {
     pub dispatch: D,
     pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
     pub static_files: Option<tower_http::services::ServeDir>,
     pub ws_config: WebSocketConfig,
     pub shutdown: CancellationToken,
@@ -53,6 +58,7 @@ pub async fn serve<D: Dispatch>(
     listener: TcpListener,
     dispatch: D,
     registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
     opts: ServerOptions,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
@@ -64,6 +70,7 @@ pub async fn serve<D: Dispatch>(
     let shared = Arc::new(Shared {
         dispatch,
         registry,
+        metrics,
         static_files: opts.static_dir.map(tower_http::services::ServeDir::new),
         ws_config,
         shutdown: shutdown.clone(),

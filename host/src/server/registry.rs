@@ -23,9 +23,16 @@ pub const CLOSE_POLICY: u16 = 1008;
 pub(crate) struct Control {
     close: Mutex<Option<(u16, String)>>,
     pub notify: Notify,
+    /// When the client last sent a message, in Unix milliseconds.
+    last_active_ms: AtomicU64,
 }
 
 impl Control {
+    /// Records client activity now.
+    pub fn touch(&self) {
+        self.last_active_ms.store(crate::store::now_ms(), Ordering::Relaxed);
+    }
+
     /// Asks the connection to close; the first request wins.
     pub fn request_close(&self, code: u16, reason: &str) {
         let mut slot = self.close.lock().unwrap_or_else(|p| p.into_inner());
@@ -41,6 +48,17 @@ impl Control {
     }
 }
 
+/// What became of a message sent to one connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Queued for the connection's task.
+    Queued,
+    /// The connection's queue was full: it is being closed as a slow reader.
+    Overflow,
+    /// No such connection.
+    Gone,
+}
+
 /// The sending side of one connection.
 #[derive(Clone)]
 pub(crate) struct Outbox {
@@ -50,14 +68,14 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     /// Queues a message; a full queue closes the connection as too slow.
-    fn send(&self, msg: WsMessage) -> bool {
+    fn send(&self, msg: WsMessage) -> Delivery {
         match self.tx.try_send(msg) {
-            Ok(()) => true,
+            Ok(()) => Delivery::Queued,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.control.request_close(CLOSE_POLICY, "outbound queue full");
-                false
+                Delivery::Overflow
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
         }
     }
 }
@@ -101,6 +119,7 @@ impl Registry {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.queue);
         let control = Arc::new(Control::default());
+        control.touch();
         let outbox = Outbox { tx, control: control.clone() };
         self.conns.insert(id, Entry { outbox, route, channels: Vec::new() });
         (id, Inbox { rx, control })
@@ -139,11 +158,11 @@ impl Registry {
         self.conns.is_empty()
     }
 
-    /// Queues a message for one connection; whether it is registered.
-    pub fn send(&self, id: ConnId, msg: WsMessage) -> bool {
+    /// Queues a message for one connection.
+    pub fn send(&self, id: ConnId, msg: WsMessage) -> Delivery {
         match self.conns.get(&id) {
             Some(e) => e.outbox.send(msg),
-            None => false,
+            None => Delivery::Gone,
         }
     }
 
@@ -179,6 +198,11 @@ impl Registry {
         fan_out(&members, msg, None)
     }
 
+    /// When a connection's client last sent a message (Unix milliseconds).
+    pub fn last_active_ms(&self, id: ConnId) -> Option<u64> {
+        self.conns.get(&id).map(|e| e.outbox.control.last_active_ms.load(Ordering::Relaxed))
+    }
+
     /// Asks a connection to close; whether it is registered.
     pub fn close(&self, id: ConnId, code: u16, reason: &str) -> bool {
         match self.conns.get(&id) {
@@ -192,7 +216,11 @@ impl Registry {
 }
 
 fn fan_out(members: &HashMap<ConnId, Outbox>, msg: &WsMessage, except: Option<ConnId>) -> usize {
-    members.iter().filter(|(id, _)| Some(**id) != except).filter(|(_, outbox)| outbox.send(msg.clone())).count()
+    members
+        .iter()
+        .filter(|(id, _)| Some(**id) != except)
+        .filter(|(_, outbox)| outbox.send(msg.clone()) == Delivery::Queued)
+        .count()
 }
 
 #[cfg(test)]
@@ -237,8 +265,9 @@ mod tests {
     fn full_queue_requests_policy_close() {
         let r = Registry::new(1);
         let (a, inbox) = r.reserve("/r".into());
-        assert!(r.send(a, text("1")));
-        assert!(!r.send(a, text("2")));
+        assert_eq!(r.send(a, text("1")), Delivery::Queued);
+        assert_eq!(r.send(a, text("2")), Delivery::Overflow);
+        assert_eq!(r.send(999, text("3")), Delivery::Gone);
         assert_eq!(inbox.control.pending(), Some((CLOSE_POLICY, "outbound queue full".into())));
         r.close(a, 1000, "later");
         assert_eq!(inbox.control.pending().unwrap().0, CLOSE_POLICY, "first request wins");

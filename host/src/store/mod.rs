@@ -1,18 +1,38 @@
-//! Host-owned state behind one trait: plugin key/value namespaces and the
-//! records of open connections (route, plugin, metadata).
+//! Host-owned state behind one trait: plugin key/value namespaces, the
+//! records of open connections (route, plugin, metadata) and channel
+//! membership (presence).
 //!
-//! Nothing here knows about Wasm or sockets; the runtime's host imports and
-//! the server call into a [`Store`] through plain Rust types.
+//! Nothing here knows about Wasm or sockets; the runtime's host imports, the
+//! app and the admin API call into a [`Store`] through plain Rust types.
+//!
+//! Back ends: [`memory`] (everything in process memory) and [`embedded`]
+//! (key/value in a redb database file, durable on acknowledgement). Both keep
+//! connection records and presence in memory, because connections live and
+//! die with the process that holds their sockets.
 
+mod embedded;
+mod kv;
 mod memory;
+mod presence;
+#[cfg(test)]
+mod suite;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::events::ConnId;
-pub use memory::MemoryStore;
+pub use embedded::EmbeddedKv;
+pub use kv::{Kv, LocalStore};
+pub use memory::MemoryKv;
+
+/// An in-memory store.
+pub type MemoryStore = LocalStore<MemoryKv>;
+
+/// A store whose key/value data lives in a redb file.
+pub type EmbeddedStore = LocalStore<EmbeddedKv>;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -42,16 +62,21 @@ pub struct ConnectionRecord {
     pub plugin: Arc<str>,
     /// The peer address.
     pub remote_addr: String,
+    /// When it opened, in milliseconds since the Unix epoch.
+    pub connected_at_ms: u64,
     /// Metadata as (key, value) pairs, in insertion order.
     pub metadata: Vec<(String, String)>,
+    /// Channels it is a member of, in subscription order.
+    pub channels: Vec<String>,
 }
 
-/// Key/value namespaces and connection records.
+/// Key/value namespaces, connection records and channel membership.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Reads a key; `None` when absent or expired.
     async fn kv_get(&self, ns: &str, key: &str) -> StoreResult<Option<Vec<u8>>>;
-    /// Writes a key, with an optional time to live.
+    /// Writes a key, with an optional time to live. Durable when it returns,
+    /// for back ends that are durable.
     async fn kv_set(&self, ns: &str, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> StoreResult<()>;
     /// Removes a key; whether it existed.
     async fn kv_delete(&self, ns: &str, key: &str) -> StoreResult<bool>;
@@ -76,10 +101,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records a connection that is opening.
     async fn connection_open(&self, record: ConnectionRecord) -> StoreResult<()>;
-    /// Removes a connection's record and metadata; the record if it existed.
+    /// Removes a connection's record, metadata and memberships; the record if
+    /// it existed (so a second call returns `None`).
     async fn connection_close(&self, id: ConnId) -> StoreResult<Option<ConnectionRecord>>;
     /// A connection's record.
     async fn connection(&self, id: ConnId) -> StoreResult<Option<ConnectionRecord>>;
+    /// Open connections, optionally of one route, with ids above `after`,
+    /// ascending, at most `limit`.
+    async fn connections(
+        &self,
+        route: Option<&str>,
+        after: Option<ConnId>,
+        limit: usize,
+    ) -> StoreResult<Vec<ConnectionRecord>>;
     /// The plugin serving a connection, `None` when it is not open.
     async fn connection_plugin(&self, id: ConnId) -> StoreResult<Option<Arc<str>>>;
     /// One metadata value of an open connection.
@@ -88,6 +122,29 @@ pub trait Store: Send + Sync + 'static {
     async fn metadata_set(&self, id: ConnId, key: &str, value: &str) -> StoreResult<()>;
     /// Removes one metadata value of an open connection.
     async fn metadata_delete(&self, id: ConnId, key: &str) -> StoreResult<()>;
+    /// Adds an open connection to a channel (idempotent).
+    async fn channel_subscribe(&self, id: ConnId, channel: &str) -> StoreResult<()>;
+    /// Removes a connection from a channel (a no-op when not a member).
+    async fn channel_unsubscribe(&self, id: ConnId, channel: &str) -> StoreResult<()>;
+    /// The members of a channel, ascending.
+    async fn channel_members(&self, channel: &str) -> StoreResult<Vec<ConnId>>;
+}
+
+/// Which back end to use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    /// Everything in memory; gone when the process exits.
+    Memory,
+    /// Key/value in `<data_dir>/wharf.redb`.
+    Embedded,
+}
+
+/// Opens the back end `kind`, with its files under `data_dir`.
+pub fn open(kind: &StoreKind, data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match kind {
+        StoreKind::Memory => Arc::new(LocalStore::new(MemoryKv::default())),
+        StoreKind::Embedded => Arc::new(LocalStore::new(EmbeddedKv::open(data_dir)?)),
+    })
 }
 
 /// Parses a stored counter value.
@@ -98,4 +155,9 @@ pub(crate) fn parse_counter(value: Option<&[u8]>) -> StoreResult<i64> {
             std::str::from_utf8(bytes).ok().and_then(|s| s.trim().parse().ok()).ok_or(StoreError::NotACounter)
         }
     }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -15,6 +15,9 @@ use wharf::config::Config;
 /// How long any single expectation may wait.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// The admin token every test host uses.
+pub const ADMIN_TOKEN: &str = "test-token";
+
 pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// The repository root.
@@ -42,10 +45,10 @@ pub fn config(routes: &[(&str, &str)], extra: &str) -> Config {
 
 /// Like [`config`], with each route's `instances` setting given.
 pub fn config_with_instances(routes: &[(&str, &str, &str)], extra: &str) -> Config {
-    let mut text = String::from("listen = \"127.0.0.1:0\"\n");
-    text += &format!("data_dir = {:?}\n", repo_root().join("target/test-data").display().to_string());
+    let mut text = String::from("listen = \"127.0.0.1:0\"\nstore = \"memory\"\n");
+    text += &format!("cache_dir = {:?}\n", cache_dir().display().to_string());
     text += extra;
-    text += "\n";
+    text += &format!("\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{ADMIN_TOKEN}\"\n");
     let mut plugins: Vec<&str> = routes.iter().map(|(_, p, _)| *p).collect();
     plugins.sort();
     plugins.dedup();
@@ -58,6 +61,57 @@ pub fn config_with_instances(routes: &[(&str, &str, &str)], extra: &str) -> Conf
     let config = Config::parse(&text, "test config").expect("test config parses");
     config.validate("test config").expect("test config is valid");
     config
+}
+
+/// The compile cache the tests share.
+pub fn cache_dir() -> PathBuf {
+    repo_root().join("target/test-data/cache")
+}
+
+/// An HTTP/1.1 request over a fresh connection; the status and body.
+pub async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<(&str, &[u8])>,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        req += &format!("Authorization: Bearer {token}\r\n");
+    }
+    let body = body.unwrap_or(("", b""));
+    if !body.0.is_empty() {
+        req += &format!("Content-Type: {}\r\n", body.0);
+    }
+    req += &format!("Content-Length: {}\r\n\r\n", body.1.len());
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect to admin");
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    tcp.write_all(body.1).await.unwrap();
+    let mut resp = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut resp)).await.expect("admin answered in time").unwrap();
+    let resp = String::from_utf8(resp).expect("UTF-8 response");
+    let (head, body) = resp.split_once("\r\n\r\n").expect("a complete HTTP response");
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status code");
+    (status, body.to_string())
+}
+
+/// An admin API request with the test token; the status and JSON body.
+pub async fn admin(
+    running: &Running,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &[u8])>,
+) -> (u16, serde_json::Value) {
+    let addr = running.admin_addr.expect("admin API enabled");
+    let (status, body) = http(addr, method, path, Some(ADMIN_TOKEN), body).await;
+    let json = if body.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body))
+    };
+    (status, json)
 }
 
 /// Starts a host with `config` on 127.0.0.1 port 0.

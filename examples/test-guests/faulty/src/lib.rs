@@ -5,7 +5,8 @@
 //! loops forever (stopped by the event deadline). It rejects an open whose
 //! query says `reject=STATUS`, records every close in key/value (`closed` is
 //! a counter, `closed:<id>` the code), and replies to `closes?` with the
-//! counter so tests can see that `on-close` ran exactly once. `count`
+//! counter so tests can see that `on-close` ran exactly once. `get:KEY` and
+//! `set:KEY=VALUE` read and write its key/value namespace. `count`
 //! replies with how many events this instance has handled: it grows on a
 //! warm, reused instance and stays 1 when every event gets a fresh one.
 
@@ -55,6 +56,17 @@ impl Handler for Faulty {
                 Some(Message::Text(String::from_utf8_lossy(&v).into_owned()))
             }
             Some("whoami") => Some(Message::text(conn.id().to_string())),
+            Some(cmd) if cmd.starts_with("get:") => {
+                let v = kv::get(&cmd[4..]).ok().flatten();
+                Some(Message::Text(v.map_or("(none)".into(), |v| String::from_utf8_lossy(&v).into_owned())))
+            }
+            Some(cmd) if cmd.starts_with("set:") => {
+                let (k, v) = cmd[4..].split_once('=').unwrap_or((&cmd[4..], ""));
+                Some(Message::text(match kv::set(k, v.as_bytes()) {
+                    Ok(()) => "ok".to_string(),
+                    Err(e) => e.to_string(),
+                }))
+            }
             Some("bye") => {
                 let _ = conn.close(4000, "bye");
                 None

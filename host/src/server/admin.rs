@@ -1,0 +1,297 @@
+//! The admin HTTP API, on its own listener: send to channels and
+//! connections from outside, close connections, read presence, metrics and
+//! health. JSON in and out; every route but `/healthz` needs
+//! `Authorization: Bearer <token>` when a token is configured.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{Delivery, Registry};
+use crate::events::ConnId;
+use crate::metrics::Metrics;
+use crate::store::{ConnectionRecord, Store};
+
+/// Most connections one `GET /connections` page lists.
+const MAX_PAGE: usize = 1000;
+
+/// Settings of the admin API.
+#[derive(Clone, Debug)]
+pub struct AdminOptions {
+    /// The bearer token; `None` means no authentication (loopback only,
+    /// enforced by config validation).
+    pub token: Option<String>,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+}
+
+struct Admin {
+    registry: Arc<Registry>,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    opts: AdminOptions,
+}
+
+/// Serves the admin API until `shutdown` is cancelled.
+pub async fn serve_admin(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    opts: AdminOptions,
+    shutdown: CancellationToken,
+) {
+    let admin = Arc::new(Admin { registry, store, metrics, opts });
+    let tasks = TaskTracker::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let admin = admin.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let service = service_fn(move |req| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.handle(req).await) }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                }
+            }
+        });
+    }
+    tasks.close();
+    tasks.wait().await;
+}
+
+fn json_response(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    json_response(status, json!({ "error": message }))
+}
+
+fn gone(id: ConnId) -> Response<Full<Bytes>> {
+    error(StatusCode::GONE, &format!("connection {id} is gone"))
+}
+
+fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
+    form_urlencoded::parse(req.uri().query()?.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+fn record_json(r: &ConnectionRecord, last_active_ms: Option<u64>) -> Value {
+    let metadata: serde_json::Map<String, Value> =
+        r.metadata.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    json!({
+        "id": r.id.to_string(),
+        "route": &*r.route,
+        "remote_addr": r.remote_addr,
+        "connected_at": r.connected_at_ms,
+        "last_active_at": last_active_ms.unwrap_or(r.connected_at_ms),
+        "metadata": metadata,
+        "channels": r.channels,
+    })
+}
+
+impl Admin {
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        let Some(token) = &self.opts.token else { return true };
+        let Some(value) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        // Compare without an early exit, so timing does not reveal a prefix.
+        value.strip_prefix("Bearer ").is_some_and(|given| {
+            given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        })
+    }
+
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_owned();
+        let segments: Vec<String> = path
+            .trim_start_matches('/')
+            .split('/')
+            .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
+            .collect();
+        let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+        if req.method() == Method::GET && segments == ["healthz"] {
+            return json_response(StatusCode::OK, json!({ "status": "ok" }));
+        }
+        if !self.authorized(&req) {
+            let mut resp = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return resp;
+        }
+        let method = req.method().clone();
+        match (&method, segments.as_slice()) {
+            (&Method::GET, ["metrics"]) => {
+                let mut resp = Response::new(Full::new(Bytes::from(self.metrics.render())));
+                resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+                resp
+            }
+            (&Method::POST, ["channels", channel, "messages"]) if !channel.is_empty() => {
+                let channel = channel.to_string();
+                match self.message_body(req).await {
+                    Ok(msg) => {
+                        let delivered = self.registry.publish(&channel, &msg);
+                        json_response(StatusCode::OK, json!({ "channel": channel, "delivered": delivered }))
+                    }
+                    Err(resp) => resp,
+                }
+            }
+            (&Method::GET, ["channels", channel]) if !channel.is_empty() => {
+                match self.store.channel_members(channel).await {
+                    Ok(ids) => json_response(
+                        StatusCode::OK,
+                        json!({
+                            "channel": channel,
+                            "count": ids.len(),
+                            "members": ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                        }),
+                    ),
+                    Err(e) => self.unavailable(e),
+                }
+            }
+            (&Method::GET, ["connections"]) => self.list_connections(&req).await,
+            (_, ["connections", id, rest @ ..]) => {
+                let Ok(id) = id.parse::<ConnId>() else {
+                    return error(StatusCode::BAD_REQUEST, "a connection id is a decimal number");
+                };
+                match (&method, rest) {
+                    (&Method::GET, []) => self.connection(id).await,
+                    (&Method::DELETE, []) => self.close(&req, id),
+                    (&Method::POST, ["messages"]) => match self.message_body(req).await {
+                        Ok(msg) => match self.registry.send(id, msg) {
+                            Delivery::Queued => {
+                                json_response(StatusCode::OK, json!({ "id": id.to_string(), "delivered": 1 }))
+                            }
+                            Delivery::Overflow => error(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "the connection's outbound queue is full; it is being closed",
+                            ),
+                            Delivery::Gone => gone(id),
+                        },
+                        Err(resp) => resp,
+                    },
+                    _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
+                }
+            }
+            _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
+        }
+    }
+
+    fn unavailable(&self, e: crate::store::StoreError) -> Response<Full<Bytes>> {
+        tracing::warn!(error = %e, "admin API: store error");
+        error(StatusCode::SERVICE_UNAVAILABLE, "store unavailable")
+    }
+
+    async fn connection(&self, id: ConnId) -> Response<Full<Bytes>> {
+        match self.store.connection(id).await {
+            Ok(Some(r)) => json_response(StatusCode::OK, record_json(&r, self.registry.last_active_ms(id))),
+            Ok(None) => gone(id),
+            Err(e) => self.unavailable(e),
+        }
+    }
+
+    async fn list_connections(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let route = query_param(req, "route");
+        let after = match query_param(req, "after").map(|a| a.parse::<ConnId>()) {
+            None => None,
+            Some(Ok(a)) => Some(a),
+            Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "`after` is a connection id"),
+        };
+        let limit = match query_param(req, "limit").map(|l| l.parse::<usize>()) {
+            None => 100,
+            Some(Ok(l)) if (1..=MAX_PAGE).contains(&l) => l,
+            Some(_) => return error(StatusCode::BAD_REQUEST, "`limit` is 1..=1000"),
+        };
+        match self.store.connections(route.as_deref(), after, limit).await {
+            Ok(records) => {
+                let next = (records.len() == limit).then(|| records.last().map(|r| r.id.to_string())).flatten();
+                let list: Vec<Value> =
+                    records.iter().map(|r| record_json(r, self.registry.last_active_ms(r.id))).collect();
+                json_response(StatusCode::OK, json!({ "connections": list, "next": next }))
+            }
+            Err(e) => self.unavailable(e),
+        }
+    }
+
+    fn close(&self, req: &Request<Incoming>, id: ConnId) -> Response<Full<Bytes>> {
+        let code = match query_param(req, "code").map(|c| c.parse::<u16>()) {
+            None => 1000,
+            Some(Ok(c)) if c == 1000 || (3000..=4999).contains(&c) => c,
+            Some(_) => return error(StatusCode::BAD_REQUEST, "`code` is 1000 or 3000..=4999"),
+        };
+        let reason = query_param(req, "reason").unwrap_or_default();
+        if reason.len() > 123 {
+            return error(StatusCode::BAD_REQUEST, "`reason` is at most 123 bytes");
+        }
+        if self.registry.close(id, code, &reason) {
+            json_response(StatusCode::ACCEPTED, json!({ "id": id.to_string(), "closing": true, "code": code }))
+        } else {
+            gone(id)
+        }
+    }
+
+    /// The request body as a WebSocket message, by content type.
+    async fn message_body(&self, req: Request<Incoming>) -> Result<WsMessage, Response<Full<Bytes>>> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        let text = match content_type.as_str() {
+            "text/plain" => true,
+            "application/octet-stream" => false,
+            _ => {
+                return Err(error(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "send text/plain (a text message) or application/octet-stream (a binary message)",
+                ));
+            }
+        };
+        let body = Limited::new(req.into_body(), self.opts.max_body_bytes)
+            .collect()
+            .await
+            .map_err(|_| error(StatusCode::PAYLOAD_TOO_LARGE, "body larger than limits.max_message_bytes"))?
+            .to_bytes();
+        if text {
+            let s = String::from_utf8(body.to_vec())
+                .map_err(|_| error(StatusCode::BAD_REQUEST, "text/plain body is not UTF-8"))?;
+            Ok(WsMessage::text(s))
+        } else {
+            Ok(WsMessage::binary(body))
+        }
+    }
+}

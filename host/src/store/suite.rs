@@ -1,0 +1,152 @@
+//! One test suite that every store back end must pass.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{ConnectionRecord, Store, StoreError};
+use crate::events::ConnId;
+
+fn record(id: ConnId, route: &str) -> ConnectionRecord {
+    ConnectionRecord {
+        id,
+        route: route.into(),
+        plugin: "p".into(),
+        remote_addr: "127.0.0.1:1".into(),
+        connected_at_ms: 1,
+        metadata: vec![],
+        channels: vec![],
+    }
+}
+
+/// Runs every check against `s`.
+pub async fn run(s: Arc<dyn Store>) {
+    namespaces_are_separate(&*s).await;
+    increment_cas_and_ttl(&*s).await;
+    list_keys_pages_by_prefix(&*s).await;
+    metadata_and_presence_live_with_the_connection(&*s).await;
+    concurrent_increments_are_atomic(s).await;
+}
+
+async fn namespaces_are_separate(s: &dyn Store) {
+    s.kv_set("a", "k", b"1".to_vec(), None).await.unwrap();
+    assert_eq!(s.kv_get("b", "k").await.unwrap(), None);
+    assert_eq!(s.kv_get("a", "k").await.unwrap(), Some(b"1".to_vec()));
+    // A namespace that is a prefix of another sees none of its keys.
+    s.kv_set("ab", "k", b"2".to_vec(), None).await.unwrap();
+    assert_eq!(s.kv_list_keys("a", "", None, 10).await.unwrap(), ["k"]);
+}
+
+async fn increment_cas_and_ttl(s: &dyn Store) {
+    assert_eq!(s.kv_increment("n", "c", 5).await.unwrap(), 5);
+    assert_eq!(s.kv_increment("n", "c", -2).await.unwrap(), 3);
+    assert_eq!(s.kv_get("n", "c").await.unwrap(), Some(b"3".to_vec()));
+    s.kv_set("n", "t", b"x".to_vec(), None).await.unwrap();
+    assert_eq!(s.kv_increment("n", "t", 1).await, Err(StoreError::NotACounter));
+    s.kv_set("n", "big", i64::MAX.to_string().into_bytes(), None).await.unwrap();
+    assert_eq!(s.kv_increment("n", "big", 1).await, Err(StoreError::NotACounter));
+    assert!(!s.kv_compare_and_swap("n", "t", Some(b"y"), b"z".to_vec()).await.unwrap());
+    assert!(s.kv_compare_and_swap("n", "t", Some(b"x"), b"z".to_vec()).await.unwrap());
+    assert_eq!(s.kv_get("n", "t").await.unwrap(), Some(b"z".to_vec()));
+    assert!(s.kv_compare_and_swap("n", "new", None, b"1".to_vec()).await.unwrap());
+    assert!(!s.kv_compare_and_swap("n", "new", None, b"2".to_vec()).await.unwrap());
+    s.kv_set("n", "e", b"v".to_vec(), Some(Duration::from_millis(20))).await.unwrap();
+    assert_eq!(s.kv_get("n", "e").await.unwrap(), Some(b"v".to_vec()));
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    assert_eq!(s.kv_get("n", "e").await.unwrap(), None);
+    assert!(!s.kv_delete("n", "e").await.unwrap(), "an expired key does not count as deleted");
+    assert!(s.kv_delete("n", "t").await.unwrap());
+    assert!(!s.kv_delete("n", "t").await.unwrap());
+}
+
+async fn list_keys_pages_by_prefix(s: &dyn Store) {
+    for k in ["a1", "a2", "a3", "b1"] {
+        s.kv_set("l", k, vec![], None).await.unwrap();
+    }
+    assert_eq!(s.kv_list_keys("l", "a", None, 2).await.unwrap(), ["a1", "a2"]);
+    assert_eq!(s.kv_list_keys("l", "a", Some("a2"), 2).await.unwrap(), ["a3"]);
+    assert_eq!(s.kv_list_keys("l", "", None, 10).await.unwrap(), ["a1", "a2", "a3", "b1"]);
+    assert!(s.kv_list_keys("l", "c", None, 10).await.unwrap().is_empty());
+}
+
+async fn metadata_and_presence_live_with_the_connection(s: &dyn Store) {
+    assert_eq!(s.metadata_set(1, "k", "v").await, Err(StoreError::UnknownConnection));
+    assert_eq!(s.channel_subscribe(1, "room").await, Err(StoreError::UnknownConnection));
+    s.connection_open(record(1, "/r")).await.unwrap();
+    s.connection_open(record(2, "/other")).await.unwrap();
+    s.metadata_set(1, "k", "v").await.unwrap();
+    s.metadata_set(1, "k", "w").await.unwrap();
+    assert_eq!(s.metadata_get(1, "k").await.unwrap().as_deref(), Some("w"));
+    s.channel_subscribe(1, "room").await.unwrap();
+    s.channel_subscribe(1, "room").await.unwrap();
+    s.channel_subscribe(2, "room").await.unwrap();
+    assert_eq!(s.channel_members("room").await.unwrap(), [1, 2]);
+    let routes: Vec<_> = s.connections(Some("/r"), None, 10).await.unwrap().iter().map(|r| r.id).collect();
+    assert_eq!(routes, [1]);
+    let page: Vec<_> = s.connections(None, Some(1), 10).await.unwrap().iter().map(|r| r.id).collect();
+    assert_eq!(page, [2]);
+    s.channel_unsubscribe(2, "room").await.unwrap();
+    assert_eq!(s.channel_members("room").await.unwrap(), [1]);
+
+    let closed = s.connection_close(1).await.unwrap().expect("was open");
+    assert_eq!(closed.metadata, vec![("k".to_string(), "w".to_string())]);
+    assert_eq!(closed.channels, ["room"]);
+    assert_eq!(s.connection_close(1).await.unwrap(), None, "removed exactly once");
+    assert!(s.channel_members("room").await.unwrap().is_empty());
+    assert_eq!(s.metadata_get(1, "k").await, Err(StoreError::UnknownConnection));
+    s.connection_close(2).await.unwrap();
+}
+
+async fn concurrent_increments_are_atomic(s: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                for _ in 0..50 {
+                    s.kv_increment("conc", "n", 1).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(s.kv_get("conc", "n").await.unwrap(), Some(b"400".to_vec()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_back_end_passes_the_suite() {
+    run(super::open(&super::StoreKind::Memory, std::path::Path::new("unused")).unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_back_end_passes_the_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    run(super::open(&super::StoreKind::Embedded, dir.path()).unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_data_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = super::open(&super::StoreKind::Embedded, dir.path()).unwrap();
+        assert_eq!(s.kv_increment("p", "hits", 41).await.unwrap(), 41);
+        s.kv_set("p", "name", b"wharf".to_vec(), None).await.unwrap();
+    }
+    let s = super::open(&super::StoreKind::Embedded, dir.path()).unwrap();
+    assert_eq!(s.kv_increment("p", "hits", 1).await.unwrap(), 42);
+    assert_eq!(s.kv_get("p", "name").await.unwrap(), Some(b"wharf".to_vec()));
+}
+
+#[test]
+fn a_corrupt_or_unusable_data_dir_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(super::embedded::FILE_NAME), vec![0x5a; 8192]).unwrap();
+    let e = super::open(&super::StoreKind::Embedded, dir.path()).err().expect("garbage is refused");
+    let msg = format!("{e:#}");
+    assert!(msg.contains("wharf.redb"), "{msg}");
+
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let e = super::open(&super::StoreKind::Embedded, &file).err().expect("a file as data dir is refused");
+    assert!(format!("{e:#}").contains("creating the data directory"), "{e:#}");
+}

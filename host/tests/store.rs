@@ -1,0 +1,168 @@
+//! The store end to end: key/value namespaces per plugin, the `counter`
+//! example, durability across `kill -9`, and clear errors for a bad data
+//! directory.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio_tungstenite::connect_async;
+use wharf::config::Config;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_cannot_see_each_others_keys() {
+    let host = spawn(config(&[("/counter", "counter"), ("/faulty", "faulty")], "")).await;
+    let mut faulty = connect(&host, "/faulty").await;
+    send_text(&mut faulty, "set:hits=999").await;
+    assert_eq!(expect_text(&mut faulty).await, "ok");
+    let mut counter = connect(&host, "/counter").await;
+    for n in 1..=3 {
+        send_text(&mut counter, "x").await;
+        assert_eq!(expect_text(&mut counter).await, n.to_string());
+    }
+    send_text(&mut faulty, "get:hits").await;
+    assert_eq!(expect_text(&mut faulty).await, "999");
+    host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_that_both_name_a_namespace_share_it() {
+    let faulty = component("faulty").display().to_string();
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\nstore = \"memory\"\ncache_dir = {cache:?}\n[admin]\nenabled = false\n\
+         [plugins.a]\ncomponent = {faulty:?}\nkv_namespace = \"shared\"\n\
+         [plugins.b]\ncomponent = {faulty:?}\nkv_namespace = \"shared\"\n\
+         [plugins.c]\ncomponent = {faulty:?}\n\
+         [[routes]]\npath = \"/a\"\nplugin = \"a\"\n[[routes]]\npath = \"/b\"\nplugin = \"b\"\n\
+         [[routes]]\npath = \"/c\"\nplugin = \"c\"\n",
+        cache = cache_dir().display().to_string()
+    );
+    let config = Config::parse(&text, "test").unwrap();
+    config.validate("test").unwrap();
+    let host = spawn(config).await;
+    let (mut a, mut b, mut c) = (connect(&host, "/a").await, connect(&host, "/b").await, connect(&host, "/c").await);
+    send_text(&mut a, "set:k=from-a").await;
+    assert_eq!(expect_text(&mut a).await, "ok");
+    send_text(&mut b, "get:k").await;
+    assert_eq!(expect_text(&mut b).await, "from-a");
+    send_text(&mut c, "get:k").await;
+    assert_eq!(expect_text(&mut c).await, "(none)");
+    host.stop().await.unwrap();
+}
+
+/// A `wharf serve` process on an embedded store in `data_dir`.
+fn serve_counter(data_dir: &std::path::Path, config_dir: &std::path::Path) -> (std::process::Child, String) {
+    let path = config_dir.join("wharf.toml");
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\nstore = \"embedded\"\ndata_dir = {:?}\ncache_dir = {:?}\n[admin]\nenabled = false\n\
+         [plugins.counter]\ncomponent = {:?}\n[[routes]]\npath = \"/counter\"\nplugin = \"counter\"\n",
+        data_dir.display().to_string(),
+        cache_dir().display().to_string(),
+        component("counter").display().to_string()
+    );
+    std::fs::write(&path, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .env_remove("WHARF_ADMIN_TOKEN")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if let Some(addr) = line.split("addr=").nth(1) {
+                let _ = tx.send(addr.trim().to_string());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("host logged its address");
+    (child, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_increments_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut child, addr) = serve_counter(&data, dir.path());
+
+    // Drive increments from 4 clients at once and record every acknowledged
+    // value; kill -9 the host while they are in flight.
+    let acked = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (mut ws, _) = connect_async(format!("ws://{addr}/counter").as_str()).await.unwrap();
+        let acked = acked.clone();
+        clients.push(tokio::spawn(async move {
+            for _ in 0..100_000 {
+                send_text(&mut ws, "+1").await;
+                match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut ws)).await {
+                    Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) => {
+                        let n: i64 = t.as_str().parse().expect("a count");
+                        acked.fetch_max(n, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    _ => return, // the host is gone
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    while acked.load(std::sync::atomic::Ordering::SeqCst) < 300 {
+        assert!(started.elapsed() < Duration::from_secs(30), "increments are not being acknowledged");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    for c in clients {
+        c.await.unwrap();
+    }
+    let last_acked = acked.load(std::sync::atomic::Ordering::SeqCst);
+
+    let (mut child, addr) = serve_counter(&data, dir.path());
+    let (mut ws, _) = connect_async(format!("ws://{addr}/counter").as_str()).await.unwrap();
+    send_text(&mut ws, "+1").await;
+    let after: i64 = expect_text(&mut ws).await.parse().unwrap();
+    assert!(
+        after > last_acked,
+        "lost acknowledged writes: last acknowledged {last_acked}, next increment gave {after}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_corrupt_data_dir_is_a_clear_error_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("wharf.redb"), vec![0x42; 16 * 1024]).unwrap();
+    let path = dir.path().join("wharf.toml");
+    std::fs::write(
+        &path,
+        format!("listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[admin]\nenabled = false\n", data.display().to_string()),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf")).args(["serve", "--config"]).arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("wharf.redb") && stderr.contains("store"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // A data dir that cannot be a directory.
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("creating the data directory"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
