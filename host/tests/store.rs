@@ -29,6 +29,57 @@ async fn plugins_cannot_see_each_others_keys() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_keys_and_values_are_refused_with_an_error() {
+    let host = spawn(config(&[("/faulty", "faulty")], "[limits]\nmax_message_bytes = 4096")).await;
+    let mut ws = connect(&host, "/faulty").await;
+    send_text(&mut ws, &format!("set:{}=v", "k".repeat(2000))).await;
+    assert_eq!(expect_text(&mut ws).await, "too large", "keys are at most 1 KiB");
+    send_text(&mut ws, &format!("set:k={}", "v".repeat(4000))).await;
+    assert_eq!(expect_text(&mut ws).await, "ok", "a value within the limit is stored");
+    send_text(&mut ws, "get:k").await;
+    assert_eq!(expect_text(&mut ws).await.len(), 4000);
+    host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_read_presence_and_connection_info() {
+    let host = spawn(config(&[("/faulty", "faulty"), ("/chat", "chat")], "")).await;
+    let mut a = connect(&host, "/faulty").await;
+    let mut b = connect(&host, "/faulty").await;
+    let mut ids = Vec::new();
+    for ws in [&mut a, &mut b] {
+        send_text(ws, "whoami").await;
+        ids.push(expect_text(ws).await);
+        send_text(ws, "join:lobby").await;
+        assert_eq!(expect_text(ws).await, "ok");
+    }
+    send_text(&mut a, "members:lobby").await;
+    assert_eq!(expect_text(&mut a).await, ids.join(","));
+    send_text(&mut a, &format!("info:{}", ids[1])).await;
+    assert_eq!(expect_text(&mut a).await, format!("{} /faulty [] [\"lobby\"]", ids[1]));
+
+    // Another plugin's connection is not visible; a closed one is unknown.
+    let _chat = connect(&host, "/chat").await;
+    let (_, list) = admin(&host, "GET", "/connections?route=/chat", None).await;
+    let chat_id = list["connections"][0]["id"].as_str().unwrap().to_owned();
+    send_text(&mut a, &format!("info:{chat_id}")).await;
+    assert_eq!(expect_text(&mut a).await, "not allowed");
+    b.close(None).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        send_text(&mut a, &format!("info:{}", ids[1])).await;
+        if expect_text(&mut a).await == "unknown connection" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a closed connection stayed visible");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    send_text(&mut a, "members:lobby").await;
+    assert_eq!(expect_text(&mut a).await, ids[0]);
+    host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugins_that_both_name_a_namespace_share_it() {
     let faulty = component("faulty").display().to_string();
     let text = format!(

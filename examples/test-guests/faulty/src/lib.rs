@@ -6,13 +6,14 @@
 //! query says `reject=STATUS`, records every close in key/value (`closed` is
 //! a counter, `closed:<id>` the code), and replies to `closes?` with the
 //! counter so tests can see that `on-close` ran exactly once. `get:KEY` and
-//! `set:KEY=VALUE` read and write its key/value namespace. `count`
+//! `set:KEY=VALUE` read and write its key/value namespace; `join:CHANNEL`,
+//! `members:CHANNEL` and `info:ID` exercise presence. `count`
 //! replies with how many events this instance has handled: it grows on a
 //! warm, reused instance and stays 1 when every event gets a fresh one.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use wharf_guest::{Accept, Connection, Handler, Message, Reject, Request, export_handler, kv};
+use wharf_guest::{Accept, Connection, Handler, Message, Reject, Request, channels, export_handler, kv};
 
 struct Faulty;
 
@@ -56,6 +57,20 @@ impl Handler for Faulty {
                 Some(Message::Text(String::from_utf8_lossy(&v).into_owned()))
             }
             Some("whoami") => Some(Message::text(conn.id().to_string())),
+            Some(cmd) if cmd.starts_with("join:") => {
+                Some(Message::text(conn.subscribe(&cmd[5..]).map_or_else(|e| e.to_string(), |()| "ok".into())))
+            }
+            Some(cmd) if cmd.starts_with("members:") => Some(Message::text(match channels::members(&cmd[8..]) {
+                Ok(ids) => ids.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","),
+                Err(e) => e.to_string(),
+            })),
+            Some(cmd) if cmd.starts_with("info:") => {
+                let other = Connection::from_id(cmd[5..].parse().unwrap_or(0));
+                Some(Message::text(match other.info() {
+                    Ok(i) => format!("{} {} {:?} {:?}", i.connection, i.route, i.metadata, i.channels),
+                    Err(e) => e.to_string(),
+                }))
+            }
             Some(cmd) if cmd.starts_with("get:") => {
                 let v = kv::get(&cmd[4..]).ok().flatten();
                 Some(Message::Text(v.map_or("(none)".into(), |v| String::from_utf8_lossy(&v).into_owned())))
