@@ -57,6 +57,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             config.validate(&file)?;
             let running = crate::app::start(config).await?;
             let token = running.shutdown_token();
+            #[cfg(unix)]
+            tokio::spawn(reload_on_sighup(running.app()));
             tokio::spawn(async move {
                 wait_for_signal().await;
                 token.cancel();
@@ -66,6 +68,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 std::process::exit(1);
             });
             running.wait().await.context("wharf serve")
+        }
+    }
+}
+
+/// Re-reads the config on every SIGHUP.
+#[cfg(unix)]
+async fn reload_on_sighup(app: std::sync::Arc<crate::app::App>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; config reload is unavailable");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match app.reload_config().await {
+            Ok(s) => tracing::info!(
+                added_routes = ?s.added_routes,
+                removed_routes = ?s.removed_routes,
+                added_plugins = ?s.added_plugins,
+                swapped_plugins = ?s.swapped_plugins,
+                "config reloaded"
+            ),
+            Err(e) => tracing::warn!(reason = format!("{e:#}"), "config reload refused; still serving the previous config"),
         }
     }
 }

@@ -114,6 +114,14 @@ impl Plugin {
         self.finish(inst, cx, Event::Close, started, r)
     }
 
+    /// The load-time check: instantiates once, running the component's start
+    /// code under the event deadline, and keeps the instance warm.
+    pub async fn check(&self) -> Result<(), HandlerFailure> {
+        let inst = self.instantiate().await?;
+        let _ = self.pool.push(inst);
+        Ok(())
+    }
+
     /// A warm instance from the pool (or a fresh one), armed for this event.
     async fn take(&self, cx: &CallContext) -> Result<Instance, HandlerFailure> {
         let mut inst = match (cx.fresh, self.pool.pop()) {

@@ -26,6 +26,61 @@ use crate::store::{ConnectionRecord, Store};
 
 /// Most connections one `GET /connections` page lists.
 const MAX_PAGE: usize = 1000;
+/// Largest component accepted by `PUT /plugins/{name}`.
+const MAX_COMPONENT_BYTES: usize = 64 << 20;
+
+/// One plugin as the admin API shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginInfo {
+    /// Its name in the config.
+    pub name: String,
+    /// The routes it serves.
+    pub routes: Vec<String>,
+    /// The component file it was loaded from (an upload keeps the path).
+    pub component: String,
+    /// SHA-256 of the serving component's bytes, hex.
+    pub sha256: String,
+    /// When the serving version was swapped in, Unix milliseconds.
+    pub loaded_at_ms: u64,
+    /// 1 for the first version, +1 for each swap.
+    pub generation: u64,
+}
+
+/// What the admin API may do with plugins; the application implements it.
+#[async_trait::async_trait]
+pub trait PluginAdmin: Send + Sync + 'static {
+    /// Every plugin, by name.
+    fn list(&self) -> Vec<PluginInfo>;
+    /// One plugin.
+    fn get(&self, name: &str) -> Option<PluginInfo>;
+    /// Compiles, checks and swaps in new component bytes for plugin `name`:
+    /// `Ok(None)` when there is no such plugin, `Err(reason)` when the bytes
+    /// are refused (the serving version stays).
+    async fn upload(&self, name: &str, bytes: Vec<u8>) -> Result<Option<PluginInfo>, String>;
+}
+
+/// What the admin API reaches into.
+pub struct AdminParts {
+    /// Live connections of this host.
+    pub registry: Arc<Registry>,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The metrics to render.
+    pub metrics: Arc<Metrics>,
+    /// The plugins.
+    pub plugins: Arc<dyn PluginAdmin>,
+}
+
+fn plugin_json(p: &PluginInfo) -> Value {
+    json!({
+        "name": p.name,
+        "routes": p.routes,
+        "component": p.component,
+        "sha256": p.sha256,
+        "loaded_at": p.loaded_at_ms,
+        "generation": p.generation,
+    })
+}
 
 /// Settings of the admin API.
 #[derive(Clone, Debug)]
@@ -41,19 +96,14 @@ struct Admin {
     registry: Arc<Registry>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
+    plugins: Arc<dyn PluginAdmin>,
     opts: AdminOptions,
 }
 
 /// Serves the admin API until `shutdown` is cancelled.
-pub async fn serve_admin(
-    listener: TcpListener,
-    registry: Arc<Registry>,
-    store: Arc<dyn Store>,
-    metrics: Arc<Metrics>,
-    opts: AdminOptions,
-    shutdown: CancellationToken,
-) {
-    let admin = Arc::new(Admin { registry, store, metrics, opts });
+pub async fn serve_admin(listener: TcpListener, parts: AdminParts, opts: AdminOptions, shutdown: CancellationToken) {
+    let AdminParts { registry, store, metrics, plugins } = parts;
+    let admin = Arc::new(Admin { registry, store, metrics, plugins, opts });
     let tasks = TaskTracker::new();
     loop {
         let (stream, _) = tokio::select! {
@@ -183,6 +233,29 @@ impl Admin {
                 }
             }
             (&Method::GET, ["connections"]) => self.list_connections(&req).await,
+            (&Method::GET, ["plugins"]) => {
+                let list: Vec<Value> = self.plugins.list().iter().map(plugin_json).collect();
+                json_response(StatusCode::OK, json!({ "plugins": list }))
+            }
+            (&Method::GET, ["plugins", name]) => match self.plugins.get(name) {
+                Some(p) => json_response(StatusCode::OK, plugin_json(&p)),
+                None => error(StatusCode::NOT_FOUND, &format!("no plugin named `{name}`")),
+            },
+            (&Method::PUT, ["plugins", name]) => {
+                let name = name.to_string();
+                if self.plugins.get(&name).is_none() {
+                    return error(StatusCode::NOT_FOUND, &format!("no plugin named `{name}`"));
+                }
+                let bytes = match Limited::new(req.into_body(), MAX_COMPONENT_BYTES).collect().await {
+                    Ok(body) => body.to_bytes().to_vec(),
+                    Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "component larger than 64 MiB"),
+                };
+                match self.plugins.upload(&name, bytes).await {
+                    Ok(Some(p)) => json_response(StatusCode::OK, plugin_json(&p)),
+                    Ok(None) => error(StatusCode::NOT_FOUND, &format!("no plugin named `{name}`")),
+                    Err(reason) => error(StatusCode::UNPROCESSABLE_ENTITY, &format!("component refused: {reason}")),
+                }
+            }
             (_, ["connections", id, rest @ ..]) => {
                 let Ok(id) = id.parse::<ConnId>() else {
                     return error(StatusCode::BAD_REQUEST, "a connection id is a decimal number");

@@ -46,14 +46,15 @@ pub(crate) async fn run<D: Dispatch>(
     shared: Arc<Shared<D>>,
     mut ws: Ws,
     id: ConnId,
-    route: Arc<str>,
+    path: Arc<str>,
+    route: D::Route,
     mut inbox: Inbox,
 ) {
     let stats = Stats {
-        received: shared.metrics.messages_in.with_label_values(&[&*route]),
-        sent: shared.metrics.messages_out.with_label_values(&[&*route]),
+        received: shared.metrics.messages_in.with_label_values(&[&*path]),
+        sent: shared.metrics.messages_out.with_label_values(&[&*path]),
     };
-    let end = serve(&shared, &mut ws, id, &route, &mut inbox, &stats).await;
+    let end = serve(&shared, &mut ws, id, &path, &route, &mut inbox, &stats).await;
     let (code, reason) = match end {
         End::Host(code, reason) => {
             close_handshake(&mut ws, code, &reason).await;
@@ -67,7 +68,7 @@ pub(crate) async fn run<D: Dispatch>(
         End::Gone => (1006, String::new()),
     };
     shared.registry.remove(id);
-    shared.metrics.connections_open.with_label_values(&[&*route]).dec();
+    shared.metrics.connections_open.with_label_values(&[&*path]).dec();
     shared.dispatch.close(&route, id, code, &reason).await;
 }
 
@@ -81,7 +82,8 @@ async fn serve<D: Dispatch>(
     shared: &Shared<D>,
     ws: &mut Ws,
     id: ConnId,
-    route: &Arc<str>,
+    path: &Arc<str>,
+    route: &D::Route,
     inbox: &mut Inbox,
     stats: &Stats,
 ) -> End {
@@ -140,7 +142,7 @@ async fn serve<D: Dispatch>(
                         }
                     }
                     Err(failure) => {
-                        tracing::warn!(conn = id, %route, %failure, "on-message failed; closing the connection");
+                        tracing::warn!(conn = id, route = %path, %failure, "on-message failed; closing the connection");
                         return End::Host(CLOSE_HANDLER_ERROR, "handler error".into());
                     }
                 }

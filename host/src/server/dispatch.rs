@@ -1,5 +1,5 @@
 //! What the server needs from the application: a route lookup and the three
-//! connection events. `app.rs` implements it; the server never sees Wasm.
+//! connection events. `app/` implements it; the server never sees Wasm.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,13 +8,18 @@ use crate::events::{Accept, ConnId, HandlerFailure, Message, OpenRequest, Reject
 
 /// The application behind the sockets.
 pub trait Dispatch: Send + Sync + 'static {
-    /// The route key for a WebSocket path, `None` when no route is mounted.
-    fn route(&self, path: &str) -> Option<Arc<str>>;
+    /// What a connection holds to reach its route's handler: looked up once
+    /// at the handshake, so a route removed later still serves the events of
+    /// connections opened on it, up to their close.
+    type Route: Send + Sync + 'static;
+
+    /// The route mounted at a WebSocket path: its key (the path) and handle.
+    fn route(&self, path: &str) -> Option<(Arc<str>, Self::Route)>;
 
     /// A client asks to open a connection on `route`.
     fn open(
         &self,
-        route: &Arc<str>,
+        route: &Self::Route,
         conn: ConnId,
         req: OpenRequest,
     ) -> impl Future<Output = Result<Result<Accept, Reject>, HandlerFailure>> + Send;
@@ -22,12 +27,12 @@ pub trait Dispatch: Send + Sync + 'static {
     /// A message arrived; the answer is the direct reply.
     fn message(
         &self,
-        route: &Arc<str>,
+        route: &Self::Route,
         conn: ConnId,
         msg: Message,
     ) -> impl Future<Output = Result<Option<Message>, HandlerFailure>> + Send;
 
     /// The connection ended. Called exactly once per accepted connection,
     /// after it left the registry.
-    fn close(&self, route: &Arc<str>, conn: ConnId, code: u16, reason: &str) -> impl Future<Output = ()> + Send;
+    fn close(&self, route: &Self::Route, conn: ConnId, code: u16, reason: &str) -> impl Future<Output = ()> + Send;
 }

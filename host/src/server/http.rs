@@ -54,8 +54,8 @@ async fn handle<D: Dispatch>(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<Body>, Infallible> {
-    if let Some(route) = shared.dispatch.route(req.uri().path()) {
-        return Ok(upgrade(shared, req, peer, route).await);
+    if let Some((path, route)) = shared.dispatch.route(req.uri().path()) {
+        return Ok(upgrade(shared, req, peer, path, route).await);
     }
     match &shared.static_files {
         Some(dir) => match dir.clone().oneshot(req).await {
@@ -87,7 +87,8 @@ async fn upgrade<D: Dispatch>(
     shared: Arc<Shared<D>>,
     mut req: Request<Incoming>,
     peer: SocketAddr,
-    route: Arc<str>,
+    path: Arc<str>,
+    route: D::Route,
 ) -> Response<Body> {
     if !header_has_token(&req, header::UPGRADE, "websocket") || !header_has_token(&req, header::CONNECTION, "upgrade") {
         let mut resp = plain(StatusCode::UPGRADE_REQUIRED, "this path only speaks WebSocket");
@@ -112,7 +113,7 @@ async fn upgrade<D: Dispatch>(
     // Run the open in its own task: if the client goes away mid-handshake,
     // hyper drops this future, but the open still completes and, if it was
     // accepted, the connection is closed with on-close like any other.
-    let opening = shared.tasks.spawn(open_connection(shared.clone(), route, open, offered, accept_key, on_upgrade));
+    let opening = shared.tasks.spawn(open_connection(shared.clone(), path, route, open, offered, accept_key, on_upgrade));
     opening.await.unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "handler error"))
 }
 
@@ -120,13 +121,14 @@ async fn upgrade<D: Dispatch>(
 /// the upgrade completes) or the handler's rejection.
 async fn open_connection<D: Dispatch>(
     shared: Arc<Shared<D>>,
-    route: Arc<str>,
+    path: Arc<str>,
+    route: D::Route,
     open: OpenRequest,
     offered: Vec<String>,
     accept_key: String,
     on_upgrade: hyper::upgrade::OnUpgrade,
 ) -> Response<Body> {
-    let (id, inbox) = shared.registry.reserve(route.clone());
+    let (id, inbox) = shared.registry.reserve(path.clone());
     let accept = match shared.dispatch.open(&route, id, open).await {
         Ok(Ok(accept)) => accept,
         Ok(Err(reject)) => {
@@ -139,20 +141,20 @@ async fn open_connection<D: Dispatch>(
         }
         Err(failure) => {
             shared.registry.remove(id);
-            tracing::warn!(conn = id, %route, %failure, "on-open failed; refusing the connection");
+            tracing::warn!(conn = id, route = %path, %failure, "on-open failed; refusing the connection");
             return plain(StatusCode::INTERNAL_SERVER_ERROR, "handler error");
         }
     };
     if let Err(why) = check_subprotocol(&accept, &offered) {
         // The handler accepted, so its on-close must still run once.
         shared.registry.remove(id);
-        tracing::warn!(conn = id, %route, why, "on-open chose a bad subprotocol; refusing the connection");
+        tracing::warn!(conn = id, route = %path, why, "on-open chose a bad subprotocol; refusing the connection");
         shared.dispatch.close(&route, id, CLOSE_HANDLER_ERROR, "handler error").await;
         return plain(StatusCode::INTERNAL_SERVER_ERROR, "handler error");
     }
     shared.registry.activate(id);
-    shared.metrics.connections_total.with_label_values(&[&*route]).inc();
-    shared.metrics.connections_open.with_label_values(&[&*route]).inc();
+    shared.metrics.connections_total.with_label_values(&[&*path]).inc();
+    shared.metrics.connections_open.with_label_values(&[&*path]).inc();
 
     let task_shared = shared.clone();
     shared.tasks.spawn(async move {
@@ -170,12 +172,12 @@ async fn open_connection<D: Dispatch>(
             }
             Ok(Err(_)) | Err(_) => {
                 shared.registry.remove(id);
-                shared.metrics.connections_open.with_label_values(&[&*route]).dec();
+                shared.metrics.connections_open.with_label_values(&[&*path]).dec();
                 shared.dispatch.close(&route, id, 1006, "").await;
                 return;
             }
         };
-        connection::run(shared, ws, id, route, inbox).await;
+        connection::run(shared, ws, id, path, route, inbox).await;
     });
 
     let mut resp = Response::new(Full::new(Bytes::new()).map_err(|never| match never {}).boxed_unsync());

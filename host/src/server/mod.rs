@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use admin::{AdminOptions, serve_admin};
+pub use admin::{AdminOptions, AdminParts, PluginAdmin, PluginInfo, serve_admin};
 pub use connection::{CLOSE_GOING_AWAY, CLOSE_HANDLER_ERROR, to_ws};
 pub use dispatch::Dispatch;
 pub use registry::{CLOSE_POLICY, Delivery, Registry};

@@ -198,6 +198,13 @@ impl Registry {
         fan_out(&members, msg, None)
     }
 
+    /// Asks every accepted connection on a route to close; how many.
+    pub fn close_route(&self, route: &str, code: u16, reason: &str) -> usize {
+        let Some(members) = self.routes.get(route) else { return 0 };
+        members.values().for_each(|outbox| outbox.control.request_close(code, reason));
+        members.len()
+    }
+
     /// When a connection's client last sent a message (Unix milliseconds).
     pub fn last_active_ms(&self, id: ConnId) -> Option<u64> {
         self.conns.get(&id).map(|e| e.outbox.control.last_active_ms.load(Ordering::Relaxed))

@@ -1,0 +1,188 @@
+//! The one place where the server and the runtime meet: routes map to
+//! plugins, handler events run on the runtime, the effects handlers ask for
+//! are applied to the registry, and plugins are replaced while serving.
+//!
+//! - [`dispatch`]: the server's `Dispatch` implementation and effects.
+//! - [`plugins`]: plugin slots (the version serving now), loading and
+//!   swapping, and the admin API's view of them.
+//! - [`reload`]: watching component files and re-reading the config.
+
+mod dispatch;
+mod plugins;
+mod reload;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, StoreChoice};
+use crate::metrics::Metrics;
+use crate::runtime::{self, EngineOptions, EventCaps, Runtime, RuntimeOptions};
+use crate::server::{self, AdminOptions, Registry, ServerOptions};
+use crate::store::{self as store_mod, Store, StoreKind};
+
+pub use plugins::PluginSlot;
+pub use reload::ReloadSummary;
+
+/// Most effects one event may ask for.
+const MAX_EFFECTS_PER_EVENT: usize = 10_000;
+
+/// One mounted route: its path, the plugin slot serving it, and how.
+pub struct Route {
+    path: Arc<str>,
+    slot: Arc<PluginSlot>,
+    fresh: bool,
+}
+
+/// The application: routes, plugins, the registry and the store.
+pub struct App {
+    routes: ArcSwap<HashMap<Arc<str>, Arc<Route>>>,
+    plugins: std::sync::Mutex<HashMap<String, Arc<PluginSlot>>>,
+    registry: Arc<Registry>,
+    store: Arc<dyn Store>,
+    runtime: Runtime,
+    config: std::sync::Mutex<Config>,
+    watcher: std::sync::Mutex<Option<reload::Watcher>>,
+}
+
+/// A host that is serving; dropping it does not stop it, [`Running::stop`] does.
+pub struct Running {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The admin API's bound address, when it is enabled.
+    pub admin_addr: Option<SocketAddr>,
+    app: Arc<App>,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// A token that stops the host when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// The store the host's handlers use.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.app.store.clone()
+    }
+
+    /// The application, for reloading it while it serves.
+    pub fn app(&self) -> Arc<App> {
+        self.app.clone()
+    }
+
+    /// Closes every connection with 1001, runs their close handlers, and waits.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the host has stopped.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("the server task panicked")?
+    }
+}
+
+/// Loads every plugin of `config`, then binds its listen address and serves
+/// in a background task. A bad plugin is reported before the port is touched.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let (app, metrics) = build(&config).await?;
+    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    serve(app, metrics, &config, listener).await
+}
+
+/// Like [`start`] on an already bound listener.
+pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
+    let (app, metrics) = build(&config).await?;
+    serve(app, metrics, &config, listener).await
+}
+
+async fn build(config: &Config) -> anyhow::Result<(Arc<App>, Arc<Metrics>)> {
+    let registry = Arc::new(Registry::new(config.limits.outbound_queue));
+    let kind = match config.store {
+        StoreChoice::Embedded => StoreKind::Embedded,
+        StoreChoice::Memory => StoreKind::Memory,
+    };
+    let store =
+        store_mod::open(&kind, &config.data_dir).with_context(|| format!("config {}: store", config.source))?;
+    let metrics = Arc::new(Metrics::new());
+    let app = App::new(config, registry, store, metrics.clone()).await?;
+    Ok((app, metrics))
+}
+
+async fn serve(app: Arc<App>, metrics: Arc<Metrics>, config: &Config, listener: TcpListener) -> anyhow::Result<Running> {
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let admin_addr = if config.admin.enabled {
+        let admin = TcpListener::bind(config.admin.listen)
+            .await
+            .with_context(|| format!("binding the admin API on {} (admin.listen)", config.admin.listen))?;
+        let admin_addr = admin.local_addr()?;
+        let opts = AdminOptions { token: config.admin.token.clone(), max_body_bytes: config.limits.max_message_bytes };
+        let parts = server::AdminParts {
+            registry: app.registry.clone(),
+            store: app.store.clone(),
+            metrics: metrics.clone(),
+            plugins: Arc::new(plugins::Control(app.clone())),
+        };
+        tokio::spawn(server::serve_admin(admin, parts, opts, shutdown.clone()));
+        tracing::info!(addr = %admin_addr, auth = config.admin.token.is_some(), "admin API listening");
+        Some(admin_addr)
+    } else {
+        None
+    };
+    app.watch_components();
+    let opts =
+        ServerOptions { static_dir: config.static_dir.clone(), max_message_bytes: config.limits.max_message_bytes };
+    let token = shutdown.clone();
+    let (dispatch, registry) = (dispatch::Handle(app.clone()), app.registry.clone());
+    let task = tokio::spawn(async move {
+        server::serve(listener, dispatch, registry, metrics, opts, token).await.context("serving")
+    });
+    tracing::info!(%addr, "wharf listening");
+    Ok(Running { addr, admin_addr, app, shutdown, task })
+}
+
+impl App {
+    /// Builds the runtime and compiles every plugin the config names.
+    pub async fn new(
+        config: &Config,
+        registry: Arc<Registry>,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Arc<App>> {
+        let limits = &config.limits;
+        let opts = RuntimeOptions {
+            engine: EngineOptions {
+                max_instances: limits.max_instances,
+                memory_bytes: (limits.memory_mib as usize) << 20,
+                cache_dir: Some(config.cache_dir()),
+            },
+            caps: EventCaps {
+                max_message_bytes: limits.max_message_bytes,
+                max_effects: MAX_EFFECTS_PER_EVENT,
+                deadline_ticks: limits.event_timeout_ms.div_ceil(runtime::EPOCH_TICK.as_millis() as u64).max(1),
+            },
+            instance_pool: limits.instance_pool,
+        };
+        let runtime = Runtime::new(opts, store.clone(), metrics)?;
+        let app = Arc::new(App {
+            routes: ArcSwap::from_pointee(HashMap::new()),
+            plugins: std::sync::Mutex::new(HashMap::new()),
+            registry,
+            store,
+            runtime,
+            config: std::sync::Mutex::new(config.clone()),
+            watcher: std::sync::Mutex::new(None),
+        });
+        app.apply_config(config).await?;
+        Ok(app)
+    }
+}
