@@ -63,11 +63,12 @@ async fn main() -> anyhow::Result<()> {
     samples.sort();
     let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
     println!(
-        "{url} connections={connections} payload={size}B: {:.0} replies/s  p50 {:?}  p99 {:?}  p99.9 {:?}  ({} replies in {seconds} s)",
+        "{url} connections={connections} payload={size}B: {:.0} replies/s  p50 {:?}  p99 {:?}  p99.9 {:?}  max {:?}  ({} replies in {seconds} s)",
         samples.len() as f64 / seconds as f64,
         pct(0.50),
         pct(0.99),
         pct(0.999),
+        samples[samples.len() - 1],
         samples.len()
     );
     Ok(())

@@ -63,6 +63,7 @@ struct Served {
     child: std::process::Child,
     addr: String,
     log: std::sync::mpsc::Receiver<String>,
+    config: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -73,13 +74,12 @@ impl Drop for Served {
     }
 }
 
-/// Starts the binary on 127.0.0.1 port 0 serving `routes` (path, plugin).
-fn serve_binary(routes: &[(&str, &str)]) -> Served {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("wharf.toml");
+/// A config for the binary on 127.0.0.1 port 0 serving `routes` (path,
+/// plugin), its data under `dir`.
+fn binary_config(dir: &std::path::Path, routes: &[(&str, &str)]) -> String {
     let mut text = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\ncache_dir = {:?}\n[admin]\nenabled = false\n",
-        dir.path().join("data").display().to_string(),
+        dir.join("data").display().to_string(),
         cache_dir().display().to_string()
     );
     for (route, plugin) in routes {
@@ -88,6 +88,14 @@ fn serve_binary(routes: &[(&str, &str)]) -> Served {
             component(plugin).display().to_string()
         );
     }
+    text
+}
+
+/// Starts the binary on 127.0.0.1 port 0 serving `routes` (path, plugin).
+fn serve_binary(routes: &[(&str, &str)]) -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wharf.toml");
+    let text = binary_config(dir.path(), routes);
     std::fs::write(&path, text).unwrap();
     let mut child = wharf().args(["serve", "--config"]).arg(&path).stderr(Stdio::piped()).spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
@@ -108,7 +116,7 @@ fn serve_binary(routes: &[(&str, &str)]) -> Served {
             break addr.trim().to_string();
         }
     };
-    Served { child, addr, log, _dir: dir }
+    Served { child, addr, log, config: path, _dir: dir }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,4 +157,35 @@ async fn a_handler_panic_message_reaches_the_host_log() {
         }
         seen.push(line);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_adds_and_removes_routes() {
+    let served = serve_binary(&[("/echo", "echo")]);
+    let (mut echo, _) = connect_async(format!("ws://{}/echo", served.addr).as_str()).await.unwrap();
+    send_text(&mut echo, "before").await;
+    assert_eq!(expect_text(&mut echo).await, "before");
+
+    let dir = served.config.parent().unwrap();
+    std::fs::write(&served.config, binary_config(dir, &[("/counter", "counter")])).unwrap();
+    let hup = Command::new("kill").args(["-HUP", &served.child.id().to_string()]).status().unwrap();
+    assert!(hup.success());
+
+    // The removed route's connection is closed with 1001; the new route serves.
+    assert_eq!(expect_close(&mut echo).await, 1001);
+    let (mut counter, _) = connect_async(format!("ws://{}/counter", served.addr).as_str()).await.unwrap();
+    send_text(&mut counter, "+1").await;
+    assert_eq!(expect_text(&mut counter).await, "1");
+    match connect_async(format!("ws://{}/echo", served.addr).as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 404),
+        other => panic!("/echo should be gone, got {other:?}"),
+    }
+
+    // A broken config is refused and the host keeps serving.
+    std::fs::write(&served.config, "routes = 5\n").unwrap();
+    let hup = Command::new("kill").args(["-HUP", &served.child.id().to_string()]).status().unwrap();
+    assert!(hup.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send_text(&mut counter, "+1").await;
+    assert_eq!(expect_text(&mut counter).await, "2");
 }

@@ -27,7 +27,8 @@ pub fn repo_root() -> PathBuf {
 
 /// A built guest component, or a panic that says how to build it.
 pub fn component(name: &str) -> PathBuf {
-    let path = repo_root().join(format!("target/wasm32-wasip2/release/{name}.wasm"));
+    let file = name.replace('-', "_");
+    let path = repo_root().join(format!("target/wasm32-wasip2/release/{file}.wasm"));
     assert!(
         path.is_file(),
         "component {} is missing: build the guest components first with `make guests`",
