@@ -89,7 +89,9 @@ async fn reload_on_sighup(app: std::sync::Arc<crate::app::App>) {
                 swapped_plugins = ?s.swapped_plugins,
                 "config reloaded"
             ),
-            Err(e) => tracing::warn!(reason = format!("{e:#}"), "config reload refused; still serving the previous config"),
+            Err(e) => {
+                tracing::warn!(reason = format!("{e:#}"), "config reload refused; still serving the previous config")
+            }
         }
     }
 }

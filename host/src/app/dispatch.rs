@@ -50,7 +50,12 @@ impl Dispatch for Handle {
         self.0.routes.load().get(path).map(|r| (r.path.clone(), r.clone()))
     }
 
-    async fn open(&self, route: &Arc<Route>, conn: ConnId, req: OpenRequest) -> Result<Result<Accept, Reject>, HandlerFailure> {
+    async fn open(
+        &self,
+        route: &Arc<Route>,
+        conn: ConnId,
+        req: OpenRequest,
+    ) -> Result<Result<Accept, Reject>, HandlerFailure> {
         let app = &self.0;
         let record = ConnectionRecord {
             id: conn,

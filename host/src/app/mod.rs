@@ -110,14 +110,18 @@ async fn build(config: &Config) -> anyhow::Result<(Arc<App>, Arc<Metrics>)> {
         StoreChoice::Embedded => StoreKind::Embedded,
         StoreChoice::Memory => StoreKind::Memory,
     };
-    let store =
-        store_mod::open(&kind, &config.data_dir).with_context(|| format!("config {}: store", config.source))?;
+    let store = store_mod::open(&kind, &config.data_dir).with_context(|| format!("config {}: store", config.source))?;
     let metrics = Arc::new(Metrics::new());
     let app = App::new(config, registry, store, metrics.clone()).await?;
     Ok((app, metrics))
 }
 
-async fn serve(app: Arc<App>, metrics: Arc<Metrics>, config: &Config, listener: TcpListener) -> anyhow::Result<Running> {
+async fn serve(
+    app: Arc<App>,
+    metrics: Arc<Metrics>,
+    config: &Config,
+    listener: TcpListener,
+) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let admin_addr = if config.admin.enabled {

@@ -74,7 +74,12 @@ impl App {
     /// Compiles and checks component bytes off the event loop: the component
     /// must be one, target the Wharf world, link, and instantiate without a
     /// trap. The checked instance warms the pool.
-    pub(super) async fn compile(self: &Arc<Self>, name: &str, namespace: &str, bytes: Vec<u8>) -> anyhow::Result<(Plugin, String)> {
+    pub(super) async fn compile(
+        self: &Arc<Self>,
+        name: &str,
+        namespace: &str,
+        bytes: Vec<u8>,
+    ) -> anyhow::Result<(Plugin, String)> {
         let sha = sha256_hex(&bytes);
         let (app, n, ns) = (self.clone(), name.to_string(), namespace.to_string());
         let plugin = tokio::task::spawn_blocking(move || app.runtime.load_plugin_bytes(&n, &ns, &bytes))
@@ -85,7 +90,12 @@ impl App {
     }
 
     /// A new slot for plugin `name`, loaded from `component`.
-    pub(super) async fn load_slot(self: &Arc<Self>, name: &str, namespace: &str, component: &Path) -> anyhow::Result<Arc<PluginSlot>> {
+    pub(super) async fn load_slot(
+        self: &Arc<Self>,
+        name: &str,
+        namespace: &str,
+        component: &Path,
+    ) -> anyhow::Result<Arc<PluginSlot>> {
         let bytes = tokio::fs::read(component)
             .await
             .with_context(|| format!("plugin `{name}`: cannot read component {}", component.display()))?;
@@ -137,13 +147,8 @@ impl App {
     /// What the admin API shows of one plugin.
     fn info(&self, slot: &PluginSlot) -> PluginInfo {
         let loaded = slot.current();
-        let mut routes: Vec<String> = self
-            .routes
-            .load()
-            .values()
-            .filter(|r| r.slot.name == slot.name)
-            .map(|r| r.path.to_string())
-            .collect();
+        let mut routes: Vec<String> =
+            self.routes.load().values().filter(|r| r.slot.name == slot.name).map(|r| r.path.to_string()).collect();
         routes.sort();
         PluginInfo {
             name: slot.name.clone(),

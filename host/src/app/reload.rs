@@ -74,13 +74,18 @@ impl App {
             .iter()
             .map(|r| {
                 let path: Arc<str> = Arc::from(r.path.as_str());
-                let route = Route { path: path.clone(), slot: slots[&r.plugin].clone(), fresh: r.instances == Instances::Fresh };
+                let route = Route {
+                    path: path.clone(),
+                    slot: slots[&r.plugin].clone(),
+                    fresh: r.instances == Instances::Fresh,
+                };
                 (path, Arc::new(route))
             })
             .collect();
         let old_routes = self.routes.load_full();
         summary.added_routes = routes.keys().filter(|p| !old_routes.contains_key(*p)).map(|p| p.to_string()).collect();
-        summary.removed_routes = old_routes.keys().filter(|p| !routes.contains_key(*p)).map(|p| p.to_string()).collect();
+        summary.removed_routes =
+            old_routes.keys().filter(|p| !routes.contains_key(*p)).map(|p| p.to_string()).collect();
         summary.added_routes.sort();
         summary.removed_routes.sort();
 
@@ -112,7 +117,8 @@ impl App {
     /// (Re)starts watching the directory of every component file; a change
     /// to a component reloads its plugin.
     pub(super) fn watch_components(self: &Arc<Self>) {
-        let slots: Vec<Arc<PluginSlot>> = self.plugins.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let slots: Vec<Arc<PluginSlot>> =
+            self.plugins.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
         let mut by_file: HashMap<PathBuf, Vec<String>> = HashMap::new();
         let mut dirs = HashSet::new();
         for slot in &slots {
@@ -167,8 +173,7 @@ async fn reload_on_change(
             changed.insert(path);
         }
         let Some(app) = app.upgrade() else { return };
-        let names: HashSet<&String> =
-            changed.iter().filter_map(|p| by_file.get(&canonical(p))).flatten().collect();
+        let names: HashSet<&String> = changed.iter().filter_map(|p| by_file.get(&canonical(p))).flatten().collect();
         for name in names {
             let Some(slot) = app.slot(name) else { continue };
             let path = slot.component();

@@ -113,7 +113,8 @@ async fn upgrade<D: Dispatch>(
     // Run the open in its own task: if the client goes away mid-handshake,
     // hyper drops this future, but the open still completes and, if it was
     // accepted, the connection is closed with on-close like any other.
-    let opening = shared.tasks.spawn(open_connection(shared.clone(), path, route, open, offered, accept_key, on_upgrade));
+    let opening =
+        shared.tasks.spawn(open_connection(shared.clone(), path, route, open, offered, accept_key, on_upgrade));
     opening.await.unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "handler error"))
 }
 
