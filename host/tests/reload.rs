@@ -174,3 +174,50 @@ async fn a_rebuilt_component_file_is_swapped_in() {
     }
     host.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_reload_points_routes_at_other_components_and_plugins() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wharf.toml");
+    let write = |v_component: &str, extra_route: &str| {
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\nstore = \"memory\"\ncache_dir = {:?}\n[admin]\nenabled = false\n\
+             [plugins.v]\ncomponent = {:?}\n[plugins.faulty]\ncomponent = {:?}\n\
+             [[routes]]\npath = \"/v\"\nplugin = \"v\"\n{extra_route}",
+            cache_dir().display().to_string(),
+            component(v_component).display().to_string(),
+            component("faulty").display().to_string(),
+        );
+        std::fs::write(&path, text).unwrap();
+    };
+    write("echo-v1", "");
+    let host = spawn(Config::load(&path).unwrap()).await;
+    let mut v = connect(&host, "/v").await;
+    assert_eq!(ask(&mut v, "a").await, "v1:a");
+
+    // Point plugin `v` at another component and mount a second route.
+    write("echo-v2", "[[routes]]\npath = \"/f\"\nplugin = \"faulty\"\n");
+    let summary = host.app().reload_config().await.unwrap();
+    assert_eq!(summary.swapped_plugins, ["v"]);
+    assert_eq!(summary.added_routes, ["/f"]);
+    assert_eq!(ask(&mut v, "b").await, "v2:b", "the open connection now runs the new component");
+    let mut f = connect(&host, "/f").await;
+    assert!(ask(&mut f, "whoami").await.parse::<u64>().is_ok());
+
+    // Point route /v at another plugin: new events on /v run `faulty`.
+    write("echo-v2", "[[routes]]\npath = \"/f\"\nplugin = \"faulty\"\n");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("path = \"/v\"\nplugin = \"v\"", "path = \"/v\"\nplugin = \"faulty\"");
+    std::fs::write(&path, text).unwrap();
+    host.app().reload_config().await.unwrap();
+    let mut v2 = connect(&host, "/v").await;
+    assert_eq!(ask(&mut v2, "closes?").await, "", "answered by faulty");
+
+    // A config that does not load changes nothing.
+    std::fs::write(&path, "[[routes]]\npath = \"/x\"\nplugin = \"ghost\"\n").unwrap();
+    let err = host.app().reload_config().await.expect_err("a bad config is refused");
+    assert!(format!("{err:#}").contains("ghost"), "{err:#}");
+    assert_eq!(ask(&mut f, "echo me").await, "echo me");
+    host.stop().await.unwrap();
+}
