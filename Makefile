@@ -11,7 +11,7 @@ NPM    ?= npm
 WASM   := target/wasm32-wasip2/release
 BROWSER_DIR := host/tests/browser
 
-.PHONY: run build host guests wasm-target test test-deps lint lint-guests fmt clean
+.PHONY: run build host guests wasm-target test test-deps conformance lint lint-guests fmt clean
 
 run: build
 	./target/release/wharf serve --config examples/wharf.toml
@@ -34,6 +34,18 @@ test: test-deps guests lint-guests
 	$(CARGO) fmt --all --check
 	$(CARGO) test --workspace --all-targets
 	cd guest-sdk && $(CARGO) test --doc --target-dir ../target
+	$(MAKE) conformance
+
+# `wharf test` on every example with its scenarios, then a crate made by
+# `wharf new` in a temporary directory must build and pass `wharf test`.
+EXAMPLES := echo chat broadcast counter
+conformance: wasm-target
+	$(CARGO) build -p wharf
+	for e in $(EXAMPLES); do ./target/debug/wharf test $(WASM)/$$e.wasm examples/$$e/tests/*.toml || exit 1; done
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  (cd "$$tmp" && $(CURDIR)/target/debug/wharf new hello-wharf) && \
+	  (cd "$$tmp/hello-wharf" && CARGO_TARGET_DIR=$(CURDIR)/target/scaffold $(CARGO) build --release --target wasm32-wasip2) && \
+	  ./target/debug/wharf test target/scaffold/wasm32-wasip2/release/hello_wharf.wasm "$$tmp"/hello-wharf/tests/*.toml
 
 lint: lint-guests
 	$(CARGO) fmt --all --check

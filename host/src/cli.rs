@@ -39,6 +39,28 @@ pub enum Command {
         #[arg(long, env = "WHARF_ADMIN_LISTEN")]
         admin_listen: Option<SocketAddr>,
     },
+    /// Test a handler component headlessly: world check, lifecycle smoke
+    /// test, then each scenario file. Exits non-zero when a check fails.
+    Test {
+        /// The component (`.wasm`).
+        component: PathBuf,
+        /// Scenario files (TOML).
+        scenarios: Vec<PathBuf>,
+        /// A config whose limits apply (default: the built-in limits).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also write a report: `--format junit FILE`.
+        #[arg(long, num_args = 2, value_names = ["FORMAT", "FILE"])]
+        format: Vec<String>,
+    },
+    /// Create a handler crate that builds and passes `wharf test`.
+    New {
+        /// The crate's name (and directory).
+        name: String,
+        /// Where the `wharf-guest` SDK lives (default: this build's copy).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
 }
 
 /// Runs a parsed command line to completion.
@@ -68,6 +90,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 std::process::exit(1);
             });
             running.wait().await.context("wharf serve")
+        }
+        Command::Test { component, scenarios, config, format } => {
+            let junit = match format.as_slice() {
+                [] => None,
+                [kind, file] if kind == "junit" => Some(PathBuf::from(file)),
+                [kind, _] => anyhow::bail!("--format: unknown format `{kind}` (supported: junit)"),
+                _ => unreachable!("clap takes two values"),
+            };
+            let base = match config {
+                Some(path) => Config::load(&path)?,
+                None => Config::parse("", "(defaults)")?,
+            };
+            let report = crate::testkit::run(&component, &scenarios, &base).await?;
+            print!("{}", report.text());
+            if let Some(file) = junit {
+                let suite = component.display().to_string();
+                std::fs::write(&file, report.junit(&suite))
+                    .with_context(|| format!("writing the JUnit report {}", file.display()))?;
+            }
+            let (_, failed) = report.counts();
+            anyhow::ensure!(failed == 0, "{failed} check(s) failed");
+            Ok(())
+        }
+        Command::New { name, sdk } => {
+            let sdk = sdk.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk"));
+            let dir = crate::scaffold::create(std::path::Path::new(&name), &sdk)?;
+            println!("created {}", dir.display());
+            println!("build it:  cd {} && cargo build --release --target wasm32-wasip2", dir.display());
+            println!("test it:   wharf test target/wasm32-wasip2/release/{}.wasm tests/*.toml", name.replace('-', "_"));
+            Ok(())
         }
     }
 }

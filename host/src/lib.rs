@@ -17,6 +17,8 @@ pub mod config;
 pub mod events;
 pub mod metrics;
 pub mod runtime;
+pub mod scaffold;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod testkit;

@@ -4,8 +4,10 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    wharf::telemetry::init();
-    match wharf::cli::run(wharf::cli::Cli::parse()).await {
+    let cli = wharf::cli::Cli::parse();
+    let quiet = !matches!(cli.command, wharf::cli::Command::Serve { .. });
+    wharf::telemetry::init_with_default(if quiet { "warn" } else { "info" });
+    match wharf::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

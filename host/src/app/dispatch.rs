@@ -11,7 +11,7 @@ use crate::server::{Dispatch, to_ws};
 use crate::store::{ConnectionRecord, now_ms};
 
 /// The application as the server sees it.
-pub(super) struct Handle(pub Arc<App>);
+pub(crate) struct Handle(pub Arc<App>);
 
 fn context(route: &Route, conn: ConnId) -> CallContext {
     CallContext { conn, route: route.path.clone(), fresh: route.fresh }

@@ -27,6 +27,7 @@ use crate::runtime::{self, EngineOptions, EventCaps, Runtime, RuntimeOptions};
 use crate::server::{self, AdminOptions, Registry, ServerOptions};
 use crate::store::{self as store_mod, Store, StoreKind};
 
+pub(crate) use dispatch::Handle as DispatchHandle;
 pub use plugins::PluginSlot;
 pub use reload::ReloadSummary;
 
@@ -155,6 +156,32 @@ async fn serve(
 }
 
 impl App {
+    /// The application as the server sees it; the conformance kit drives it
+    /// with simulated connections.
+    pub(crate) fn dispatcher(self: &Arc<Self>) -> dispatch::Handle {
+        dispatch::Handle(self.clone())
+    }
+
+    /// The registry of this application's connections.
+    pub(crate) fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The store handlers use.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// What a component imports (it must compile with this engine).
+    pub fn component_imports(&self, bytes: &[u8]) -> anyhow::Result<Vec<String>> {
+        self.runtime.component_imports(bytes)
+    }
+
+    /// Serves `config`'s plugins and routes (as a config reload does).
+    pub async fn serve_config(self: &Arc<Self>, config: &Config) -> anyhow::Result<ReloadSummary> {
+        self.apply_config(config).await
+    }
+
     /// Builds the runtime and compiles every plugin the config names.
     pub async fn new(
         config: &Config,

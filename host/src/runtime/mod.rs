@@ -72,6 +72,14 @@ impl Runtime {
             .with_context(|| format!("plugin `{name}`: loading component {}", path.display()))
     }
 
+    /// The names of everything a component imports, after checking that it
+    /// is a component this engine can compile.
+    pub fn component_imports(&self, bytes: &[u8]) -> anyhow::Result<Vec<String>> {
+        let component = plugin::compile(&self.engine, bytes).context("not a valid component")?;
+        let ty = component.component_type();
+        Ok(ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect())
+    }
+
     /// Compiles and pre-links component bytes as plugin `name`.
     pub fn load_plugin_bytes(&self, name: &str, namespace: &str, bytes: &[u8]) -> anyhow::Result<Plugin> {
         let component = plugin::compile(&self.engine, bytes).context("not a valid component")?;

@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 pub use admin::{AdminOptions, AdminParts, PluginAdmin, PluginInfo, serve_admin};
 pub use connection::{CLOSE_GOING_AWAY, CLOSE_HANDLER_ERROR, to_ws};
 pub use dispatch::Dispatch;
+pub(crate) use registry::Inbox;
 pub use registry::{CLOSE_POLICY, Delivery, Registry};
 
 /// Read buffer per connection. tokio-tungstenite's default (128 KiB, zeroed)

@@ -1,0 +1,309 @@
+//! The conformance kit behind `wharf test`: checks a component headlessly
+//! against the same runtime, limits and store semantics as `wharf serve`
+//! (memory store), with simulated connections instead of sockets.
+//!
+//! 1. World check: the component compiles, its imports are listed, and
+//!    anything Wharf does not provide is refused by name.
+//! 2. Lifecycle smoke: open, a text message, a binary message, close, each
+//!    without a trap and within the limits.
+//! 3. Scenarios: TOML files of named clients and steps ([`scenario`]).
+//!
+//! One line per check, then `N passed, M failed`.
+
+pub mod scenario;
+mod sim;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::app::App;
+use crate::config::{Config, StoreChoice};
+use crate::events::Message;
+use crate::metrics::Metrics;
+use crate::server::Registry;
+use crate::store::{self, StoreKind};
+use scenario::{Matcher, Scenario, Step};
+use sim::{Received, Sim};
+
+/// How long an `expect` step waits for a message.
+const EXPECT_WAIT: Duration = Duration::from_secs(2);
+
+/// The result of one check.
+#[derive(Clone, Debug)]
+pub struct Check {
+    /// What was checked.
+    pub name: String,
+    /// `Err(reason)` when it failed.
+    pub result: Result<(), String>,
+    /// How long it took.
+    pub took: Duration,
+}
+
+/// Every check of one run.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// The checks, in order.
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    /// How many passed and failed.
+    pub fn counts(&self) -> (usize, usize) {
+        let failed = self.checks.iter().filter(|c| c.result.is_err()).count();
+        (self.checks.len() - failed, failed)
+    }
+
+    /// One line per check, then the totals.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for c in &self.checks {
+            match &c.result {
+                Ok(()) => out += &format!("ok   {}\n", c.name),
+                Err(why) => out += &format!("FAIL {}: {why}\n", c.name),
+            }
+        }
+        let (passed, failed) = self.counts();
+        out += &format!("{passed} passed, {failed} failed\n");
+        out
+    }
+
+    /// A JUnit XML report.
+    pub fn junit(&self, suite: &str) -> String {
+        let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+        let (_, failed) = self.counts();
+        let mut out = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"{}\" tests=\"{}\" failures=\"{failed}\">\n",
+            esc(suite),
+            self.checks.len()
+        );
+        for c in &self.checks {
+            let time = c.took.as_secs_f64();
+            match &c.result {
+                Ok(()) => out += &format!("  <testcase name=\"{}\" time=\"{time:.3}\"/>\n", esc(&c.name)),
+                Err(why) => {
+                    out += &format!(
+                        "  <testcase name=\"{}\" time=\"{time:.3}\">\n    <failure message=\"{}\"/>\n  </testcase>\n",
+                        esc(&c.name),
+                        esc(why)
+                    )
+                }
+            }
+        }
+        out += "</testsuite>\n";
+        out
+    }
+}
+
+/// Import names a Wharf host provides: the Wharf world, and WASI 0.2
+/// (linked with nothing granted: no files, sockets or environment).
+fn provided(import: &str) -> bool {
+    import.starts_with("wharf:handler/") && import.ends_with("@0.1.0")
+        || import.starts_with("wasi:") && import.contains("@0.2.")
+}
+
+/// A host config that mounts `component` as plugin `plugin` at each path.
+fn config_for(component: &Path, plugin: &str, paths: &BTreeSet<String>, base: &Config) -> Config {
+    let mut config = base.clone();
+    config.store = StoreChoice::Memory;
+    config.admin.enabled = false;
+    config.plugins.clear();
+    config.plugins.insert(
+        plugin.to_string(),
+        crate::config::PluginConfig { component: component.to_path_buf(), kv_namespace: None },
+    );
+    config.routes = paths
+        .iter()
+        .map(|p| crate::config::RouteConfig {
+            path: p.clone(),
+            plugin: plugin.to_string(),
+            instances: Default::default(),
+        })
+        .collect();
+    config
+}
+
+async fn fresh_app(base: &Config) -> anyhow::Result<Arc<App>> {
+    let registry = Arc::new(Registry::new(base.limits.outbound_queue));
+    let store = store::open(&StoreKind::Memory, Path::new("."))?;
+    App::new(base, registry, store, Arc::new(Metrics::new())).await
+}
+
+/// Runs the world check, the smoke test and every scenario against the
+/// component at `component`. `base` supplies limits and the cache directory.
+pub async fn run(component: &Path, scenarios: &[PathBuf], base: &Config) -> anyhow::Result<Report> {
+    let bytes = std::fs::read(component).with_context(|| format!("cannot read component {}", component.display()))?;
+    let scenarios: Vec<Scenario> = scenarios.iter().map(|p| Scenario::load(p)).collect::<anyhow::Result<_>>()?;
+    let plugin = component.file_stem().map_or("handler".into(), |s| {
+        s.to_string_lossy().replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_', "_")
+    });
+    let mut empty = base.clone();
+    empty.plugins.clear();
+    empty.routes.clear();
+    let mut report = Report::default();
+
+    // 1. World check.
+    let started = Instant::now();
+    let probe = fresh_app(&empty).await?;
+    let world = match probe.component_imports(&bytes) {
+        Err(e) => Err(format!("{e:#}")),
+        Ok(imports) => {
+            let foreign: Vec<&str> = imports.iter().filter(|i| !provided(i)).map(String::as_str).collect();
+            if foreign.is_empty() {
+                let wharf: Vec<&str> = imports.iter().filter(|i| i.starts_with("wharf:")).map(String::as_str).collect();
+                Ok(format!(
+                    "world: imports {} and {} WASI interfaces (sandboxed)",
+                    if wharf.is_empty() { "nothing of wharf:handler".to_string() } else { wharf.join(", ") },
+                    imports.len() - wharf.len()
+                ))
+            } else {
+                Err(format!("imports that Wharf does not provide: {}", foreign.join(", ")))
+            }
+        }
+    };
+    let world = match world {
+        Ok(summary) => {
+            let paths = BTreeSet::from(["/".to_string()]);
+            let loaded = probe.serve_config(&config_for(component, &plugin, &paths, base)).await;
+            // The config and plugin context name things the author did not
+            // write (a generated config); keep the reasons.
+            loaded.map(|_| summary).map_err(|e| {
+                let reasons: Vec<String> = e
+                    .chain()
+                    .map(ToString::to_string)
+                    .filter(|m| !m.starts_with("config ") && !m.starts_with("plugin `"))
+                    .collect();
+                reasons.join(": ")
+            })
+        }
+        Err(e) => Err(e),
+    };
+    match world {
+        Ok(name) => report.checks.push(Check { name, result: Ok(()), took: started.elapsed() }),
+        Err(why) => {
+            report.checks.push(Check { name: "world".into(), result: Err(why), took: started.elapsed() });
+            return Ok(report);
+        }
+    }
+
+    // 2. Lifecycle smoke, on the app the world check loaded.
+    smoke(&probe, &mut report).await;
+
+    // 3. Scenarios, each on a fresh host with an empty store.
+    for s in &scenarios {
+        let started = Instant::now();
+        let paths: BTreeSet<String> = s
+            .steps
+            .iter()
+            .filter_map(|st| match st {
+                Step::Open { path, .. } => Some(path.clone()),
+                _ => None,
+            })
+            .chain(["/".to_string()])
+            .collect();
+        let app = fresh_app(&empty).await?;
+        app.serve_config(&config_for(component, &plugin, &paths, base)).await?;
+        let result = run_scenario(&app, s, &plugin).await;
+        report.checks.push(Check { name: format!("scenario {}", s.name), result, took: started.elapsed() });
+    }
+    Ok(report)
+}
+
+async fn smoke(app: &Arc<App>, report: &mut Report) {
+    let mut sim = Sim::new(app.clone());
+    let mut check = |name: &str, result: Result<(), String>, took: Duration| {
+        report.checks.push(Check { name: format!("smoke: {name}"), result, took });
+    };
+    let t = Instant::now();
+    let opened = sim.open("smoke", "/", "", &[]).await;
+    let accepted = matches!(opened, Ok(None));
+    check("open", opened.map(|_| ()), t.elapsed());
+    if !accepted {
+        return;
+    }
+    let t = Instant::now();
+    check("text message", sim.send("smoke", Message::Text("wharf test".into())).await, t.elapsed());
+    let t = Instant::now();
+    check("binary message", sim.send("smoke", Message::Binary(vec![0, 1, 2, 255])).await, t.elapsed());
+    let t = Instant::now();
+    let closed = match sim.id("smoke") {
+        Some(_) => sim.close("smoke", 1000).await.or_else(|e| if e.contains("is closed") { Ok(()) } else { Err(e) }),
+        None => Ok(()),
+    };
+    check("close", closed, t.elapsed());
+}
+
+fn json_subset(expected: &serde_json::Value, actual: &serde_json::Value) -> bool {
+    use serde_json::Value::*;
+    match (expected, actual) {
+        (Object(e), Object(a)) => e.iter().all(|(k, v)| a.get(k).is_some_and(|av| json_subset(v, av))),
+        (Array(e), Array(a)) => e.len() == a.len() && e.iter().zip(a).all(|(x, y)| json_subset(x, y)),
+        _ => expected == actual,
+    }
+}
+
+fn matches(matcher: &Matcher, got: &Received) -> bool {
+    match (matcher, got) {
+        (Matcher::Text(t), Received::Data(Message::Text(g))) => t == g,
+        (Matcher::Regex(r), Received::Data(Message::Text(g))) => regex_lite::Regex::new(r).is_ok_and(|r| r.is_match(g)),
+        (Matcher::JsonSubset(j), Received::Data(Message::Text(g))) => {
+            serde_json::from_str::<serde_json::Value>(g).is_ok_and(|v| json_subset(j, &v))
+        }
+        (Matcher::Binary(b), Received::Data(Message::Binary(g))) => b == g,
+        _ => false,
+    }
+}
+
+async fn run_scenario(app: &Arc<App>, s: &Scenario, namespace: &str) -> Result<(), String> {
+    let mut sim = Sim::new(app.clone());
+    let result = async {
+        for (i, step) in s.steps.iter().enumerate() {
+            run_step(app, &mut sim, step, namespace).await.map_err(|e| format!("step[{i}]: {e}"))?;
+        }
+        Ok(())
+    }
+    .await;
+    sim.close_all().await;
+    result
+}
+
+async fn run_step(app: &Arc<App>, sim: &mut Sim, step: &Step, namespace: &str) -> Result<(), String> {
+    match step {
+        Step::Open { client, path, query, headers, expect_reject } => {
+            match (sim.open(client, path, query, headers).await?, expect_reject) {
+                (None, None) => Ok(()),
+                (Some(status), Some(want)) if status == *want => Ok(()),
+                (None, Some(want)) => Err(format!("expected a reject with {want}, the handler accepted")),
+                (Some(status), _) => Err(format!("the handler rejected with {status}")),
+            }
+        }
+        Step::Send { client, msg } => sim.send(client, msg.clone()).await,
+        Step::Expect { client, matcher } => match sim.next(client, EXPECT_WAIT).await {
+            Some(got) if matches(matcher, &got) => Ok(()),
+            Some(got) => Err(format!("{client} expected {matcher:?}, got {got}")),
+            None => Err(format!("{client} expected {matcher:?}, nothing arrived")),
+        },
+        Step::ExpectNone { client, ms } => match sim.next(client, Duration::from_millis(*ms)).await {
+            None => Ok(()),
+            Some(got) => Err(format!("{client} expected nothing, got {got}")),
+        },
+        Step::Close { client, code } => sim.close(client, *code).await,
+        Step::Kv { key, equals } => {
+            let got = app.store().kv_get(namespace, key).await.map_err(|e| e.to_string())?;
+            let got = got.map(|v| String::from_utf8_lossy(&v).into_owned());
+            if got == *equals { Ok(()) } else { Err(format!("kv {key:?} is {got:?}, expected {equals:?}")) }
+        }
+        Step::Metadata { client, key, equals } => {
+            let id = sim.id(client).ok_or_else(|| format!("client `{client}` never opened"))?;
+            let got = app.store().metadata_get(id, key).await.map_err(|e| format!("metadata of `{client}`: {e}"))?;
+            if got == *equals {
+                Ok(())
+            } else {
+                Err(format!("metadata {key:?} of {client} is {got:?}, expected {equals:?}"))
+            }
+        }
+    }
+}
