@@ -45,6 +45,25 @@ fn every_example_passes_its_scenarios() {
 }
 
 #[test]
+fn subprotocols_rejects_and_host_closes_can_be_scripted() {
+    let wasm = component("faulty").display().to_string();
+    let scenario = repo_root().join("examples/test-guests/faulty/tests/faulty.toml").display().to_string();
+    let out = wharf(&["test", &wasm, &scenario]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("ok   scenario faulty: subprotocols, rejects and handler closes"), "{stdout}");
+
+    // A close with another code than expected fails with what happened.
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong-close.toml");
+    std::fs::write(&wrong, "[[step]]\nclient = \"a\"\nopen = \"/\"\n[[step]]\nclient = \"a\"\nsend = \"bye\"\n[[step]]\nclient = \"a\"\nexpect_close = 1000\n").unwrap();
+    let out = wharf(&["test", &wasm, wrong.to_str().unwrap()]);
+    let (stdout, _) = text(&out);
+    assert!(!out.status.success());
+    assert!(stdout.contains("step[2]: a expected Close(1000), got close 4000"), "{stdout}");
+}
+
+#[test]
 fn a_failing_scenario_fails_the_run_and_the_junit_report() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("wrong.toml");

@@ -218,7 +218,7 @@ async fn smoke(app: &Arc<App>, report: &mut Report) {
         report.checks.push(Check { name: format!("smoke: {name}"), result, took });
     };
     let t = Instant::now();
-    let opened = sim.open("smoke", "/", "", &[]).await;
+    let opened = sim.open("smoke", "/", "", &[], &[]).await;
     let accepted = matches!(opened, Ok(None));
     check("open", opened.map(|_| ()), t.elapsed());
     if !accepted {
@@ -253,6 +253,7 @@ fn matches(matcher: &Matcher, got: &Received) -> bool {
             serde_json::from_str::<serde_json::Value>(g).is_ok_and(|v| json_subset(j, &v))
         }
         (Matcher::Binary(b), Received::Data(Message::Binary(g))) => b == g,
+        (Matcher::Close(code), Received::Closed(got)) => code == got,
         _ => false,
     }
 }
@@ -272,8 +273,8 @@ async fn run_scenario(app: &Arc<App>, s: &Scenario, namespace: &str) -> Result<(
 
 async fn run_step(app: &Arc<App>, sim: &mut Sim, step: &Step, namespace: &str) -> Result<(), String> {
     match step {
-        Step::Open { client, path, query, headers, expect_reject } => {
-            match (sim.open(client, path, query, headers).await?, expect_reject) {
+        Step::Open { client, path, query, headers, subprotocols, expect_reject } => {
+            match (sim.open(client, path, query, headers, subprotocols).await?, expect_reject) {
                 (None, None) => Ok(()),
                 (Some(status), Some(want)) if status == *want => Ok(()),
                 (None, Some(want)) => Err(format!("expected a reject with {want}, the handler accepted")),

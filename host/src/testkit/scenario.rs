@@ -33,7 +33,9 @@
 //! close = 1000
 //! ```
 //!
-//! An `open` step may say `expect_reject = 403` instead of accepting.
+//! An `open` step may offer `subprotocols = ["a", "b"]` and may say
+//! `expect_reject = 403` instead of accepting. `expect_close = 4000` expects
+//! the host to close the client's connection with that code.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -62,6 +64,8 @@ pub enum Step {
         query: String,
         /// Extra request headers.
         headers: Vec<(String, String)>,
+        /// Offered subprotocols.
+        subprotocols: Vec<String>,
         /// `Some(status)`: expect the handler to reject with this status.
         expect_reject: Option<u16>,
     },
@@ -122,6 +126,8 @@ pub enum Matcher {
     JsonSubset(serde_json::Value),
     /// Exactly these bytes, as a binary message.
     Binary(Vec<u8>),
+    /// The host closed the connection with this code.
+    Close(u16),
 }
 
 #[derive(Deserialize)]
@@ -138,6 +144,7 @@ struct RawStep {
     client: Option<String>,
     open: Option<String>,
     headers: Option<BTreeMap<String, String>>,
+    subprotocols: Option<Vec<String>>,
     expect_reject: Option<u16>,
     send: Option<String>,
     send_binary: Option<String>,
@@ -146,6 +153,7 @@ struct RawStep {
     expect_json: Option<toml::Value>,
     expect_binary: Option<String>,
     expect_none_ms: Option<u64>,
+    expect_close: Option<u16>,
     close: Option<u16>,
     kv: Option<String>,
     metadata: Option<String>,
@@ -195,6 +203,7 @@ fn step(raw: RawStep) -> Result<Step, String> {
         raw.expect_json.is_some(),
         raw.expect_binary.is_some(),
         raw.expect_none_ms.is_some(),
+        raw.expect_close.is_some(),
         raw.close.is_some(),
         raw.kv.is_some(),
         raw.metadata.is_some(),
@@ -204,12 +213,12 @@ fn step(raw: RawStep) -> Result<Step, String> {
     .count();
     if actions != 1 {
         return Err("a step has exactly one of open, send, send_binary, expect, expect_regex, expect_json, \
-                    expect_binary, expect_none_ms, close, kv, metadata"
+                    expect_binary, expect_none_ms, expect_close, close, kv, metadata"
             .into());
     }
     let client = || raw.client.clone().ok_or_else(|| "this step needs `client`".to_string());
-    if (raw.headers.is_some() || raw.expect_reject.is_some()) && raw.open.is_none() {
-        return Err("`headers` and `expect_reject` go with `open`".into());
+    if (raw.headers.is_some() || raw.subprotocols.is_some() || raw.expect_reject.is_some()) && raw.open.is_none() {
+        return Err("`headers`, `subprotocols` and `expect_reject` go with `open`".into());
     }
     if raw.equals.is_some() && raw.kv.is_none() && raw.metadata.is_none() {
         return Err("`equals` goes with `kv` or `metadata`".into());
@@ -226,6 +235,7 @@ fn step(raw: RawStep) -> Result<Step, String> {
             path: path.into(),
             query: query.into(),
             headers,
+            subprotocols: raw.subprotocols.clone().unwrap_or_default(),
             expect_reject: raw.expect_reject,
         }
     } else if let Some(text) = raw.send.clone() {
@@ -242,6 +252,8 @@ fn step(raw: RawStep) -> Result<Step, String> {
         Step::Expect { client: client()?, matcher: Matcher::JsonSubset(json) }
     } else if let Some(h) = &raw.expect_binary {
         Step::Expect { client: client()?, matcher: Matcher::Binary(hex(h)?) }
+    } else if let Some(code) = raw.expect_close {
+        Step::Expect { client: client()?, matcher: Matcher::Close(code) }
     } else if let Some(ms) = raw.expect_none_ms {
         Step::ExpectNone { client: client()?, ms: ms.min(60_000) }
     } else if let Some(code) = raw.close {
@@ -290,6 +302,7 @@ mod tests {
                 path: "/chat".into(),
                 query: "x=1".into(),
                 headers: vec![("origin".into(), "http://x".into())],
+                subprotocols: vec![],
                 expect_reject: None
             }
         );

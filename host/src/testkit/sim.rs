@@ -67,6 +67,7 @@ impl Sim {
         path: &str,
         query: &str,
         headers: &[(String, String)],
+        subprotocols: &[String],
     ) -> Result<Option<u16>, String> {
         if self.clients.get(name).is_some_and(|c| c.open) {
             return Err(format!("client `{name}` is already open"));
@@ -79,11 +80,16 @@ impl Sim {
             path: path.to_string(),
             query: query.to_string(),
             headers: headers.to_vec(),
-            subprotocols: Vec::new(),
+            subprotocols: subprotocols.to_vec(),
             remote_addr: "127.0.0.1:0".into(),
         };
         match dispatch.open(&route, id, req).await {
-            Ok(Ok(_accept)) => {
+            Ok(Ok(accept)) => {
+                if let Some(p) = accept.subprotocol.filter(|p| !subprotocols.contains(p)) {
+                    registry.remove(id);
+                    dispatch.close(&route, id, 1011, "handler error").await;
+                    return Err(format!("on-open chose subprotocol `{p}`, which the client did not offer"));
+                }
                 registry.activate(id);
                 self.clients
                     .insert(name.to_string(), Client { id, route, inbox, received: VecDeque::new(), open: true });
