@@ -92,6 +92,16 @@ fn a_failing_scenario_fails_the_run_and_the_junit_report() {
 }
 
 #[test]
+fn start_code_that_traps_fails_the_smoke_test() {
+    let wasm = component("trap-on-start").display().to_string();
+    let out = wharf(&["test", &wasm]);
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stdout.contains("FAIL smoke: open: on-open failed: handler trapped"), "{stdout}");
+    assert!(stderr.contains("this component traps while starting"), "the panic message is logged: {stderr}");
+}
+
+#[test]
 fn a_trapping_handler_fails_its_step() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("panic.toml");
