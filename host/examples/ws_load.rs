@@ -9,8 +9,10 @@
 //! cargo run --release -p wharf --example ws_load -- ws://127.0.0.1:8080/counter 16 10 8
 //! ```
 //!
-//! Arguments: URL, connections (1), seconds (10), payload bytes (64). Only
-//! loopback targets are accepted; the run stops after its time.
+//! Arguments: URL, connections (1), seconds (10), payload bytes (64). Payload
+//! 0 holds the connections idle for the time instead (for memory per idle
+//! connection, read from the server's /proc). Only loopback targets are
+//! accepted; the run stops after its time.
 
 use std::time::{Duration, Instant};
 
@@ -29,8 +31,17 @@ async fn main() -> anyhow::Result<()> {
         url.starts_with("ws://127.") || url.starts_with("ws://localhost") || url.starts_with("ws://[::1]"),
         "only loopback targets are allowed: {url}"
     );
-    anyhow::ensure!((1..=10_000).contains(&connections) && (1..=600).contains(&seconds), "out of range");
+    anyhow::ensure!((1..=19_000).contains(&connections) && (1..=600).contains(&seconds), "out of range");
 
+    if size == 0 {
+        let mut held = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            held.push(connect_async(url.as_str()).await?.0);
+        }
+        println!("{url}: holding {} idle connections for {seconds} s", held.len());
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        return Ok(());
+    }
     let payload = "x".repeat(size);
     let warmup = Duration::from_secs(1);
     let measure_from = Instant::now() + warmup;

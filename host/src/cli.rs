@@ -77,15 +77,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let file = config.source.clone();
             config.validate(&file)?;
+            // Install the handlers before the host announces that it is
+            // listening, so that a signal is never met by the default action.
+            let mut signals = Signals::install()?;
             let running = crate::app::start(config).await?;
             let token = running.shutdown_token();
-            #[cfg(unix)]
-            tokio::spawn(reload_on_sighup(running.app()));
+            let app = running.app();
             tokio::spawn(async move {
-                wait_for_signal().await;
+                signals.stop(app).await;
                 token.cancel();
                 tracing::info!("shutting down: closing every connection with 1001 (again to exit at once)");
-                wait_for_signal().await;
+                signals.stop_only().await;
                 tracing::warn!("second signal: exiting without waiting for connections");
                 std::process::exit(1);
             });
@@ -124,41 +126,70 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Re-reads the config on every SIGHUP.
-#[cfg(unix)]
-async fn reload_on_sighup(app: std::sync::Arc<crate::app::App>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP; config reload is unavailable");
-        return;
-    };
-    while hup.recv().await.is_some() {
-        match app.reload_config().await {
-            Ok(s) => tracing::info!(
-                added_routes = ?s.added_routes,
-                removed_routes = ?s.removed_routes,
-                added_plugins = ?s.added_plugins,
-                swapped_plugins = ?s.swapped_plugins,
-                "config reloaded"
-            ),
-            Err(e) => {
-                tracing::warn!(reason = format!("{e:#}"), "config reload refused; still serving the previous config")
+/// The signals `wharf serve` answers: SIGINT and SIGTERM stop it (a second
+/// one exits at once), SIGHUP re-reads the config.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+                int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+                hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// Waits for SIGINT or SIGTERM, reloading the config on each SIGHUP.
+    async fn stop(&mut self, app: std::sync::Arc<crate::app::App>) {
+        #[cfg(unix)]
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => reload(&app).await,
             }
         }
+        #[cfg(not(unix))]
+        {
+            let _ = app;
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+
+    /// Waits for SIGINT or SIGTERM.
+    async fn stop_only(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+async fn reload(app: &std::sync::Arc<crate::app::App>) {
+    match app.reload_config().await {
+        Ok(s) => tracing::info!(
+            added_routes = ?s.added_routes,
+            removed_routes = ?s.removed_routes,
+            added_plugins = ?s.added_plugins,
+            swapped_plugins = ?s.swapped_plugins,
+            "config reloaded"
+        ),
+        Err(e) => tracing::warn!(reason = format!("{e:#}"), "config reload refused; still serving the previous config"),
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

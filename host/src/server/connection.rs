@@ -69,7 +69,7 @@ pub(crate) async fn run<D: Dispatch>(
     };
     shared.registry.remove(id);
     shared.metrics.connections_open.with_label_values(&[&*path]).dec();
-    shared.dispatch.close(&route, id, code, &reason).await;
+    Box::pin(shared.dispatch.close(&route, id, code, &reason)).await;
 }
 
 /// Pre-resolved message counters of one connection's route.
@@ -128,7 +128,9 @@ async fn serve<D: Dispatch>(
                 };
                 stats.received.inc();
                 inbox.control.touch();
-                match shared.dispatch.message(route, id, msg).await {
+                // Boxed: the handler call is a large future, and an idle
+                // connection task should not carry its size.
+                match Box::pin(shared.dispatch.message(route, id, msg)).await {
                     Ok(reply) => {
                         // Effects of this event aimed at this connection were
                         // queued first; keep their order before the reply.
