@@ -189,3 +189,27 @@ async fn sighup_adds_and_removes_routes() {
     send_text(&mut counter, "+1").await;
     assert_eq!(expect_text(&mut counter).await, "2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_without_waiting() {
+    let mut served = serve_binary(&[("/echo", "echo")]);
+    // A client that never reads keeps the closing handshake waiting.
+    let (mut ws, _) = connect_async(format!("ws://{}/echo", served.addr).as_str()).await.unwrap();
+    send_text(&mut ws, "x").await;
+    assert_eq!(expect_text(&mut ws).await, "x");
+    let pid = served.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = served.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "wharf did not exit after two signals");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // A graceful shutdown exits 0; only the second-signal path exits 1.
+    assert_eq!(status.code(), Some(1), "{status}");
+    drop(ws);
+}
