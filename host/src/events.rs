@@ -17,21 +17,6 @@ pub enum Message {
     Binary(Vec<u8>),
 }
 
-impl Message {
-    /// The payload length in bytes.
-    pub fn len(&self) -> usize {
-        match self {
-            Message::Text(t) => t.len(),
-            Message::Binary(b) => b.len(),
-        }
-    }
-
-    /// Whether the payload is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// The HTTP upgrade request that asks to open a connection.
 #[derive(Clone, Debug, Default)]
 pub struct OpenRequest {

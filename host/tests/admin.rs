@@ -194,3 +194,15 @@ async fn metrics_count_connections_messages_and_traps() {
     assert!(value(r#"wharf_store_duration_seconds_count{op="metadata_get"}"#) >= 1.0);
     host.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_are_refused_with_413() {
+    let host = spawn(config(&[("/chat", "chat")], "[limits]\nmax_message_bytes = 1024")).await;
+    let big = vec![b'x'; 2048];
+    let (status, json) = admin(&host, "POST", "/channels/room/messages", Some(("text/plain", &big))).await;
+    assert_eq!(status, 413, "{json}");
+    assert!(json["error"].as_str().unwrap().contains("limits.max_message_bytes"), "{json}");
+    let (status, _) = admin(&host, "POST", "/channels/room/messages", Some(("text/plain", &big[..1000]))).await;
+    assert_eq!(status, 200, "a body within the limit is accepted");
+    host.stop().await.unwrap();
+}

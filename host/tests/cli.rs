@@ -91,6 +91,24 @@ fn binary_config(dir: &std::path::Path, routes: &[(&str, &str)]) -> String {
     text
 }
 
+/// Sends a signal (`TERM`, `INT`, `HUP`) to the served process.
+fn signal(served: &Served, name: &str) {
+    let status = Command::new("kill").args([&format!("-{name}"), &served.child.id().to_string()]).status().unwrap();
+    assert!(status.success(), "kill -{name} failed");
+}
+
+/// Waits (at most 20 s) for a child to exit.
+fn wait_for_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "wharf did not exit within 20 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Starts the binary on 127.0.0.1 port 0 serving `routes` (path, plugin).
 fn serve_binary(routes: &[(&str, &str)]) -> Served {
     let dir = tempfile::tempdir().unwrap();
@@ -126,18 +144,9 @@ async fn sigterm_closes_connections_with_1001_and_exits_zero() {
     send_text(&mut ws, "before").await;
     assert_eq!(expect_text(&mut ws).await, "before");
 
-    let kill = Command::new("kill").args(["-TERM", &served.child.id().to_string()]).status().unwrap();
-    assert!(kill.success());
+    signal(&served, "TERM");
     assert_eq!(expect_close(&mut ws).await, 1001);
-
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = served.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "wharf did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_for_exit(&mut served.child);
     assert!(status.success(), "wharf exited with {status}");
 }
 
@@ -168,8 +177,7 @@ async fn sighup_adds_and_removes_routes() {
 
     let dir = served.config.parent().unwrap();
     std::fs::write(&served.config, binary_config(dir, &[("/counter", "counter")])).unwrap();
-    let hup = Command::new("kill").args(["-HUP", &served.child.id().to_string()]).status().unwrap();
-    assert!(hup.success());
+    signal(&served, "HUP");
 
     // The removed route's connection is closed with 1001; the new route serves.
     assert_eq!(expect_close(&mut echo).await, 1001);
@@ -183,8 +191,7 @@ async fn sighup_adds_and_removes_routes() {
 
     // A broken config is refused and the host keeps serving.
     std::fs::write(&served.config, "routes = 5\n").unwrap();
-    let hup = Command::new("kill").args(["-HUP", &served.child.id().to_string()]).status().unwrap();
-    assert!(hup.success());
+    signal(&served, "HUP");
     tokio::time::sleep(Duration::from_millis(300)).await;
     send_text(&mut counter, "+1").await;
     assert_eq!(expect_text(&mut counter).await, "2");
@@ -197,18 +204,10 @@ async fn a_second_signal_exits_without_waiting() {
     let (mut ws, _) = connect_async(format!("ws://{}/echo", served.addr).as_str()).await.unwrap();
     send_text(&mut ws, "x").await;
     assert_eq!(expect_text(&mut ws).await, "x");
-    let pid = served.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    signal(&served, "TERM");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = served.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "wharf did not exit after two signals");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    signal(&served, "INT");
+    let status = wait_for_exit(&mut served.child);
     // A graceful shutdown exits 0; only the second-signal path exits 1.
     assert_eq!(status.code(), Some(1), "{status}");
     drop(ws);

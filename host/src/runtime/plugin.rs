@@ -72,11 +72,6 @@ impl Plugin {
         Plugin { engine: engine.clone(), stats, pre, env, memory_bytes, pool: ArrayQueue::new(pool_size.max(1)) }
     }
 
-    /// The plugin's name.
-    pub fn name(&self) -> &str {
-        &self.env.name
-    }
-
     /// Runs `on-open`.
     pub async fn on_open(&self, cx: &CallContext, req: OpenRequest) -> Outcome<Result<Accept, Reject>> {
         let req = types::Request {

@@ -152,6 +152,18 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     json_response(status, json!({ "error": message }))
 }
 
+/// The whole body, at most `limit` bytes: 413 past the limit, 400 when the
+/// client stops sending it.
+async fn read_body(req: Request<Incoming>, limit: usize, what: &str) -> Result<Bytes, Response<Full<Bytes>>> {
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(error(StatusCode::PAYLOAD_TOO_LARGE, &format!("body larger than {what}")))
+        }
+        Err(_) => Err(error(StatusCode::BAD_REQUEST, "could not read the request body")),
+    }
+}
+
 fn gone(id: ConnId) -> Response<Full<Bytes>> {
     error(StatusCode::GONE, &format!("connection {id} is gone"))
 }
@@ -246,9 +258,9 @@ impl Admin {
                 if self.plugins.get(&name).is_none() {
                     return error(StatusCode::NOT_FOUND, &format!("no plugin named `{name}`"));
                 }
-                let bytes = match Limited::new(req.into_body(), MAX_COMPONENT_BYTES).collect().await {
-                    Ok(body) => body.to_bytes().to_vec(),
-                    Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "component larger than 64 MiB"),
+                let bytes = match read_body(req, MAX_COMPONENT_BYTES, "64 MiB").await {
+                    Ok(body) => body.to_vec(),
+                    Err(resp) => return resp,
                 };
                 match self.plugins.upload(&name, bytes).await {
                     Ok(Some(p)) => json_response(StatusCode::OK, plugin_json(&p)),
@@ -354,11 +366,7 @@ impl Admin {
                 ));
             }
         };
-        let body = Limited::new(req.into_body(), self.opts.max_body_bytes)
-            .collect()
-            .await
-            .map_err(|_| error(StatusCode::PAYLOAD_TOO_LARGE, "body larger than limits.max_message_bytes"))?
-            .to_bytes();
+        let body = read_body(req, self.opts.max_body_bytes, "limits.max_message_bytes").await?;
         if text {
             let s = String::from_utf8(body.to_vec())
                 .map_err(|_| error(StatusCode::BAD_REQUEST, "text/plain body is not UTF-8"))?;

@@ -148,16 +148,6 @@ impl Registry {
         true
     }
 
-    /// Open connections (including ones still in their handshake).
-    pub fn len(&self) -> usize {
-        self.conns.len()
-    }
-
-    /// Whether no connection is registered.
-    pub fn is_empty(&self) -> bool {
-        self.conns.is_empty()
-    }
-
     /// Queues a message for one connection.
     pub fn send(&self, id: ConnId, msg: WsMessage) -> Delivery {
         match self.conns.get(&id) {

@@ -5,7 +5,7 @@
 //! atomic.
 
 use std::ops::Bound;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
@@ -76,7 +76,6 @@ pub struct EmbeddedKv {
     db: Arc<Database>,
     writer: Option<mpsc::Sender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    path: PathBuf,
 }
 
 impl Drop for EmbeddedKv {
@@ -108,12 +107,7 @@ impl EmbeddedKv {
             .name("wharf-store-writer".into())
             .spawn(move || write_loop(&writer_db, jobs))
             .context("starting the store writer thread")?;
-        Ok(EmbeddedKv { db, writer: Some(writer), thread: Some(thread), path })
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(EmbeddedKv { db, writer: Some(writer), thread: Some(thread) })
     }
 
     async fn write(&self, op: Op) -> StoreResult<Done> {
