@@ -11,7 +11,7 @@ NPM    ?= npm
 WASM   := target/wasm32-wasip2/release
 BROWSER_DIR := host/tests/browser
 
-.PHONY: run build host guests wasm-target test test-deps conformance lint lint-guests fmt clean
+.PHONY: run build host guests wasm-target test test-deps conformance autobahn lint lint-guests fmt clean
 
 run: build
 	./target/release/wharf serve --config examples/wharf.toml
@@ -35,6 +35,7 @@ test: test-deps guests lint-guests
 	$(CARGO) test --workspace --all-targets
 	cd guest-sdk && $(CARGO) test --doc --target-dir ../target
 	$(MAKE) conformance
+	$(MAKE) autobahn
 
 # `wharf test` on every example with its scenarios, then a crate made by
 # `wharf new` in a temporary directory must build and pass `wharf test`.
@@ -46,6 +47,12 @@ conformance: wasm-target
 	  (cd "$$tmp" && $(CURDIR)/target/debug/wharf new hello-wharf) && \
 	  (cd "$$tmp/hello-wharf" && CARGO_TARGET_DIR=$(CURDIR)/target/scaffold $(CARGO) build --release --target wasm32-wasip2) && \
 	  ./target/debug/wharf test target/scaffold/wasm32-wasip2/release/hello_wharf.wasm "$$tmp"/hello-wharf/tests/*.toml
+
+# The Autobahn|Testsuite fuzzing client (cases 1-7, 9, 10) against the echo
+# example; every case's result must match conformance/autobahn/expected.json.
+autobahn: guests
+	$(CARGO) build -p wharf
+	conformance/autobahn/run.sh
 
 lint: lint-guests
 	$(CARGO) fmt --all --check
