@@ -4,7 +4,8 @@
 //! counting a message is one atomic add, not a label lookup.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder, exponential_buckets,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets,
 };
 
 /// Every metric the host exports.
@@ -26,6 +27,8 @@ pub struct Metrics {
     pub store_seconds: HistogramVec,
     /// Store operations that failed, by operation.
     pub store_errors: IntCounterVec,
+    /// Queued messages dropped by the drop-oldest slow-reader policy.
+    pub outbound_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -74,8 +77,14 @@ impl Metrics {
                 &["op"],
             )
             .expect("valid metric"),
+            outbound_dropped: IntCounter::new(
+                "wharf_outbound_dropped_total",
+                "Queued messages dropped by the drop-oldest slow-reader policy",
+            )
+            .expect("valid metric"),
             registry,
         };
+        m.registry.register(Box::new(m.outbound_dropped.clone())).expect("unique metric");
         for c in [&m.connections_total, &m.messages_in, &m.messages_out, &m.traps, &m.store_errors] {
             m.registry.register(Box::new(c.clone())).expect("unique metric");
         }

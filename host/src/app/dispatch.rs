@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::{App, Route};
 use crate::events::{Accept, ConnId, Effect, HandlerFailure, Message, OpenRequest, Reject};
 use crate::runtime::CallContext;
-use crate::server::{Dispatch, to_ws};
+use crate::server::{ConnectionPolicy, Dispatch, to_ws};
 use crate::store::{ConnectionRecord, now_ms};
 
 /// The application as the server sees it.
@@ -48,6 +48,10 @@ impl Dispatch for Handle {
 
     fn route(&self, path: &str) -> Option<(Arc<str>, Arc<Route>)> {
         self.0.routes.load().get(path).map(|r| (r.path.clone(), r.clone()))
+    }
+
+    fn policy(route: &Arc<Route>) -> &ConnectionPolicy {
+        &route.policy
     }
 
     async fn open(

@@ -14,6 +14,7 @@ mod reload;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
@@ -21,24 +22,58 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, StoreChoice};
+use crate::config::{Config, Limits, RouteConfig, StoreChoice};
 use crate::metrics::Metrics;
 use crate::runtime::{self, EngineOptions, EventCaps, Runtime, RuntimeOptions};
-use crate::server::{self, AdminOptions, Registry, ServerOptions};
+use crate::server::{self, AdminOptions, ConnectionPolicy, Registry, ServerOptions};
 use crate::store::{self as store_mod, Store, StoreKind};
 
 pub(crate) use dispatch::Handle as DispatchHandle;
 pub use plugins::PluginSlot;
 pub use reload::ReloadSummary;
 
-/// Most effects one event may ask for.
+/// Most effects of any kind one event may ask for.
 const MAX_EFFECTS_PER_EVENT: usize = 10_000;
+
+/// The runtime's per-event caps for a plugin with these (resolved) limits.
+pub(crate) fn event_caps(limits: &Limits) -> EventCaps {
+    EventCaps {
+        max_message_bytes: limits.max_message_bytes,
+        max_messages: limits.max_messages_per_event,
+        max_bytes: limits.max_bytes_per_event,
+        max_store_ops: limits.max_store_ops_per_event,
+        max_value_bytes: limits.max_value_bytes,
+        max_effects: MAX_EFFECTS_PER_EVENT,
+        deadline_ticks: limits.event_timeout_ms.div_ceil(runtime::EPOCH_TICK.as_millis() as u64).max(1),
+        memory_bytes: (limits.memory_mib as usize) << 20,
+    }
+}
 
 /// One mounted route: its path, the plugin slot serving it, and how.
 pub struct Route {
     path: Arc<str>,
     slot: Arc<PluginSlot>,
     fresh: bool,
+    policy: ConnectionPolicy,
+}
+
+/// The server's policy for a route with these global limits.
+fn connection_policy(global: &Limits, route: &RouteConfig) -> ConnectionPolicy {
+    let l = global.for_route(&route.limits);
+    let ms = |v: u64| (v > 0).then(|| Duration::from_millis(v));
+    ConnectionPolicy {
+        max_message_bytes: l.max_message_bytes,
+        outbound_queue: l.outbound_queue,
+        slow_reader: l.slow_reader,
+        ping_interval: ms(l.ping_interval_ms),
+        missed_pongs: l.missed_pongs,
+        max_lifetime: ms(l.max_lifetime_ms),
+        max_connections: route.limits.max_connections,
+        origins: route.origins.clone(),
+        subprotocols: route.subprotocols.clone(),
+        ..ConnectionPolicy::default()
+    }
+    .with_connect_rate(l.connect_rate, l.connect_burst)
 }
 
 /// The application: routes, plugins, the registry and the store.
@@ -106,13 +141,13 @@ pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<R
 }
 
 async fn build(config: &Config) -> anyhow::Result<(Arc<App>, Arc<Metrics>)> {
-    let registry = Arc::new(Registry::new(config.limits.outbound_queue));
+    let metrics = Arc::new(Metrics::new());
+    let registry = Arc::new(Registry::new(metrics.outbound_dropped.clone()));
     let kind = match config.store {
         StoreChoice::Embedded => StoreKind::Embedded,
         StoreChoice::Memory => StoreKind::Memory,
     };
     let store = store_mod::open(&kind, &config.data_dir).with_context(|| format!("config {}: store", config.source))?;
-    let metrics = Arc::new(Metrics::new());
     let app = App::new(config, registry, store, metrics.clone()).await?;
     Ok((app, metrics))
 }
@@ -144,8 +179,12 @@ async fn serve(
         None
     };
     app.watch_components();
-    let opts =
-        ServerOptions { static_dir: config.static_dir.clone(), max_message_bytes: config.limits.max_message_bytes };
+    let opts = ServerOptions {
+        static_dir: config.static_dir.clone(),
+        handshake_timeout: Duration::from_millis(config.limits.handshake_timeout_ms),
+        max_handshakes: config.limits.max_handshakes,
+        max_connections: config.limits.max_connections,
+    };
     let token = shutdown.clone();
     let (dispatch, registry) = (dispatch::Handle(app.clone()), app.registry.clone());
     let task = tokio::spawn(async move {
@@ -195,11 +234,6 @@ impl App {
                 max_instances: limits.max_instances,
                 memory_bytes: (limits.memory_mib as usize) << 20,
                 cache_dir: Some(config.cache_dir()),
-            },
-            caps: EventCaps {
-                max_message_bytes: limits.max_message_bytes,
-                max_effects: MAX_EFFECTS_PER_EVENT,
-                deadline_ticks: limits.event_timeout_ms.div_ceil(runtime::EPOCH_TICK.as_millis() as u64).max(1),
             },
             instance_pool: limits.instance_pool,
         };

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
 use super::App;
-use crate::runtime::Plugin;
+use crate::runtime::{EventCaps, Plugin};
 use crate::server::{PluginAdmin, PluginInfo};
 use crate::store::now_ms;
 
@@ -36,6 +36,7 @@ pub struct Loaded {
 pub struct PluginSlot {
     name: String,
     namespace: String,
+    caps: EventCaps,
     component: std::sync::Mutex<PathBuf>,
     current: ArcSwap<Loaded>,
     generations: AtomicU64,
@@ -53,6 +54,11 @@ impl PluginSlot {
     /// The plugin's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The plugin's per-event caps.
+    pub fn caps(&self) -> EventCaps {
+        self.caps
     }
 
     /// The plugin's key/value namespace.
@@ -78,11 +84,12 @@ impl App {
         self: &Arc<Self>,
         name: &str,
         namespace: &str,
+        caps: EventCaps,
         bytes: Vec<u8>,
     ) -> anyhow::Result<(Plugin, String)> {
         let sha = sha256_hex(&bytes);
         let (app, n, ns) = (self.clone(), name.to_string(), namespace.to_string());
-        let plugin = tokio::task::spawn_blocking(move || app.runtime.load_plugin_bytes(&n, &ns, &bytes))
+        let plugin = tokio::task::spawn_blocking(move || app.runtime.load_plugin_bytes(&n, &ns, caps, &bytes))
             .await
             .context("the compile task panicked")??;
         plugin.check().await.context("the component failed its load-time check")?;
@@ -94,19 +101,21 @@ impl App {
         self: &Arc<Self>,
         name: &str,
         namespace: &str,
+        caps: EventCaps,
         component: &Path,
     ) -> anyhow::Result<Arc<PluginSlot>> {
         let bytes = tokio::fs::read(component)
             .await
             .with_context(|| format!("plugin `{name}`: cannot read component {}", component.display()))?;
         let (plugin, sha256) = self
-            .compile(name, namespace, bytes)
+            .compile(name, namespace, caps, bytes)
             .await
             .with_context(|| format!("plugin `{name}`: loading component {}", component.display()))?;
         tracing::info!(plugin = %name, component = %component.display(), %sha256, "plugin loaded");
         Ok(Arc::new(PluginSlot {
             name: name.to_string(),
             namespace: namespace.to_string(),
+            caps,
             component: std::sync::Mutex::new(component.to_path_buf()),
             current: ArcSwap::from_pointee(Loaded { plugin, sha256, loaded_at_ms: now_ms(), generation: 1 }),
             generations: AtomicU64::new(1),
@@ -130,7 +139,7 @@ impl App {
             return Ok(false);
         }
         let started = std::time::Instant::now();
-        let (plugin, sha256) = self.compile(&slot.name, &slot.namespace, bytes).await?;
+        let (plugin, sha256) = self.compile(&slot.name, &slot.namespace, slot.caps, bytes).await?;
         let generation = slot.generations.fetch_add(1, Ordering::SeqCst) + 1;
         slot.current.store(Arc::new(Loaded { plugin, sha256: sha256.clone(), loaded_at_ms: now_ms(), generation }));
         if let Some(path) = component {

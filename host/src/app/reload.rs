@@ -45,8 +45,11 @@ impl App {
         let mut swaps = Vec::new();
         for (name, plugin) in &config.plugins {
             let namespace = config.namespace_of(name);
+            let caps = super::event_caps(&config.limits.for_plugin(&plugin.limits));
             let key = || format!("config {}: plugins.{name}.component", config.source);
-            match old_slots.get(name).filter(|s| s.namespace() == namespace) {
+            // A new namespace or new limits make a new slot; otherwise the
+            // slot stays and only a changed component is swapped.
+            match old_slots.get(name).filter(|s| s.namespace() == namespace && s.caps() == caps) {
                 Some(slot) => {
                     if slot.component() != plugin.component {
                         let bytes = tokio::fs::read(&plugin.component).await.with_context(|| {
@@ -57,7 +60,7 @@ impl App {
                     slots.insert(name.clone(), slot.clone());
                 }
                 None => {
-                    let slot = self.load_slot(name, namespace, &plugin.component).await.with_context(key)?;
+                    let slot = self.load_slot(name, namespace, caps, &plugin.component).await.with_context(key)?;
                     summary.added_plugins.push(name.clone());
                     slots.insert(name.clone(), slot);
                 }
@@ -78,6 +81,7 @@ impl App {
                     path: path.clone(),
                     slot: slots[&r.plugin].clone(),
                     fresh: r.instances == Instances::Fresh,
+                    policy: super::connection_policy(&config.limits, r),
                 };
                 (path, Arc::new(route))
             })

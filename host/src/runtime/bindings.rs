@@ -8,4 +8,4 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub(crate) use wharf::handler::types;
+pub(crate) use self::wharf::handler::types;

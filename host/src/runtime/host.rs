@@ -55,12 +55,36 @@ impl HostState {
         Ok(())
     }
 
-    fn check_message(&self, m: &types::Message) -> Result<(), Error> {
+    /// Counts one outgoing message against the event's caps.
+    fn spend_message(&mut self, m: &types::Message) -> Result<(), Error> {
         let len = match m {
             types::Message::Text(t) => t.len(),
             types::Message::Binary(b) => b.len(),
         };
-        if len > self.env.caps.max_message_bytes { Err(Error::TooLarge) } else { Ok(()) }
+        let caps = &self.env.caps;
+        if len > caps.max_message_bytes {
+            return Err(Error::TooLarge);
+        }
+        let call = &mut self.call;
+        if call.messages >= caps.max_messages || call.bytes + len > caps.max_bytes {
+            return Err(Error::QuotaExceeded);
+        }
+        call.messages += 1;
+        call.bytes += len;
+        Ok(())
+    }
+
+    /// Counts one store operation against the event's caps.
+    fn spend_store_op(&mut self) -> Result<(), Error> {
+        if self.call.store_ops >= self.env.caps.max_store_ops {
+            return Err(Error::QuotaExceeded);
+        }
+        self.call.store_ops += 1;
+        Ok(())
+    }
+
+    fn check_value(&self, len: usize) -> Result<(), Error> {
+        if len > self.env.caps.max_value_bytes { Err(Error::TooLarge) } else { Ok(()) }
     }
 }
 
@@ -104,7 +128,7 @@ impl types::Host for HostState {}
 impl connections::Host for HostState {
     async fn emit(&mut self, conn: ConnId, msg: types::Message) -> Result<(), Error> {
         let env = self.env.clone();
-        self.check_message(&msg)?;
+        self.spend_message(&msg)?;
         env.own_connection(conn).await?;
         self.push(Effect::Emit { to: conn, msg: to_message(msg) })
     }
@@ -122,6 +146,7 @@ impl connections::Host for HostState {
     }
 
     async fn get_metadata(&mut self, conn: ConnId, key: String) -> Result<Option<String>, Error> {
+        self.spend_store_op()?;
         let env = self.env.clone();
         check_key(&key)?;
         env.own_connection(conn).await?;
@@ -129,16 +154,16 @@ impl connections::Host for HostState {
     }
 
     async fn set_metadata(&mut self, conn: ConnId, key: String, value: String) -> Result<(), Error> {
+        self.spend_store_op()?;
         let env = self.env.clone();
         check_key(&key)?;
-        if value.len() > self.env.caps.max_message_bytes {
-            return Err(Error::TooLarge);
-        }
+        self.check_value(value.len())?;
         env.own_connection(conn).await?;
         env.timed("metadata_set", env.store.metadata_set(conn, &key, &value)).await
     }
 
     async fn info(&mut self, conn: ConnId) -> Result<types::ConnectionInfo, Error> {
+        self.spend_store_op()?;
         let env = self.env.clone();
         env.own_connection(conn).await?;
         let record = env.timed("connection", env.store.connection(conn)).await?.ok_or(Error::UnknownConnection)?;
@@ -151,6 +176,7 @@ impl connections::Host for HostState {
     }
 
     async fn delete_metadata(&mut self, conn: ConnId, key: String) -> Result<(), Error> {
+        self.spend_store_op()?;
         let env = self.env.clone();
         check_key(&key)?;
         env.own_connection(conn).await?;
@@ -160,12 +186,13 @@ impl connections::Host for HostState {
 
 impl channels::Host for HostState {
     async fn broadcast(&mut self, msg: types::Message, except: Option<ConnId>) -> Result<(), Error> {
-        self.check_message(&msg)?;
+        self.spend_message(&msg)?;
         let route = self.call.route.clone();
         self.push(Effect::Broadcast { route, msg: to_message(msg), except })
     }
 
     async fn subscribe(&mut self, conn: ConnId, channel: String) -> Result<(), Error> {
+        self.spend_store_op()?;
         let env = self.env.clone();
         check_channel(&channel)?;
         env.own_connection(conn).await?;
@@ -175,6 +202,7 @@ impl channels::Host for HostState {
     }
 
     async fn unsubscribe(&mut self, conn: ConnId, channel: String) -> Result<(), Error> {
+        self.spend_store_op()?;
         let env = self.env.clone();
         check_channel(&channel)?;
         env.own_connection(conn).await?;
@@ -183,6 +211,7 @@ impl channels::Host for HostState {
     }
 
     async fn members(&mut self, channel: String) -> Result<Vec<ConnId>, Error> {
+        self.spend_store_op()?;
         check_channel(&channel)?;
         let env = self.env.clone();
         let mut ids = env.timed("channel_members", env.store.channel_members(&channel)).await?;
@@ -192,35 +221,37 @@ impl channels::Host for HostState {
 
     async fn publish(&mut self, channel: String, msg: types::Message) -> Result<(), Error> {
         check_channel(&channel)?;
-        self.check_message(&msg)?;
+        self.spend_message(&msg)?;
         self.push(Effect::Publish { channel, msg: to_message(msg) })
     }
 }
 
 impl kv::Host for HostState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, Error> {
+        self.spend_store_op()?;
         let env = self.env.clone();
         check_key(&key)?;
         env.timed("kv_get", env.store.kv_get(&env.namespace, &key)).await
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> Result<(), Error> {
+        self.spend_store_op()?;
         let env = self.env.clone();
         check_key(&key)?;
-        if value.len() > self.env.caps.max_message_bytes {
-            return Err(Error::TooLarge);
-        }
+        self.check_value(value.len())?;
         let ttl = ttl_ms.map(Duration::from_millis);
         env.timed("kv_set", env.store.kv_set(&env.namespace, &key, value, ttl)).await
     }
 
     async fn delete(&mut self, key: String) -> Result<bool, Error> {
+        self.spend_store_op()?;
         let env = self.env.clone();
         check_key(&key)?;
         env.timed("kv_delete", env.store.kv_delete(&env.namespace, &key)).await
     }
 
     async fn increment(&mut self, key: String, delta: i64) -> Result<i64, Error> {
+        self.spend_store_op()?;
         let env = self.env.clone();
         check_key(&key)?;
         env.timed("kv_increment", env.store.kv_increment(&env.namespace, &key, delta)).await
@@ -232,16 +263,16 @@ impl kv::Host for HostState {
         expected: Option<Vec<u8>>,
         value: Vec<u8>,
     ) -> Result<bool, Error> {
+        self.spend_store_op()?;
         let env = self.env.clone();
         check_key(&key)?;
-        if value.len() > self.env.caps.max_message_bytes {
-            return Err(Error::TooLarge);
-        }
+        self.check_value(value.len())?;
         let ns = &env.namespace;
         env.timed("kv_compare_and_swap", env.store.kv_compare_and_swap(ns, &key, expected.as_deref(), value)).await
     }
 
     async fn list_keys(&mut self, prefix: String, cursor: Option<String>, limit: u32) -> Result<Vec<String>, Error> {
+        self.spend_store_op()?;
         let env = self.env.clone();
         check_key(&prefix)?;
         let limit = limit.min(MAX_LIST) as usize;

@@ -8,10 +8,10 @@ mod bindings;
 mod engine;
 mod guest_output;
 mod host;
+mod imports;
 mod plugin;
 mod state;
 
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -19,6 +19,7 @@ use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
 
 pub use engine::{EPOCH_TICK, EngineOptions};
+pub use imports::check as check_imports;
 pub use plugin::{CallContext, Outcome, Plugin};
 pub use state::EventCaps;
 
@@ -33,8 +34,6 @@ use crate::store::Store;
 pub struct RuntimeOptions {
     /// Engine settings.
     pub engine: EngineOptions,
-    /// Per-event caps.
-    pub caps: EventCaps,
     /// Warm instances kept per plugin.
     pub instance_pool: usize,
 }
@@ -63,15 +62,6 @@ impl Runtime {
         Ok(Runtime { engine, linker, store, metrics, opts, _ticker: ticker })
     }
 
-    /// Reads, compiles and pre-links a component file as plugin `name`, with
-    /// key/value namespace `namespace`.
-    pub fn load_plugin(&self, name: &str, namespace: &str, path: &Path) -> anyhow::Result<Plugin> {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("plugin `{name}`: cannot read component {}", path.display()))?;
-        self.load_plugin_bytes(name, namespace, &bytes)
-            .with_context(|| format!("plugin `{name}`: loading component {}", path.display()))
-    }
-
     /// The names of everything a component imports, after checking that it
     /// is a component this engine can compile.
     pub fn component_imports(&self, bytes: &[u8]) -> anyhow::Result<Vec<String>> {
@@ -80,9 +70,19 @@ impl Runtime {
         Ok(ty.imports(&self.engine).map(|(name, _)| name.to_string()).collect())
     }
 
-    /// Compiles and pre-links component bytes as plugin `name`.
-    pub fn load_plugin_bytes(&self, name: &str, namespace: &str, bytes: &[u8]) -> anyhow::Result<Plugin> {
+    /// Compiles and pre-links component bytes as plugin `name` with its
+    /// per-event caps; a component with imports the host does not provide is
+    /// refused, naming them.
+    pub fn load_plugin_bytes(
+        &self,
+        name: &str,
+        namespace: &str,
+        caps: EventCaps,
+        bytes: &[u8],
+    ) -> anyhow::Result<Plugin> {
         let component = plugin::compile(&self.engine, bytes).context("not a valid component")?;
+        let ty = component.component_type();
+        imports::check(ty.imports(&self.engine).map(|(name, _)| name)).map_err(anyhow::Error::msg)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -95,10 +95,9 @@ impl Runtime {
             name: Arc::from(name),
             namespace: namespace.to_string(),
             store: self.store.clone(),
-            caps: self.opts.caps,
+            caps: EventCaps { memory_bytes: caps.memory_bytes.min(self.opts.engine.memory_bytes), ..caps },
             metrics: self.metrics.clone(),
         });
-        let memory = self.opts.engine.memory_bytes;
-        Ok(Plugin::new(&self.engine, pre, env, memory, self.opts.instance_pool))
+        Ok(Plugin::new(&self.engine, pre, env, self.opts.instance_pool))
     }
 }

@@ -50,7 +50,6 @@ pub struct Plugin {
     stats: [EventStats; 3],
     pre: WharfPre<HostState>,
     env: Arc<PluginEnv>,
-    memory_bytes: usize,
     pool: ArrayQueue<Instance>,
 }
 
@@ -58,18 +57,12 @@ pub struct Plugin {
 pub type Outcome<T> = Result<(T, Vec<Effect>), HandlerFailure>;
 
 impl Plugin {
-    pub(crate) fn new(
-        engine: &Engine,
-        pre: WharfPre<HostState>,
-        env: Arc<PluginEnv>,
-        memory_bytes: usize,
-        pool_size: usize,
-    ) -> Self {
+    pub(crate) fn new(engine: &Engine, pre: WharfPre<HostState>, env: Arc<PluginEnv>, pool_size: usize) -> Self {
         let stats = ["open", "message", "close"].map(|event| EventStats {
             seconds: env.metrics.handler_seconds.with_label_values(&[&*env.name, event]),
             traps: env.metrics.traps.with_label_values(&[&*env.name, event]),
         });
-        Plugin { engine: engine.clone(), stats, pre, env, memory_bytes, pool: ArrayQueue::new(pool_size.max(1)) }
+        Plugin { engine: engine.clone(), stats, pre, env, pool: ArrayQueue::new(pool_size.max(1)) }
     }
 
     /// Runs `on-open`.
@@ -123,9 +116,7 @@ impl Plugin {
             (false, Some(inst)) => inst,
             _ => self.instantiate().await?,
         };
-        let call = &mut inst.store.data_mut().call;
-        call.conn = cx.conn;
-        call.route = cx.route.clone();
+        inst.store.data_mut().call.begin(cx.conn, cx.route.clone());
         self.arm(&mut inst.store);
         Ok(inst)
     }
@@ -139,7 +130,7 @@ impl Plugin {
     }
 
     async fn instantiate(&self) -> Result<Instance, HandlerFailure> {
-        let mut store = Store::new(&self.engine, HostState::new(self.env.clone(), self.memory_bytes));
+        let mut store = Store::new(&self.engine, HostState::new(self.env.clone()));
         store.limiter(|s| &mut s.limits);
         // Every tick, yield to the scheduler so one busy handler cannot hold a
         // worker; when the event's ticks are spent, interrupt it (a trap).
@@ -180,7 +171,8 @@ impl Plugin {
             }
             Err(e) => {
                 stats.traps.inc();
-                Err(HandlerFailure::Trap(describe_trap(&e)))
+                let event = ["on-open", "on-message", "on-close"][event as usize];
+                Err(HandlerFailure::Trap(format!("plugin `{}` {event}: {}", self.env.name, describe_trap(&e))))
             }
         }
     }

@@ -25,15 +25,26 @@ pub(crate) struct PluginEnv {
     pub metrics: Arc<Metrics>,
 }
 
-/// Bounds on what one event may ask of the host.
-#[derive(Clone, Copy, Debug)]
+/// Bounds on what one event of a plugin may ask of the host. Past a cap the
+/// import answers `quota-exceeded` (or `too-large`); the event goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EventCaps {
     /// Largest message a handler may emit, publish or broadcast.
     pub max_message_bytes: usize,
-    /// Most effects (emits, publishes, closes...) per event.
+    /// Most messages (emit, broadcast, publish) per event.
+    pub max_messages: u32,
+    /// Most bytes of those messages per event.
+    pub max_bytes: usize,
+    /// Most store operations (key/value, metadata, presence) per event.
+    pub max_store_ops: u32,
+    /// Largest key/value or metadata value.
+    pub max_value_bytes: usize,
+    /// Most effects of any kind (messages, closes, subscriptions) per event.
     pub max_effects: usize,
     /// Epoch ticks an event may run.
     pub deadline_ticks: u64,
+    /// Linear memory cap of one instance, in bytes.
+    pub memory_bytes: usize,
 }
 
 /// The event being handled right now.
@@ -46,6 +57,26 @@ pub(crate) struct Call {
     pub effects: Vec<Effect>,
     /// Epoch ticks left before the event is interrupted.
     pub ticks_left: u64,
+    /// Messages sent so far.
+    pub messages: u32,
+    /// Bytes of those messages.
+    pub bytes: usize,
+    /// Store operations so far.
+    pub store_ops: u32,
+}
+
+impl Call {
+    /// Starts a new event on connection `conn` of `route`.
+    pub fn begin(&mut self, conn: ConnId, route: Arc<str>) {
+        *self = Call { conn, route, effects: std::mem::take(&mut self.effects), ..Call::default() };
+        self.effects.clear();
+    }
+}
+
+impl Default for Call {
+    fn default() -> Self {
+        Call { conn: 0, route: Arc::from(""), effects: Vec::new(), ticks_left: 0, messages: 0, bytes: 0, store_ops: 0 }
+    }
 }
 
 /// The data of one Store.
@@ -60,7 +91,7 @@ pub(crate) struct HostState {
 impl HostState {
     /// A sandbox with no files, network, environment or arguments; its
     /// stdout and stderr go to the host log.
-    pub fn new(env: Arc<PluginEnv>, memory_bytes: usize) -> Self {
+    pub fn new(env: Arc<PluginEnv>) -> Self {
         let wasi = WasiCtx::builder()
             .stdout(GuestOutput::new(env.name.clone(), Stream::Stdout))
             .stderr(GuestOutput::new(env.name.clone(), Stream::Stderr))
@@ -71,9 +102,14 @@ impl HostState {
         HostState {
             wasi,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new().memory_size(memory_bytes).instances(8).tables(16).memories(2).build(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(env.caps.memory_bytes)
+                .instances(8)
+                .tables(16)
+                .memories(2)
+                .build(),
             env,
-            call: Call { conn: 0, route: Arc::from(""), effects: Vec::new(), ticks_left: 0 },
+            call: Call::default(),
         }
     }
 }

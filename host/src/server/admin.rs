@@ -277,7 +277,7 @@ impl Admin {
                     (&Method::DELETE, []) => self.close(&req, id),
                     (&Method::POST, ["messages"]) => match self.message_body(req).await {
                         Ok(msg) => match self.registry.send(id, msg) {
-                            Delivery::Queued => {
+                            Delivery::Queued | Delivery::DroppedOldest => {
                                 json_response(StatusCode::OK, json!({ "id": id.to_string(), "delivered": 1 }))
                             }
                             Delivery::Overflow => error(

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
@@ -14,6 +16,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, err
 
 use super::Shared;
 use super::dispatch::Dispatch;
+use super::http::Places;
 use super::registry::Inbox;
 use crate::events::{ConnId, Message};
 
@@ -26,7 +29,8 @@ const WRITE_BATCH: usize = 64;
 
 /// Close code for a handler that failed.
 pub const CLOSE_HANDLER_ERROR: u16 = 1011;
-/// Close code when the host shuts down.
+/// Close code when the host shuts down, and for a client that stopped
+/// answering pings or reached its route's maximum lifetime.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 
 /// How a connection ended.
@@ -48,13 +52,14 @@ pub(crate) async fn run<D: Dispatch>(
     id: ConnId,
     path: Arc<str>,
     route: D::Route,
-    mut inbox: Inbox,
+    inbox: Inbox,
+    places: Places,
 ) {
     let stats = Stats {
         received: shared.metrics.messages_in.with_label_values(&[&*path]),
         sent: shared.metrics.messages_out.with_label_values(&[&*path]),
     };
-    let end = serve(&shared, &mut ws, id, &path, &route, &mut inbox, &stats).await;
+    let end = serve(&shared, &mut ws, id, &path, &route, &inbox, &stats).await;
     let (code, reason) = match end {
         End::Host(code, reason) => {
             close_handshake(&mut ws, code, &reason).await;
@@ -68,6 +73,7 @@ pub(crate) async fn run<D: Dispatch>(
         End::Gone => (1006, String::new()),
     };
     shared.registry.remove(id);
+    drop(places);
     shared.metrics.connections_open.with_label_values(&[&*path]).dec();
     Box::pin(shared.dispatch.close(&route, id, code, &reason)).await;
 }
@@ -78,35 +84,74 @@ struct Stats {
     sent: prometheus::IntCounter,
 }
 
+/// Server pings: when the next one is due and how many went unanswered.
+struct Pings {
+    every: Option<Duration>,
+    allowed_misses: u32,
+    missed: u32,
+}
+
+impl Pings {
+    /// Any frame from the client shows it is alive.
+    fn heard(&mut self) {
+        self.missed = 0;
+    }
+}
+
 async fn serve<D: Dispatch>(
     shared: &Shared<D>,
     ws: &mut Ws,
     id: ConnId,
     path: &Arc<str>,
     route: &D::Route,
-    inbox: &mut Inbox,
+    inbox: &Inbox,
     stats: &Stats,
 ) -> End {
-    // Messages emitted during on-open were queued before the handshake.
-    if let Err(end) = drain(ws, inbox, stats).await {
-        return end;
-    }
+    let policy = D::policy(route);
+    let mut pings = Pings { every: policy.ping_interval, allowed_misses: policy.missed_pongs, missed: 0 };
+    let far = Instant::now() + Duration::from_secs(86_400 * 365);
+    let ping_timer = tokio::time::sleep_until(pings.every.map_or(far, |d| Instant::now() + d));
+    let lifetime = tokio::time::sleep_until(policy.max_lifetime.map_or(far, |d| Instant::now() + d));
+    tokio::pin!(ping_timer, lifetime);
+    let mut batch = Vec::new();
     loop {
-        if let Some((code, reason)) = inbox.control.pending() {
+        if let Some((code, reason)) = inbox.pending() {
             return End::Host(code, reason);
+        }
+        // Everything queued (including effects of on-open and of the last
+        // event aimed at this connection) goes out before the next read.
+        if inbox.take(&mut batch, WRITE_BATCH) > 0 {
+            if let Err(end) = write_all(ws, &mut batch, stats).await {
+                return end;
+            }
+            continue;
         }
         tokio::select! {
             biased;
             _ = shared.shutdown.cancelled() => {
                 return End::Host(CLOSE_GOING_AWAY, "server shutting down".into());
             }
-            _ = inbox.control.notify.notified() => {}
-            Some(msg) = inbox.rx.recv() => {
-                if let Err(end) = write_batch(ws, inbox, msg, stats).await {
+            _ = inbox.notify.notified() => {}
+            _ = &mut lifetime, if policy.max_lifetime.is_some() => {
+                return End::Host(CLOSE_GOING_AWAY, "connection lifetime reached".into());
+            }
+            _ = &mut ping_timer, if pings.every.is_some() => {
+                if pings.missed >= pings.allowed_misses {
+                    tracing::debug!(conn = id, route = %path, missed = pings.missed, "client stopped answering pings");
+                    return End::Host(CLOSE_GOING_AWAY, "ping timeout".into());
+                }
+                pings.missed += 1;
+                if let Err(end) = feed(ws, WsMessage::Ping(Default::default())).await {
                     return end;
                 }
+                if let Err(end) = flush(ws).await {
+                    return end;
+                }
+                let every = pings.every.unwrap_or_default();
+                ping_timer.as_mut().reset(Instant::now() + every);
             }
             frame = ws.next() => {
+                pings.heard();
                 let msg = match frame {
                     Some(Ok(WsMessage::Text(t))) => Message::Text(t.as_str().to_owned()),
                     Some(Ok(WsMessage::Binary(b))) => Message::Binary(b.to_vec()),
@@ -127,19 +172,16 @@ async fn serve<D: Dispatch>(
                     None => return End::Gone,
                 };
                 stats.received.inc();
-                inbox.control.touch();
+                inbox.touch();
                 // Boxed: the handler call is a large future, and an idle
                 // connection task should not carry its size.
                 match Box::pin(shared.dispatch.message(route, id, msg)).await {
                     Ok(reply) => {
                         // Effects of this event aimed at this connection were
                         // queued first; keep their order before the reply.
-                        if let Err(end) = drain(ws, inbox, stats).await {
-                            return end;
-                        }
-                        if let Some(reply) = reply
-                            && let Err(end) = send(ws, to_ws(reply), stats).await
-                        {
+                        inbox.take(&mut batch, usize::MAX);
+                        batch.extend(reply.map(to_ws));
+                        if let Err(end) = write_all(ws, &mut batch, stats).await {
                             return end;
                         }
                     }
@@ -189,38 +231,20 @@ async fn feed(ws: &mut Ws, msg: WsMessage) -> Result<(), End> {
     }
 }
 
-async fn send(ws: &mut Ws, msg: WsMessage, stats: &Stats) -> Result<(), End> {
-    feed(ws, msg).await?;
-    stats.sent.inc();
-    flush(ws).await
-}
-
-/// Writes `first` and up to a batch of further queued messages, then flushes.
-async fn write_batch(ws: &mut Ws, inbox: &mut Inbox, first: WsMessage, stats: &Stats) -> Result<(), End> {
-    feed(ws, first).await?;
-    let mut n = 1;
-    while n < WRITE_BATCH {
-        match inbox.rx.try_recv() {
-            Ok(msg) => feed(ws, msg).await?,
-            Err(_) => break,
-        }
-        n += 1;
-    }
-    stats.sent.inc_by(n as u64);
-    flush(ws).await
-}
-
-/// Writes everything queued right now.
-async fn drain(ws: &mut Ws, inbox: &mut Inbox, stats: &Stats) -> Result<(), End> {
-    let mut n = 0;
-    while let Ok(msg) = inbox.rx.try_recv() {
-        feed(ws, msg).await?;
-        n += 1;
-    }
-    if n == 0 {
+/// Writes the messages in `batch` (emptying it), then flushes once.
+async fn write_all(ws: &mut Ws, batch: &mut Vec<WsMessage>, stats: &Stats) -> Result<(), End> {
+    if batch.is_empty() {
         return Ok(());
     }
-    stats.sent.inc_by(n);
+    let n = batch.len();
+    for msg in batch.drain(..) {
+        feed(ws, msg).await?;
+    }
+    stats.sent.inc_by(n as u64);
+    if batch.capacity() > 16 {
+        // A burst's buffer is not kept by an idle connection.
+        *batch = Vec::new();
+    }
     flush(ws).await
 }
 

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use super::ConnectionPolicy;
 use crate::events::{Accept, ConnId, HandlerFailure, Message, OpenRequest, Reject};
 
 /// The application behind the sockets.
@@ -15,6 +16,9 @@ pub trait Dispatch: Send + Sync + 'static {
 
     /// The route mounted at a WebSocket path: its key (the path) and handle.
     fn route(&self, path: &str) -> Option<(Arc<str>, Self::Route)>;
+
+    /// What the route allows its clients.
+    fn policy(route: &Self::Route) -> &ConnectionPolicy;
 
     /// A client asks to open a connection on `route`.
     fn open(

@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -21,19 +22,39 @@ use tower::ServiceExt;
 use super::Shared;
 use super::connection::{self, CLOSE_HANDLER_ERROR};
 use super::dispatch::Dispatch;
-use crate::events::{Accept, OpenRequest};
+use super::policy::{Place, Refusal};
+use super::registry::QueuePolicy;
+use crate::events::OpenRequest;
 
 type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
-/// How long a client may take to send its request headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The places an open connection holds: one of the host's and, when the
+/// route is capped, one of the route's.
+pub(crate) type Places = (Place, Option<Place>);
 
 /// Serves HTTP on one TCP connection until it upgrades or ends.
-pub(crate) async fn serve_connection<D: Dispatch>(shared: Arc<Shared<D>>, stream: TcpStream, peer: SocketAddr) {
+pub(crate) async fn serve_connection<D: Dispatch>(shared: Arc<Shared<D>>, mut stream: TcpStream, peer: SocketAddr) {
+    let Some(_handshake) = shared.handshakes.acquire(shared.opts.max_handshakes) else {
+        tracing::debug!(%peer, "too many connections in their handshake; refusing");
+        let body = "too many connections in their handshake; retry later";
+        let answer = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(answer.as_bytes())).await;
+        return;
+    };
+    // A client that sends nothing at all is dropped after the handshake
+    // timeout; hyper's header timeout covers one that sends too slowly.
+    let timeout = shared.opts.handshake_timeout;
+    if !matches!(tokio::time::timeout(timeout, stream.readable()).await, Ok(Ok(()))) {
+        tracing::debug!(%peer, "no request within the handshake timeout");
+        return;
+    }
     let svc_shared = shared.clone();
     let service = service_fn(move |req| handle(svc_shared.clone(), req, peer));
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+    builder.timer(TokioTimer::new()).header_read_timeout(timeout);
     let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
@@ -108,13 +129,40 @@ async fn upgrade<D: Dispatch>(
     };
     let accept_key = derive_accept_key(key.as_bytes());
     let open = open_request(&req, peer);
-    let offered = open.subprotocols.clone();
+    let policy = D::policy(&route);
+    let origin = req.headers().get(header::ORIGIN).map(|v| String::from_utf8_lossy(v.as_bytes()));
+    if !policy.admit_origin(origin.as_deref()) {
+        tracing::debug!(%peer, route = %path, origin = origin.as_deref(), "origin not allowed");
+        return plain(StatusCode::FORBIDDEN, "origin not allowed");
+    }
+    if let Err(why) = policy.check_offer(&open.subprotocols) {
+        return plain(StatusCode::BAD_REQUEST, why);
+    }
+    if !policy.admit_rate(peer.ip()) {
+        let mut resp = plain(StatusCode::TOO_MANY_REQUESTS, "too many new connections; retry later");
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return resp;
+    }
+    let Some(host_place) = shared.open.acquire(shared.opts.max_connections) else {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "the host is at its connection limit");
+    };
+    let route_place = match policy.max_connections {
+        Some(max) => {
+            let counter = shared.open_per_route.entry(path.clone()).or_default().clone();
+            match counter.acquire(max) {
+                Some(place) => Some(place),
+                None => return plain(StatusCode::SERVICE_UNAVAILABLE, "the route is at its connection limit"),
+            }
+        }
+        None => None,
+    };
+    let places = (host_place, route_place);
     let on_upgrade = hyper::upgrade::on(&mut req);
     // Run the open in its own task: if the client goes away mid-handshake,
     // hyper drops this future, but the open still completes and, if it was
     // accepted, the connection is closed with on-close like any other.
     let opening =
-        shared.tasks.spawn(open_connection(shared.clone(), path, route, open, offered, accept_key, on_upgrade));
+        shared.tasks.spawn(open_connection(shared.clone(), path, route, open, places, accept_key, on_upgrade));
     opening.await.unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "handler error"))
 }
 
@@ -125,11 +173,14 @@ async fn open_connection<D: Dispatch>(
     path: Arc<str>,
     route: D::Route,
     open: OpenRequest,
-    offered: Vec<String>,
+    places: Places,
     accept_key: String,
     on_upgrade: hyper::upgrade::OnUpgrade,
 ) -> Response<Body> {
-    let (id, inbox) = shared.registry.reserve(path.clone());
+    let policy = D::policy(&route);
+    let queue = QueuePolicy { capacity: policy.outbound_queue, slow_reader: policy.slow_reader };
+    let offered = open.subprotocols.clone();
+    let (id, inbox) = shared.registry.reserve(path.clone(), queue);
     let accept = match shared.dispatch.open(&route, id, open).await {
         Ok(Ok(accept)) => accept,
         Ok(Err(reject)) => {
@@ -146,13 +197,16 @@ async fn open_connection<D: Dispatch>(
             return plain(StatusCode::INTERNAL_SERVER_ERROR, "handler error");
         }
     };
-    if let Err(why) = check_subprotocol(&accept, &offered) {
-        // The handler accepted, so its on-close must still run once.
-        shared.registry.remove(id);
-        tracing::warn!(conn = id, route = %path, why, "on-open chose a bad subprotocol; refusing the connection");
-        shared.dispatch.close(&route, id, CLOSE_HANDLER_ERROR, "handler error").await;
-        return plain(StatusCode::INTERNAL_SERVER_ERROR, "handler error");
-    }
+    let subprotocol = match policy.negotiate(&offered, accept.subprotocol.as_deref()) {
+        Ok(p) => p,
+        Err(Refusal::Handler(why)) => {
+            // The handler accepted, so its on-close must still run once.
+            shared.registry.remove(id);
+            tracing::warn!(conn = id, route = %path, why, "on-open chose a bad subprotocol; refusing the connection");
+            shared.dispatch.close(&route, id, CLOSE_HANDLER_ERROR, "handler error").await;
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, "handler error");
+        }
+    };
     shared.registry.activate(id);
     shared.metrics.connections_total.with_label_values(&[&*path]).inc();
     shared.metrics.connections_open.with_label_values(&[&*path]).inc();
@@ -163,13 +217,8 @@ async fn open_connection<D: Dispatch>(
         let ws = match on_upgrade.await.map(|u| u.downcast::<TokioIo<TcpStream>>()) {
             Ok(Ok(parts)) => {
                 let stream = parts.io.into_inner();
-                WebSocketStream::from_partially_read(
-                    stream,
-                    parts.read_buf.to_vec(),
-                    Role::Server,
-                    Some(shared.ws_config),
-                )
-                .await
+                let config = Shared::<D>::ws_config(D::policy(&route));
+                WebSocketStream::from_partially_read(stream, parts.read_buf.to_vec(), Role::Server, Some(config)).await
             }
             Ok(Err(_)) | Err(_) => {
                 shared.registry.remove(id);
@@ -178,7 +227,7 @@ async fn open_connection<D: Dispatch>(
                 return;
             }
         };
-        connection::run(shared, ws, id, path, route, inbox).await;
+        connection::run(shared, ws, id, path, route, inbox, places).await;
     });
 
     let mut resp = Response::new(Full::new(Bytes::new()).map_err(|never| match never {}).boxed_unsync());
@@ -187,17 +236,10 @@ async fn open_connection<D: Dispatch>(
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&accept_key).expect("base64 is a valid header"));
-    if let Some(p) = accept.subprotocol.as_deref().and_then(|p| HeaderValue::from_str(p).ok()) {
+    if let Some(p) = subprotocol.as_deref().and_then(|p| HeaderValue::from_str(p).ok()) {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
     }
     resp
-}
-
-fn check_subprotocol(accept: &Accept, offered: &[String]) -> Result<(), &'static str> {
-    match &accept.subprotocol {
-        Some(p) if !offered.iter().any(|o| o == p) => Err("subprotocol not offered by the client"),
-        _ => Ok(()),
-    }
 }
 
 fn open_request(req: &Request<Incoming>, peer: SocketAddr) -> OpenRequest {

@@ -8,10 +8,14 @@ mod admin;
 mod connection;
 mod dispatch;
 mod http;
+mod policy;
 mod registry;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
 
 use tokio::net::TcpListener;
 
@@ -23,8 +27,9 @@ use tokio_util::task::TaskTracker;
 pub use admin::{AdminOptions, AdminParts, PluginAdmin, PluginInfo, serve_admin};
 pub use connection::{CLOSE_GOING_AWAY, CLOSE_HANDLER_ERROR, to_ws};
 pub use dispatch::Dispatch;
+pub use policy::{ConnectionPolicy, Refusal, SlowReader};
 pub(crate) use registry::Inbox;
-pub use registry::{CLOSE_POLICY, Delivery, Registry};
+pub use registry::{CLOSE_POLICY, Delivery, QueuePolicy, Registry};
 
 /// Read buffer per connection. tokio-tungstenite's default (128 KiB, zeroed)
 /// costs ~134 KiB of RSS per idle connection; 4 KiB costs ~6.6 KiB.
@@ -33,13 +38,17 @@ pub const READ_BUFFER: usize = 4 * 1024;
 /// queued messages is written with few syscalls, and every batch is flushed.
 pub const WRITE_BUFFER: usize = 4 * 1024;
 
-/// Settings of the listener.
+/// Settings of the listener (per-route settings are [`ConnectionPolicy`]).
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
     /// Directory served over HTTP at `/`.
     pub static_dir: Option<PathBuf>,
-    /// Largest inbound message and frame.
-    pub max_message_bytes: usize,
+    /// Time a client has to send its request headers.
+    pub handshake_timeout: Duration,
+    /// TCP connections still in their HTTP phase at once; past it: 503.
+    pub max_handshakes: usize,
+    /// Open WebSocket connections at once; past it: 503.
+    pub max_connections: usize,
 }
 
 /// State shared by the listener and every connection task.
@@ -48,9 +57,25 @@ pub(crate) struct Shared<D> {
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub static_files: Option<tower_http::services::ServeDir>,
-    pub ws_config: WebSocketConfig,
+    pub opts: ServerOptions,
+    /// TCP connections in their HTTP phase.
+    pub handshakes: Arc<policy::Counter>,
+    /// Open WebSocket connections, in all and per route path.
+    pub open: Arc<policy::Counter>,
+    pub open_per_route: DashMap<Arc<str>, Arc<policy::Counter>>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
+}
+
+impl<D> Shared<D> {
+    /// The WebSocket settings of a connection under `policy`.
+    pub fn ws_config(policy: &ConnectionPolicy) -> WebSocketConfig {
+        WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(WRITE_BUFFER)
+            .max_message_size(Some(policy.max_message_bytes))
+            .max_frame_size(Some(policy.max_message_bytes))
+    }
 }
 
 /// Accepts connections until `shutdown` is cancelled, then closes every
@@ -63,17 +88,15 @@ pub async fn serve<D: Dispatch>(
     opts: ServerOptions,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_message_size(Some(opts.max_message_bytes))
-        .max_frame_size(Some(opts.max_message_bytes));
     let shared = Arc::new(Shared {
         dispatch,
         registry,
         metrics,
-        static_files: opts.static_dir.map(tower_http::services::ServeDir::new),
-        ws_config,
+        static_files: opts.static_dir.clone().map(tower_http::services::ServeDir::new),
+        opts,
+        handshakes: Arc::default(),
+        open: Arc::default(),
+        open_per_route: DashMap::new(),
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
     });

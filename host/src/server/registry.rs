@@ -1,33 +1,69 @@
-//! The registry of live connections on this host: each one's outbound queue
-//! and close signal, route membership and channel membership.
+//! The registry of live connections on this host: each one's mailbox
+//! (outbound queue and close request), route membership and channel
+//! membership.
 //!
-//! Delivery never waits: a message goes into the recipient's bounded queue,
-//! and a recipient whose queue is full is a slow reader and is told to close
-//! (1008). Only the connection's own task writes to its socket.
+//! Delivery never waits: a message goes into the recipient's bounded queue.
+//! A recipient whose queue is full is a slow reader, and its route's policy
+//! applies: close it (1008), or drop its oldest queued message. Only the
+//! connection's own task writes to its socket.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+use super::policy::SlowReader;
 use crate::events::ConnId;
 
 /// Close code for a connection whose outbound queue overflowed.
 pub const CLOSE_POLICY: u16 = 1008;
 
-/// A request to close, read by the connection's task.
+/// A queue that grew past this many slots is shrunk once drained, so a burst
+/// does not pin its memory to an idle connection.
+const SHRINK_ABOVE: usize = 64;
+
+/// How a connection's outbound queue behaves.
+#[derive(Clone, Copy, Debug)]
+pub struct QueuePolicy {
+    /// Most queued messages.
+    pub capacity: usize,
+    /// What a full queue does.
+    pub slow_reader: SlowReader,
+}
+
 #[derive(Default)]
-pub(crate) struct Control {
-    close: Mutex<Option<(u16, String)>>,
+struct Mail {
+    queue: VecDeque<WsMessage>,
+    close: Option<(u16, String)>,
+}
+
+/// One connection's outbound queue and close request: filled by anyone,
+/// drained by the connection's task, which `notify` wakes.
+pub(crate) struct Mailbox {
+    mail: Mutex<Mail>,
     pub notify: Notify,
     /// When the client last sent a message, in Unix milliseconds.
     last_active_ms: AtomicU64,
+    policy: QueuePolicy,
 }
 
-impl Control {
+impl Mailbox {
+    fn new(policy: QueuePolicy) -> Self {
+        Mailbox {
+            mail: Mutex::new(Mail::default()),
+            notify: Notify::new(),
+            last_active_ms: AtomicU64::new(crate::store::now_ms()),
+            policy: QueuePolicy { capacity: policy.capacity.max(1), ..policy },
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Mail> {
+        self.mail.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Records client activity now.
     pub fn touch(&self) {
         self.last_active_ms.store(crate::store::now_ms(), Ordering::Relaxed);
@@ -35,16 +71,60 @@ impl Control {
 
     /// Asks the connection to close; the first request wins.
     pub fn request_close(&self, code: u16, reason: &str) {
-        let mut slot = self.close.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_none() {
-            *slot = Some((code, reason.to_string()));
+        let mut mail = self.lock();
+        if mail.close.is_none() {
+            mail.close = Some((code, reason.to_string()));
+            drop(mail);
             self.notify.notify_one();
         }
     }
 
     /// The pending close request, if any.
     pub fn pending(&self) -> Option<(u16, String)> {
-        self.close.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.lock().close.clone()
+    }
+
+    /// Queues a message, applying the slow-reader policy when full.
+    fn push(&self, msg: WsMessage) -> Delivery {
+        let mut mail = self.lock();
+        if mail.close.is_some() {
+            return Delivery::Gone;
+        }
+        let was_empty = mail.queue.is_empty();
+        let delivery = if mail.queue.len() < self.policy.capacity {
+            mail.queue.push_back(msg);
+            Delivery::Queued
+        } else {
+            match self.policy.slow_reader {
+                SlowReader::Close => {
+                    mail.close = Some((CLOSE_POLICY, "outbound queue full".into()));
+                    drop(mail);
+                    self.notify.notify_one();
+                    return Delivery::Overflow;
+                }
+                SlowReader::DropOldest => {
+                    mail.queue.pop_front();
+                    mail.queue.push_back(msg);
+                    Delivery::DroppedOldest
+                }
+            }
+        };
+        drop(mail);
+        if was_empty {
+            self.notify.notify_one();
+        }
+        delivery
+    }
+
+    /// Moves up to `max` queued messages into `out`; how many.
+    pub fn take(&self, out: &mut Vec<WsMessage>, max: usize) -> usize {
+        let mut mail = self.lock();
+        let n = mail.queue.len().min(max);
+        out.extend(mail.queue.drain(..n));
+        if mail.queue.is_empty() && mail.queue.capacity() > SHRINK_ABOVE {
+            mail.queue = VecDeque::new();
+        }
+        n
     }
 }
 
@@ -53,32 +133,16 @@ impl Control {
 pub enum Delivery {
     /// Queued for the connection's task.
     Queued,
+    /// Queued, and the oldest queued message was dropped to make room.
+    DroppedOldest,
     /// The connection's queue was full: it is being closed as a slow reader.
     Overflow,
-    /// No such connection.
+    /// No such connection, or it is closing.
     Gone,
 }
 
 /// The sending side of one connection.
-#[derive(Clone)]
-pub(crate) struct Outbox {
-    tx: mpsc::Sender<WsMessage>,
-    control: Arc<Control>,
-}
-
-impl Outbox {
-    /// Queues a message; a full queue closes the connection as too slow.
-    fn send(&self, msg: WsMessage) -> Delivery {
-        match self.tx.try_send(msg) {
-            Ok(()) => Delivery::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.control.request_close(CLOSE_POLICY, "outbound queue full");
-                Delivery::Overflow
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
-        }
-    }
-}
+pub(crate) type Outbox = Arc<Mailbox>;
 
 struct Entry {
     outbox: Outbox,
@@ -87,26 +151,24 @@ struct Entry {
 }
 
 /// The receiving side handed to a connection's task.
-pub(crate) struct Inbox {
-    pub rx: mpsc::Receiver<WsMessage>,
-    pub control: Arc<Control>,
-}
+pub(crate) type Inbox = Arc<Mailbox>;
 
 /// All live connections of this host.
 pub struct Registry {
     next_id: AtomicU64,
-    queue: usize,
+    dropped: prometheus::IntCounter,
     conns: DashMap<ConnId, Entry>,
     routes: DashMap<Arc<str>, HashMap<ConnId, Outbox>>,
     channels: DashMap<String, HashMap<ConnId, Outbox>>,
 }
 
 impl Registry {
-    /// An empty registry whose connections queue at most `queue` messages.
-    pub fn new(queue: usize) -> Self {
+    /// An empty registry; `dropped` counts messages dropped by the
+    /// drop-oldest policy.
+    pub fn new(dropped: prometheus::IntCounter) -> Self {
         Registry {
             next_id: AtomicU64::new(1),
-            queue: queue.max(1),
+            dropped,
             conns: DashMap::new(),
             routes: DashMap::new(),
             channels: DashMap::new(),
@@ -115,14 +177,11 @@ impl Registry {
 
     /// Registers an opening connection: it can be sent to by id, but is not
     /// yet a member of its route.
-    pub(crate) fn reserve(&self, route: Arc<str>) -> (ConnId, Inbox) {
+    pub(crate) fn reserve(&self, route: Arc<str>, queue: QueuePolicy) -> (ConnId, Inbox) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.queue);
-        let control = Arc::new(Control::default());
-        control.touch();
-        let outbox = Outbox { tx, control: control.clone() };
-        self.conns.insert(id, Entry { outbox, route, channels: Vec::new() });
-        (id, Inbox { rx, control })
+        let mailbox = Arc::new(Mailbox::new(queue));
+        self.conns.insert(id, Entry { outbox: mailbox.clone(), route, channels: Vec::new() });
+        (id, mailbox)
     }
 
     /// Makes an accepted connection a member of its route (for broadcast).
@@ -150,16 +209,20 @@ impl Registry {
 
     /// Queues a message for one connection.
     pub fn send(&self, id: ConnId, msg: WsMessage) -> Delivery {
-        match self.conns.get(&id) {
-            Some(e) => e.outbox.send(msg),
+        let delivery = match self.conns.get(&id) {
+            Some(e) => e.outbox.push(msg),
             None => Delivery::Gone,
+        };
+        if delivery == Delivery::DroppedOldest {
+            self.dropped.inc();
         }
+        delivery
     }
 
     /// Queues a message for every member of a route but `except`; how many.
     pub fn broadcast(&self, route: &str, msg: &WsMessage, except: Option<ConnId>) -> usize {
         let Some(members) = self.routes.get(route) else { return 0 };
-        fan_out(&members, msg, except)
+        self.fan_out(&members, msg, except)
     }
 
     /// Adds a connection to a channel; whether the connection is registered.
@@ -185,26 +248,26 @@ impl Registry {
     /// Queues a message for every member of a channel; how many.
     pub fn publish(&self, channel: &str, msg: &WsMessage) -> usize {
         let Some(members) = self.channels.get(channel) else { return 0 };
-        fan_out(&members, msg, None)
+        self.fan_out(&members, msg, None)
     }
 
     /// Asks every accepted connection on a route to close; how many.
     pub fn close_route(&self, route: &str, code: u16, reason: &str) -> usize {
         let Some(members) = self.routes.get(route) else { return 0 };
-        members.values().for_each(|outbox| outbox.control.request_close(code, reason));
+        members.values().for_each(|outbox| outbox.request_close(code, reason));
         members.len()
     }
 
     /// When a connection's client last sent a message (Unix milliseconds).
     pub fn last_active_ms(&self, id: ConnId) -> Option<u64> {
-        self.conns.get(&id).map(|e| e.outbox.control.last_active_ms.load(Ordering::Relaxed))
+        self.conns.get(&id).map(|e| e.outbox.last_active_ms.load(Ordering::Relaxed))
     }
 
     /// Asks a connection to close; whether it is registered.
     pub fn close(&self, id: ConnId, code: u16, reason: &str) -> bool {
         match self.conns.get(&id) {
             Some(e) => {
-                e.outbox.control.request_close(code, reason);
+                e.outbox.request_close(code, reason);
                 true
             }
             None => false,
@@ -212,12 +275,26 @@ impl Registry {
     }
 }
 
-fn fan_out(members: &HashMap<ConnId, Outbox>, msg: &WsMessage, except: Option<ConnId>) -> usize {
-    members
-        .iter()
-        .filter(|(id, _)| Some(**id) != except)
-        .filter(|(_, outbox)| outbox.send(msg.clone()) == Delivery::Queued)
-        .count()
+impl Registry {
+    /// Queues `msg` for every member but `except`; how many took it.
+    fn fan_out(&self, members: &HashMap<ConnId, Outbox>, msg: &WsMessage, except: Option<ConnId>) -> usize {
+        let (mut queued, mut dropped) = (0, 0);
+        for (id, outbox) in members {
+            if Some(*id) == except {
+                continue;
+            }
+            match outbox.push(msg.clone()) {
+                Delivery::Queued => queued += 1,
+                Delivery::DroppedOldest => {
+                    queued += 1;
+                    dropped += 1;
+                }
+                Delivery::Overflow | Delivery::Gone => {}
+            }
+        }
+        self.dropped.inc_by(dropped);
+        queued
+    }
 }
 
 #[cfg(test)]
@@ -228,29 +305,43 @@ mod tests {
         WsMessage::text(s)
     }
 
+    fn registry() -> Registry {
+        Registry::new(prometheus::IntCounter::new("dropped", "dropped").unwrap())
+    }
+
+    fn queue(capacity: usize, slow_reader: SlowReader) -> QueuePolicy {
+        QueuePolicy { capacity, slow_reader }
+    }
+
+    fn drain(inbox: &Inbox) -> Vec<WsMessage> {
+        let mut out = Vec::new();
+        inbox.take(&mut out, usize::MAX);
+        out
+    }
+
     #[test]
     fn broadcast_reaches_active_members_only() {
-        let r = Registry::new(8);
-        let (a, mut ia) = r.reserve("/r".into());
-        let (b, mut ib) = r.reserve("/r".into());
-        let (_c, mut ic) = r.reserve("/r".into());
+        let r = registry();
+        let q = queue(8, SlowReader::Close);
+        let (a, ia) = r.reserve("/r".into(), q);
+        let (b, ib) = r.reserve("/r".into(), q);
+        let (_c, ic) = r.reserve("/r".into(), q);
         r.activate(a);
         r.activate(b);
         assert_eq!(r.broadcast("/r", &text("x"), Some(a)), 1);
-        assert!(ia.rx.try_recv().is_err());
-        assert_eq!(ib.rx.try_recv().unwrap(), text("x"));
-        assert!(ic.rx.try_recv().is_err(), "not yet accepted");
+        assert!(drain(&ia).is_empty());
+        assert_eq!(drain(&ib), [text("x")]);
+        assert!(drain(&ic).is_empty(), "not yet accepted");
     }
 
     #[test]
     fn channels_and_removal() {
-        let r = Registry::new(8);
-        let (a, mut ia) = r.reserve("/r".into());
+        let r = registry();
+        let (a, ia) = r.reserve("/r".into(), queue(8, SlowReader::Close));
         assert!(r.subscribe(a, "room"));
         assert!(r.subscribe(a, "room"), "idempotent");
         assert_eq!(r.publish("room", &text("m")), 1);
-        assert_eq!(ia.rx.try_recv().unwrap(), text("m"));
-        assert!(ia.rx.try_recv().is_err(), "delivered once");
+        assert_eq!(drain(&ia), [text("m")], "delivered once");
         assert!(r.remove(a));
         assert!(!r.remove(a));
         assert_eq!(r.publish("room", &text("m")), 0);
@@ -260,13 +351,41 @@ mod tests {
 
     #[test]
     fn full_queue_requests_policy_close() {
-        let r = Registry::new(1);
-        let (a, inbox) = r.reserve("/r".into());
+        let r = registry();
+        let (a, inbox) = r.reserve("/r".into(), queue(1, SlowReader::Close));
         assert_eq!(r.send(a, text("1")), Delivery::Queued);
         assert_eq!(r.send(a, text("2")), Delivery::Overflow);
         assert_eq!(r.send(999, text("3")), Delivery::Gone);
-        assert_eq!(inbox.control.pending(), Some((CLOSE_POLICY, "outbound queue full".into())));
+        assert_eq!(inbox.pending(), Some((CLOSE_POLICY, "outbound queue full".into())));
         r.close(a, 1000, "later");
-        assert_eq!(inbox.control.pending().unwrap().0, CLOSE_POLICY, "first request wins");
+        assert_eq!(inbox.pending().unwrap().0, CLOSE_POLICY, "first request wins");
+        assert_eq!(r.send(a, text("4")), Delivery::Gone, "a closing connection takes nothing more");
+    }
+
+    #[test]
+    fn full_queue_drops_oldest_when_configured() {
+        let r = registry();
+        let (a, inbox) = r.reserve("/r".into(), queue(2, SlowReader::DropOldest));
+        r.activate(a);
+        assert_eq!(r.send(a, text("1")), Delivery::Queued);
+        assert_eq!(r.send(a, text("2")), Delivery::Queued);
+        assert_eq!(r.send(a, text("3")), Delivery::DroppedOldest);
+        assert_eq!(r.broadcast("/r", &text("4"), None), 1);
+        assert_eq!(inbox.pending(), None, "not closed");
+        assert_eq!(drain(&inbox), [text("3"), text("4")]);
+        assert_eq!(r.dropped.get(), 2);
+    }
+
+    #[test]
+    fn drained_queue_gives_back_its_memory() {
+        let r = registry();
+        let (a, inbox) = r.reserve("/r".into(), queue(1000, SlowReader::Close));
+        for i in 0..500 {
+            r.send(a, text(&i.to_string()));
+        }
+        let mut out = Vec::new();
+        assert_eq!(inbox.take(&mut out, 100), 100);
+        assert_eq!(inbox.take(&mut out, 1000), 400);
+        assert_eq!(inbox.lock().queue.capacity(), 0);
     }
 }

@@ -98,13 +98,6 @@ impl Report {
     }
 }
 
-/// Import names a Wharf host provides: the Wharf world, and WASI 0.2
-/// (linked with nothing granted: no files, sockets or environment).
-fn provided(import: &str) -> bool {
-    import.starts_with("wharf:handler/") && import.ends_with("@0.1.0")
-        || import.starts_with("wasi:") && import.contains("@0.2.")
-}
-
 /// A host config that mounts `component` as plugin `plugin` at each path.
 fn config_for(component: &Path, plugin: &str, paths: &BTreeSet<String>, base: &Config) -> Config {
     let mut config = base.clone();
@@ -113,7 +106,11 @@ fn config_for(component: &Path, plugin: &str, paths: &BTreeSet<String>, base: &C
     config.plugins.clear();
     config.plugins.insert(
         plugin.to_string(),
-        crate::config::PluginConfig { component: component.to_path_buf(), kv_namespace: None },
+        crate::config::PluginConfig {
+            component: component.to_path_buf(),
+            kv_namespace: None,
+            limits: Default::default(),
+        },
     );
     config.routes = paths
         .iter()
@@ -121,15 +118,19 @@ fn config_for(component: &Path, plugin: &str, paths: &BTreeSet<String>, base: &C
             path: p.clone(),
             plugin: plugin.to_string(),
             instances: Default::default(),
+            origins: Vec::new(),
+            subprotocols: Vec::new(),
+            limits: Default::default(),
         })
         .collect();
     config
 }
 
 async fn fresh_app(base: &Config) -> anyhow::Result<Arc<App>> {
-    let registry = Arc::new(Registry::new(base.limits.outbound_queue));
+    let metrics = Arc::new(Metrics::new());
+    let registry = Arc::new(Registry::new(metrics.outbound_dropped.clone()));
     let store = store::open(&StoreKind::Memory, Path::new("."))?;
-    App::new(base, registry, store, Arc::new(Metrics::new())).await
+    App::new(base, registry, store, metrics).await
 }
 
 /// Runs the world check, the smoke test and every scenario against the
@@ -150,19 +151,17 @@ pub async fn run(component: &Path, scenarios: &[PathBuf], base: &Config) -> anyh
     let probe = fresh_app(&empty).await?;
     let world = match probe.component_imports(&bytes) {
         Err(e) => Err(format!("{e:#}")),
-        Ok(imports) => {
-            let foreign: Vec<&str> = imports.iter().filter(|i| !provided(i)).map(String::as_str).collect();
-            if foreign.is_empty() {
+        Ok(imports) => match crate::runtime::check_imports(imports.iter().map(String::as_str)) {
+            Ok(()) => {
                 let wharf: Vec<&str> = imports.iter().filter(|i| i.starts_with("wharf:")).map(String::as_str).collect();
                 Ok(format!(
                     "world: imports {} and {} WASI interfaces (sandboxed)",
                     if wharf.is_empty() { "nothing of wharf:handler".to_string() } else { wharf.join(", ") },
                     imports.len() - wharf.len()
                 ))
-            } else {
-                Err(format!("imports that Wharf does not provide: {}", foreign.join(", ")))
             }
-        }
+            Err(refused) => Err(refused),
+        },
     };
     let world = match world {
         Ok(summary) => {

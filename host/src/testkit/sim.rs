@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::app::App;
 use crate::events::{Message, OpenRequest};
-use crate::server::{Dispatch, Inbox};
+use crate::server::{Dispatch, Inbox, QueuePolicy};
 
 /// One simulated client.
 struct Client<R> {
@@ -75,7 +75,9 @@ impl Sim {
         let dispatch = self.app.dispatcher();
         let Some((key, route)) = dispatch.route(path) else { return Err(format!("no route at {path}")) };
         let registry = self.app.registry().clone();
-        let (id, inbox) = registry.reserve(key);
+        let policy = <crate::app::DispatchHandle as Dispatch>::policy(&route);
+        let queue = QueuePolicy { capacity: policy.outbound_queue, slow_reader: policy.slow_reader };
+        let (id, inbox) = registry.reserve(key, queue);
         let req = OpenRequest {
             path: path.to_string(),
             query: query.to_string(),
@@ -85,10 +87,11 @@ impl Sim {
         };
         match dispatch.open(&route, id, req).await {
             Ok(Ok(accept)) => {
-                if let Some(p) = accept.subprotocol.filter(|p| !subprotocols.contains(p)) {
+                let policy = <crate::app::DispatchHandle as Dispatch>::policy(&route);
+                if let Err(why) = policy.negotiate(subprotocols, accept.subprotocol.as_deref()) {
                     registry.remove(id);
                     dispatch.close(&route, id, 1011, "handler error").await;
-                    return Err(format!("on-open chose subprotocol `{p}`, which the client did not offer"));
+                    return Err(format!("on-open: {why}"));
                 }
                 registry.activate(id);
                 self.clients
@@ -138,9 +141,15 @@ impl Sim {
         if !client.open {
             return None;
         }
-        match tokio::time::timeout(wait, client.inbox.rx.recv()).await {
-            Ok(Some(msg)) => from_ws(msg),
-            _ => None,
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut out = Vec::new();
+        loop {
+            if client.inbox.take(&mut out, 1) > 0 {
+                return out.pop().and_then(from_ws);
+            }
+            if tokio::time::timeout_at(deadline, client.inbox.notify.notified()).await.is_err() {
+                return None;
+            }
         }
     }
 
@@ -180,12 +189,10 @@ impl Sim {
     async fn settle(&mut self) {
         let mut closing = Vec::new();
         for (name, client) in self.clients.iter_mut().filter(|(_, c)| c.open) {
-            while let Ok(msg) = client.inbox.rx.try_recv() {
-                if let Some(r) = from_ws(msg) {
-                    client.received.push_back(r);
-                }
-            }
-            if let Some((code, reason)) = client.inbox.control.pending() {
+            let mut queued = Vec::new();
+            client.inbox.take(&mut queued, usize::MAX);
+            client.received.extend(queued.into_iter().filter_map(from_ws));
+            if let Some((code, reason)) = client.inbox.pending() {
                 client.received.push_back(Received::Closed(code));
                 closing.push((name.clone(), code, reason));
             }

@@ -194,3 +194,61 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A config from TOML `body` (plugins, routes, limits) in which `@NAME@`
+/// stands for the path of built component NAME, with the test listener,
+/// store, cache and admin settings added.
+pub fn config_from(body: &str) -> Config {
+    let mut text = String::from("listen = \"127.0.0.1:0\"\nstore = \"memory\"\n");
+    text += &format!("cache_dir = {:?}\n", cache_dir().display().to_string());
+    text += &format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{ADMIN_TOKEN}\"\n");
+    for (i, part) in body.split('@').enumerate() {
+        if i % 2 == 1 {
+            text += &format!("{:?}", component(part).display().to_string());
+        } else {
+            text += part;
+        }
+    }
+    let config = Config::parse(&text, "test config").unwrap_or_else(|e| panic!("test config parses: {e}"));
+    config.validate("test config").unwrap_or_else(|e| panic!("test config is valid: {e}"));
+    config
+}
+
+/// A client on a route served by `echo` that keeps asking and checks every
+/// answer, to show that a misbehaving neighbour does not disturb it.
+pub struct EchoProbe {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<(u32, Duration)>,
+}
+
+impl EchoProbe {
+    /// Starts probing `path` on `running` every 5 ms.
+    pub async fn start(running: &Running, path: &str) -> EchoProbe {
+        let mut ws = connect(running, path).await;
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let (mut answered, mut slowest) = (0u32, Duration::ZERO);
+            for i in 0..100_000u32 {
+                if stopped.try_recv().is_ok() {
+                    break;
+                }
+                let started = std::time::Instant::now();
+                let text = format!("probe {i}");
+                send_text(&mut ws, &text).await;
+                assert_eq!(expect_text(&mut ws).await, text, "the echo neighbour answered wrongly");
+                slowest = slowest.max(started.elapsed());
+                answered += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let _ = ws.close(None).await;
+            (answered, slowest)
+        });
+        EchoProbe { stop, task }
+    }
+
+    /// Stops probing; how many round trips were answered and the slowest.
+    pub async fn finish(self) -> (u32, Duration) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(WAIT, self.task).await.expect("probe stops").expect("every probe was answered")
+    }
+}

@@ -2,7 +2,12 @@
 //!
 //! It echoes, but misbehaves on command (`slow-open=MS` in the query makes
 //! `on-open` take that long): `panic` panics (a trap), `spin`
-//! loops forever (stopped by the event deadline). It rejects an open whose
+//! loops forever (stopped by the event deadline), `bomb` allocates until the
+//! memory cap stops it, `recurse` recurses until the stack runs out,
+//! `flood:BYTES` emits messages of that size to itself until the host says
+//! no and replies with how many went out and why, `kv-flood` does the same
+//! with key/value writes, `bigkv:BYTES` stores a value of that size, and
+//! `env` reports what the sandbox's environment holds. It rejects an open whose
 //! query says `reject=STATUS`, records every close in key/value (`closed` is
 //! a counter, `closed:<id>` the code), and replies to `closes?` with the
 //! counter so tests can see that `on-close` ran exactly once. `get:KEY` and
@@ -47,6 +52,49 @@ impl Handler for Faulty {
                 #[allow(clippy::empty_loop)]
                 loop {}
             }
+            Some("bomb") => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            Some("recurse") => Some(Message::text(recurse(std::hint::black_box(1)).to_string())),
+            Some(cmd) if cmd.starts_with("flood:") => {
+                let size = cmd[6..].parse().unwrap_or(1);
+                let chunk = "x".repeat(size);
+                let mut sent = 0u64;
+                let why = loop {
+                    match conn.send(Message::text(chunk.clone())) {
+                        Ok(()) => sent += 1,
+                        Err(e) => break e,
+                    }
+                };
+                Some(Message::text(format!("flood stopped after {sent}: {why}")))
+            }
+            Some("kv-flood") => {
+                let mut ops = 0u64;
+                let why = loop {
+                    match kv::set(&format!("flood:{}", ops % 8), b"v") {
+                        Ok(()) => ops += 1,
+                        Err(e) => break e,
+                    }
+                };
+                Some(Message::text(format!("kv stopped after {ops}: {why}")))
+            }
+            Some(cmd) if cmd.starts_with("bigkv:") => {
+                let size = cmd[6..].parse().unwrap_or(0);
+                Some(Message::text(match kv::set("big", &vec![7; size]) {
+                    Ok(()) => "stored".to_string(),
+                    Err(e) => e.to_string(),
+                }))
+            }
+            Some("env") => Some(Message::text(format!(
+                "vars={} args={} home={}",
+                std::env::vars().count(),
+                std::env::args().count(),
+                std::env::var("HOME").unwrap_or_else(|_| "(unset)".into())
+            ))),
             Some("closes?") => {
                 let n = kv::get("closed").ok().flatten().unwrap_or_default();
                 Some(Message::Text(String::from_utf8_lossy(&n).into_owned()))
@@ -94,6 +142,14 @@ impl Handler for Faulty {
         let _ = kv::increment("closed", 1);
         let _ = kv::set(&format!("closed:{}", conn.id()), code.to_string().as_bytes());
     }
+}
+
+/// Recurses without end: each frame keeps a buffer live so neither the
+/// optimiser nor tail calls can flatten it.
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth; 32]);
+    recurse(depth + 1) + frame[(depth % 32) as usize]
 }
 
 export_handler!(Faulty);

@@ -1,0 +1,80 @@
+//! Which imports a plugin may have. A component is refused at load time if
+//! it imports anything else, with each refused import named.
+//!
+//! Allowed: the Wharf world (`wharf:handler/*@0.1.0`) and the WASI 0.2
+//! interfaces every Rust `wasm32-wasip2` component links for its standard
+//! library — streams, stdio (stdout and stderr go to the host log, stdin is
+//! empty), exit, clocks, random, and `wasi:cli/environment`, which is always
+//! imported by Rust's standard library and is given an empty environment
+//! and no arguments. Files, sockets, HTTP and everything else are refused.
+
+/// WASI 0.2 interfaces a plugin may import.
+const WASI_ALLOWED: &[&str] = &[
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:clocks/monotonic-clock",
+    "wasi:clocks/wall-clock",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+];
+
+/// Why an import is refused, or `None` when the host provides it.
+pub fn refusal(import: &str) -> Option<&'static str> {
+    let (interface, version) = import.split_once('@').unwrap_or((import, ""));
+    if interface.starts_with("wharf:handler/") {
+        return (version != "0.1.0").then_some("this host provides wharf:handler@0.1.0");
+    }
+    if WASI_ALLOWED.contains(&interface) {
+        return (!version.starts_with("0.2.")).then_some("this host provides WASI 0.2");
+    }
+    Some(if interface.starts_with("wasi:filesystem/") {
+        "handlers get no files"
+    } else if interface.starts_with("wasi:sockets/") || interface.starts_with("wasi:http/") {
+        "handlers get no network; use the Wharf imports"
+    } else {
+        "not part of the Wharf world"
+    })
+}
+
+/// Checks every import; the error names each refused one and why.
+pub fn check<'a>(imports: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
+    let refused: Vec<String> =
+        imports.into_iter().filter_map(|i| refusal(i).map(|why| format!("`{i}` ({why})"))).collect();
+    if refused.is_empty() { Ok(()) } else { Err(format!("refused imports: {}", refused.join(", "))) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wharf_world_and_std_wasi_are_allowed() {
+        assert_eq!(refusal("wharf:handler/connections@0.1.0"), None);
+        assert_eq!(refusal("wasi:cli/environment@0.2.6"), None);
+        assert_eq!(refusal("wasi:io/streams@0.2.0"), None);
+        assert!(refusal("wharf:handler/connections@0.2.0").is_some());
+        assert!(refusal("wasi:io/streams@0.3.0").is_some());
+    }
+
+    #[test]
+    fn files_sockets_and_strangers_are_refused_by_name() {
+        let e = check(["wasi:io/poll@0.2.6", "wasi:filesystem/preopens@0.2.6", "wasi:sockets/tcp@0.2.6", "acme:x/y"])
+            .unwrap_err();
+        assert!(e.contains("`wasi:filesystem/preopens@0.2.6` (handlers get no files)"), "{e}");
+        assert!(e.contains("`wasi:sockets/tcp@0.2.6` (handlers get no network"), "{e}");
+        assert!(e.contains("`acme:x/y` (not part of the Wharf world)"), "{e}");
+        assert!(!e.contains("wasi:io/poll"), "{e}");
+    }
+}

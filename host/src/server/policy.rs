@@ -1,0 +1,219 @@
+//! What a route allows its clients: message size, outbound queue and its
+//! overflow policy, pings, lifetime, connection caps, origins, subprotocols
+//! and the rate of new connections. The application builds one per route;
+//! the server enforces it.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use governor::{DefaultKeyedRateLimiter, Quota};
+
+pub use crate::config::SlowReader;
+
+/// Keyed limiters are swept of idle clients once they track this many.
+const LIMITER_SWEEP_AT: usize = 10_000;
+
+/// One route's connection policy.
+#[derive(Debug)]
+pub struct ConnectionPolicy {
+    /// Largest inbound message and frame; past it: close 1009.
+    pub max_message_bytes: usize,
+    /// Messages queued for one connection.
+    pub outbound_queue: usize,
+    /// What a full queue does.
+    pub slow_reader: SlowReader,
+    /// Server ping interval; `None` disables pings.
+    pub ping_interval: Option<Duration>,
+    /// Unanswered pings before the connection is closed with 1001.
+    pub missed_pongs: u32,
+    /// Longest a connection may stay open.
+    pub max_lifetime: Option<Duration>,
+    /// Open connections on this route at once.
+    pub max_connections: Option<usize>,
+    /// Allowed `Origin` values; empty allows any.
+    pub origins: Vec<String>,
+    /// Subprotocols the route speaks; empty leaves it to the handler.
+    pub subprotocols: Vec<String>,
+    /// Set with [`ConnectionPolicy::with_connect_rate`].
+    pub(crate) connect_rate: Option<DefaultKeyedRateLimiter<IpAddr>>,
+}
+
+impl Default for ConnectionPolicy {
+    fn default() -> Self {
+        ConnectionPolicy {
+            max_message_bytes: 1 << 20,
+            outbound_queue: 1024,
+            slow_reader: SlowReader::Close,
+            ping_interval: Some(Duration::from_secs(30)),
+            missed_pongs: 2,
+            max_lifetime: None,
+            max_connections: None,
+            origins: Vec::new(),
+            subprotocols: Vec::new(),
+            connect_rate: None,
+        }
+    }
+}
+
+impl ConnectionPolicy {
+    /// Limits new connections from one IP address to `per_second`, with
+    /// bursts of `burst` (at least 1); 0 turns the limit off.
+    pub fn with_connect_rate(mut self, per_second: u32, burst: u32) -> Self {
+        self.connect_rate = NonZeroU32::new(per_second).map(|rate| {
+            let burst = NonZeroU32::new(burst).unwrap_or(rate);
+            DefaultKeyedRateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+        });
+        self
+    }
+
+    /// Whether a new connection from `ip` is within the rate limit.
+    pub(crate) fn admit_rate(&self, ip: IpAddr) -> bool {
+        let Some(limiter) = &self.connect_rate else { return true };
+        let ok = limiter.check_key(&ip).is_ok();
+        if limiter.len() > LIMITER_SWEEP_AT {
+            limiter.retain_recent();
+        }
+        ok
+    }
+
+    /// Whether a handshake with this `Origin` header value may proceed.
+    pub(crate) fn admit_origin(&self, origin: Option<&str>) -> bool {
+        match origin {
+            None => true,
+            Some(o) => self.origins.is_empty() || self.origins.iter().any(|a| a.eq_ignore_ascii_case(o)),
+        }
+    }
+
+    /// The subprotocol to answer with, given what the client offered and
+    /// what the handler chose; `Err` says why the handshake must fail and
+    /// whose fault it is.
+    pub fn negotiate(&self, offered: &[String], chosen: Option<&str>) -> Result<Option<String>, Refusal> {
+        if let Some(p) = chosen {
+            if !offered.iter().any(|o| o == p) {
+                return Err(Refusal::Handler("the handler chose a subprotocol the client did not offer"));
+            }
+            if !self.subprotocols.is_empty() && !self.subprotocols.iter().any(|s| s == p) {
+                return Err(Refusal::Handler("the handler chose a subprotocol the route does not list"));
+            }
+            return Ok(Some(p.to_string()));
+        }
+        Ok(self.first_supported(offered))
+    }
+
+    /// Checks the client's offer before the handler runs.
+    pub(crate) fn check_offer(&self, offered: &[String]) -> Result<(), String> {
+        if self.subprotocols.is_empty() || offered.is_empty() || self.first_supported(offered).is_some() {
+            Ok(())
+        } else {
+            Err(format!(
+                "none of the offered subprotocols is supported; this route speaks: {}",
+                self.subprotocols.join(", ")
+            ))
+        }
+    }
+
+    fn first_supported(&self, offered: &[String]) -> Option<String> {
+        offered.iter().find(|o| self.subprotocols.iter().any(|s| s == *o)).cloned()
+    }
+}
+
+/// Why a handshake cannot complete.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The handler's answer is unusable (500).
+    #[error("{0}")]
+    Handler(&'static str),
+}
+
+/// Counts open connections against a cap; the count drops with the guard.
+#[derive(Debug, Default)]
+pub(crate) struct Counter(AtomicUsize);
+
+impl Counter {
+    /// Takes one place if fewer than `max` are taken.
+    pub fn acquire(self: &Arc<Self>, max: usize) -> Option<Place> {
+        let taken = self.0.fetch_add(1, Ordering::AcqRel);
+        if taken >= max {
+            self.0.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Place(self.clone()))
+    }
+}
+
+/// One taken place of a [`Counter`], given back on drop.
+#[derive(Debug)]
+pub(crate) struct Place(Arc<Counter>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(subprotocols: &[&str]) -> ConnectionPolicy {
+        ConnectionPolicy { subprotocols: subprotocols.iter().map(|s| s.to_string()).collect(), ..Default::default() }
+    }
+
+    fn offer(p: &[&str]) -> Vec<String> {
+        p.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn subprotocol_negotiation() {
+        let open = policy(&[]);
+        assert_eq!(open.check_offer(&offer(&["x"])), Ok(()));
+        assert_eq!(open.negotiate(&offer(&["x"]), None), Ok(None));
+        assert_eq!(open.negotiate(&offer(&["x"]), Some("x")), Ok(Some("x".into())));
+        assert!(open.negotiate(&offer(&["x"]), Some("y")).is_err());
+
+        let listed = policy(&["chat.v2", "chat.v1"]);
+        assert!(listed.check_offer(&offer(&["other"])).unwrap_err().contains("chat.v2, chat.v1"));
+        assert_eq!(listed.check_offer(&offer(&[])), Ok(()));
+        assert_eq!(listed.negotiate(&offer(&["other", "chat.v1", "chat.v2"]), None), Ok(Some("chat.v1".into())));
+        assert_eq!(listed.negotiate(&offer(&["chat.v1", "chat.v2"]), Some("chat.v2")), Ok(Some("chat.v2".into())));
+        assert!(listed.negotiate(&offer(&["other", "chat.v1"]), Some("other")).is_err());
+    }
+
+    #[test]
+    fn origins() {
+        let any = ConnectionPolicy::default();
+        assert!(any.admit_origin(Some("https://evil.example")));
+        let only = ConnectionPolicy { origins: vec!["https://app.example".into()], ..Default::default() };
+        assert!(only.admit_origin(Some("https://app.example")));
+        assert!(only.admit_origin(Some("HTTPS://APP.EXAMPLE")));
+        assert!(!only.admit_origin(Some("https://evil.example")));
+        assert!(!only.admit_origin(Some("null")));
+        assert!(only.admit_origin(None), "non-browser clients send no Origin");
+    }
+
+    #[test]
+    fn connect_rate_is_per_ip() {
+        let p = ConnectionPolicy::default().with_connect_rate(1, 2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert!(p.admit_rate(a) && p.admit_rate(a), "burst of 2");
+        assert!(!p.admit_rate(a), "third at once is over the rate");
+        assert!(p.admit_rate(b), "another client has its own budget");
+        let off = ConnectionPolicy::default().with_connect_rate(0, 0);
+        assert!((0..100).all(|_| off.admit_rate(a)));
+    }
+
+    #[test]
+    fn counter_caps_and_releases() {
+        let c = Arc::new(Counter::default());
+        let a = c.acquire(2).unwrap();
+        let _b = c.acquire(2).unwrap();
+        assert!(c.acquire(2).is_none());
+        assert_eq!(c.0.load(Ordering::Acquire), 2, "a refused acquire takes nothing");
+        drop(a);
+        assert!(c.acquire(2).is_some());
+    }
+}

@@ -1,0 +1,141 @@
+//! Handlers that do the worst they can are contained: each misbehaviour
+//! fails only its own event (or is refused at load), a neighbour's echo
+//! client on another route is answered throughout on the same connection,
+//! and the host keeps running.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// `faulty` with tight per-plugin limits beside a plain `echo` route.
+const SANDBOX: &str = r#"
+[plugins.faulty]
+component = @faulty@
+[plugins.faulty.limits]
+memory_mib = 16
+max_messages_per_event = 50
+max_bytes_per_event = 100000
+max_store_ops_per_event = 20
+max_value_bytes = 65536
+
+[plugins.echo]
+component = @echo@
+
+[[routes]]
+path = "/faulty"
+plugin = "faulty"
+
+[[routes]]
+path = "/echo"
+plugin = "echo"
+"#;
+
+async fn ask(ws: &mut Client, text: &str) -> String {
+    send_text(ws, text).await;
+    expect_text(ws).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_misbehaving_handler_fails_only_its_own_event() {
+    let host = spawn(config_from(SANDBOX)).await;
+    let probe = EchoProbe::start(&host, "/echo").await;
+    let mut bystander = connect(&host, "/faulty").await;
+    let mut ids = Vec::new();
+    // An infinite loop, a memory bomb, a panic, unbounded recursion.
+    for cmd in ["spin", "bomb", "panic", "recurse"] {
+        let mut ws = connect(&host, "/faulty").await;
+        ids.push(ask(&mut ws, "whoami").await);
+        send_text(&mut ws, cmd).await;
+        assert_eq!(expect_close(&mut ws).await, 1011, "`{cmd}` closes its own connection with 1011");
+        // The same plugin still serves its other connection.
+        assert_eq!(ask(&mut bystander, &format!("after {cmd}")).await, format!("after {cmd}"));
+    }
+    // Each of them got exactly one on-close, with 1011.
+    for id in &ids {
+        let code = eventually(|| {
+            let host = &host;
+            async move {
+                let mut ws = connect(host, "/faulty").await;
+                let code = ask(&mut ws, &format!("close-code?{id}")).await;
+                (!code.is_empty()).then_some(code)
+            }
+        })
+        .await;
+        assert_eq!(code, "1011", "on-close of connection {id}");
+    }
+    let (answered, slowest) = probe.finish().await;
+    assert!(answered >= 20, "the echo neighbour was answered throughout ({answered} round trips, slowest {slowest:?})");
+    host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_get_a_wit_error_not_the_hosts_memory() {
+    let host = spawn(config_from(SANDBOX)).await;
+    let probe = EchoProbe::start(&host, "/echo").await;
+    let mut ws = connect(&host, "/faulty").await;
+
+    // Messages per event: 50, then quota-exceeded; the event goes on.
+    send_text(&mut ws, "flood:100").await;
+    for _ in 0..50 {
+        assert_eq!(expect_text(&mut ws).await.len(), 100);
+    }
+    assert_eq!(expect_text(&mut ws).await, "flood stopped after 50: quota exceeded");
+    // Bytes per event: 100,000, so ten messages of 10,000.
+    send_text(&mut ws, "flood:10000").await;
+    for _ in 0..10 {
+        assert_eq!(expect_text(&mut ws).await.len(), 10_000);
+    }
+    assert_eq!(expect_text(&mut ws).await, "flood stopped after 10: quota exceeded");
+    // A message larger than max_message_bytes is too large on its own.
+    send_text(&mut ws, "flood:2000000").await;
+    assert_eq!(expect_text(&mut ws).await, "flood stopped after 0: too large");
+    // Store operations per event: 20.
+    assert_eq!(ask(&mut ws, "kv-flood").await, "kv stopped after 20: quota exceeded");
+    // A value over max_value_bytes is refused; one under it is stored.
+    assert_eq!(ask(&mut ws, "bigkv:70000").await, "too large");
+    assert_eq!(ask(&mut ws, "bigkv:60000").await, "stored");
+    // The caps are per event: the next event starts afresh.
+    assert_eq!(ask(&mut ws, "kv-flood").await, "kv stopped after 20: quota exceeded");
+    assert_eq!(ask(&mut ws, "still here").await, "still here");
+
+    let (answered, _) = probe.finish().await;
+    assert!(answered > 0);
+    host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_has_no_environment_arguments_or_files() {
+    assert!(std::env::var_os("PATH").is_some(), "the host itself has an environment");
+    let host = spawn(config_from(SANDBOX)).await;
+    let mut ws = connect(&host, "/faulty").await;
+    assert_eq!(ask(&mut ws, "env").await, "vars=0 args=0 home=(unset)");
+    host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_that_wants_files_is_refused_at_load_naming_the_import() {
+    // At start-up: the config error names the plugin and the import.
+    let config = config_from("[plugins.reader]\ncomponent = @reads-file@\n");
+    let err = wharf::app::start(config).await.err().expect("a component that reads files is refused");
+    let err = format!("{err:#}");
+    assert!(err.contains("plugins.reader.component"), "{err}");
+    assert!(err.contains("wasi:filesystem/"), "{err}");
+    assert!(err.contains("handlers get no files"), "{err}");
+
+    // As an upload: refused with the reason, and the old version serves on.
+    let host = spawn(config_from(SANDBOX)).await;
+    let probe = EchoProbe::start(&host, "/echo").await;
+    let bytes = std::fs::read(component("reads-file")).unwrap();
+    let (status, json) = admin(&host, "PUT", "/plugins/echo", Some(("application/wasm", &bytes))).await;
+    assert_eq!(status, 422, "{json}");
+    let reason = json["error"].as_str().unwrap();
+    assert!(reason.contains("refused imports") && reason.contains("wasi:filesystem/"), "{reason}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (answered, _) = probe.finish().await;
+    assert!(answered > 0);
+    let (_, info) = admin(&host, "GET", "/plugins/echo", None).await;
+    assert_eq!(info["generation"], 1, "nothing was swapped");
+    host.stop().await.unwrap();
+}
