@@ -113,6 +113,8 @@ pub struct RouteLimits {
     pub missed_pongs: Option<u32>,
     /// See [`Limits::max_lifetime_ms`].
     pub max_lifetime_ms: Option<u64>,
+    /// See [`Limits::write_timeout_ms`].
+    pub write_timeout_ms: Option<u64>,
     /// Open connections on this route at once; past it the handshake gets 503.
     pub max_connections: Option<usize>,
     /// See [`Limits::connect_rate`].
@@ -248,6 +250,10 @@ pub struct Limits {
     /// Longest a connection may stay open, in milliseconds (then 1001);
     /// 0: no limit.
     pub max_lifetime_ms: u64,
+    /// Longest a write to a client may block (its socket full because it
+    /// does not read), in milliseconds; then the connection is closed
+    /// (1008) and dropped.
+    pub write_timeout_ms: u64,
     /// Time a client has to send its handshake request, in milliseconds.
     pub handshake_timeout_ms: u64,
     /// TCP connections still in their HTTP handshake at once; past it a new
@@ -280,6 +286,7 @@ impl Default for Limits {
             ping_interval_ms: 30_000,
             missed_pongs: 2,
             max_lifetime_ms: 0,
+            write_timeout_ms: 10_000,
             handshake_timeout_ms: 10_000,
             max_handshakes: 1024,
             max_connections: 100_000,
@@ -313,6 +320,7 @@ impl Limits {
             ping_interval_ms: o.ping_interval_ms.unwrap_or(self.ping_interval_ms),
             missed_pongs: o.missed_pongs.unwrap_or(self.missed_pongs),
             max_lifetime_ms: o.max_lifetime_ms.unwrap_or(self.max_lifetime_ms),
+            write_timeout_ms: o.write_timeout_ms.unwrap_or(self.write_timeout_ms),
             connect_rate: o.connect_rate.unwrap_or(self.connect_rate),
             connect_burst: o.connect_burst.unwrap_or(self.connect_burst),
             ..self.clone()
@@ -322,7 +330,7 @@ impl Limits {
     /// Checks every range; `prefix` is the table the limits came from.
     fn check(&self, prefix: &str) -> Result<(), (String, &'static str)> {
         let l = self;
-        let checks: [(&str, bool, &'static str); 16] = [
+        let checks: [(&str, bool, &'static str); 17] = [
             ("event_timeout_ms", (1..=60_000).contains(&l.event_timeout_ms), "must be 1..=60000"),
             ("memory_mib", (1..=4096).contains(&l.memory_mib), "must be 1..=4096"),
             ("instance_pool", l.instance_pool <= 4096, "must be at most 4096"),
@@ -335,6 +343,7 @@ impl Limits {
             ("outbound_queue", (1..=1 << 20).contains(&l.outbound_queue), "must be 1..=1048576"),
             ("ping_interval_ms", l.ping_interval_ms == 0 || l.ping_interval_ms >= 10, "must be 0 (off) or at least 10"),
             ("missed_pongs", (1..=100).contains(&l.missed_pongs), "must be 1..=100"),
+            ("write_timeout_ms", (10..=600_000).contains(&l.write_timeout_ms), "must be 10..=600000"),
             ("handshake_timeout_ms", (10..=600_000).contains(&l.handshake_timeout_ms), "must be 10..=600000"),
             ("max_handshakes", (1..=1_000_000).contains(&l.max_handshakes), "must be 1..=1000000"),
             ("max_connections", (1..=10_000_000).contains(&l.max_connections), "must be 1..=10000000"),

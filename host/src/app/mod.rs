@@ -68,6 +68,7 @@ fn connection_policy(global: &Limits, route: &RouteConfig) -> ConnectionPolicy {
         ping_interval: ms(l.ping_interval_ms),
         missed_pongs: l.missed_pongs,
         max_lifetime: ms(l.max_lifetime_ms),
+        write_timeout: Duration::from_millis(l.write_timeout_ms),
         max_connections: route.limits.max_connections,
         origins: route.origins.clone(),
         subprotocols: route.subprotocols.clone(),

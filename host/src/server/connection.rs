@@ -20,8 +20,6 @@ use super::http::Places;
 use super::registry::Inbox;
 use crate::events::{ConnId, Message};
 
-/// How long a write may wait on a peer that does not read.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the closing handshake may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most queued messages written before the next flush.
@@ -121,7 +119,7 @@ async fn serve<D: Dispatch>(
         // Everything queued (including effects of on-open and of the last
         // event aimed at this connection) goes out before the next read.
         if inbox.take(&mut batch, WRITE_BATCH) > 0 {
-            if let Err(end) = write_all(ws, &mut batch, stats).await {
+            if let Err(end) = write_all(ws, &mut batch, stats, policy.write_timeout).await {
                 return end;
             }
             continue;
@@ -141,10 +139,10 @@ async fn serve<D: Dispatch>(
                     return End::Host(CLOSE_GOING_AWAY, "ping timeout".into());
                 }
                 pings.missed += 1;
-                if let Err(end) = feed(ws, WsMessage::Ping(Default::default())).await {
+                if let Err(end) = feed(ws, WsMessage::Ping(Default::default()), policy.write_timeout).await {
                     return end;
                 }
-                if let Err(end) = flush(ws).await {
+                if let Err(end) = flush(ws, policy.write_timeout).await {
                     return end;
                 }
                 let every = pings.every.unwrap_or_default();
@@ -157,7 +155,7 @@ async fn serve<D: Dispatch>(
                     Some(Ok(WsMessage::Binary(b))) => Message::Binary(b.to_vec()),
                     Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {
                         // A ping's pong is queued by tungstenite; send it now.
-                        if let Err(end) = flush(ws).await {
+                        if let Err(end) = flush(ws, policy.write_timeout).await {
                             return end;
                         }
                         continue;
@@ -181,7 +179,7 @@ async fn serve<D: Dispatch>(
                         // queued first; keep their order before the reply.
                         inbox.take(&mut batch, usize::MAX);
                         batch.extend(reply.map(to_ws));
-                        if let Err(end) = write_all(ws, &mut batch, stats).await {
+                        if let Err(end) = write_all(ws, &mut batch, stats, policy.write_timeout).await {
                             return end;
                         }
                     }
@@ -215,16 +213,16 @@ pub fn to_ws(msg: Message) -> WsMessage {
     }
 }
 
-async fn flush(ws: &mut Ws) -> Result<(), End> {
-    match tokio::time::timeout(WRITE_TIMEOUT, ws.flush()).await {
+async fn flush(ws: &mut Ws, limit: Duration) -> Result<(), End> {
+    match tokio::time::timeout(limit, ws.flush()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(End::Gone),
         Err(_) => Err(End::Host(1008, "client not reading".into())),
     }
 }
 
-async fn feed(ws: &mut Ws, msg: WsMessage) -> Result<(), End> {
-    match tokio::time::timeout(WRITE_TIMEOUT, ws.feed(msg)).await {
+async fn feed(ws: &mut Ws, msg: WsMessage, limit: Duration) -> Result<(), End> {
+    match tokio::time::timeout(limit, ws.feed(msg)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(End::Gone),
         Err(_) => Err(End::Host(1008, "client not reading".into())),
@@ -232,20 +230,20 @@ async fn feed(ws: &mut Ws, msg: WsMessage) -> Result<(), End> {
 }
 
 /// Writes the messages in `batch` (emptying it), then flushes once.
-async fn write_all(ws: &mut Ws, batch: &mut Vec<WsMessage>, stats: &Stats) -> Result<(), End> {
+async fn write_all(ws: &mut Ws, batch: &mut Vec<WsMessage>, stats: &Stats, limit: Duration) -> Result<(), End> {
     if batch.is_empty() {
         return Ok(());
     }
     let n = batch.len();
     for msg in batch.drain(..) {
-        feed(ws, msg).await?;
+        feed(ws, msg, limit).await?;
     }
     stats.sent.inc_by(n as u64);
     if batch.capacity() > 16 {
         // A burst's buffer is not kept by an idle connection.
         *batch = Vec::new();
     }
-    flush(ws).await
+    flush(ws, limit).await
 }
 
 /// Sends a close frame and waits briefly for the client's answer.

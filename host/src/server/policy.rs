@@ -31,6 +31,8 @@ pub struct ConnectionPolicy {
     pub missed_pongs: u32,
     /// Longest a connection may stay open.
     pub max_lifetime: Option<Duration>,
+    /// Longest a write may block on a client that does not read.
+    pub write_timeout: Duration,
     /// Open connections on this route at once.
     pub max_connections: Option<usize>,
     /// Allowed `Origin` values; empty allows any.
@@ -50,6 +52,7 @@ impl Default for ConnectionPolicy {
             ping_interval: Some(Duration::from_secs(30)),
             missed_pongs: 2,
             max_lifetime: None,
+            write_timeout: Duration::from_secs(10),
             max_connections: None,
             origins: Vec::new(),
             subprotocols: Vec::new(),
