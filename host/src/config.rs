@@ -595,6 +595,74 @@ mod tests {
         assert!(e.reason.contains("line 1"), "{e}");
     }
 
+    mod fuzz {
+        use super::*;
+        use crate::fuzzing::{edits, mutate, tomlish};
+        use proptest::prelude::*;
+
+        const KEYS: &[&str] = &[
+            "listen",
+            "static_dir",
+            "store",
+            "data_dir",
+            "[limits]",
+            "[admin]",
+            "[plugins.a]",
+            "[[routes]]",
+            "[routes.limits]",
+            "[plugins.a.limits]",
+            "component",
+            "path",
+            "plugin",
+            "instances",
+            "origins",
+            "subprotocols",
+            "memory_mib",
+            "max_connections",
+            "ping_interval_ms",
+            "slow_reader",
+            "\"drop-oldest\"",
+            "\"/a\"",
+            "\"a\"",
+            "\"a.wasm\"",
+            "token",
+            "enabled",
+            "true",
+            "kv_namespace",
+            "connect_rate",
+        ];
+
+        /// Parsing and validating never panics; a refusal names the file, a
+        /// key and a reason, on one line.
+        fn check(text: &str) {
+            if let Err(e) = Config::parse(text, "fuzz.toml").and_then(|c| c.validate("fuzz.toml")) {
+                assert_eq!(e.file, "fuzz.toml");
+                assert!(!e.key.is_empty() && !e.reason.is_empty(), "{e:?}");
+                assert!(!e.to_string().contains('\n'), "one line: {e}");
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn edited_example_configs(edits in edits(6)) {
+                let text = include_str!("../../examples/wharf.toml");
+                check(&mutate(text, &edits));
+            }
+
+            #[test]
+            fn token_soup(text in tomlish(KEYS)) {
+                check(&text);
+            }
+
+            #[test]
+            fn random_text(text in ".{0,200}") {
+                check(&text);
+            }
+        }
+    }
+
     #[test]
     fn example_config_parses_and_validates() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wharf.toml");

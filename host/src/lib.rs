@@ -15,6 +15,8 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod events;
+#[cfg(test)]
+mod fuzzing;
 pub mod metrics;
 pub mod runtime;
 pub mod scaffold;

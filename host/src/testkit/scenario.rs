@@ -272,6 +272,67 @@ fn step(raw: RawStep) -> Result<Step, String> {
 mod tests {
     use super::*;
 
+    mod fuzz {
+        use super::*;
+        use crate::fuzzing::{edits, mutate, tomlish};
+        use proptest::prelude::*;
+
+        const KEYS: &[&str] = &[
+            "[[step]]",
+            "client",
+            "open",
+            "send",
+            "send_binary",
+            "expect",
+            "expect_regex",
+            "expect_json",
+            "expect_binary",
+            "expect_close",
+            "expect_reject",
+            "expect_none_ms",
+            "close",
+            "kv",
+            "metadata",
+            "equals",
+            "headers",
+            "subprotocols",
+            "name",
+            "\"a\"",
+            "\"/\"",
+            "\"(\"",
+            "\"zz\"",
+            "{",
+            "}",
+        ];
+
+        /// Parsing never panics and a refusal says something.
+        fn check(text: &str) {
+            if let Err(e) = Scenario::parse(text, "fuzz") {
+                assert!(!e.trim().is_empty());
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn edited_example_scenarios(edits in edits(6), which in 0usize..4) {
+                let text = [
+                    include_str!("../../../examples/echo/tests/echo.toml"),
+                    include_str!("../../../examples/chat/tests/chat.toml"),
+                    include_str!("../../../examples/broadcast/tests/broadcast.toml"),
+                    include_str!("../../../examples/counter/tests/counter.toml"),
+                ][which];
+                check(&mutate(text, &edits));
+            }
+
+            #[test]
+            fn token_soup(text in tomlish(KEYS)) {
+                check(&text);
+            }
+        }
+    }
+
     #[test]
     fn a_full_scenario_parses() {
         let s = Scenario::parse(
