@@ -5,13 +5,14 @@
 #   make test    install what the tests need, build the guests, check formatting, test
 #   make lint    formatting and clippy -D warnings for the host and the guests
 #   make build   release host (target/release/wharf) and every example component
+#   make bench   the benchmark matrix against the native baseline (BENCHMARKS.md)
 
 CARGO  ?= cargo
 NPM    ?= npm
 WASM   := target/wasm32-wasip2/release
 BROWSER_DIR := host/tests/browser
 
-.PHONY: run build host guests wasm-target test test-deps conformance autobahn lint lint-guests fmt clean
+.PHONY: run build host guests wasm-target test test-deps conformance autobahn bench bench-quick lint lint-guests fmt clean
 
 run: build
 	./target/release/wharf serve --config examples/wharf.toml
@@ -53,6 +54,20 @@ conformance: wasm-target
 autobahn: guests
 	$(CARGO) build -p wharf
 	conformance/autobahn/run.sh
+
+# The benchmark matrix against the native baseline (minutes): servers on
+# core 0, the load generator on core 1 when there are two cores. Writes the
+# generated section of BENCHMARKS.md and bench/chart.svg.
+PIN_LOAD := $(shell [ "$$(nproc)" -ge 2 ] && echo "taskset -c 1")
+bench: build
+	$(CARGO) build --release -p wharf-bench
+	$(CARGO) bench -p wharf --bench invoke
+	$(PIN_LOAD) target/release/wharf-bench matrix
+
+# A few seconds of every mode, written under target/bench/.
+bench-quick: build
+	$(CARGO) build --release -p wharf-bench
+	$(PIN_LOAD) target/release/wharf-bench matrix --quick --out target/bench/BENCHMARKS.md --chart target/bench/chart.svg
 
 lint: lint-guests
 	$(CARGO) fmt --all --check

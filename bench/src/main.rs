@@ -1,0 +1,142 @@
+//! `wharf-bench`: the load generator, the baseline server and the matrix.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use wharf_bench::{baseline, load, matrix, report};
+
+#[derive(Parser)]
+#[command(name = "wharf-bench", about = "Load generator, native baseline and benchmark matrix for Wharf")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the native baseline (`/echo`, `/broadcast`) until killed.
+    Baseline {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+    /// Closed-loop echo: prints one JSON result.
+    Echo {
+        url: String,
+        #[arg(long, default_value_t = 1)]
+        conns: usize,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        #[arg(long, default_value_t = 1)]
+        depth: usize,
+        #[arg(long, default_value_t = 5)]
+        secs: u64,
+        /// The server's process id, for its CPU time.
+        #[arg(long)]
+        pid: Option<u32>,
+    },
+    /// Broadcast fan-out: one publisher, N subscribers; prints one JSON result.
+    Broadcast {
+        url: String,
+        #[arg(long, default_value_t = 1000)]
+        subs: usize,
+        /// Messages per second; 0 publishes as fast as they are delivered.
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        #[arg(long, default_value_t = 5)]
+        secs: u64,
+        #[arg(long)]
+        pid: Option<u32>,
+    },
+    /// Connect storm, then hold the connections idle and read the server's RSS.
+    Idle {
+        url: String,
+        #[arg(long, default_value_t = 10_000)]
+        conns: usize,
+        #[arg(long, default_value_t = 2)]
+        hold_secs: u64,
+        #[arg(long)]
+        pid: u32,
+    },
+    /// The whole matrix against the baseline and Wharf; writes the report.
+    Matrix {
+        /// A few seconds of everything instead of the full matrix.
+        #[arg(long)]
+        quick: bool,
+        /// The wharf binary.
+        #[arg(long, default_value = "target/release/wharf")]
+        wharf: PathBuf,
+        /// The Wharf config the benchmark serves.
+        #[arg(long, default_value = "bench/wharf.toml")]
+        config: PathBuf,
+        /// The Markdown file whose generated section is replaced.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+        /// The chart (SVG).
+        #[arg(long, default_value = "bench/chart.svg")]
+        chart: PathBuf,
+        /// Raw results (JSON).
+        #[arg(long, default_value = "target/bench/results.json")]
+        json: PathBuf,
+    },
+}
+
+fn print(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    // Thousands of sockets: raise the soft open-file limit to the hard one.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let window = |secs: u64| load::Window { warmup: Duration::from_secs(1), measure: Duration::from_secs(secs) };
+    match Cli::parse().command {
+        Command::Baseline { listen } => {
+            let listener = tokio::net::TcpListener::bind(&listen).await?;
+            let addr = listener.local_addr()?;
+            anyhow::ensure!(addr.ip().is_loopback(), "the baseline listens on loopback only");
+            println!("baseline listening on {addr}");
+            // Serve on a multi-threaded runtime, like the host.
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+                let listener = listener.into_std().expect("std listener");
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                    baseline::serve(listener).await
+                })
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the baseline server panicked"))??;
+        }
+        Command::Echo { url, conns, size, depth, secs, pid } => {
+            print(&load::echo(&url, conns, size, depth, window(secs), pid).await?)?
+        }
+        Command::Broadcast { url, subs, rate, size, secs, pid } => {
+            print(&load::broadcast(&url, subs, rate, size, window(secs), pid).await?)?
+        }
+        Command::Idle { url, conns, hold_secs, pid } => {
+            print(&load::idle(&url, conns, Duration::from_secs(hold_secs), pid).await?)?
+        }
+        Command::Matrix { quick, wharf, config, out, chart, json } => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let core = (cores >= 2).then_some(0);
+            let plan = if quick { matrix::Plan::quick(core) } else { matrix::Plan::full(core) };
+            let programs = matrix::Programs { bench: std::env::current_exe()?, wharf, config };
+            let mut results = matrix::run(&plan, &programs).await?;
+            results.invoke = report::criterion_medians(std::path::Path::new("target/criterion/on-message"));
+            if let Some(dir) = json.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&json, serde_json::to_string_pretty(&results)?)?;
+            let command = if quick { "make bench-quick" } else { "make bench" };
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            std::fs::write(&out, report::splice(&text, &report::markdown(&results, command)))?;
+            std::fs::write(&chart, report::chart(&results))?;
+            eprintln!("wrote {}, {} and {}", out.display(), chart.display(), json.display());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! A two-second smoke of the harness so it cannot rot: every mode against
+//! the in-process baseline and an in-process Wharf serving the benchmark's
+//! config, and the report built from the results.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use wharf_bench::load::{self, Window};
+use wharf_bench::matrix::{BroadcastCell, EchoCell, IdleCell, Results};
+use wharf_bench::{baseline, report};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+async fn wharf_host() -> wharf::app::Running {
+    let mut config = wharf::config::Config::load(&root().join("bench/wharf.toml")).expect("bench/wharf.toml is valid");
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.store = wharf::config::StoreChoice::Memory;
+    config.cache_dir = Some(root().join("target/test-data/cache"));
+    wharf::app::start(config).await.expect("the benchmark config serves")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mode_runs_and_reports() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base_addr = listener.local_addr().unwrap();
+    let base = tokio::spawn(baseline::serve(listener));
+    let host = wharf_host().await;
+    let pid = Some(std::process::id());
+    let window = Window { warmup: Duration::from_millis(100), measure: Duration::from_millis(300) };
+    let targets = [
+        ("baseline", format!("ws://{base_addr}")),
+        ("wharf", format!("ws://{}", host.addr)),
+        ("wharf-fresh", format!("ws://{}", host.addr)),
+    ];
+
+    let mut echo = Vec::new();
+    for (name, url) in &targets {
+        let path = if *name == "wharf-fresh" { "/echo-fresh" } else { "/echo" };
+        let r = load::echo(&format!("{url}{path}"), 4, 64, 2, window, pid).await.unwrap();
+        assert!(r.msgs_per_s > 0.0 && r.errors == 0, "{name}: {r:?}");
+        assert!(r.latency.p50_us > 0.0 && r.latency.p50_us <= r.latency.p99_us, "{name}: {r:?}");
+        echo.push(EchoCell { target: name.to_string(), conns: 4, size: 64, runs: vec![r] });
+    }
+
+    let mut broadcast = Vec::new();
+    for (name, url) in &targets[..2] {
+        let r = load::broadcast(&format!("{url}/broadcast"), 8, 0, 64, window, pid).await.unwrap();
+        // Every published message in the window reaches all 8 subscribers.
+        assert!(r.published > 0 && r.errors == 0, "{name}: {r:?}");
+        let expected = r.published as f64 * 8.0 / window.measure.as_secs_f64();
+        assert!(r.deliveries_per_s >= expected * 0.95, "{name}: {r:?} (expected about {expected})");
+        broadcast.push(BroadcastCell { target: name.to_string(), rate: 0, runs: vec![r] });
+    }
+
+    let mut idle = Vec::new();
+    for (name, url) in &targets[..2] {
+        let r = load::idle(&format!("{url}/echo"), 50, Duration::from_millis(100), std::process::id()).await.unwrap();
+        assert_eq!(r.connections, 50);
+        assert!(r.connects_per_s > 0.0 && r.rss_after > 0, "{name}: {r:?}");
+        idle.push(IdleCell { target: name.to_string(), runs: vec![r] });
+    }
+
+    // Targets outside loopback are refused before any connection.
+    assert!(load::echo("ws://192.0.2.1:80/echo", 1, 8, 1, window, None).await.is_err());
+
+    let results = Results {
+        machine: report::machine(None),
+        runs: 1,
+        secs: 1,
+        subscribers: 8,
+        echo,
+        broadcast,
+        idle: vec![(50, idle)],
+        counter: Vec::new(),
+        invoke: vec![("warm text 64 B".into(), 900.0)],
+    };
+    let section = report::markdown(&results, "smoke");
+    assert!(section.starts_with(report::BEGIN) && section.trim_end().ends_with(report::END));
+    assert!(section.contains("| 4 | 64 B |"), "{section}");
+    assert!(section.contains("| 8 | unpaced"), "{section}");
+    assert!(section.contains("| warm text 64 B | 900 ns |"), "{section}");
+    let svg = report::chart(&results);
+    assert_eq!(svg.matches("<polyline").count(), 6, "three targets on two panels");
+
+    host.stop().await.unwrap();
+    base.abort();
+}
