@@ -59,15 +59,16 @@ autobahn: guests
 # core 0, the load generator on core 1 when there are two cores. Writes the
 # generated section of BENCHMARKS.md and bench/chart.svg.
 PIN_LOAD := $(shell [ "$$(nproc)" -ge 2 ] && echo "taskset -c 1")
+PIN_SERVER := $(shell [ "$$(nproc)" -ge 2 ] && echo "--server-core 0")
 bench: build
 	$(CARGO) build --release -p wharf-bench
 	$(CARGO) bench -p wharf --bench invoke
-	$(PIN_LOAD) target/release/wharf-bench matrix
+	$(PIN_LOAD) target/release/wharf-bench matrix $(PIN_SERVER)
 
 # A few seconds of every mode, written under target/bench/.
 bench-quick: build
 	$(CARGO) build --release -p wharf-bench
-	$(PIN_LOAD) target/release/wharf-bench matrix --quick --out target/bench/BENCHMARKS.md --chart target/bench/chart.svg
+	$(PIN_LOAD) target/release/wharf-bench matrix $(PIN_SERVER) --quick --out target/bench/BENCHMARKS.md --chart target/bench/chart.svg
 
 lint: lint-guests
 	$(CARGO) fmt --all --check

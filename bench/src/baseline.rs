@@ -27,7 +27,7 @@ const BATCH: usize = 64;
 /// The WebSocket settings the host uses.
 pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(2 * 1024)
         .write_buffer_size(4 * 1024)
         .max_message_size(Some(1 << 20))
         .max_frame_size(Some(1 << 20))

@@ -80,6 +80,10 @@ enum Command {
         /// Raw results (JSON).
         #[arg(long, default_value = "target/bench/results.json")]
         json: PathBuf,
+        /// Pin the servers to this core (run the generator itself on
+        /// another, e.g. under `taskset -c 1`).
+        #[arg(long)]
+        server_core: Option<usize>,
     },
 }
 
@@ -120,9 +124,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Idle { url, conns, hold_secs, pid } => {
             print(&load::idle(&url, conns, Duration::from_secs(hold_secs), pid).await?)?
         }
-        Command::Matrix { quick, wharf, config, out, chart, json } => {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let core = (cores >= 2).then_some(0);
+        Command::Matrix { quick, wharf, config, out, chart, json, server_core } => {
+            let core = server_core;
             let plan = if quick { matrix::Plan::quick(core) } else { matrix::Plan::full(core) };
             let programs = matrix::Programs { bench: std::env::current_exe()?, wharf, config };
             let mut results = matrix::run(&plan, &programs).await?;

@@ -16,7 +16,7 @@ pub fn machine(server_core: Option<usize>) -> String {
         .lines()
         .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split(':').nth(1)))
         .map_or("unknown CPU".to_string(), |m| m.trim().to_string());
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = cpuinfo.lines().filter(|l| l.starts_with("processor")).count().max(1);
     let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
         .unwrap_or_default()
         .lines()
@@ -24,8 +24,8 @@ pub fn machine(server_core: Option<usize>) -> String {
         .unwrap_or(0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let pinning = match server_core {
-        Some(c) => format!("servers pinned to core {c}, load generator to the other core"),
-        None => "nothing pinned (one core)".to_string(),
+        Some(c) => format!("servers pinned to core {c} (taskset), the load generator to another"),
+        None => "nothing pinned".to_string(),
     };
     format!(
         "{cores} × {model}, {:.0} GiB, Linux {}; {pinning}; loopback TCP",

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_queue::ArrayQueue;
 use wasmtime::component::Component;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
@@ -50,7 +49,33 @@ pub struct Plugin {
     stats: [EventStats; 3],
     pre: WharfPre<HostState>,
     env: Arc<PluginEnv>,
-    pool: ArrayQueue<Instance>,
+    pool: InstancePool,
+}
+
+/// Warm instances, last in first out: the instance used last has its memory
+/// in the CPU caches, so it is the one handed out next.
+struct InstancePool {
+    idle: std::sync::Mutex<Vec<Instance>>,
+    capacity: usize,
+}
+
+impl InstancePool {
+    fn new(capacity: usize) -> Self {
+        InstancePool { idle: std::sync::Mutex::new(Vec::with_capacity(capacity)), capacity }
+    }
+
+    fn pop(&self) -> Option<Instance> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    /// Keeps `inst` unless the pool is full (then it is dropped, freeing
+    /// its slot).
+    fn push(&self, inst: Instance) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < self.capacity {
+            idle.push(inst);
+        }
+    }
 }
 
 /// The outcome of one event: the handler's answer and the effects it asked for.
@@ -62,7 +87,7 @@ impl Plugin {
             seconds: env.metrics.handler_seconds.with_label_values(&[&*env.name, event]),
             traps: env.metrics.traps.with_label_values(&[&*env.name, event]),
         });
-        Plugin { engine: engine.clone(), stats, pre, env, pool: ArrayQueue::new(pool_size.max(1)) }
+        Plugin { engine: engine.clone(), stats, pre, env, pool: InstancePool::new(pool_size.max(1)) }
     }
 
     /// Runs `on-open`.
@@ -106,7 +131,7 @@ impl Plugin {
     /// code under the event deadline, and keeps the instance warm.
     pub async fn check(&self) -> Result<(), HandlerFailure> {
         let inst = self.instantiate().await?;
-        let _ = self.pool.push(inst);
+        self.pool.push(inst);
         Ok(())
     }
 
@@ -164,8 +189,7 @@ impl Plugin {
         match r {
             Ok(v) => {
                 if !cx.fresh {
-                    // A full pool drops the instance, which frees its slot.
-                    let _ = self.pool.push(inst);
+                    self.pool.push(inst);
                 }
                 Ok((v, effects))
             }

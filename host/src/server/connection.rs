@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, err
 use super::Shared;
 use super::dispatch::Dispatch;
 use super::http::Places;
-use super::registry::Inbox;
+use super::registry::{CLOSE_POLICY, Inbox};
 use crate::events::{ConnId, Message};
 
 /// How long the closing handshake may take.
@@ -110,15 +110,17 @@ async fn serve<D: Dispatch>(
     let far = Instant::now() + Duration::from_secs(86_400 * 365);
     let ping_timer = tokio::time::sleep_until(pings.every.map_or(far, |d| Instant::now() + d));
     let lifetime = tokio::time::sleep_until(policy.max_lifetime.map_or(far, |d| Instant::now() + d));
-    tokio::pin!(ping_timer, lifetime);
+    // One waiter on the mailbox, re-armed only after it fires.
+    let woken = inbox.notify.notified();
+    tokio::pin!(ping_timer, lifetime, woken);
     let mut batch = Vec::new();
     loop {
-        if let Some((code, reason)) = inbox.pending() {
+        if let Some((code, reason)) = inbox.next(&mut batch, WRITE_BATCH) {
             return End::Host(code, reason);
         }
         // Everything queued (including effects of on-open and of the last
         // event aimed at this connection) goes out before the next read.
-        if inbox.take(&mut batch, WRITE_BATCH) > 0 {
+        if !batch.is_empty() {
             if let Err(end) = write_all(ws, &mut batch, stats, policy.write_timeout).await {
                 return end;
             }
@@ -129,7 +131,7 @@ async fn serve<D: Dispatch>(
             _ = shared.shutdown.cancelled() => {
                 return End::Host(CLOSE_GOING_AWAY, "server shutting down".into());
             }
-            _ = inbox.notify.notified() => {}
+            _ = &mut woken => woken.set(inbox.notify.notified()),
             _ = &mut lifetime, if policy.max_lifetime.is_some() => {
                 return End::Host(CLOSE_GOING_AWAY, "connection lifetime reached".into());
             }
@@ -139,11 +141,10 @@ async fn serve<D: Dispatch>(
                     return End::Host(CLOSE_GOING_AWAY, "ping timeout".into());
                 }
                 pings.missed += 1;
-                if let Err(end) = feed(ws, WsMessage::Ping(Default::default()), policy.write_timeout).await {
-                    return end;
-                }
-                if let Err(end) = flush(ws, policy.write_timeout).await {
-                    return end;
+                match tokio::time::timeout(policy.write_timeout, ws.send(WsMessage::Ping(Default::default()))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return End::Gone,
+                    Err(_) => return End::Host(CLOSE_POLICY, "client not reading".into()),
                 }
                 let every = pings.every.unwrap_or_default();
                 ping_timer.as_mut().reset(Instant::now() + every);
@@ -217,33 +218,34 @@ async fn flush(ws: &mut Ws, limit: Duration) -> Result<(), End> {
     match tokio::time::timeout(limit, ws.flush()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(End::Gone),
-        Err(_) => Err(End::Host(1008, "client not reading".into())),
+        Err(_) => Err(End::Host(CLOSE_POLICY, "client not reading".into())),
     }
 }
 
-async fn feed(ws: &mut Ws, msg: WsMessage, limit: Duration) -> Result<(), End> {
-    match tokio::time::timeout(limit, ws.feed(msg)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(End::Gone),
-        Err(_) => Err(End::Host(1008, "client not reading".into())),
-    }
-}
-
-/// Writes the messages in `batch` (emptying it), then flushes once.
+/// Writes the messages in `batch` (emptying it), then flushes once; the
+/// whole batch shares one write timeout.
 async fn write_all(ws: &mut Ws, batch: &mut Vec<WsMessage>, stats: &Stats, limit: Duration) -> Result<(), End> {
     if batch.is_empty() {
         return Ok(());
     }
     let n = batch.len();
-    for msg in batch.drain(..) {
-        feed(ws, msg, limit).await?;
+    let write = async {
+        for msg in batch.drain(..) {
+            ws.feed(msg).await?;
+        }
+        ws.flush().await
+    };
+    match tokio::time::timeout(limit, write).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return Err(End::Gone),
+        Err(_) => return Err(End::Host(CLOSE_POLICY, "client not reading".into())),
     }
     stats.sent.inc_by(n as u64);
     if batch.capacity() > 16 {
         // A burst's buffer is not kept by an idle connection.
         *batch = Vec::new();
     }
-    flush(ws, limit).await
+    Ok(())
 }
 
 /// Sends a close frame and waits briefly for the client's answer.

@@ -31,9 +31,11 @@ pub use policy::{ConnectionPolicy, Refusal, SlowReader};
 pub(crate) use registry::Inbox;
 pub use registry::{CLOSE_POLICY, Delivery, QueuePolicy, Registry};
 
-/// Read buffer per connection. tokio-tungstenite's default (128 KiB, zeroed)
-/// costs ~134 KiB of RSS per idle connection; 4 KiB costs ~6.6 KiB.
-pub const READ_BUFFER: usize = 4 * 1024;
+/// Read buffer per connection, touched by the first read and kept. The
+/// default (128 KiB) costs ~134 KiB of RSS per idle connection; 4 KiB made
+/// an idle Wharf connection 7.7 KiB, 2 KiB makes it 5.6 KiB (BENCHMARKS.md),
+/// at the price of two reads for a 4 KiB message.
+pub const READ_BUFFER: usize = 2 * 1024;
 /// Bytes of frames gathered before a write goes to the socket; a batch of
 /// queued messages is written with few syscalls, and every batch is flushed.
 pub const WRITE_BUFFER: usize = 4 * 1024;

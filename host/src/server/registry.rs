@@ -116,9 +116,23 @@ impl Mailbox {
         delivery
     }
 
+    /// The pending close request, or else up to `max` queued messages
+    /// moved into `out`: one lock for the connection task's every turn.
+    pub fn next(&self, out: &mut Vec<WsMessage>, max: usize) -> Option<(u16, String)> {
+        let mut mail = self.lock();
+        if let Some(close) = &mail.close {
+            return Some(close.clone());
+        }
+        Self::drain(&mut mail, out, max);
+        None
+    }
+
     /// Moves up to `max` queued messages into `out`; how many.
     pub fn take(&self, out: &mut Vec<WsMessage>, max: usize) -> usize {
-        let mut mail = self.lock();
+        Self::drain(&mut self.lock(), out, max)
+    }
+
+    fn drain(mail: &mut Mail, out: &mut Vec<WsMessage>, max: usize) -> usize {
         let n = mail.queue.len().min(max);
         out.extend(mail.queue.drain(..n));
         if mail.queue.is_empty() && mail.queue.capacity() > SHRINK_ABOVE {
