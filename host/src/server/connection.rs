@@ -110,9 +110,11 @@ async fn serve<D: Dispatch>(
     let far = Instant::now() + Duration::from_secs(86_400 * 365);
     let ping_timer = tokio::time::sleep_until(pings.every.map_or(far, |d| Instant::now() + d));
     let lifetime = tokio::time::sleep_until(policy.max_lifetime.map_or(far, |d| Instant::now() + d));
-    // One waiter on the mailbox, re-armed only after it fires.
+    // One waiter on the mailbox, re-armed only after it fires, and one on
+    // shutdown: creating them on every turn costs a lock each.
     let woken = inbox.notify.notified();
-    tokio::pin!(ping_timer, lifetime, woken);
+    let shutdown = shared.shutdown.cancelled();
+    tokio::pin!(ping_timer, lifetime, woken, shutdown);
     let mut batch = Vec::new();
     loop {
         if let Some((code, reason)) = inbox.next(&mut batch, WRITE_BATCH) {
@@ -128,7 +130,7 @@ async fn serve<D: Dispatch>(
         }
         tokio::select! {
             biased;
-            _ = shared.shutdown.cancelled() => {
+            _ = &mut shutdown => {
                 return End::Host(CLOSE_GOING_AWAY, "server shutting down".into());
             }
             _ = &mut woken => woken.set(inbox.notify.notified()),
