@@ -1,5 +1,5 @@
 //! The native baseline: a tokio-tungstenite server with no WebAssembly, built
-//! with the host's socket settings (4 KiB read and write buffers, no Nagle,
+//! with the host's socket settings (2 KiB read and 4 KiB write buffers, no Nagle,
 //! 1 MiB messages), serving the same two routes the benchmarks drive:
 //!
 //! - `/echo` answers every message with itself;

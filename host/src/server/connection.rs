@@ -110,11 +110,10 @@ async fn serve<D: Dispatch>(
     let far = Instant::now() + Duration::from_secs(86_400 * 365);
     let ping_timer = tokio::time::sleep_until(pings.every.map_or(far, |d| Instant::now() + d));
     let lifetime = tokio::time::sleep_until(policy.max_lifetime.map_or(far, |d| Instant::now() + d));
-    // One waiter on the mailbox, re-armed only after it fires, and one on
-    // shutdown: creating them on every turn costs a lock each.
-    let woken = inbox.notify.notified();
+    // One waiter on shutdown for the connection's life: creating one on
+    // every turn costs a lock.
     let shutdown = shared.shutdown.cancelled();
-    tokio::pin!(ping_timer, lifetime, woken, shutdown);
+    tokio::pin!(ping_timer, lifetime, shutdown);
     let mut batch = Vec::new();
     loop {
         if let Some((code, reason)) = inbox.next(&mut batch, WRITE_BATCH) {
@@ -133,7 +132,7 @@ async fn serve<D: Dispatch>(
             _ = &mut shutdown => {
                 return End::Host(CLOSE_GOING_AWAY, "server shutting down".into());
             }
-            _ = &mut woken => woken.set(inbox.notify.notified()),
+            _ = inbox.ready() => {}
             _ = &mut lifetime, if policy.max_lifetime.is_some() => {
                 return End::Host(CLOSE_GOING_AWAY, "connection lifetime reached".into());
             }

@@ -8,11 +8,13 @@
 //! connection's own task writes to its socket.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use dashmap::DashMap;
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use super::policy::SlowReader;
@@ -41,10 +43,13 @@ struct Mail {
 }
 
 /// One connection's outbound queue and close request: filled by anyone,
-/// drained by the connection's task, which `notify` wakes.
+/// drained by the connection's task. Waking the task is lock-free: `ready`
+/// says (without the lock) that there is something to take, and `waker`
+/// holds the task's waker.
 pub(crate) struct Mailbox {
     mail: Mutex<Mail>,
-    pub notify: Notify,
+    ready: AtomicBool,
+    waker: AtomicWaker,
     /// When the client last sent a message, in Unix milliseconds.
     last_active_ms: AtomicU64,
     policy: QueuePolicy,
@@ -54,7 +59,8 @@ impl Mailbox {
     fn new(policy: QueuePolicy) -> Self {
         Mailbox {
             mail: Mutex::new(Mail::default()),
-            notify: Notify::new(),
+            ready: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
             last_active_ms: AtomicU64::new(crate::store::now_ms()),
             policy: QueuePolicy { capacity: policy.capacity.max(1), ..policy },
         }
@@ -74,9 +80,23 @@ impl Mailbox {
         let mut mail = self.lock();
         if mail.close.is_none() {
             mail.close = Some((code, reason.to_string()));
+            self.ready.store(true, Ordering::Release);
             drop(mail);
-            self.notify.notify_one();
+            self.waker.wake();
         }
+    }
+
+    /// Resolves once there is something to take: messages or a close
+    /// request.
+    pub fn ready(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.ready.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            // A push between the check and the registration found no waker.
+            if self.ready.load(Ordering::Acquire) { Poll::Ready(()) } else { Poll::Pending }
+        })
     }
 
     /// The pending close request, if any.
@@ -99,7 +119,7 @@ impl Mailbox {
                 SlowReader::Close => {
                     mail.close = Some((CLOSE_POLICY, "outbound queue full".into()));
                     drop(mail);
-                    self.notify.notify_one();
+                    self.waker.wake();
                     return Delivery::Overflow;
                 }
                 SlowReader::DropOldest => {
@@ -109,9 +129,10 @@ impl Mailbox {
                 }
             }
         };
+        self.ready.store(true, Ordering::Release);
         drop(mail);
         if was_empty {
-            self.notify.notify_one();
+            self.waker.wake();
         }
         delivery
     }
@@ -123,20 +144,25 @@ impl Mailbox {
         if let Some(close) = &mail.close {
             return Some(close.clone());
         }
-        Self::drain(&mut mail, out, max);
+        self.drain(&mut mail, out, max);
         None
     }
 
     /// Moves up to `max` queued messages into `out`; how many.
     pub fn take(&self, out: &mut Vec<WsMessage>, max: usize) -> usize {
-        Self::drain(&mut self.lock(), out, max)
+        self.drain(&mut self.lock(), out, max)
     }
 
-    fn drain(mail: &mut Mail, out: &mut Vec<WsMessage>, max: usize) -> usize {
+    fn drain(&self, mail: &mut Mail, out: &mut Vec<WsMessage>, max: usize) -> usize {
         let n = mail.queue.len().min(max);
         out.extend(mail.queue.drain(..n));
-        if mail.queue.is_empty() && mail.queue.capacity() > SHRINK_ABOVE {
-            mail.queue = VecDeque::new();
+        if mail.queue.is_empty() {
+            if mail.close.is_none() {
+                self.ready.store(false, Ordering::Release);
+            }
+            if mail.queue.capacity() > SHRINK_ABOVE {
+                mail.queue = VecDeque::new();
+            }
         }
         n
     }

@@ -147,7 +147,11 @@ impl Sim {
             if client.inbox.take(&mut out, 1) > 0 {
                 return out.pop().and_then(from_ws);
             }
-            if tokio::time::timeout_at(deadline, client.inbox.notify.notified()).await.is_err() {
+            if client.inbox.pending().is_some() {
+                // Closing: `settle` reports it.
+                return None;
+            }
+            if tokio::time::timeout_at(deadline, client.inbox.ready()).await.is_err() {
                 return None;
             }
         }
