@@ -589,6 +589,40 @@ mod tests {
     }
 
     #[test]
+    fn plugin_and_route_limits_override_and_are_checked() {
+        let base = "[limits]\nmemory_mib = 32\nping_interval_ms = 1000\n[plugins.a]\ncomponent = \"a.wasm\"\n";
+        let route = "[[routes]]\npath = \"/a\"\nplugin = \"a\"\n";
+        let ok = format!(
+            "{base}[plugins.a.limits]\nevent_timeout_ms = 20\n{route}origins = [\"https://x.example\"]\n\
+             subprotocols = [\"v1\"]\n[routes.limits]\nping_interval_ms = 0\nslow_reader = \"drop-oldest\"\n"
+        );
+        let c = Config::parse(&ok, "t.toml").unwrap();
+        c.validate("t.toml").unwrap();
+        let plugin = c.limits.for_plugin(&c.plugins["a"].limits);
+        assert_eq!((plugin.event_timeout_ms, plugin.memory_mib), (20, 32));
+        let r = c.limits.for_route(&c.routes[0].limits);
+        assert_eq!((r.ping_interval_ms, r.slow_reader, r.memory_mib), (0, SlowReader::DropOldest, 32));
+
+        let e = parse_err(&format!("{base}[plugins.a.limits]\nmemory_mib = 64\n"));
+        assert_eq!(e.key, "plugins.a.limits.memory_mib");
+        assert!(e.reason.contains("at most limits.memory_mib (32)"), "{e}");
+        let e = parse_err(&format!("{base}[plugins.a.limits]\nevent_timeout_ms = 0\n"));
+        assert_eq!(e.key, "plugins.a.limits.event_timeout_ms");
+        let e = parse_err(&format!("{base}{route}[routes.limits]\nmissed_pongs = 0\n"));
+        assert_eq!(e.key, "routes[0].limits.missed_pongs");
+        let e = parse_err(&format!("{base}{route}[routes.limits]\nmax_connections = 0\n"));
+        assert_eq!(e.key, "routes[0].limits.max_connections");
+        let e = parse_err(&format!("{base}{route}origins = [\"x.example/\"]\n"));
+        assert_eq!(e.key, "routes[0].origins[0]");
+        let e = parse_err(&format!("{base}{route}subprotocols = [\"a b\"]\n"));
+        assert_eq!(e.key, "routes[0].subprotocols[0]");
+        let e = parse_err(&format!("{base}{route}[routes.limits]\nslow_reader = \"drop-newest\"\n"));
+        assert_eq!(e.key, "routes[0].limits.slow_reader");
+        let e = parse_err("[limits]\nwrite_timeout_ms = 1\n");
+        assert_eq!(e.key, "limits.write_timeout_ms");
+    }
+
+    #[test]
     fn syntax_error_has_position() {
         let e = parse_err("listen = \n");
         assert_eq!(e.key, "(syntax)");
