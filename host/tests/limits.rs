@@ -245,7 +245,7 @@ ping_interval_ms = 0
 async fn handshakes_are_timed_and_capped() {
     let body = r#"
 [limits]
-handshake_timeout_ms = 300
+handshake_timeout_ms = 1000
 max_handshakes = 2
 [plugins.echo]
 component = @echo@
@@ -259,8 +259,9 @@ plugin = "echo"
     let mut silent = TcpStream::connect(host.addr).await.unwrap();
     let mut partial = TcpStream::connect(host.addr).await.unwrap();
     partial.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\n").await.unwrap();
-    // Both hold the two handshake places: a third connection gets 503.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Both hold the two handshake places (once accepted, which takes far
+    // less than this wait): a third connection gets 503.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut third = TcpStream::connect(host.addr).await.unwrap();
     let mut answer = String::new();
     tokio::time::timeout(WAIT, third.read_to_string(&mut answer)).await.unwrap().unwrap();

@@ -218,16 +218,20 @@ pub fn config_from(body: &str) -> Config {
 /// answer, to show that a misbehaving neighbour does not disturb it.
 pub struct EchoProbe {
     stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<(u32, Duration)>,
+    answered: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    task: tokio::task::JoinHandle<Duration>,
 }
 
 impl EchoProbe {
-    /// Starts probing `path` on `running` every 5 ms.
+    /// Starts probing `path` on `running` every 5 ms, on one connection.
     pub async fn start(running: &Running, path: &str) -> EchoProbe {
+        use std::sync::atomic::Ordering;
         let mut ws = connect(running, path).await;
         let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let answered = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let count = answered.clone();
         let task = tokio::spawn(async move {
-            let (mut answered, mut slowest) = (0u32, Duration::ZERO);
+            let mut slowest = Duration::ZERO;
             for i in 0..100_000u32 {
                 if stopped.try_recv().is_ok() {
                     break;
@@ -237,18 +241,31 @@ impl EchoProbe {
                 send_text(&mut ws, &text).await;
                 assert_eq!(expect_text(&mut ws).await, text, "the echo neighbour answered wrongly");
                 slowest = slowest.max(started.elapsed());
-                answered += 1;
+                count.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             let _ = ws.close(None).await;
-            (answered, slowest)
+            slowest
         });
-        EchoProbe { stop, task }
+        EchoProbe { stop, answered, task }
+    }
+
+    /// Round trips answered so far.
+    pub fn answered(&self) -> u32 {
+        self.answered.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until more than `before` round trips have been answered.
+    pub async fn answers_after(&self, before: u32) {
+        eventually(|| async { (self.answered() > before).then_some(()) }).await;
     }
 
     /// Stops probing; how many round trips were answered and the slowest.
+    /// Panics if any answer was wrong or missing.
     pub async fn finish(self) -> (u32, Duration) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(WAIT, self.task).await.expect("probe stops").expect("every probe was answered")
+        let EchoProbe { stop, answered, task } = self;
+        let _ = stop.send(());
+        let slowest = tokio::time::timeout(WAIT, task).await.expect("probe stops").expect("every probe was answered");
+        (answered.load(std::sync::atomic::Ordering::SeqCst), slowest)
     }
 }
