@@ -29,7 +29,7 @@ fi
 lib="$out/py"
 if ! cmp -s "$here/requirements.txt" "$lib/.requirements.txt" 2>/dev/null; then
   rm -rf "$lib"
-  "$py2" -m pip install --quiet --disable-pip-version-check --no-python-version-warning --no-warn-script-location \
+  "$py2" -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
     --target "$lib" -r "$here/requirements.txt"
   cp "$here/requirements.txt" "$lib/.requirements.txt"
 fi
