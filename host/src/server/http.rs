@@ -22,7 +22,7 @@ use tower::ServiceExt;
 use super::Shared;
 use super::connection::{self, CLOSE_HANDLER_ERROR};
 use super::dispatch::Dispatch;
-use super::policy::{Place, Refusal};
+use super::policy::Place;
 use super::registry::QueuePolicy;
 use crate::events::OpenRequest;
 
@@ -199,7 +199,7 @@ async fn open_connection<D: Dispatch>(
     };
     let subprotocol = match policy.negotiate(&offered, accept.subprotocol.as_deref()) {
         Ok(p) => p,
-        Err(Refusal::Handler(why)) => {
+        Err(why) => {
             // The handler accepted, so its on-close must still run once.
             shared.registry.remove(id);
             tracing::warn!(conn = id, route = %path, why, "on-open chose a bad subprotocol; refusing the connection");

@@ -27,7 +27,7 @@ use tokio_util::task::TaskTracker;
 pub use admin::{AdminOptions, AdminParts, PluginAdmin, PluginInfo, serve_admin};
 pub use connection::{CLOSE_GOING_AWAY, CLOSE_HANDLER_ERROR, to_ws};
 pub use dispatch::Dispatch;
-pub use policy::{ConnectionPolicy, Refusal, SlowReader};
+pub use policy::{ConnectionPolicy, SlowReader};
 pub(crate) use registry::Inbox;
 pub use registry::{CLOSE_POLICY, Delivery, QueuePolicy, Registry};
 

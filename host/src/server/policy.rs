@@ -91,15 +91,15 @@ impl ConnectionPolicy {
     }
 
     /// The subprotocol to answer with, given what the client offered and
-    /// what the handler chose; `Err` says why the handshake must fail and
-    /// whose fault it is.
-    pub fn negotiate(&self, offered: &[String], chosen: Option<&str>) -> Result<Option<String>, Refusal> {
+    /// what the handler chose; `Err` says why the handler's choice is
+    /// unusable (the handshake then fails with 500).
+    pub fn negotiate(&self, offered: &[String], chosen: Option<&str>) -> Result<Option<String>, &'static str> {
         if let Some(p) = chosen {
             if !offered.iter().any(|o| o == p) {
-                return Err(Refusal::Handler("the handler chose a subprotocol the client did not offer"));
+                return Err("the handler chose a subprotocol the client did not offer");
             }
             if !self.subprotocols.is_empty() && !self.subprotocols.iter().any(|s| s == p) {
-                return Err(Refusal::Handler("the handler chose a subprotocol the route does not list"));
+                return Err("the handler chose a subprotocol the route does not list");
             }
             return Ok(Some(p.to_string()));
         }
@@ -121,14 +121,6 @@ impl ConnectionPolicy {
     fn first_supported(&self, offered: &[String]) -> Option<String> {
         offered.iter().find(|o| self.subprotocols.iter().any(|s| s == *o)).cloned()
     }
-}
-
-/// Why a handshake cannot complete.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    /// The handler's answer is unusable (500).
-    #[error("{0}")]
-    Handler(&'static str),
 }
 
 /// Counts open connections against a cap; the count drops with the guard.
