@@ -52,6 +52,8 @@ pub async fn serve(listener: TcpListener) -> anyhow::Result<()> {
     }
 }
 
+// tungstenite's handshake callback returns its large error response by value.
+#[allow(clippy::result_large_err)]
 async fn connection(stream: TcpStream, hub: Arc<Hub>) -> anyhow::Result<()> {
     let mut path = String::new();
     let callback = |req: &Request, resp: Response| {

@@ -47,7 +47,7 @@ fn thousands(v: f64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -247,7 +247,8 @@ pub fn chart(r: &Results) -> String {
         2.0 * w + 20.0,
         h + 40.0
     );
-    let panels: [(&str, Box<dyn Fn(&EchoCell) -> f64>); 2] = [
+    type Metric = Box<dyn Fn(&EchoCell) -> f64>;
+    let panels: [(&str, Metric); 2] = [
         ("round trips per second", Box::new(|c: &EchoCell| c.med(|x| x.msgs_per_s))),
         ("p99 latency (µs, log scale)", Box::new(|c: &EchoCell| c.med(|x| x.latency.p99_us))),
     ];
