@@ -99,7 +99,13 @@ async fn main() -> anyhow::Result<()> {
     let window = |secs: u64| load::Window { warmup: Duration::from_secs(1), measure: Duration::from_secs(secs) };
     match Cli::parse().command {
         Command::Baseline { listen } => {
-            let listener = tokio::net::TcpListener::bind(&listen).await?;
+            // The host's accept backlog (4096), so that storms compare alike.
+            let addr: std::net::SocketAddr = listen.parse()?;
+            let socket =
+                if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+            socket.set_reuseaddr(true)?;
+            socket.bind(addr)?;
+            let listener = socket.listen(4096)?;
             let addr = listener.local_addr()?;
             anyhow::ensure!(addr.ip().is_loopback(), "the baseline listens on loopback only");
             println!("baseline listening on {addr}");

@@ -131,7 +131,7 @@ impl Running {
 /// in a background task. A bad plugin is reported before the port is touched.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (app, metrics) = build(&config).await?;
-    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let listener = server::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
     serve(app, metrics, &config, listener).await
 }
 

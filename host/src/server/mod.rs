@@ -40,6 +40,19 @@ pub const READ_BUFFER: usize = 2 * 1024;
 /// queued messages is written with few syscalls, and every batch is flushed.
 pub const WRITE_BUFFER: usize = 4 * 1024;
 
+/// Connections the kernel queues for `accept`: a connect storm of
+/// thousands should wait in the queue, not have its SYNs dropped and
+/// retried a second later (the kernel caps it at `net.core.somaxconn`).
+pub const ACCEPT_BACKLOG: u32 = 4096;
+
+/// Binds the WebSocket/HTTP listener with [`ACCEPT_BACKLOG`].
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
+
 /// Settings of the listener (per-route settings are [`ConnectionPolicy`]).
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
