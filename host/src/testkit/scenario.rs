@@ -161,11 +161,17 @@ struct RawStep {
 }
 
 fn hex(s: &str) -> Result<Vec<u8>, String> {
-    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    if !s.len().is_multiple_of(2) {
+    let digits: Vec<char> = s.chars().filter(|c| !c.is_whitespace()).collect();
+    if !digits.len().is_multiple_of(2) {
         return Err("hex needs an even number of digits".into());
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| e.to_string())).collect()
+    digits
+        .chunks(2)
+        .map(|pair| match (pair[0].to_digit(16), pair[1].to_digit(16)) {
+            (Some(hi), Some(lo)) => Ok((hi * 16 + lo) as u8),
+            _ => Err(format!("`{}{}` is not a hex byte", pair[0], pair[1])),
+        })
+        .collect()
 }
 
 impl Scenario {
@@ -271,6 +277,16 @@ fn step(raw: RawStep) -> Result<Step, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_bytes() {
+        assert_eq!(hex("00 ff\n7A"), Ok(vec![0, 255, 0x7a]));
+        assert_eq!(hex("abc"), Err("hex needs an even number of digits".into()));
+        assert_eq!(hex("zz"), Err("`zz` is not a hex byte".into()));
+        // Found by the fuzz test: a multi-byte character used to be sliced
+        // in the middle (a panic).
+        assert_eq!(hex("é1"), Err("`é1` is not a hex byte".into()));
+    }
 
     mod fuzz {
         use super::*;
