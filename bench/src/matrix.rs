@@ -70,6 +70,11 @@ pub struct Programs {
     pub config: PathBuf,
 }
 
+/// The median of a metric over some runs.
+pub fn med<R>(runs: &[R], f: impl Fn(&R) -> f64) -> f64 {
+    median(&runs.iter().map(f).collect::<Vec<_>>())
+}
+
 /// One echo scenario's runs on one target.
 #[derive(Clone, Debug, Serialize)]
 pub struct EchoCell {
@@ -83,13 +88,6 @@ pub struct EchoCell {
     pub runs: Vec<EchoResult>,
 }
 
-impl EchoCell {
-    /// Median of a metric over the runs.
-    pub fn med(&self, f: impl Fn(&EchoResult) -> f64) -> f64 {
-        median(&self.runs.iter().map(f).collect::<Vec<_>>())
-    }
-}
-
 /// One broadcast scenario's runs on one target.
 #[derive(Clone, Debug, Serialize)]
 pub struct BroadcastCell {
@@ -101,13 +99,6 @@ pub struct BroadcastCell {
     pub runs: Vec<BroadcastResult>,
 }
 
-impl BroadcastCell {
-    /// Median of a metric over the runs.
-    pub fn med(&self, f: impl Fn(&BroadcastResult) -> f64) -> f64 {
-        median(&self.runs.iter().map(f).collect::<Vec<_>>())
-    }
-}
-
 /// One idle scenario's runs on one target.
 #[derive(Clone, Debug, Serialize)]
 pub struct IdleCell {
@@ -115,13 +106,6 @@ pub struct IdleCell {
     pub target: String,
     /// Every run.
     pub runs: Vec<IdleResult>,
-}
-
-impl IdleCell {
-    /// Median of a metric over the runs.
-    pub fn med(&self, f: impl Fn(&IdleResult) -> f64) -> f64 {
-        median(&self.runs.iter().map(f).collect::<Vec<_>>())
-    }
 }
 
 /// Everything one `make bench` measured.

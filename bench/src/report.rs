@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::matrix::{EchoCell, Results};
+use crate::matrix::{EchoCell, Results, med};
 
 /// Where the generated section starts and ends in `BENCHMARKS.md`.
 pub const BEGIN: &str = "<!-- make bench: begin -->";
@@ -88,9 +88,11 @@ pub fn markdown(r: &Results, command: &str) -> String {
         else {
             continue;
         };
-        let rate = |c: &EchoCell| c.med(|x| x.msgs_per_s);
-        let cpu = |c: &EchoCell| c.med(|x| x.cpu_us_per_msg);
-        let lat = |c: &EchoCell| format!("{} / {}", us(c.med(|x| x.latency.p50_us)), us(c.med(|x| x.latency.p99_us)));
+        let rate = |c: &EchoCell| med(&c.runs, |x| x.msgs_per_s);
+        let cpu = |c: &EchoCell| med(&c.runs, |x| x.cpu_us_per_msg);
+        let lat = |c: &EchoCell| {
+            format!("{} / {}", us(med(&c.runs, |x| x.latency.p50_us)), us(med(&c.runs, |x| x.latency.p99_us)))
+        };
         let _ = writeln!(
             s,
             "| {conns} | {size} B | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} | {:.2} | {} | {} | {} |",
@@ -120,9 +122,9 @@ pub fn markdown(r: &Results, command: &str) -> String {
     for rate in [100u32, 0] {
         let find = |t: &str| r.broadcast.iter().find(|c| c.target == t && c.rate == rate);
         let (Some(b), Some(w)) = (find("baseline"), find("wharf")) else { continue };
-        let d = |c: &crate::matrix::BroadcastCell| c.med(|x| x.deliveries_per_s);
+        let d = |c: &crate::matrix::BroadcastCell| med(&c.runs, |x| x.deliveries_per_s);
         let lat = |c: &crate::matrix::BroadcastCell| {
-            format!("{} / {}", us(c.med(|x| x.latency.p50_us)), us(c.med(|x| x.latency.p99_us)))
+            format!("{} / {}", us(med(&c.runs, |x| x.latency.p50_us)), us(med(&c.runs, |x| x.latency.p99_us)))
         };
         let pacing = if rate > 0 { format!("paced, {rate} msg/s") } else { "unpaced (32 in flight)".into() };
         let _ = writeln!(
@@ -134,8 +136,8 @@ pub fn markdown(r: &Results, command: &str) -> String {
             ratio(d(w), d(b)),
             lat(b),
             lat(w),
-            b.med(|x| x.cpu_us_per_delivery),
-            w.med(|x| x.cpu_us_per_delivery)
+            med(&b.runs, |x| x.cpu_us_per_delivery),
+            med(&w.runs, |x| x.cpu_us_per_delivery)
         );
     }
 
@@ -153,17 +155,17 @@ pub fn markdown(r: &Results, command: &str) -> String {
     for (conns, cells) in &r.idle {
         let find = |t: &str| cells.iter().find(|c| c.target == t);
         let (Some(b), Some(w)) = (find("baseline"), find("wharf")) else { continue };
-        let kib = |c: &crate::matrix::IdleCell| c.med(|x| x.bytes_per_connection) / 1024.0;
+        let kib = |c: &crate::matrix::IdleCell| med(&c.runs, |x| x.bytes_per_connection) / 1024.0;
         let _ = writeln!(
             s,
             "| {} | {} | {} | {:.2} | {:.2} | {} | {:.1} GiB |",
             thousands(*conns as f64),
-            thousands(b.med(|x| x.connects_per_s)),
-            thousands(w.med(|x| x.connects_per_s)),
+            thousands(med(&b.runs, |x| x.connects_per_s)),
+            thousands(med(&w.runs, |x| x.connects_per_s)),
             kib(b),
             kib(w),
             ratio(kib(w), kib(b)),
-            w.med(|x| x.projected_1m_bytes) / (1u64 << 30) as f64
+            med(&w.runs, |x| x.projected_1m_bytes) / (1u64 << 30) as f64
         );
     }
 
@@ -171,15 +173,13 @@ pub fn markdown(r: &Results, command: &str) -> String {
     let _ = writeln!(s, "| store | connections | increments/s | p50 / p99 | server CPU µs per increment |");
     let _ = writeln!(s, "|---|---:|---:|---|---:|");
     for (store, conns, runs) in &r.counter {
-        let med =
-            |f: &dyn Fn(&crate::load::EchoResult) -> f64| crate::stats::median(&runs.iter().map(f).collect::<Vec<_>>());
         let _ = writeln!(
             s,
             "| {store} | {conns} | {} | {} / {} | {:.1} |",
-            thousands(med(&|x| x.msgs_per_s)),
-            us(med(&|x| x.latency.p50_us)),
-            us(med(&|x| x.latency.p99_us)),
-            med(&|x| x.cpu_us_per_msg)
+            thousands(med(runs, |x| x.msgs_per_s)),
+            us(med(runs, |x| x.latency.p50_us)),
+            us(med(runs, |x| x.latency.p99_us)),
+            med(runs, |x| x.cpu_us_per_msg)
         );
     }
     if !r.invoke.is_empty() {
@@ -249,8 +249,8 @@ pub fn chart(r: &Results) -> String {
     );
     type Metric = Box<dyn Fn(&EchoCell) -> f64>;
     let panels: [(&str, Metric); 2] = [
-        ("round trips per second", Box::new(|c: &EchoCell| c.med(|x| x.msgs_per_s))),
-        ("p99 latency (µs, log scale)", Box::new(|c: &EchoCell| c.med(|x| x.latency.p99_us))),
+        ("round trips per second", Box::new(|c: &EchoCell| med(&c.runs, |x| x.msgs_per_s))),
+        ("p99 latency (µs, log scale)", Box::new(|c: &EchoCell| med(&c.runs, |x| x.latency.p99_us))),
     ];
     for (p, (title, metric)) in panels.iter().enumerate() {
         let x0 = p as f64 * (w + 20.0);
