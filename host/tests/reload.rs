@@ -221,3 +221,41 @@ async fn a_config_reload_points_routes_at_other_components_and_plugins() {
     assert_eq!(ask(&mut f, "echo me").await, "echo me");
     host.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_reload_applies_new_plugin_limits_to_open_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wharf.toml");
+    let write = |max_messages: u32| {
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\nstore = \"memory\"\ncache_dir = {:?}\n[admin]\nenabled = false\n\
+             [plugins.faulty]\ncomponent = {:?}\n[plugins.faulty.limits]\nmax_messages_per_event = {max_messages}\n\
+             [[routes]]\npath = \"/f\"\nplugin = \"faulty\"\n",
+            cache_dir().display().to_string(),
+            component("faulty").display().to_string(),
+        );
+        std::fs::write(&path, text).unwrap();
+    };
+    write(5);
+    let host = spawn(Config::load(&path).unwrap()).await;
+    let mut ws = connect(&host, "/f").await;
+    send_text(&mut ws, "flood:1").await;
+    for _ in 0..5 {
+        assert_eq!(expect_text(&mut ws).await, "x");
+    }
+    assert_eq!(expect_text(&mut ws).await, "flood stopped after 5: quota exceeded");
+
+    // Same component, new limits: a new version of the same plugin, which
+    // the connection opened before the reload runs too.
+    write(3);
+    let summary = host.app().reload_config().await.unwrap();
+    assert_eq!(summary.swapped_plugins, ["faulty"]);
+    send_text(&mut ws, "flood:1").await;
+    for _ in 0..3 {
+        assert_eq!(expect_text(&mut ws).await, "x");
+    }
+    assert_eq!(expect_text(&mut ws).await, "flood stopped after 3: quota exceeded");
+    // Unchanged config: nothing to swap.
+    assert!(host.app().reload_config().await.unwrap().swapped_plugins.is_empty());
+    host.stop().await.unwrap();
+}

@@ -36,7 +36,6 @@ pub struct Loaded {
 pub struct PluginSlot {
     name: String,
     namespace: String,
-    caps: EventCaps,
     component: std::sync::Mutex<PathBuf>,
     current: ArcSwap<Loaded>,
     generations: AtomicU64,
@@ -56,9 +55,9 @@ impl PluginSlot {
         &self.name
     }
 
-    /// The plugin's per-event caps.
+    /// The per-event caps of the version serving now.
     pub fn caps(&self) -> EventCaps {
-        self.caps
+        self.current().plugin.caps()
     }
 
     /// The plugin's key/value namespace.
@@ -115,7 +114,6 @@ impl App {
         Ok(Arc::new(PluginSlot {
             name: name.to_string(),
             namespace: namespace.to_string(),
-            caps,
             component: std::sync::Mutex::new(component.to_path_buf()),
             current: ArcSwap::from_pointee(Loaded { plugin, sha256, loaded_at_ms: now_ms(), generation: 1 }),
             generations: AtomicU64::new(1),
@@ -123,23 +121,26 @@ impl App {
         }))
     }
 
-    /// Compiles `bytes` as the next version of `slot` and swaps it in. On any
-    /// error the serving version stays. Unchanged bytes are not swapped.
+    /// Compiles `bytes` as the next version of `slot`, with new per-event
+    /// caps if given (else the current ones), and swaps it in. On any error
+    /// the serving version stays. Unchanged bytes and caps are not swapped.
     pub(super) async fn swap(
         self: &Arc<Self>,
         slot: &Arc<PluginSlot>,
         bytes: Vec<u8>,
         component: Option<&Path>,
+        caps: Option<EventCaps>,
     ) -> anyhow::Result<bool> {
         let _one_at_a_time = slot.loading.lock().await;
-        if sha256_hex(&bytes) == slot.current().sha256 {
+        let caps = caps.unwrap_or_else(|| slot.caps());
+        if sha256_hex(&bytes) == slot.current().sha256 && caps == slot.caps() {
             if let Some(path) = component {
                 *slot.component.lock().unwrap_or_else(|p| p.into_inner()) = path.to_path_buf();
             }
             return Ok(false);
         }
         let started = std::time::Instant::now();
-        let (plugin, sha256) = self.compile(&slot.name, &slot.namespace, slot.caps, bytes).await?;
+        let (plugin, sha256) = self.compile(&slot.name, &slot.namespace, caps, bytes).await?;
         let generation = slot.generations.fetch_add(1, Ordering::SeqCst) + 1;
         slot.current.store(Arc::new(Loaded { plugin, sha256: sha256.clone(), loaded_at_ms: now_ms(), generation }));
         if let Some(path) = component {
@@ -188,7 +189,7 @@ impl PluginAdmin for Control {
 
     async fn upload(&self, name: &str, bytes: Vec<u8>) -> Result<Option<PluginInfo>, String> {
         let Some(slot) = self.0.slot(name) else { return Ok(None) };
-        match self.0.swap(&slot, bytes, None).await {
+        match self.0.swap(&slot, bytes, None, None).await {
             Ok(_) => Ok(Some(self.0.info(&slot))),
             Err(e) => {
                 let reason = format!("{e:#}");

@@ -47,15 +47,16 @@ impl App {
             let namespace = config.namespace_of(name);
             let caps = super::event_caps(&config.limits.for_plugin(&plugin.limits));
             let key = || format!("config {}: plugins.{name}.component", config.source);
-            // A new namespace or new limits make a new slot; otherwise the
-            // slot stays and only a changed component is swapped.
-            match old_slots.get(name).filter(|s| s.namespace() == namespace && s.caps() == caps) {
+            // A new namespace makes a new slot; otherwise the slot stays, and
+            // a changed component or changed limits are swapped in as a new
+            // version that open connections run too.
+            match old_slots.get(name).filter(|s| s.namespace() == namespace) {
                 Some(slot) => {
-                    if slot.component() != plugin.component {
+                    if slot.component() != plugin.component || slot.caps() != caps {
                         let bytes = tokio::fs::read(&plugin.component).await.with_context(|| {
                             format!("{}: cannot read component {}", key(), plugin.component.display())
                         })?;
-                        swaps.push((slot.clone(), bytes, plugin.component.clone()));
+                        swaps.push((slot.clone(), bytes, plugin.component.clone(), caps));
                     }
                     slots.insert(name.clone(), slot.clone());
                 }
@@ -66,8 +67,12 @@ impl App {
                 }
             }
         }
-        for (slot, bytes, path) in swaps {
-            if self.swap(&slot, bytes, Some(&path)).await.with_context(|| format!("plugin `{}`", slot.name()))? {
+        for (slot, bytes, path, caps) in swaps {
+            if self
+                .swap(&slot, bytes, Some(&path), Some(caps))
+                .await
+                .with_context(|| format!("plugin `{}`", slot.name()))?
+            {
                 summary.swapped_plugins.push(slot.name().to_string());
             }
         }
@@ -182,7 +187,7 @@ async fn reload_on_change(
             let Some(slot) = app.slot(name) else { continue };
             let path = slot.component();
             let result = match tokio::fs::read(&path).await {
-                Ok(bytes) => app.swap(&slot, bytes, None).await,
+                Ok(bytes) => app.swap(&slot, bytes, None, None).await,
                 Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
             };
             if let Err(e) = result {

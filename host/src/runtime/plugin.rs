@@ -90,6 +90,11 @@ impl Plugin {
         Plugin { engine: engine.clone(), stats, pre, env, pool: InstancePool::new(pool_size.max(1)) }
     }
 
+    /// The per-event caps this plugin was loaded with.
+    pub fn caps(&self) -> super::EventCaps {
+        self.env.caps
+    }
+
     /// Runs `on-open`.
     pub async fn on_open(&self, cx: &CallContext, req: OpenRequest) -> Outcome<Result<Accept, Reject>> {
         let req = types::Request {
