@@ -29,7 +29,8 @@ pub enum Command {
         /// Listen address; overrides `listen` in the config.
         #[arg(long, env = "WHARF_LISTEN")]
         listen: Option<SocketAddr>,
-        /// Store back end; overrides `store`.
+        /// Store back end (`embedded`, `memory` or `redis://HOST:PORT/DB`);
+        /// overrides the config's store back end.
         #[arg(long, env = "WHARF_STORE")]
         store: Option<StoreChoice>,
         /// Data directory; overrides `data_dir`.
@@ -69,7 +70,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { config, listen, store, data_dir, admin_listen } => {
             let mut config = Config::load(&config)?;
             config.listen = listen.unwrap_or(config.listen);
-            config.store = store.unwrap_or(config.store);
+            if let Some(store) = store {
+                config.store.backend = store;
+            }
             config.data_dir = data_dir.unwrap_or(config.data_dir);
             config.admin.listen = admin_listen.unwrap_or(config.admin.listen);
             if let Ok(token) = std::env::var("WHARF_ADMIN_TOKEN") {

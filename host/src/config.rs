@@ -46,9 +46,11 @@ pub struct Config {
     /// Compile cache directory; default `<data_dir>/cache`.
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
-    /// The store back end: `embedded` (default, durable) or `memory`.
+    /// The store back end: `store = "embedded"` (default, durable),
+    /// `"memory"` or `"redis://HOST:PORT/DB"`, or a `[store]` table with
+    /// `backend` and `heartbeat_ttl_ms`.
     #[serde(default)]
-    pub store: StoreChoice,
+    pub store: StoreConfig,
     /// The admin HTTP API.
     #[serde(default)]
     pub admin: AdminConfig,
@@ -147,14 +149,100 @@ impl Config {
 }
 
 /// The store back end.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum StoreChoice {
     /// Key/value in `<data_dir>/wharf.redb`, durable when acknowledged.
     #[default]
     Embedded,
     /// Everything in memory; gone when the host stops.
     Memory,
+    /// Everything in the Redis server at this URL (`redis://HOST:PORT/DB`),
+    /// shared by every host that names it.
+    Redis(String),
+}
+
+impl std::str::FromStr for StoreChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "embedded" => Ok(StoreChoice::Embedded),
+            "memory" => Ok(StoreChoice::Memory),
+            url if url.starts_with("redis://") || url.starts_with("redis+unix://") => {
+                redis_url_is_valid(url)?;
+                Ok(StoreChoice::Redis(url.to_string()))
+            }
+            other => Err(format!("unknown store `{other}`: use `embedded`, `memory` or `redis://HOST:PORT/DB`")),
+        }
+    }
+}
+
+fn redis_url_is_valid(url: &str) -> Result<(), String> {
+    use redis::IntoConnectionInfo;
+    url.into_connection_info().map(|_| ()).map_err(|e| format!("`{url}` is not a Redis URL: {e}"))
+}
+
+impl<'de> Deserialize<'de> for StoreChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Default time after which a silent host is presumed dead.
+pub const DEFAULT_HEARTBEAT_TTL_MS: u64 = 10_000;
+
+/// The store: its back end and, for Redis, how hosts watch each other.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The back end.
+    pub backend: StoreChoice,
+    /// Redis only: a host that has not renewed its heartbeat for this long is
+    /// presumed dead, and its connections leave presence and channels.
+    pub heartbeat_ttl_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { backend: StoreChoice::default(), heartbeat_ttl_ms: DEFAULT_HEARTBEAT_TTL_MS }
+    }
+}
+
+impl From<StoreChoice> for StoreConfig {
+    fn from(backend: StoreChoice) -> Self {
+        StoreConfig { backend, ..StoreConfig::default() }
+    }
+}
+
+impl<'de> Deserialize<'de> for StoreConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            #[serde(default)]
+            backend: StoreChoice,
+            #[serde(default = "default_ttl")]
+            heartbeat_ttl_ms: u64,
+        }
+        fn default_ttl() -> u64 {
+            DEFAULT_HEARTBEAT_TTL_MS
+        }
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = StoreConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a store name, a redis:// URL, or a [store] table")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<StoreConfig, E> {
+                s.parse::<StoreChoice>().map(StoreConfig::from).map_err(E::custom)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<StoreConfig, A::Error> {
+                let t = Table::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(StoreConfig { backend: t.backend, heartbeat_ttl_ms: t.heartbeat_ttl_ms })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// The admin HTTP API.
@@ -469,6 +557,9 @@ impl Config {
             && !dir.is_dir()
         {
             return Err(err("static_dir".into(), format!("`{}` is not a directory", dir.display())));
+        }
+        if !(1_000..=3_600_000).contains(&self.store.heartbeat_ttl_ms) {
+            return Err(err("store.heartbeat_ttl_ms".into(), "must be 1000..=3600000".into()));
         }
         let limits_err = |(key, reason): (String, &str)| err(key, reason.to_string());
         self.limits.check("limits").map_err(limits_err)?;

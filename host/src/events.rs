@@ -5,8 +5,25 @@
 
 use std::sync::Arc;
 
-/// Identifies one connection; unique for the life of the host process.
+/// Identifies one connection; unique among the hosts sharing a store. The
+/// high [`HOST_BITS`] bits are the number of the host that holds it (0 for a
+/// host on its own), the rest count up from 1 on that host.
 pub type ConnId = u64;
+
+/// Bits of a connection id that name its host.
+pub const HOST_BITS: u32 = 24;
+
+const LOCAL_BITS: u32 = 64 - HOST_BITS;
+
+/// The host that holds connection `id`.
+pub fn host_of(id: ConnId) -> u32 {
+    (id >> LOCAL_BITS) as u32
+}
+
+/// The id before the first one host `host` hands out.
+pub fn id_base(host: u32) -> ConnId {
+    u64::from(host) << LOCAL_BITS
+}
 
 /// One complete WebSocket message.
 #[derive(Clone, Debug, PartialEq, Eq)]

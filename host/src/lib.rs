@@ -9,10 +9,13 @@
 //! - [`runtime`]: the Wasmtime engine, compiled plugins, instance pools and
 //!   the host side of the WIT imports. Knows nothing of sockets.
 //! - [`store`]: key/value and connection metadata behind one trait.
+//! - [`cluster`]: several hosts on one Redis: cross-host delivery and
+//!   host liveness.
 //! - [`app`]: the one place where server and runtime meet.
 
 pub mod app;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod events;
 #[cfg(test)]

@@ -94,6 +94,11 @@ impl Metrics {
         m
     }
 
+    /// Adds a metric kept elsewhere (the cluster's) to what `/metrics` shows.
+    pub fn register(&self, metric: Box<dyn prometheus::core::Collector>) {
+        self.registry.register(metric).expect("unique metric");
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::new();

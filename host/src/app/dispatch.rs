@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use super::{App, Route};
-use crate::events::{Accept, ConnId, Effect, HandlerFailure, Message, OpenRequest, Reject};
+use crate::events::{Accept, ConnId, HandlerFailure, Message, OpenRequest, Reject};
 use crate::runtime::CallContext;
-use crate::server::{ConnectionPolicy, Dispatch, to_ws};
+use crate::server::{ConnectionPolicy, Dispatch};
 use crate::store::{ConnectionRecord, now_ms};
 
 /// The application as the server sees it.
@@ -15,32 +15,6 @@ pub(crate) struct Handle(pub Arc<App>);
 
 fn context(route: &Route, conn: ConnId) -> CallContext {
     CallContext { conn, route: route.path.clone(), fresh: route.fresh }
-}
-
-impl App {
-    /// Applies what a handler asked for, in order.
-    fn apply(&self, effects: Vec<Effect>) {
-        for effect in effects {
-            match effect {
-                Effect::Emit { to, msg } => {
-                    self.registry.send(to, to_ws(msg));
-                }
-                Effect::Broadcast { route, msg, except } => {
-                    self.registry.broadcast(&route, &to_ws(msg), except);
-                }
-                Effect::Subscribe { conn, channel } => {
-                    self.registry.subscribe(conn, &channel);
-                }
-                Effect::Unsubscribe { conn, channel } => self.registry.unsubscribe(conn, &channel),
-                Effect::Publish { channel, msg } => {
-                    self.registry.publish(&channel, &to_ws(msg));
-                }
-                Effect::Close { conn, code, reason } => {
-                    self.registry.close(conn, code, &reason);
-                }
-            }
-        }
-    }
 }
 
 impl Dispatch for Handle {

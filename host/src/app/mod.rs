@@ -10,6 +10,7 @@
 mod dispatch;
 mod plugins;
 mod reload;
+mod routing;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,11 +23,13 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::Cluster;
 use crate::config::{Config, Limits, RouteConfig, StoreChoice};
+use crate::events::id_base;
 use crate::metrics::Metrics;
 use crate::runtime::{self, EngineOptions, EventCaps, Runtime, RuntimeOptions};
 use crate::server::{self, AdminOptions, ConnectionPolicy, Registry, ServerOptions};
-use crate::store::{self as store_mod, Store, StoreKind};
+use crate::store::{self as store_mod, RedisStore, Store, StoreKind};
 
 pub(crate) use dispatch::Handle as DispatchHandle;
 pub use plugins::PluginSlot;
@@ -83,6 +86,8 @@ pub struct App {
     plugins: std::sync::Mutex<HashMap<String, Arc<PluginSlot>>>,
     registry: Arc<Registry>,
     store: Arc<dyn Store>,
+    /// The other hosts sharing the store, when it is shared.
+    cluster: Option<Arc<Cluster>>,
     runtime: Runtime,
     config: std::sync::Mutex<Config>,
     watcher: std::sync::Mutex<Option<reload::Watcher>>,
@@ -130,26 +135,42 @@ impl Running {
 /// Loads every plugin of `config`, then binds its listen address and serves
 /// in a background task. A bad plugin is reported before the port is touched.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let (app, metrics) = build(&config).await?;
+    let shutdown = CancellationToken::new();
+    let (app, metrics) = build(&config, &shutdown).await.inspect_err(|_| shutdown.cancel())?;
     let listener = server::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
-    serve(app, metrics, &config, listener).await
+    serve(app, metrics, &config, listener, shutdown).await
 }
 
 /// Like [`start`] on an already bound listener.
 pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
-    let (app, metrics) = build(&config).await?;
-    serve(app, metrics, &config, listener).await
+    let shutdown = CancellationToken::new();
+    let (app, metrics) = build(&config, &shutdown).await.inspect_err(|_| shutdown.cancel())?;
+    serve(app, metrics, &config, listener, shutdown).await
 }
 
-async fn build(config: &Config) -> anyhow::Result<(Arc<App>, Arc<Metrics>)> {
+async fn build(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<(Arc<App>, Arc<Metrics>)> {
     let metrics = Arc::new(Metrics::new());
-    let registry = Arc::new(Registry::new(metrics.outbound_dropped.clone()));
-    let kind = match config.store {
-        StoreChoice::Embedded => StoreKind::Embedded,
-        StoreChoice::Memory => StoreKind::Memory,
+    let context = || format!("config {}: store", config.source);
+    let local = |kind| store_mod::open(&kind, &config.data_dir).with_context(context);
+    let (store, redis): (Arc<dyn Store>, _) = match &config.store.backend {
+        StoreChoice::Embedded => (local(StoreKind::Embedded)?, None),
+        StoreChoice::Memory => (local(StoreKind::Memory)?, None),
+        StoreChoice::Redis(url) => {
+            let ttl = Duration::from_millis(config.store.heartbeat_ttl_ms);
+            let redis = Arc::new(RedisStore::connect(url, ttl).await.with_context(context)?);
+            tracing::info!(host = redis.host(), %url, "joined the hosts sharing Redis");
+            (redis.clone(), Some((redis, url, ttl)))
+        }
     };
-    let store = store_mod::open(&kind, &config.data_dir).with_context(|| format!("config {}: store", config.source))?;
-    let app = App::new(config, registry, store, metrics.clone()).await?;
+    let registry = Arc::new(Registry::new(metrics.outbound_dropped.clone()).ids_after(id_base(store.host())));
+    let cluster = match redis {
+        Some((redis, url, ttl)) => {
+            let deliver = Arc::new(routing::ToRegistry(registry.clone()));
+            Some(Cluster::start(redis, url, ttl, deliver, &metrics, shutdown.clone())?)
+        }
+        None => None,
+    };
+    let app = App::new(config, registry, store, metrics.clone(), cluster).await?;
     Ok((app, metrics))
 }
 
@@ -158,9 +179,9 @@ async fn serve(
     metrics: Arc<Metrics>,
     config: &Config,
     listener: TcpListener,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
-    let shutdown = CancellationToken::new();
     let admin_addr = if config.admin.enabled {
         let admin = TcpListener::bind(config.admin.listen)
             .await
@@ -169,6 +190,7 @@ async fn serve(
         let opts = AdminOptions { token: config.admin.token.clone(), max_body_bytes: config.limits.max_message_bytes };
         let parts = server::AdminParts {
             registry: app.registry.clone(),
+            router: Arc::new(routing::AdminRouter(app.clone())),
             store: app.store.clone(),
             metrics: metrics.clone(),
             plugins: Arc::new(plugins::Control(app.clone())),
@@ -188,8 +210,13 @@ async fn serve(
     };
     let token = shutdown.clone();
     let (dispatch, registry) = (dispatch::Handle(app.clone()), app.registry.clone());
+    let store = app.store.clone();
     let task = tokio::spawn(async move {
-        server::serve(listener, dispatch, registry, metrics, opts, token).await.context("serving")
+        let served = server::serve(listener, dispatch, registry, metrics, opts, token).await.context("serving");
+        // Every connection has closed and left the store; other hosts need
+        // not wait for this one's heartbeat to expire.
+        store.leave().await;
+        served
     });
     tracing::info!(%addr, "wharf listening");
     Ok(Running { addr, admin_addr, app, shutdown, task })
@@ -228,6 +255,7 @@ impl App {
         registry: Arc<Registry>,
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
+        cluster: Option<Arc<Cluster>>,
     ) -> anyhow::Result<Arc<App>> {
         let limits = &config.limits;
         let opts = RuntimeOptions {
@@ -244,6 +272,7 @@ impl App {
             plugins: std::sync::Mutex::new(HashMap::new()),
             registry,
             store,
+            cluster,
             runtime,
             config: std::sync::Mutex::new(config.clone()),
             watcher: std::sync::Mutex::new(None),

@@ -59,10 +59,27 @@ pub trait PluginAdmin: Send + Sync + 'static {
     async fn upload(&self, name: &str, bytes: Vec<u8>) -> Result<Option<PluginInfo>, String>;
 }
 
+/// Where the admin API's sends go: this host's connections directly, the
+/// others' through the host that holds them. The application implements it.
+#[async_trait::async_trait]
+pub trait Router: Send + Sync + 'static {
+    /// Queues a message for connection `id`, on whichever host holds it.
+    async fn send(&self, id: ConnId, msg: WsMessage) -> Delivery;
+    /// Asks connection `id` to close: `Queued` when it is closing, `Gone`
+    /// when no host holds it.
+    async fn close(&self, id: ConnId, code: u16, reason: &str) -> Delivery;
+    /// Sends to a channel's members on every host; how many on this one.
+    fn publish(&self, channel: &str, msg: &WsMessage) -> usize;
+    /// Whether this host is healthy, and the details `/healthz` shows.
+    fn health(&self) -> (bool, Value);
+}
+
 /// What the admin API reaches into.
 pub struct AdminParts {
     /// Live connections of this host.
     pub registry: Arc<Registry>,
+    /// Sends to connections and channels on any host.
+    pub router: Arc<dyn Router>,
     /// The store.
     pub store: Arc<dyn Store>,
     /// The metrics to render.
@@ -94,6 +111,7 @@ pub struct AdminOptions {
 
 struct Admin {
     registry: Arc<Registry>,
+    router: Arc<dyn Router>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     plugins: Arc<dyn PluginAdmin>,
@@ -102,8 +120,8 @@ struct Admin {
 
 /// Serves the admin API until `shutdown` is cancelled.
 pub async fn serve_admin(listener: TcpListener, parts: AdminParts, opts: AdminOptions, shutdown: CancellationToken) {
-    let AdminParts { registry, store, metrics, plugins } = parts;
-    let admin = Arc::new(Admin { registry, store, metrics, plugins, opts });
+    let AdminParts { registry, router, store, metrics, plugins } = parts;
+    let admin = Arc::new(Admin { registry, router, store, metrics, plugins, opts });
     let tasks = TaskTracker::new();
     loop {
         let (stream, _) = tokio::select! {
@@ -168,6 +186,10 @@ fn gone(id: ConnId) -> Response<Full<Bytes>> {
     error(StatusCode::GONE, &format!("connection {id} is gone"))
 }
 
+fn unreachable(id: ConnId) -> Response<Full<Bytes>> {
+    error(StatusCode::SERVICE_UNAVAILABLE, &format!("connection {id} is on another host, which cannot be reached now"))
+}
+
 fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
     form_urlencoded::parse(req.uri().query()?.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
@@ -207,7 +229,9 @@ impl Admin {
             .collect();
         let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
         if req.method() == Method::GET && segments == ["healthz"] {
-            return json_response(StatusCode::OK, json!({ "status": "ok" }));
+            let (healthy, body) = self.router.health();
+            let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            return json_response(status, body);
         }
         if !self.authorized(&req) {
             let mut resp = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
@@ -225,7 +249,7 @@ impl Admin {
                 let channel = channel.to_string();
                 match self.message_body(req).await {
                     Ok(msg) => {
-                        let delivered = self.registry.publish(&channel, &msg);
+                        let delivered = self.router.publish(&channel, &msg);
                         json_response(StatusCode::OK, json!({ "channel": channel, "delivered": delivered }))
                     }
                     Err(resp) => resp,
@@ -274,9 +298,9 @@ impl Admin {
                 };
                 match (&method, rest) {
                     (&Method::GET, []) => self.connection(id).await,
-                    (&Method::DELETE, []) => self.close(&req, id),
+                    (&Method::DELETE, []) => self.close(&req, id).await,
                     (&Method::POST, ["messages"]) => match self.message_body(req).await {
-                        Ok(msg) => match self.registry.send(id, msg) {
+                        Ok(msg) => match self.router.send(id, msg).await {
                             Delivery::Queued | Delivery::DroppedOldest => {
                                 json_response(StatusCode::OK, json!({ "id": id.to_string(), "delivered": 1 }))
                             }
@@ -285,6 +309,7 @@ impl Admin {
                                 "the connection's outbound queue is full; it is being closed",
                             ),
                             Delivery::Gone => gone(id),
+                            Delivery::Unreachable => unreachable(id),
                         },
                         Err(resp) => resp,
                     },
@@ -331,7 +356,7 @@ impl Admin {
         }
     }
 
-    fn close(&self, req: &Request<Incoming>, id: ConnId) -> Response<Full<Bytes>> {
+    async fn close(&self, req: &Request<Incoming>, id: ConnId) -> Response<Full<Bytes>> {
         let code = match query_param(req, "code").map(|c| c.parse::<u16>()) {
             None => 1000,
             Some(Ok(c)) if c == 1000 || (3000..=4999).contains(&c) => c,
@@ -341,10 +366,12 @@ impl Admin {
         if reason.len() > 123 {
             return error(StatusCode::BAD_REQUEST, "`reason` is at most 123 bytes");
         }
-        if self.registry.close(id, code, &reason) {
-            json_response(StatusCode::ACCEPTED, json!({ "id": id.to_string(), "closing": true, "code": code }))
-        } else {
-            gone(id)
+        match self.router.close(id, code, &reason).await {
+            Delivery::Queued | Delivery::DroppedOldest | Delivery::Overflow => {
+                json_response(StatusCode::ACCEPTED, json!({ "id": id.to_string(), "closing": true, "code": code }))
+            }
+            Delivery::Gone => gone(id),
+            Delivery::Unreachable => unreachable(id),
         }
     }
 

@@ -215,6 +215,15 @@ pub fn to_ws(msg: Message) -> WsMessage {
     }
 }
 
+/// The host message in a WebSocket data frame; `None` for control frames.
+pub fn from_ws(msg: &WsMessage) -> Option<Message> {
+    match msg {
+        WsMessage::Text(t) => Some(Message::Text(t.as_str().to_owned())),
+        WsMessage::Binary(b) => Some(Message::Binary(b.to_vec())),
+        _ => None,
+    }
+}
+
 async fn flush(ws: &mut Ws, limit: Duration) -> Result<(), End> {
     match tokio::time::timeout(limit, ws.flush()).await {
         Ok(Ok(())) => Ok(()),

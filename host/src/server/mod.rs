@@ -24,8 +24,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use admin::{AdminOptions, AdminParts, PluginAdmin, PluginInfo, serve_admin};
-pub use connection::{CLOSE_GOING_AWAY, CLOSE_HANDLER_ERROR, to_ws};
+pub use admin::{AdminOptions, AdminParts, PluginAdmin, PluginInfo, Router, serve_admin};
+pub use connection::{CLOSE_GOING_AWAY, CLOSE_HANDLER_ERROR, from_ws, to_ws};
 pub use dispatch::Dispatch;
 pub use policy::{ConnectionPolicy, SlowReader};
 pub(crate) use registry::Inbox;

@@ -179,6 +179,9 @@ pub enum Delivery {
     Overflow,
     /// No such connection, or it is closing.
     Gone,
+    /// The connection is on another host, which could not be reached (the
+    /// store is unavailable).
+    Unreachable,
 }
 
 /// The sending side of one connection.
@@ -213,6 +216,13 @@ impl Registry {
             routes: DashMap::new(),
             channels: DashMap::new(),
         }
+    }
+
+    /// The same registry, handing out ids above `base` (a host's
+    /// [`crate::events::id_base`]).
+    pub fn ids_after(self, base: ConnId) -> Self {
+        self.next_id.store(base + 1, Ordering::Relaxed);
+        self
     }
 
     /// Registers an opening connection: it can be sent to by id, but is not
@@ -329,7 +339,7 @@ impl Registry {
                     queued += 1;
                     dropped += 1;
                 }
-                Delivery::Overflow | Delivery::Gone => {}
+                Delivery::Overflow | Delivery::Gone | Delivery::Unreachable => {}
             }
         }
         self.dropped.inc_by(dropped);

@@ -6,14 +6,16 @@
 //! app and the admin API call into a [`Store`] through plain Rust types.
 //!
 //! Back ends: [`memory`] (everything in process memory) and [`embedded`]
-//! (key/value in a redb database file, durable on acknowledgement). Both keep
+//! (key/value in a redb database file, durable on acknowledgement) keep
 //! connection records and presence in memory, because connections live and
-//! die with the process that holds their sockets.
+//! die with the process that holds their sockets. [`RedisStore`] keeps
+//! everything in Redis, shared by several hosts.
 
 mod embedded;
 mod kv;
 mod memory;
 mod presence;
+mod redis;
 #[cfg(test)]
 mod suite;
 
@@ -27,6 +29,7 @@ use crate::events::ConnId;
 pub use embedded::EmbeddedKv;
 pub use kv::{Kv, LocalStore};
 pub use memory::MemoryKv;
+pub use redis::RedisStore;
 
 /// An in-memory store.
 pub type MemoryStore = LocalStore<MemoryKv>;
@@ -73,6 +76,16 @@ pub struct ConnectionRecord {
 /// Key/value namespaces, connection records and channel membership.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// This host's number among the hosts sharing the store (0 when the
+    /// store is not shared): the high bits of the connection ids it makes.
+    fn host(&self) -> u32 {
+        0
+    }
+
+    /// This host is stopping and every connection has closed: tell the
+    /// other hosts sharing the store.
+    async fn leave(&self) {}
+
     /// Reads a key; `None` when absent or expired.
     async fn kv_get(&self, ns: &str, key: &str) -> StoreResult<Option<Vec<u8>>>;
     /// Writes a key, with an optional time to live. Durable when it returns,
@@ -139,7 +152,7 @@ pub enum StoreKind {
     Embedded,
 }
 
-/// Opens the back end `kind`, with its files under `data_dir`.
+/// Opens the local back end `kind`, with its files under `data_dir`.
 pub fn open(kind: &StoreKind, data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match kind {
         StoreKind::Memory => Arc::new(LocalStore::new(MemoryKv::default())),

@@ -40,6 +40,14 @@ impl Presence {
         });
     }
 
+    pub fn contains(&self, id: ConnId) -> bool {
+        self.conns.contains_key(&id)
+    }
+
+    pub fn all(&self) -> Vec<ConnectionRecord> {
+        self.conns.iter().map(|r| r.clone()).collect()
+    }
+
     pub fn get(&self, id: ConnId) -> Option<ConnectionRecord> {
         self.conns.get(&id).map(|r| r.clone())
     }

@@ -3,8 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{ConnectionRecord, Store, StoreError};
-use crate::events::ConnId;
+use super::{ConnectionRecord, RedisStore, Store, StoreError};
+use crate::events::{ConnId, id_base};
+
+#[path = "../../tests/common/redis_server.rs"]
+mod redis_server;
+use redis_server::RedisServer;
 
 fn record(id: ConnId, route: &str) -> ConnectionRecord {
     ConnectionRecord {
@@ -69,31 +73,33 @@ async fn list_keys_pages_by_prefix(s: &dyn Store) {
 }
 
 async fn metadata_and_presence_live_with_the_connection(s: &dyn Store) {
-    assert_eq!(s.metadata_set(1, "k", "v").await, Err(StoreError::UnknownConnection));
-    assert_eq!(s.channel_subscribe(1, "room").await, Err(StoreError::UnknownConnection));
-    s.connection_open(record(1, "/r")).await.unwrap();
-    s.connection_open(record(2, "/other")).await.unwrap();
-    s.metadata_set(1, "k", "v").await.unwrap();
-    s.metadata_set(1, "k", "w").await.unwrap();
-    assert_eq!(s.metadata_get(1, "k").await.unwrap().as_deref(), Some("w"));
-    s.channel_subscribe(1, "room").await.unwrap();
-    s.channel_subscribe(1, "room").await.unwrap();
-    s.channel_subscribe(2, "room").await.unwrap();
-    assert_eq!(s.channel_members("room").await.unwrap(), [1, 2]);
+    // Ids as this host makes them.
+    let (c1, c2) = (id_base(s.host()) + 1, id_base(s.host()) + 2);
+    assert_eq!(s.metadata_set(c1, "k", "v").await, Err(StoreError::UnknownConnection));
+    assert_eq!(s.channel_subscribe(c1, "room").await, Err(StoreError::UnknownConnection));
+    s.connection_open(record(c1, "/r")).await.unwrap();
+    s.connection_open(record(c2, "/other")).await.unwrap();
+    s.metadata_set(c1, "k", "v").await.unwrap();
+    s.metadata_set(c1, "k", "w").await.unwrap();
+    assert_eq!(s.metadata_get(c1, "k").await.unwrap().as_deref(), Some("w"));
+    s.channel_subscribe(c1, "room").await.unwrap();
+    s.channel_subscribe(c1, "room").await.unwrap();
+    s.channel_subscribe(c2, "room").await.unwrap();
+    assert_eq!(s.channel_members("room").await.unwrap(), [c1, c2]);
     let routes: Vec<_> = s.connections(Some("/r"), None, 10).await.unwrap().iter().map(|r| r.id).collect();
-    assert_eq!(routes, [1]);
-    let page: Vec<_> = s.connections(None, Some(1), 10).await.unwrap().iter().map(|r| r.id).collect();
-    assert_eq!(page, [2]);
-    s.channel_unsubscribe(2, "room").await.unwrap();
-    assert_eq!(s.channel_members("room").await.unwrap(), [1]);
+    assert_eq!(routes, [c1]);
+    let page: Vec<_> = s.connections(None, Some(c1), 10).await.unwrap().iter().map(|r| r.id).collect();
+    assert_eq!(page, [c2]);
+    s.channel_unsubscribe(c2, "room").await.unwrap();
+    assert_eq!(s.channel_members("room").await.unwrap(), [c1]);
 
-    let closed = s.connection_close(1).await.unwrap().expect("was open");
+    let closed = s.connection_close(c1).await.unwrap().expect("was open");
     assert_eq!(closed.metadata, vec![("k".to_string(), "w".to_string())]);
     assert_eq!(closed.channels, ["room"]);
-    assert_eq!(s.connection_close(1).await.unwrap(), None, "removed exactly once");
+    assert_eq!(s.connection_close(c1).await.unwrap(), None, "removed exactly once");
     assert!(s.channel_members("room").await.unwrap().is_empty());
-    assert_eq!(s.metadata_get(1, "k").await, Err(StoreError::UnknownConnection));
-    s.connection_close(2).await.unwrap();
+    assert_eq!(s.metadata_get(c1, "k").await, Err(StoreError::UnknownConnection));
+    s.connection_close(c2).await.unwrap();
 }
 
 async fn concurrent_increments_are_atomic(s: Arc<dyn Store>) {
@@ -135,6 +141,98 @@ async fn embedded_data_survives_reopening() {
     let s = super::open(&super::StoreKind::Embedded, dir.path()).unwrap();
     assert_eq!(s.kv_increment("p", "hits", 1).await.unwrap(), 42);
     assert_eq!(s.kv_get("p", "name").await.unwrap(), Some(b"wharf".to_vec()));
+}
+
+const TTL: Duration = Duration::from_millis(1000);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_back_end_passes_the_suite() {
+    let redis = RedisServer::start();
+    run(Arc::new(RedisStore::connect(&redis.url(), TTL).await.unwrap())).await;
+}
+
+fn remote_record(id: ConnId) -> ConnectionRecord {
+    ConnectionRecord {
+        metadata: vec![("name".into(), "ada".into())],
+        channels: vec!["room".into()],
+        ..record(id, "/chat")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_hosts_share_connections_and_get_unique_ids() {
+    let redis = RedisServer::start();
+    let a = RedisStore::connect(&redis.url(), TTL).await.unwrap();
+    let b = RedisStore::connect(&redis.url(), TTL).await.unwrap();
+    assert_ne!(a.host(), b.host(), "each host takes its own number");
+    let (ia, ib) = (id_base(a.host()) + 1, id_base(b.host()) + 1);
+    a.connection_open(remote_record(ia)).await.unwrap();
+    b.connection_open(record(ib, "/chat")).await.unwrap();
+
+    // B sees A's connection, its metadata and its membership, and may change them.
+    assert_eq!(b.connection(ia).await.unwrap(), Some(remote_record(ia)));
+    assert_eq!(b.connection_plugin(ia).await.unwrap().as_deref(), Some("p"));
+    assert_eq!(b.metadata_get(ia, "name").await.unwrap().as_deref(), Some("ada"));
+    b.channel_subscribe(ib, "room").await.unwrap();
+    assert_eq!(a.channel_members("room").await.unwrap(), [ia, ib]);
+    b.metadata_set(ia, "seen", "yes").await.unwrap();
+    assert_eq!(a.metadata_get(ia, "seen").await.unwrap(), None, "a host reads its own records locally");
+    let listed: Vec<_> = a.connections(Some("/chat"), None, 10).await.unwrap().iter().map(|r| r.id).collect();
+    assert_eq!(listed, [ia, ib]);
+
+    // Unknown ids on either side.
+    assert_eq!(b.metadata_get(ia + 100, "k").await, Err(StoreError::UnknownConnection));
+    assert_eq!(b.channel_subscribe(ia + 100, "room").await, Err(StoreError::UnknownConnection));
+    assert_eq!(a.connection(ia + 100).await.unwrap(), None);
+
+    assert_eq!(b.connection_close(ib).await.unwrap().map(|r| r.id), Some(ib));
+    assert_eq!(a.channel_members("room").await.unwrap(), [ia]);
+    assert_eq!(a.connection(ib).await.unwrap(), None, "closed on B, gone for A");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_hosts_connections_are_reaped_and_a_live_host_resyncs() {
+    let redis = RedisServer::start();
+    let a = RedisStore::connect(&redis.url(), TTL).await.unwrap();
+    let b = RedisStore::connect(&redis.url(), TTL).await.unwrap();
+    let (ia, ib) = (id_base(a.host()) + 1, id_base(b.host()) + 1);
+    a.connection_open(remote_record(ia)).await.unwrap();
+    b.connection_open(remote_record(ib)).await.unwrap();
+    assert_eq!(b.reap().await.unwrap(), (2, vec![]), "both alive");
+
+    // A stops heartbeating (as after kill -9); B keeps going.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let reaped = loop {
+        assert!(b.heartbeat().await.unwrap());
+        let (live, reaped) = b.reap().await.unwrap();
+        if !reaped.is_empty() {
+            assert_eq!(live, 1);
+            break reaped;
+        }
+        assert!(std::time::Instant::now() < deadline, "A was never reaped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(reaped, vec![(a.host(), 1)]);
+    assert_eq!(b.channel_members("room").await.unwrap(), [ib]);
+    assert_eq!(b.connection(ia).await.unwrap(), None);
+
+    // Redis loses everything; B's heartbeat notices and writes its records back.
+    let mut conn = b.commands();
+    let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    assert!(!b.heartbeat().await.unwrap(), "B knows it was forgotten");
+    assert_eq!(b.resync().await.unwrap(), (1, 0));
+    assert!(b.heartbeat().await.unwrap());
+    assert_eq!(a.connection(ib).await.unwrap(), Some(remote_record(ib)));
+    assert_eq!(a.channel_members("room").await.unwrap(), [ib]);
+
+    // A change Redis does not take is kept locally and written later.
+    b.set_reachable(false);
+    b.metadata_set(ib, "k", "v").await.unwrap();
+    assert_eq!(b.kv_get("n", "k").await, Err(StoreError::Unavailable("redis: unreachable".into())));
+    b.set_reachable(true);
+    assert!(!b.heartbeat().await.unwrap(), "a pending change asks for a resync");
+    b.resync().await.unwrap();
+    assert_eq!(a.metadata_get(ib, "k").await.unwrap().as_deref(), Some("v"));
 }
 
 #[test]

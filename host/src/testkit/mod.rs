@@ -101,7 +101,7 @@ impl Report {
 /// A host config that mounts `component` as plugin `plugin` at each path.
 fn config_for(component: &Path, plugin: &str, paths: &BTreeSet<String>, base: &Config) -> Config {
     let mut config = base.clone();
-    config.store = StoreChoice::Memory;
+    config.store = StoreChoice::Memory.into();
     config.admin.enabled = false;
     config.plugins.clear();
     config.plugins.insert(
@@ -130,7 +130,7 @@ async fn fresh_app(base: &Config) -> anyhow::Result<Arc<App>> {
     let metrics = Arc::new(Metrics::new());
     let registry = Arc::new(Registry::new(metrics.outbound_dropped.clone()));
     let store = store::open(&StoreKind::Memory, Path::new("."))?;
-    App::new(base, registry, store, metrics).await
+    App::new(base, registry, store, metrics, None).await
 }
 
 /// Runs the world check, the smoke test and every scenario against the

@@ -1,0 +1,232 @@
+//! What hosts send each other through Redis, and its wire format.
+//!
+//! A compact binary frame (a JSON body would inflate binary messages):
+//! `version u8 | kind u8 | origin host u32 | fields`, integers big-endian,
+//! strings and payloads as `u32 length | bytes`, a message as
+//! `0 text | 1 binary` then its payload.
+
+use crate::events::{ConnId, Message};
+
+const VERSION: u8 = 1;
+
+/// One delivery or request for other hosts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Envelope {
+    /// Deliver to this host's members of a channel.
+    Publish {
+        /// The channel.
+        channel: String,
+        /// Payload.
+        msg: Message,
+    },
+    /// Deliver to this host's connections on a route.
+    Broadcast {
+        /// The route.
+        route: String,
+        /// Payload.
+        msg: Message,
+        /// A connection to leave out.
+        except: Option<ConnId>,
+    },
+    /// Deliver to one connection of this host.
+    Emit {
+        /// Recipient.
+        to: ConnId,
+        /// Payload.
+        msg: Message,
+    },
+    /// Close one connection of this host.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// WebSocket close code.
+        code: u16,
+        /// Close reason.
+        reason: String,
+    },
+    /// Start delivering a channel to a connection of this host (its
+    /// membership is already in the store).
+    Subscribe {
+        /// The connection.
+        conn: ConnId,
+        /// The channel.
+        channel: String,
+    },
+    /// Stop delivering a channel to a connection of this host.
+    Unsubscribe {
+        /// The connection.
+        conn: ConnId,
+        /// The channel.
+        channel: String,
+    },
+}
+
+/// A frame that is not a valid envelope.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("malformed cluster frame: {0}")]
+pub struct Malformed(&'static str);
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+    out.extend_from_slice(b);
+}
+
+fn put_msg(out: &mut Vec<u8>, m: &Message) {
+    match m {
+        Message::Text(t) => {
+            out.push(0);
+            put_bytes(out, t.as_bytes());
+        }
+        Message::Binary(b) => {
+            out.push(1);
+            put_bytes(out, b);
+        }
+    }
+}
+
+impl Envelope {
+    /// The frame for this envelope, sent by host `origin`.
+    pub fn encode(&self, origin: u32) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        out.push(VERSION);
+        out.push(match self {
+            Envelope::Publish { .. } => 1,
+            Envelope::Broadcast { .. } => 2,
+            Envelope::Emit { .. } => 3,
+            Envelope::Close { .. } => 4,
+            Envelope::Subscribe { .. } => 5,
+            Envelope::Unsubscribe { .. } => 6,
+        });
+        out.extend_from_slice(&origin.to_be_bytes());
+        match self {
+            Envelope::Publish { channel, msg } => {
+                put_bytes(&mut out, channel.as_bytes());
+                put_msg(&mut out, msg);
+            }
+            Envelope::Broadcast { route, msg, except } => {
+                put_bytes(&mut out, route.as_bytes());
+                out.extend_from_slice(&except.map_or(0, |e| e).to_be_bytes());
+                out.push(u8::from(except.is_some()));
+                put_msg(&mut out, msg);
+            }
+            Envelope::Emit { to, msg } => {
+                out.extend_from_slice(&to.to_be_bytes());
+                put_msg(&mut out, msg);
+            }
+            Envelope::Close { conn, code, reason } => {
+                out.extend_from_slice(&conn.to_be_bytes());
+                out.extend_from_slice(&code.to_be_bytes());
+                put_bytes(&mut out, reason.as_bytes());
+            }
+            Envelope::Subscribe { conn, channel } | Envelope::Unsubscribe { conn, channel } => {
+                out.extend_from_slice(&conn.to_be_bytes());
+                put_bytes(&mut out, channel.as_bytes());
+            }
+        }
+        out
+    }
+
+    /// The envelope in a frame, and the host that sent it.
+    pub fn decode(frame: &[u8]) -> Result<(u32, Envelope), Malformed> {
+        let mut r = Reader(frame);
+        if r.u8()? != VERSION {
+            return Err(Malformed("unknown version"));
+        }
+        let kind = r.u8()?;
+        let origin = u32::from_be_bytes(r.array()?);
+        let env = match kind {
+            1 => Envelope::Publish { channel: r.string()?, msg: r.msg()? },
+            2 => {
+                let route = r.string()?;
+                let except = u64::from_be_bytes(r.array()?);
+                let has_except = r.u8()? == 1;
+                Envelope::Broadcast { route, except: has_except.then_some(except), msg: r.msg()? }
+            }
+            3 => Envelope::Emit { to: u64::from_be_bytes(r.array()?), msg: r.msg()? },
+            4 => Envelope::Close {
+                conn: u64::from_be_bytes(r.array()?),
+                code: u16::from_be_bytes(r.array()?),
+                reason: r.string()?,
+            },
+            5 => Envelope::Subscribe { conn: u64::from_be_bytes(r.array()?), channel: r.string()? },
+            6 => Envelope::Unsubscribe { conn: u64::from_be_bytes(r.array()?), channel: r.string()? },
+            _ => return Err(Malformed("unknown kind")),
+        };
+        if !r.0.is_empty() {
+            return Err(Malformed("trailing bytes"));
+        }
+        Ok((origin, env))
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], Malformed> {
+        if self.0.len() < n {
+            return Err(Malformed("truncated"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, Malformed> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], Malformed> {
+        Ok(self.take(N)?.try_into().expect("length checked"))
+    }
+
+    fn bytes(&mut self) -> Result<Vec<u8>, Malformed> {
+        let n = u32::from_be_bytes(self.array()?) as usize;
+        Ok(self.take(n)?.to_vec())
+    }
+
+    fn string(&mut self) -> Result<String, Malformed> {
+        String::from_utf8(self.bytes()?).map_err(|_| Malformed("text is not UTF-8"))
+    }
+
+    fn msg(&mut self) -> Result<Message, Malformed> {
+        match self.u8()? {
+            0 => Ok(Message::Text(self.string()?)),
+            1 => Ok(Message::Binary(self.bytes()?)),
+            _ => Err(Malformed("unknown message type")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn every_kind_round_trips() {
+        let all = [
+            Envelope::Publish { channel: "room".into(), msg: Message::Text("héllo".into()) },
+            Envelope::Broadcast { route: "/chat".into(), msg: Message::Binary(vec![0, 255]), except: Some(7) },
+            Envelope::Broadcast { route: "/chat".into(), msg: Message::Text(String::new()), except: None },
+            Envelope::Emit { to: u64::MAX, msg: Message::Binary(vec![]) },
+            Envelope::Close { conn: 1 << 40 | 3, code: 4000, reason: "bye".into() },
+            Envelope::Subscribe { conn: 9, channel: "c".into() },
+            Envelope::Unsubscribe { conn: 9, channel: "c".into() },
+        ];
+        for env in all {
+            let frame = env.encode(12);
+            assert_eq!(Envelope::decode(&frame), Ok((12, env.clone())));
+            assert!(Envelope::decode(&frame[..frame.len() - 1]).is_err(), "truncated {env:?}");
+            let mut longer = frame.clone();
+            longer.push(0);
+            assert_eq!(Envelope::decode(&longer), Err(Malformed("trailing bytes")));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn random_frames_are_refused_without_panicking(frame in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = Envelope::decode(&frame);
+        }
+    }
+}

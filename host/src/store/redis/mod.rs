@@ -1,0 +1,558 @@
+//! The Redis back end: key/value, connection records and presence shared by
+//! every host that names the same Redis database, so several hosts serve one
+//! application.
+//!
+//! Each host registers under a number handed out by Redis (`INCR`), which is
+//! the high bits of every connection id it makes, so ids are unique across
+//! hosts and say which host holds the socket ([`crate::events::host_of`]).
+//! Each host renews a heartbeat key; any host removes the connections of a
+//! host whose heartbeat expired ([`RedisStore::reap`]).
+//!
+//! The records of this host's own connections are also kept in memory (the
+//! same [`Presence`] the local back ends use). Reads of them never wait for
+//! Redis, and they keep working while Redis is unreachable: a change Redis
+//! did not take marks the store out of date, and [`RedisStore::resync`]
+//! writes every local record back once Redis answers again (also after a
+//! Redis restart that lost its data). Key/value and other hosts'
+//! connections need Redis and answer `Unavailable` without it.
+
+mod scripts;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Value};
+
+use super::presence::Presence;
+use super::{ConnectionRecord, Store, StoreError, StoreResult};
+use crate::events::{ConnId, HOST_BITS, host_of};
+
+/// How long one Redis command may take before it counts as failed.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(format!("redis: {e}"))
+}
+
+fn kv_key(ns: &str, key: &str) -> String {
+    format!("wharf:kv:{}:{ns}:{key}", ns.len())
+}
+
+fn kv_index(ns: &str) -> String {
+    format!("wharf:kvi:{}:{ns}", ns.len())
+}
+
+fn padded(id: ConnId) -> String {
+    format!("{id:020}")
+}
+
+fn text(v: &Value) -> StoreResult<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).map_err(|_| bad_reply("non-UTF-8 text")),
+        Value::SimpleString(s) => Ok(s.clone()),
+        Value::Int(n) => Ok(n.to_string()),
+        _ => Err(bad_reply("expected text")),
+    }
+}
+
+fn bad_reply(what: &str) -> StoreError {
+    StoreError::Unavailable(format!("redis: unexpected reply ({what})"))
+}
+
+/// A record as the READ and CLOSE scripts return it.
+fn record_from(id: ConnId, v: Value) -> StoreResult<Option<ConnectionRecord>> {
+    let items = match v {
+        Value::Nil => return Ok(None),
+        Value::Array(items) if items.len() == 7 => items,
+        _ => return Err(bad_reply("connection record")),
+    };
+    let list = |v: &Value| -> StoreResult<Vec<String>> {
+        match v {
+            Value::Array(xs) => xs.iter().map(text).collect(),
+            Value::Nil => Ok(Vec::new()),
+            _ => Err(bad_reply("list")),
+        }
+    };
+    let meta = list(&items[5])?;
+    Ok(Some(ConnectionRecord {
+        id,
+        route: text(&items[0])?.into(),
+        plugin: text(&items[1])?.into(),
+        remote_addr: text(&items[2])?,
+        connected_at_ms: text(&items[3])?.parse().map_err(|_| bad_reply("connected_at"))?,
+        metadata: meta.chunks_exact(2).map(|kv| (kv[0].clone(), kv[1].clone())).collect(),
+        channels: list(&items[6])?,
+    }))
+}
+
+/// The Redis store of one host.
+pub struct RedisStore {
+    conn: ConnectionManager,
+    host: u32,
+    /// This host's open connections (authoritative for them).
+    local: Presence,
+    /// A change to a local record did not reach Redis.
+    stale: AtomicBool,
+    /// Redis answered the last heartbeat; while it does not, operations
+    /// that need Redis fail at once instead of waiting for a timeout.
+    reachable: AtomicBool,
+    heartbeat_ttl: Duration,
+}
+
+impl RedisStore {
+    /// Connects to `url`, takes a host number and registers this host.
+    pub async fn connect(url: &str, heartbeat_ttl: Duration) -> anyhow::Result<RedisStore> {
+        let client = redis::Client::open(url).with_context(|| format!("`{url}` is not a Redis URL"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let mut conn = client
+            .get_connection_manager_with_config(config)
+            .await
+            .with_context(|| format!("connecting to Redis at {url}"))?;
+        let host: u64 = conn.incr("wharf:hosts:next", 1).await.context("taking a host number from Redis")?;
+        let host = Some(host)
+            .filter(|h| *h < (1u64 << HOST_BITS))
+            .map(|h| h as u32)
+            .context("Redis handed out every host number (reset `wharf:hosts:next`)")?;
+        let store = RedisStore {
+            conn,
+            host,
+            local: Presence::default(),
+            stale: AtomicBool::new(false),
+            reachable: AtomicBool::new(true),
+            heartbeat_ttl,
+        };
+        store.register().await.context("registering this host in Redis")?;
+        Ok(store)
+    }
+
+    /// A handle on the command connection (it reconnects by itself).
+    pub fn commands(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// How long the heartbeat key lives: short enough that a reaper ticking
+    /// every tenth of the TTL removes a dead host within the TTL.
+    fn alive_ms(&self) -> u64 {
+        (self.heartbeat_ttl.as_millis() as u64 * 7 / 10).max(500)
+    }
+
+    async fn register(&self) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        scripts::REGISTER.arg(self.host).arg(self.alive_ms()).invoke_async::<i64>(&mut conn).await.map(|_| ())
+    }
+
+    /// Renews this host's heartbeat. `Ok(false)` when Redis had forgotten
+    /// this host (reaped after a long outage, or restarted without its
+    /// data), or a local change is pending: call [`RedisStore::resync`].
+    pub async fn heartbeat(&self) -> redis::RedisResult<bool> {
+        let mut conn = self.conn.clone();
+        let key = format!("wharf:h:{}:alive", self.host);
+        let (_, known): ((), bool) = redis::pipe()
+            .set_options(&key, 1, redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(self.alive_ms())))
+            .sismember("wharf:hosts", self.host)
+            .query_async(&mut conn)
+            .await?;
+        Ok(known && !self.stale.load(Ordering::Acquire))
+    }
+
+    /// Registers this host again and makes Redis agree with the local
+    /// records: writes each one, removes this host's records that closed
+    /// meanwhile. How many records were written and removed.
+    pub async fn resync(&self) -> redis::RedisResult<(usize, usize)> {
+        self.stale.store(false, Ordering::Release);
+        let result = self.resync_inner().await;
+        if result.is_err() {
+            self.stale.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    async fn resync_inner(&self) -> redis::RedisResult<(usize, usize)> {
+        self.register().await?;
+        let mut conn = self.conn.clone();
+        let mut written = 0;
+        for record in self.local.all() {
+            open_invocation(&record, self.host).invoke_async::<i64>(&mut conn).await?;
+            written += 1;
+            // Closed while it was being written: take it out again.
+            if !self.local.contains(record.id) {
+                scripts::CLOSE.arg(record.id).invoke_async::<Value>(&mut conn).await?;
+            }
+        }
+        let held: Vec<ConnId> = conn.smembers(format!("wharf:h:{}:conns", self.host)).await?;
+        let mut removed = 0;
+        for id in held.into_iter().filter(|id| !self.local.contains(*id)) {
+            scripts::CLOSE.arg(id).invoke_async::<Value>(&mut conn).await?;
+            removed += 1;
+        }
+        Ok((written, removed))
+    }
+
+    /// Removes the connections of every host whose heartbeat expired.
+    /// Returns the live hosts (this one included) and the ids removed per
+    /// dead host.
+    pub async fn reap(&self) -> redis::RedisResult<(usize, Vec<(u32, i64)>)> {
+        let mut conn = self.conn.clone();
+        let hosts: Vec<u32> = conn.smembers("wharf:hosts").await?;
+        let mut live = 0;
+        let mut reaped = Vec::new();
+        for h in hosts {
+            if h == self.host {
+                live += 1;
+                continue;
+            }
+            let alive: bool = conn.exists(format!("wharf:h:{h}:alive")).await?;
+            if alive {
+                live += 1;
+                continue;
+            }
+            let n: i64 = scripts::REAP.arg(h).invoke_async(&mut conn).await?;
+            if n >= 0 {
+                reaped.push((h, n));
+            } else {
+                live += 1;
+            }
+        }
+        Ok((live.max(1), reaped))
+    }
+
+    /// Records whether Redis answers (the cluster's heartbeat decides).
+    pub fn set_reachable(&self, up: bool) {
+        self.reachable.store(up, Ordering::Release);
+    }
+
+    /// A connection to Redis, or `Unavailable` at once while it is down.
+    fn redis(&self) -> StoreResult<ConnectionManager> {
+        if self.reachable.load(Ordering::Acquire) {
+            Ok(self.conn.clone())
+        } else {
+            Err(StoreError::Unavailable("redis: unreachable".into()))
+        }
+    }
+
+    /// Is `id` held by this host (opened here and not closed)?
+    pub fn is_local(&self, id: ConnId) -> bool {
+        self.local.contains(id)
+    }
+
+    /// Runs a change of a local record against Redis; when Redis does not
+    /// take it, the local record stays changed and a resync will catch up.
+    fn mirror(&self, what: &str, r: redis::RedisResult<impl Sized>) {
+        if let Err(e) = r {
+            if !self.stale.swap(true, Ordering::AcqRel) {
+                tracing::warn!(error = %e, what, "Redis did not take a change to a local connection; it will be written again when Redis answers");
+            }
+        }
+    }
+
+    async fn remote_record(&self, id: ConnId) -> StoreResult<Option<ConnectionRecord>> {
+        let mut conn = self.conn.clone();
+        let v: Value = scripts::READ.arg(id).invoke_async(&mut conn).await.map_err(unavailable)?;
+        record_from(id, v)
+    }
+}
+
+fn open_invocation(r: &ConnectionRecord, host: u32) -> redis::ScriptInvocation<'static> {
+    let mut inv = scripts::OPEN.prepare_invoke();
+    inv.arg(r.id).arg(&*r.route).arg(&*r.plugin).arg(&r.remote_addr).arg(r.connected_at_ms).arg(host);
+    inv.arg(r.metadata.len());
+    for (k, v) in &r.metadata {
+        inv.arg(k).arg(v);
+    }
+    for c in &r.channels {
+        inv.arg(c);
+    }
+    inv
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn host(&self) -> u32 {
+        self.host
+    }
+
+    async fn leave(&self) {
+        let Ok(mut conn) = self.redis() else { return };
+        let r: redis::RedisResult<()> = redis::pipe()
+            .del(format!("wharf:h:{}:alive", self.host))
+            .srem("wharf:hosts", self.host)
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "could not deregister this host from Redis; its heartbeat will expire");
+        }
+    }
+
+    async fn kv_get(&self, ns: &str, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        let mut conn = self.redis()?;
+        conn.get(kv_key(ns, key)).await.map_err(unavailable)
+    }
+
+    async fn kv_set(&self, ns: &str, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> StoreResult<()> {
+        let mut conn = self.redis()?;
+        let ttl_ms = ttl.map_or(0, |t| (t.as_millis() as u64).max(1));
+        scripts::KV_SET
+            .key(kv_key(ns, key))
+            .key(kv_index(ns))
+            .arg(key)
+            .arg(value)
+            .arg(ttl_ms)
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn kv_delete(&self, ns: &str, key: &str) -> StoreResult<bool> {
+        let mut conn = self.redis()?;
+        let n: i64 = scripts::KV_DELETE
+            .key(kv_key(ns, key))
+            .key(kv_index(ns))
+            .arg(key)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(n > 0)
+    }
+
+    async fn kv_increment(&self, ns: &str, key: &str, delta: i64) -> StoreResult<i64> {
+        let mut conn = self.redis()?;
+        let r: Vec<i64> = scripts::KV_INCREMENT
+            .key(kv_key(ns, key))
+            .key(kv_index(ns))
+            .arg(key)
+            .arg(delta)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        match r.as_slice() {
+            [1, n] => Ok(*n),
+            _ => Err(StoreError::NotACounter),
+        }
+    }
+
+    async fn kv_compare_and_swap(
+        &self,
+        ns: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: Vec<u8>,
+    ) -> StoreResult<bool> {
+        let mut conn = self.redis()?;
+        let n: i64 = scripts::KV_CAS
+            .key(kv_key(ns, key))
+            .key(kv_index(ns))
+            .arg(key)
+            .arg(if expected.is_some() { "1" } else { "0" })
+            .arg(expected.unwrap_or_default())
+            .arg(value)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(n == 1)
+    }
+
+    async fn kv_list_keys(
+        &self,
+        ns: &str,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.redis()?;
+        let start = match cursor {
+            Some(c) if c >= prefix => format!("({c}"),
+            _ => format!("[{prefix}"),
+        };
+        // No UTF-8 string contains the byte 0xff, so every key that starts
+        // with `prefix` sorts below `prefix` + 0xff.
+        let mut end = b"(".to_vec();
+        end.extend_from_slice(prefix.as_bytes());
+        end.push(0xff);
+        let end: Vec<u8> = if prefix.is_empty() { b"+".to_vec() } else { end };
+        scripts::KV_LIST
+            .key(kv_index(ns))
+            .arg(kv_key(ns, ""))
+            .arg(start)
+            .arg(end)
+            .arg(limit)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn connection_open(&self, record: ConnectionRecord) -> StoreResult<()> {
+        debug_assert_eq!(host_of(record.id), self.host, "a connection opens on the host that made its id");
+        let r = match self.redis() {
+            Ok(mut conn) => open_invocation(&record, self.host).invoke_async::<i64>(&mut conn).await.map(drop),
+            Err(_) => Ok(self.stale.store(true, Ordering::Release)),
+        };
+        self.local.open(record);
+        self.mirror("open", r);
+        Ok(())
+    }
+
+    async fn connection_close(&self, id: ConnId) -> StoreResult<Option<ConnectionRecord>> {
+        match self.local.close(id) {
+            Some(record) => {
+                let r = match self.redis() {
+                    Ok(mut conn) => scripts::CLOSE.arg(id).invoke_async::<Value>(&mut conn).await.map(drop),
+                    Err(_) => Ok(self.stale.store(true, Ordering::Release)),
+                };
+                self.mirror("close", r);
+                Ok(Some(record))
+            }
+            None => {
+                let mut conn = self.redis()?;
+                let v: Value = scripts::CLOSE.arg(id).invoke_async(&mut conn).await.map_err(unavailable)?;
+                record_from(id, v)
+            }
+        }
+    }
+
+    async fn connection(&self, id: ConnId) -> StoreResult<Option<ConnectionRecord>> {
+        match self.local.get(id) {
+            Some(r) => Ok(Some(r)),
+            None if host_of(id) == self.host => Ok(None),
+            None => self.remote_record(id).await,
+        }
+    }
+
+    async fn connections(
+        &self,
+        route: Option<&str>,
+        after: Option<ConnId>,
+        limit: usize,
+    ) -> StoreResult<Vec<ConnectionRecord>> {
+        let mut conn = self.redis()?;
+        let set = route.map_or_else(|| "wharf:conns".to_string(), |r| format!("wharf:rc:{r}"));
+        let start = after.map_or_else(|| "-".to_string(), |a| format!("({}", padded(a)));
+        let ids: Vec<String> = redis::cmd("ZRANGEBYLEX")
+            .arg(&set)
+            .arg(start)
+            .arg("+")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let id: ConnId = id.parse().map_err(|_| bad_reply("connection id"))?;
+            if let Some(r) = self.connection(id).await? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn connection_plugin(&self, id: ConnId) -> StoreResult<Option<Arc<str>>> {
+        if let Some(p) = self.local.plugin(id) {
+            return Ok(Some(p));
+        }
+        if host_of(id) == self.host {
+            return Ok(None);
+        }
+        let mut conn = self.redis()?;
+        let p: Option<String> = conn.hget(format!("wharf:c:{id}"), "plugin").await.map_err(unavailable)?;
+        Ok(p.map(Arc::from))
+    }
+
+    async fn metadata_get(&self, id: ConnId, key: &str) -> StoreResult<Option<String>> {
+        if self.local.contains(id) || host_of(id) == self.host {
+            return self.local.metadata_get(id, key);
+        }
+        let mut conn = self.redis()?;
+        let v: Vec<Value> =
+            scripts::METADATA.arg("get").arg(id).arg(key).invoke_async(&mut conn).await.map_err(unavailable)?;
+        match v.as_slice() {
+            [Value::Int(0)] => Err(StoreError::UnknownConnection),
+            [Value::Int(1)] | [Value::Int(1), Value::Nil] => Ok(None),
+            [Value::Int(1), v] => text(v).map(Some),
+            _ => Err(bad_reply("metadata")),
+        }
+    }
+
+    async fn metadata_set(&self, id: ConnId, key: &str, value: &str) -> StoreResult<()> {
+        self.metadata_change(id, "set", key, value).await
+    }
+
+    async fn metadata_delete(&self, id: ConnId, key: &str) -> StoreResult<()> {
+        self.metadata_change(id, "del", key, "").await
+    }
+
+    async fn channel_subscribe(&self, id: ConnId, channel: &str) -> StoreResult<()> {
+        self.membership_change(id, "sub", channel).await
+    }
+
+    async fn channel_unsubscribe(&self, id: ConnId, channel: &str) -> StoreResult<()> {
+        self.membership_change(id, "unsub", channel).await
+    }
+
+    async fn channel_members(&self, channel: &str) -> StoreResult<Vec<ConnId>> {
+        let mut conn = self.redis()?;
+        let mut ids: Vec<ConnId> = conn.smembers(format!("wharf:ch:{channel}")).await.map_err(unavailable)?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+}
+
+impl RedisStore {
+    async fn metadata_change(&self, id: ConnId, op: &str, key: &str, value: &str) -> StoreResult<()> {
+        let mut script = scripts::METADATA.prepare_invoke();
+        script.arg(op).arg(id).arg(key).arg(value);
+        if self.local.contains(id) {
+            match op {
+                "set" => self.local.metadata_set(id, key, value)?,
+                _ => self.local.metadata_delete(id, key)?,
+            }
+            match self.redis() {
+                Ok(mut conn) => self.mirror("metadata", script.invoke_async::<Value>(&mut conn).await),
+                Err(_) => self.stale.store(true, Ordering::Release),
+            }
+            return Ok(());
+        }
+        if host_of(id) == self.host {
+            return Err(StoreError::UnknownConnection);
+        }
+        match script.invoke_async::<Value>(&mut self.redis()?).await.map_err(unavailable)? {
+            Value::Array(v) if matches!(v.first(), Some(Value::Int(1))) => Ok(()),
+            _ => Err(StoreError::UnknownConnection),
+        }
+    }
+
+    async fn membership_change(&self, id: ConnId, op: &str, channel: &str) -> StoreResult<()> {
+        let mut script = scripts::MEMBERSHIP.prepare_invoke();
+        script.arg(op).arg(id).arg(channel);
+        if self.local.contains(id) {
+            match op {
+                "sub" => self.local.subscribe(id, channel)?,
+                _ => self.local.unsubscribe(id, channel)?,
+            }
+            match self.redis() {
+                Ok(mut conn) => self.mirror("membership", script.invoke_async::<i64>(&mut conn).await),
+                Err(_) => self.stale.store(true, Ordering::Release),
+            }
+            return Ok(());
+        }
+        if host_of(id) == self.host {
+            return Err(StoreError::UnknownConnection);
+        }
+        match script.invoke_async::<i64>(&mut self.redis()?).await.map_err(unavailable)? {
+            1 => Ok(()),
+            _ => Err(StoreError::UnknownConnection),
+        }
+    }
+}
