@@ -84,11 +84,14 @@ fmt:
 	cd examples && $(CARGO) fmt --all
 	cd guest-sdk && $(CARGO) fmt
 
-# Headless Chromium (Debian) and playwright-core (npm) for the chat page test.
+# Headless Chromium (Debian) and playwright-core (npm) for the chat page test;
+# redis-server (Debian) for the store suite and the multi-host tests.
 test-deps:
-	@command -v chromium >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
-	  else echo "the browser test needs Chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
+	@missing=""; command -v chromium >/dev/null || missing="chromium"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "the tests need Debian packages: sudo apt-get install $$missing" >&2; exit 1; fi; fi
 	@[ -d $(BROWSER_DIR)/node_modules/playwright-core ] || $(NPM) ci --prefix $(BROWSER_DIR) --no-audit --no-fund
 
 clean:

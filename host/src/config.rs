@@ -680,6 +680,32 @@ mod tests {
     }
 
     #[test]
+    fn the_store_is_a_name_a_redis_url_or_a_table() {
+        let c = Config::parse("", "t.toml").unwrap();
+        assert_eq!(c.store, StoreConfig { backend: StoreChoice::Embedded, heartbeat_ttl_ms: 10_000 });
+        let c = Config::parse("store = \"memory\"\n", "t.toml").unwrap();
+        assert_eq!(c.store.backend, StoreChoice::Memory);
+        let c = Config::parse("store = \"redis://127.0.0.1:6379/2\"\n", "t.toml").unwrap();
+        assert_eq!(c.store.backend, StoreChoice::Redis("redis://127.0.0.1:6379/2".into()));
+        let table = "[store]\nbackend = \"redis://10.0.0.5:6380/0\"\nheartbeat_ttl_ms = 4000\n";
+        let c = Config::parse(table, "t.toml").unwrap();
+        c.validate("t.toml").unwrap();
+        assert_eq!(c.store.backend, StoreChoice::Redis("redis://10.0.0.5:6380/0".into()));
+        assert_eq!(c.store.heartbeat_ttl_ms, 4000);
+
+        let e = parse_err("store = \"redis://127.0.0.1:notaport/0\"\n");
+        assert_eq!(e.key, "store");
+        assert!(e.reason.contains("not a Redis URL"), "{e}");
+        let e = parse_err("[store]\nbackend = \"redis://h:1/0\"\nheartbeat_ttl_ms = 10\n");
+        assert_eq!(e.key, "store.heartbeat_ttl_ms");
+        let e = parse_err("[store]\nbackend = \"memory\"\nttl = 3\n");
+        assert!(e.key.starts_with("store"), "{e}");
+        assert!(e.reason.contains("ttl"), "{e}");
+        assert_eq!("redis://h:1/0".parse::<StoreChoice>(), Ok(StoreChoice::Redis("redis://h:1/0".into())));
+        assert!("postgres://h".parse::<StoreChoice>().unwrap_err().contains("redis://HOST:PORT/DB"));
+    }
+
+    #[test]
     fn plugin_and_route_limits_override_and_are_checked() {
         let base = "[limits]\nmemory_mib = 32\nping_interval_ms = 1000\n[plugins.a]\ncomponent = \"a.wasm\"\n";
         let route = "[[routes]]\npath = \"/a\"\nplugin = \"a\"\n";

@@ -2,6 +2,8 @@
 //! real example components, and a real WebSocket client with timeouts.
 #![allow(dead_code)]
 
+pub mod redis_server;
+
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -1,0 +1,332 @@
+//! Several `wharf serve` processes sharing one real `redis-server`: chat
+//! across hosts, admin sends to a connection on another host, kill -9 of a
+//! host, and a Redis restart in the middle of traffic.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::redis_server::RedisServer;
+use common::*;
+use tokio_tungstenite::connect_async;
+
+/// One `wharf serve` process and what it logged.
+struct Host {
+    child: Child,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Host {
+    /// Starts a host of the examples on `redis`, with `store_extra` added to
+    /// its `[store]` table.
+    fn start(redis: &RedisServer, store_extra: &str) -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = format!(
+            "listen = \"127.0.0.1:0\"\ncache_dir = {:?}\n[store]\nbackend = {:?}\n{store_extra}\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{ADMIN_TOKEN}\"\n",
+            cache_dir().display().to_string(),
+            redis.url(),
+        );
+        for name in ["echo", "chat", "broadcast"] {
+            text += &format!(
+                "[plugins.{name}]\ncomponent = {:?}\n[[routes]]\npath = \"/{name}\"\nplugin = \"{name}\"\n",
+                component(name).display().to_string()
+            );
+        }
+        let config = dir.path().join("wharf.toml");
+        std::fs::write(&config, text).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .env_remove("WHARF_ADMIN_TOKEN")
+            .current_dir(dir.path())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let addr = line.split("addr=").nth(1).and_then(|a| a.split_whitespace().next()).map(str::to_string);
+                if let Some(addr) = addr {
+                    let _ = tx.send((line.contains("admin API"), addr));
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let (mut addr, mut admin) = (None, None);
+        while addr.is_none() || admin.is_none() {
+            let (is_admin, a) = rx.recv_timeout(Duration::from_secs(60)).expect("host logged its addresses");
+            let a: SocketAddr = a.parse().unwrap();
+            if is_admin { admin = Some(a) } else { addr = Some(a) }
+        }
+        Host { child, addr: addr.unwrap(), admin: admin.unwrap(), log, _dir: dir }
+    }
+
+    async fn connect(&self, path: &str) -> Client {
+        let url = format!("ws://{}{path}", self.addr);
+        tokio::time::timeout(WAIT, connect_async(url.as_str())).await.expect("connect timed out").unwrap().0
+    }
+
+    async fn admin(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+        let body = body.map(|b| ("text/plain", b.as_bytes()));
+        let (status, body) = http(self.admin, method, path, Some(ADMIN_TOKEN), body).await;
+        (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)))
+    }
+
+    async fn members(&self, channel: &str) -> Vec<String> {
+        let (status, body) = self.admin("GET", &format!("/channels/{channel}"), None).await;
+        assert_eq!(status, 200, "{body}");
+        body["members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_string()).collect()
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        let (status, body) = http(self.admin, "GET", "/metrics", Some(ADMIN_TOKEN), None).await;
+        assert_eq!(status, 200);
+        body.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    }
+
+    fn logged(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    fn kill_9(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The id a `broadcast` connection is told on open.
+async fn broadcast_id(ws: &mut Client) -> String {
+    let hello: serde_json::Value = serde_json::from_str(&expect_text(ws).await).unwrap();
+    hello["yourConnectionId"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_between_clients_on_three_hosts_arrives_once_in_publish_order() {
+    let redis = RedisServer::start();
+    let hosts = [Host::start(&redis, ""), Host::start(&redis, ""), Host::start(&redis, "")];
+    let mut a = hosts[0].connect("/chat").await;
+    let mut b = hosts[1].connect("/chat").await;
+    let mut c = hosts[2].connect("/chat").await;
+    eventually(|| async { (hosts[0].members("room").await.len() == 3).then_some(()) }).await;
+
+    send_text(&mut b, "/nick bea").await;
+    assert_eq!(expect_text(&mut b).await, "nickname set to [bea]");
+    send_text(&mut a, "/nick ada").await;
+    assert_eq!(expect_text(&mut a).await, "nickname set to [ada]");
+    for i in 0..50 {
+        send_text(&mut a, &format!("m{i}")).await;
+    }
+    send_text(&mut b, "hi from B").await;
+    for (name, ws) in [("a", &mut a), ("c", &mut c)] {
+        let mut from_a = Vec::new();
+        let mut from_b = 0;
+        while from_a.len() < 50 || from_b < 1 {
+            let t = expect_text(ws).await;
+            if t == "bea: hi from B" {
+                from_b += 1;
+            } else {
+                from_a.push(t);
+            }
+        }
+        let want: Vec<String> = (0..50).map(|i| format!("ada: m{i}")).collect();
+        assert_eq!(from_a, want, "{name} got A's messages in publish order, each once");
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 51 {
+        seen.push(expect_text(&mut b).await);
+    }
+    assert_eq!(seen.iter().filter(|t| t.starts_with("ada: ")).count(), 50);
+    expect_silence(&mut c, Duration::from_millis(300)).await;
+
+    // Connection ids are unique across hosts, and every host lists all three.
+    let (status, list) = hosts[2].admin("GET", "/connections?route=/chat", None).await;
+    assert_eq!(status, 200);
+    let mut ids: Vec<&str> =
+        list["connections"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "{list}");
+
+    // Route broadcast reaches the route's connections on every host but the sender.
+    let mut x = hosts[0].connect("/broadcast").await;
+    let mut y = hosts[2].connect("/broadcast").await;
+    let x_id = broadcast_id(&mut x).await;
+    broadcast_id(&mut y).await;
+    eventually(|| async {
+        let (_, l) = hosts[0].admin("GET", "/connections?route=/broadcast", None).await;
+        (l["connections"].as_array().unwrap().len() == 2).then_some(())
+    })
+    .await;
+    send_text(&mut x, "hello").await;
+    assert_eq!(expect_text(&mut y).await, format!("{x_id} says: hello"));
+    expect_silence(&mut x, Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_on_one_host_sends_to_and_closes_a_connection_on_another() {
+    let redis = RedisServer::start();
+    let (a, _b, c) = (Host::start(&redis, ""), Host::start(&redis, ""), Host::start(&redis, ""));
+    let mut ws = c.connect("/broadcast").await;
+    let id = broadcast_id(&mut ws).await;
+
+    let (status, info) = a.admin("GET", &format!("/connections/{id}"), None).await;
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(info["route"], "/broadcast");
+    let (status, body) = a.admin("POST", &format!("/connections/{id}/messages"), Some("from A")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(expect_text(&mut ws).await, "from A");
+
+    let (status, body) = a.admin("DELETE", &format!("/connections/{id}?code=4001&reason=bye"), None).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(expect_close(&mut ws).await, 4001);
+    let gone = eventually(|| async {
+        let (status, _) = a.admin("POST", &format!("/connections/{id}/messages"), Some("late")).await;
+        (status != 200).then_some(status)
+    })
+    .await;
+    assert_eq!(gone, 410);
+    assert_eq!(a.admin("GET", &format!("/connections/{id}"), None).await.0, 410);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_hosts_connections_leave_presence_within_the_heartbeat_ttl() {
+    let redis = RedisServer::start();
+    // The default TTL: 10 s.
+    let (a, mut b) = (Host::start(&redis, ""), Host::start(&redis, ""));
+    let mut on_a = a.connect("/chat").await;
+    let mut on_b = b.connect("/broadcast").await;
+    let b_id = broadcast_id(&mut on_b).await;
+    let mut b_chat = b.connect("/chat").await;
+    let members = eventually(|| async {
+        let m = a.members("room").await;
+        (m.len() == 2).then_some(m)
+    })
+    .await;
+    let a_chat_id = a.admin("GET", "/connections?route=/chat", None).await.1["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .find(|id| members.contains(id))
+        .unwrap();
+
+    b.kill_9();
+    let killed = Instant::now();
+    // Nobody listens for B any more: sends to its connections answer 410 at once.
+    let (status, body) = a.admin("POST", &format!("/connections/{b_id}/messages"), Some("x")).await;
+    assert_eq!(status, 410, "{body}");
+
+    let deadline = killed + Duration::from_secs(15);
+    loop {
+        if a.members("room").await == [a_chat_id.clone()] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B's connection never left the channel");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(10), "left presence after {took:?}, more than the 10 s TTL");
+    assert_eq!(a.admin("GET", &format!("/connections/{b_id}"), None).await.0, 410);
+    let (_, list) = a.admin("GET", "/connections", None).await;
+    assert_eq!(list["connections"].as_array().unwrap().len(), 1, "only A's connection is left: {list}");
+    assert!(a.metric("wharf_cluster_reaped_connections_total").await >= 2.0);
+    assert!(a.logged("stopped renewing its heartbeat"));
+
+    // A's client is unaffected.
+    send_text(&mut on_a, "still here").await;
+    assert_eq!(expect_text(&mut on_a).await, "anonymous: still here");
+    drop(b_chat.close(None).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_keep_serving_through_a_redis_restart_and_rejoin() {
+    let mut redis = RedisServer::start();
+    let ttl = "heartbeat_ttl_ms = 2000";
+    let (a, b) = (Host::start(&redis, ttl), Host::start(&redis, ttl));
+    let mut on_a = a.connect("/chat").await;
+    let mut on_b = b.connect("/chat").await;
+    let mut echo = a.connect("/echo").await;
+    eventually(|| async { (a.members("room").await.len() == 2).then_some(()) }).await;
+    send_text(&mut on_a, "before").await;
+    assert_eq!(expect_text(&mut on_b).await, "anonymous: before");
+    assert_eq!(expect_text(&mut on_a).await, "anonymous: before");
+
+    redis.kill();
+    let unhealthy = eventually(|| async {
+        let (status, body) = a.admin("GET", "/healthz", None).await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert_eq!(unhealthy["redis"], "unreachable", "{unhealthy}");
+    assert!(unhealthy["redis_down_since"].is_u64());
+    assert_eq!(a.metric("wharf_redis_up").await, 0.0);
+
+    // Local connections keep being served: echo, and chat on the same host
+    // (metadata is read from the host's own records).
+    for i in 0..20 {
+        send_text(&mut echo, &format!("e{i}")).await;
+        assert_eq!(expect_text(&mut echo).await, format!("e{i}"));
+    }
+    send_text(&mut on_a, "/nick ada").await;
+    assert_eq!(expect_text(&mut on_a).await, "nickname set to [ada]");
+    send_text(&mut on_a, "during").await;
+    assert_eq!(expect_text(&mut on_a).await, "ada: during");
+    // What could not reach B is counted, not silently dropped.
+    eventually(|| async { (a.metric("wharf_cluster_undelivered_total").await >= 1.0).then_some(()) }).await;
+    // A new client on A is accepted too.
+    let mut late = a.connect("/chat").await;
+
+    redis.restart();
+    for h in [&a, &b] {
+        eventually(|| async { (h.admin("GET", "/healthz", None).await.0 == 200).then_some(()) }).await;
+    }
+    // The restarted Redis was empty: the hosts wrote their connections back.
+    let members = eventually(|| async {
+        let m = b.members("room").await;
+        (m.len() == 3).then_some(m)
+    })
+    .await;
+    assert_eq!(members.len(), 3);
+    send_text(&mut on_a, "after").await;
+    for ws in [&mut on_b, &mut late, &mut on_a] {
+        assert_eq!(expect_text(ws).await, "ada: after");
+    }
+    assert!(a.logged("Redis unreachable") && a.logged("Redis answers again"));
+    assert!(a.metric("wharf_redis_outages_total").await >= 1.0);
+    assert_eq!(a.metric("wharf_redis_up").await, 1.0);
+}
+
+#[test]
+fn an_unreachable_redis_at_start_up_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = dir.path().join("wharf.toml");
+    std::fs::write(&config, format!("store = \"redis://127.0.0.1:{port}/0\"\n[admin]\nenabled = false\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("store") && err.contains(&format!("redis://127.0.0.1:{port}/0")), "{err}");
+}
