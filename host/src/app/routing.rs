@@ -105,6 +105,8 @@ impl Deliver for ToRegistry {
                 r.unsubscribe(conn, &channel);
                 true
             }
+            // The cluster applies these to the store's copy itself.
+            Envelope::Record { .. } => true,
         }
     }
 }

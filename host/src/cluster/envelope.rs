@@ -6,6 +6,7 @@
 //! `0 text | 1 binary` then its payload.
 
 use crate::events::{ConnId, Message};
+use crate::store::RecordChange;
 
 const VERSION: u8 = 1;
 
@@ -59,6 +60,14 @@ pub enum Envelope {
         /// The channel.
         channel: String,
     },
+    /// Another host changed the record of a connection of this host in the
+    /// store; update this host's copy.
+    Record {
+        /// The connection.
+        conn: ConnId,
+        /// What changed.
+        change: RecordChange,
+    },
 }
 
 /// A frame that is not a valid envelope.
@@ -96,6 +105,7 @@ impl Envelope {
             Envelope::Close { .. } => 4,
             Envelope::Subscribe { .. } => 5,
             Envelope::Unsubscribe { .. } => 6,
+            Envelope::Record { .. } => 7,
         });
         out.extend_from_slice(&origin.to_be_bytes());
         match self {
@@ -121,6 +131,18 @@ impl Envelope {
             Envelope::Subscribe { conn, channel } | Envelope::Unsubscribe { conn, channel } => {
                 out.extend_from_slice(&conn.to_be_bytes());
                 put_bytes(&mut out, channel.as_bytes());
+            }
+            Envelope::Record { conn, change } => {
+                out.extend_from_slice(&conn.to_be_bytes());
+                let (op, a, b) = match change {
+                    RecordChange::MetadataSet { key, value } => (0, key, value.as_str()),
+                    RecordChange::MetadataDelete { key } => (1, key, ""),
+                    RecordChange::Subscribe { channel } => (2, channel, ""),
+                    RecordChange::Unsubscribe { channel } => (3, channel, ""),
+                };
+                out.push(op);
+                put_bytes(&mut out, a.as_bytes());
+                put_bytes(&mut out, b.as_bytes());
             }
         }
         out
@@ -150,6 +172,19 @@ impl Envelope {
             },
             5 => Envelope::Subscribe { conn: u64::from_be_bytes(r.array()?), channel: r.string()? },
             6 => Envelope::Unsubscribe { conn: u64::from_be_bytes(r.array()?), channel: r.string()? },
+            7 => {
+                let conn = u64::from_be_bytes(r.array()?);
+                let op = r.u8()?;
+                let (a, b) = (r.string()?, r.string()?);
+                let change = match op {
+                    0 => RecordChange::MetadataSet { key: a, value: b },
+                    1 => RecordChange::MetadataDelete { key: a },
+                    2 => RecordChange::Subscribe { channel: a },
+                    3 => RecordChange::Unsubscribe { channel: a },
+                    _ => return Err(Malformed("unknown record change")),
+                };
+                Envelope::Record { conn, change }
+            }
             _ => return Err(Malformed("unknown kind")),
         };
         if !r.0.is_empty() {
@@ -212,6 +247,10 @@ mod tests {
             Envelope::Close { conn: 1 << 40 | 3, code: 4000, reason: "bye".into() },
             Envelope::Subscribe { conn: 9, channel: "c".into() },
             Envelope::Unsubscribe { conn: 9, channel: "c".into() },
+            Envelope::Record { conn: 4, change: RecordChange::MetadataSet { key: "k".into(), value: "v".into() } },
+            Envelope::Record { conn: 4, change: RecordChange::MetadataDelete { key: "k".into() } },
+            Envelope::Record { conn: 4, change: RecordChange::Subscribe { channel: "c".into() } },
+            Envelope::Record { conn: 4, change: RecordChange::Unsubscribe { channel: "c".into() } },
         ];
         for env in all {
             let frame = env.encode(12);

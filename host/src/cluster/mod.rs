@@ -197,6 +197,12 @@ impl Cluster {
             metrics: ClusterMetrics::new(metrics),
         });
         cluster.health.set(&cluster.health.subscribed, false);
+        let weak = Arc::downgrade(&cluster);
+        cluster.store.on_remote_change(move |conn, change| {
+            if let Some(c) = weak.upgrade() {
+                c.to_holder(conn, &Envelope::Record { conn, change });
+            }
+        });
         tokio::spawn(cluster.clone().publish_loop(rx, shutdown.clone()));
         tokio::spawn(cluster.clone().subscribe_loop(client, deliver, shutdown.clone()));
         tokio::spawn(cluster.clone().liveness_loop(heartbeat_ttl, shutdown));
@@ -368,6 +374,10 @@ impl Cluster {
     fn receive(&self, on_all: bool, frame: &[u8], deliver: &dyn Deliver) {
         match Envelope::decode(frame) {
             Ok((origin, _)) if on_all && origin == self.host => {}
+            Ok((_, Envelope::Record { conn, change })) => {
+                self.metrics.received.inc();
+                self.store.apply_remote_change(conn, &change);
+            }
             Ok((_, env)) => {
                 self.metrics.received.inc();
                 if !deliver.deliver(env) {

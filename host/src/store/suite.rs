@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{ConnectionRecord, RedisStore, Store, StoreError};
+use super::{ConnectionRecord, RecordChange, RedisStore, Store, StoreError};
 use crate::events::{ConnId, id_base};
 
 #[path = "../../tests/common/redis_server.rs"]
@@ -175,8 +175,26 @@ async fn redis_hosts_share_connections_and_get_unique_ids() {
     assert_eq!(b.metadata_get(ia, "name").await.unwrap().as_deref(), Some("ada"));
     b.channel_subscribe(ib, "room").await.unwrap();
     assert_eq!(a.channel_members("room").await.unwrap(), [ia, ib]);
+    // A change to another host's connection is told to that host, which
+    // reads its own connections from its copy.
+    let told = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = told.clone();
+    b.on_remote_change(move |id, change| log.lock().unwrap().push((id, change)));
     b.metadata_set(ia, "seen", "yes").await.unwrap();
-    assert_eq!(a.metadata_get(ia, "seen").await.unwrap(), None, "a host reads its own records locally");
+    assert_eq!(a.metadata_get(ia, "seen").await.unwrap(), None, "not yet told");
+    let changes = std::mem::take(&mut *told.lock().unwrap());
+    assert_eq!(changes, [(ia, RecordChange::MetadataSet { key: "seen".into(), value: "yes".into() })]);
+    for (id, change) in &changes {
+        a.apply_remote_change(*id, change);
+    }
+    assert_eq!(a.metadata_get(ia, "seen").await.unwrap().as_deref(), Some("yes"));
+    assert_eq!(b.metadata_get(ia, "seen").await.unwrap().as_deref(), Some("yes"));
+    b.channel_subscribe(ia, "other").await.unwrap();
+    assert_eq!(told.lock().unwrap().len(), 1);
+    assert_eq!(b.connection_close(ib).await.unwrap().map(|r| r.id), Some(ib));
+    b.connection_open(record(ib, "/chat")).await.unwrap();
+    b.channel_subscribe(ib, "room").await.unwrap();
+    assert_eq!(told.lock().unwrap().len(), 1, "changes to its own connections are not told");
     let listed: Vec<_> = a.connections(Some("/chat"), None, 10).await.unwrap().iter().map(|r| r.id).collect();
     assert_eq!(listed, [ia, ib]);
 

@@ -18,8 +18,8 @@
 
 mod scripts;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -101,6 +101,8 @@ pub struct RedisStore {
     /// that need Redis fail at once instead of waiting for a timeout.
     reachable: AtomicBool,
     heartbeat_ttl: Duration,
+    /// Told of each change this host makes to another host's connection.
+    notify: OnceLock<Box<dyn Fn(ConnId, RecordChange) + Send + Sync>>,
 }
 
 impl RedisStore {
@@ -128,6 +130,7 @@ impl RedisStore {
             stale: AtomicBool::new(false),
             reachable: AtomicBool::new(true),
             heartbeat_ttl,
+            notify: OnceLock::new(),
         };
         store.register().await.context("registering this host in Redis")?;
         Ok(store)
@@ -486,19 +489,19 @@ impl Store for RedisStore {
     }
 
     async fn metadata_set(&self, id: ConnId, key: &str, value: &str) -> StoreResult<()> {
-        self.metadata_change(id, "set", key, value).await
+        self.change(id, RecordChange::MetadataSet { key: key.into(), value: value.into() }).await
     }
 
     async fn metadata_delete(&self, id: ConnId, key: &str) -> StoreResult<()> {
-        self.metadata_change(id, "del", key, "").await
+        self.change(id, RecordChange::MetadataDelete { key: key.into() }).await
     }
 
     async fn channel_subscribe(&self, id: ConnId, channel: &str) -> StoreResult<()> {
-        self.membership_change(id, "sub", channel).await
+        self.change(id, RecordChange::Subscribe { channel: channel.into() }).await
     }
 
     async fn channel_unsubscribe(&self, id: ConnId, channel: &str) -> StoreResult<()> {
-        self.membership_change(id, "unsub", channel).await
+        self.change(id, RecordChange::Unsubscribe { channel: channel.into() }).await
     }
 
     async fn channel_members(&self, channel: &str) -> StoreResult<Vec<ConnId>> {
@@ -510,39 +513,57 @@ impl Store for RedisStore {
 }
 
 impl RedisStore {
-    async fn metadata_change(&self, id: ConnId, op: &str, key: &str, value: &str) -> StoreResult<()> {
-        let mut script = scripts::METADATA.prepare_invoke();
-        script.arg(op).arg(id).arg(key).arg(value);
-        if self.local.contains(id) {
-            match op {
-                "set" => self.local.metadata_set(id, key, value)?,
-                _ => self.local.metadata_delete(id, key)?,
-            }
-            match self.redis() {
-                Ok(mut conn) => self.mirror("metadata", script.invoke_async::<Value>(&mut conn).await),
-                Err(_) => self.stale.store(true, Ordering::Release),
-            }
-            return Ok(());
-        }
-        if host_of(id) == self.host {
-            return Err(StoreError::UnknownConnection);
-        }
-        match script.invoke_async::<Value>(&mut self.redis()?).await.map_err(unavailable)? {
-            Value::Array(v) if matches!(v.first(), Some(Value::Int(1))) => Ok(()),
-            _ => Err(StoreError::UnknownConnection),
+    /// Calls `hook` after this host changed another host's connection in
+    /// Redis, so that the holder can update its own copy.
+    pub fn on_remote_change(&self, hook: impl Fn(ConnId, RecordChange) + Send + Sync + 'static) {
+        let _ = self.notify.set(Box::new(hook));
+    }
+
+    /// Applies a change another host already made in Redis to this host's
+    /// copy of its connection `id`.
+    pub fn apply_remote_change(&self, id: ConnId, change: &RecordChange) {
+        let _ = self.apply_local(id, change);
+    }
+
+    fn apply_local(&self, id: ConnId, change: &RecordChange) -> StoreResult<()> {
+        match change {
+            RecordChange::MetadataSet { key, value } => self.local.metadata_set(id, key, value),
+            RecordChange::MetadataDelete { key } => self.local.metadata_delete(id, key),
+            RecordChange::Subscribe { channel } => self.local.subscribe(id, channel),
+            RecordChange::Unsubscribe { channel } => self.local.unsubscribe(id, channel),
         }
     }
 
-    async fn membership_change(&self, id: ConnId, op: &str, channel: &str) -> StoreResult<()> {
-        let mut script = scripts::MEMBERSHIP.prepare_invoke();
-        script.arg(op).arg(id).arg(channel);
-        if self.local.contains(id) {
-            match op {
-                "sub" => self.local.subscribe(id, channel)?,
-                _ => self.local.unsubscribe(id, channel)?,
+    /// A change to a connection's metadata or channels: the record here
+    /// and in Redis when the connection is local, in Redis (then told to
+    /// the holder) when it is another host's.
+    async fn change(&self, id: ConnId, change: RecordChange) -> StoreResult<()> {
+        let script = match &change {
+            RecordChange::MetadataSet { key, value } => {
+                let mut s = scripts::METADATA.prepare_invoke();
+                s.arg("set").arg(id).arg(key).arg(value);
+                s
             }
+            RecordChange::MetadataDelete { key } => {
+                let mut s = scripts::METADATA.prepare_invoke();
+                s.arg("del").arg(id).arg(key).arg("");
+                s
+            }
+            RecordChange::Subscribe { channel } => {
+                let mut s = scripts::MEMBERSHIP.prepare_invoke();
+                s.arg("sub").arg(id).arg(channel);
+                s
+            }
+            RecordChange::Unsubscribe { channel } => {
+                let mut s = scripts::MEMBERSHIP.prepare_invoke();
+                s.arg("unsub").arg(id).arg(channel);
+                s
+            }
+        };
+        if self.local.contains(id) {
+            self.apply_local(id, &change)?;
             match self.redis() {
-                Ok(mut conn) => self.mirror("membership", script.invoke_async::<i64>(&mut conn).await),
+                Ok(mut conn) => self.mirror("change", script.invoke_async::<Value>(&mut conn).await),
                 Err(_) => self.stale.store(true, Ordering::Release),
             }
             return Ok(());
@@ -550,9 +571,44 @@ impl RedisStore {
         if host_of(id) == self.host {
             return Err(StoreError::UnknownConnection);
         }
-        match script.invoke_async::<i64>(&mut self.redis()?).await.map_err(unavailable)? {
-            1 => Ok(()),
-            _ => Err(StoreError::UnknownConnection),
+        let open = match script.invoke_async::<Value>(&mut self.redis()?).await.map_err(unavailable)? {
+            Value::Int(n) => n == 1,
+            Value::Array(v) => matches!(v.first(), Some(Value::Int(1))),
+            _ => return Err(bad_reply("change")),
+        };
+        if !open {
+            return Err(StoreError::UnknownConnection);
         }
+        if let Some(notify) = self.notify.get() {
+            notify(id, change);
+        }
+        Ok(())
     }
+}
+
+/// A change to one connection's metadata or channel membership.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordChange {
+    /// A metadata value was set.
+    MetadataSet {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// A metadata value was removed.
+    MetadataDelete {
+        /// The key.
+        key: String,
+    },
+    /// The connection joined a channel.
+    Subscribe {
+        /// The channel.
+        channel: String,
+    },
+    /// The connection left a channel.
+    Unsubscribe {
+        /// The channel.
+        channel: String,
+    },
 }
