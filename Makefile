@@ -6,13 +6,14 @@
 #   make lint    formatting and clippy -D warnings for the host and the guests
 #   make build   release host (target/release/wharf) and every example component
 #   make bench   the benchmark matrix against the native baseline (BENCHMARKS.md)
+#   make bench-cluster  broadcast across hosts sharing one Redis (BENCHMARKS.md)
 
 CARGO  ?= cargo
 NPM    ?= npm
 WASM   := target/wasm32-wasip2/release
 BROWSER_DIR := host/tests/browser
 
-.PHONY: run build host guests wasm-target test test-deps conformance autobahn bench bench-quick lint lint-guests fmt clean
+.PHONY: run build host guests wasm-target test test-deps conformance autobahn bench bench-quick bench-cluster bench-cluster-quick lint lint-guests fmt clean
 
 run: build
 	./target/release/wharf serve --config examples/wharf.toml
@@ -64,6 +65,16 @@ bench: build
 	$(CARGO) build --release -p wharf-bench
 	$(CARGO) bench -p wharf --bench invoke
 	$(PIN_LOAD) target/release/wharf-bench matrix $(PIN_SERVER)
+
+# Broadcast across 1, 2 and 3 hosts on one redis-server beside one host on
+# the memory store (minutes); writes its section of BENCHMARKS.md.
+bench-cluster: build
+	$(CARGO) build --release -p wharf-bench
+	target/release/wharf-bench cluster
+
+bench-cluster-quick: build
+	$(CARGO) build --release -p wharf-bench
+	target/release/wharf-bench cluster --quick --out target/bench/BENCHMARKS.md --json target/bench/cluster-quick.json
 
 # A few seconds of every mode, written under target/bench/.
 bench-quick: build

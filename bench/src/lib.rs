@@ -1,10 +1,12 @@
 //! Wharf's benchmark harness: a load generator with echo, broadcast,
 //! connect-storm and idle modes, a native tokio-tungstenite baseline server,
-//! and the matrix that `make bench` runs and writes to `BENCHMARKS.md`.
+//! the matrix that `make bench` runs and writes to `BENCHMARKS.md`, and the
+//! multi-host runs of `make bench-cluster`.
 //!
 //! Every target is loopback only; every loop is bounded in time and count.
 
 pub mod baseline;
+pub mod cluster;
 pub mod load;
 pub mod matrix;
 pub mod procfs;

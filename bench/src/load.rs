@@ -197,6 +197,9 @@ pub struct BroadcastResult {
     pub published: u64,
     /// From publish to delivery (sampled on every 16th subscriber).
     pub latency: Latency,
+    /// The same, for subscribers on another host than the publisher (zero
+    /// with one host).
+    pub cross_host_latency: Latency,
     /// Subscribers that failed.
     pub errors: u64,
     /// The server's cost in the window.
@@ -217,11 +220,33 @@ pub async fn broadcast(
     window: Window,
     pid: Option<u32>,
 ) -> anyhow::Result<BroadcastResult> {
+    broadcast_across(&[url], subs, rate, size, window, pid).await
+}
+
+/// [`broadcast`] with the subscribers spread evenly over several hosts of
+/// one application (`urls`, one per host); the publisher is on the first.
+pub async fn broadcast_across(
+    urls: &[&str],
+    subs: usize,
+    rate: u32,
+    size: usize,
+    window: Window,
+    pid: Option<u32>,
+) -> anyhow::Result<BroadcastResult> {
     const IN_FLIGHT: u64 = 32;
     anyhow::ensure!(window.warmup + window.measure <= MAX_RUN, "runs are bounded to {MAX_RUN:?}");
-    let (sockets, _) = connect_many(url, subs + 1).await?;
-    let mut sockets = sockets.into_iter();
-    let mut publisher = sockets.next().expect("one connection at least");
+    anyhow::ensure!(!urls.is_empty(), "one host at least");
+    let hosts = urls.len();
+    let (mut publisher, _) = connect_many(urls[0], 1).await?;
+    let mut publisher = publisher.pop().expect("one connection");
+    // Subscriber i is on host i % hosts.
+    let mut per_host = Vec::with_capacity(hosts);
+    for (h, url) in urls.iter().enumerate() {
+        let n = (h..subs).step_by(hosts).count();
+        per_host.push(connect_many(url, n).await?.0.into_iter());
+    }
+    let sockets: Vec<(usize, Ws)> =
+        (0..subs).map(|i| (i % hosts, per_host[i % hosts].next().expect("connected above"))).collect();
     let base = Instant::now();
     let start = base + Duration::from_millis(200);
     let measure_from = start + window.warmup;
@@ -229,10 +254,11 @@ pub async fn broadcast(
     let delivered = Arc::new(AtomicU64::new(0));
     let delivered_in_window = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::with_capacity(subs);
-    for (i, mut ws) in sockets.enumerate() {
+    for (i, (host, mut ws)) in sockets.into_iter().enumerate() {
         let (delivered, in_window) = (delivered.clone(), delivered_in_window.clone());
         tasks.push(tokio::spawn(async move {
             let mut samples = Vec::new();
+            let sampled = (i / hosts) % 16 == 0;
             let end = stop_at + Duration::from_millis(500);
             while let Ok(Some(msg)) = tokio::time::timeout_at(end.into(), ws.next()).await {
                 let Message::Text(t) = msg? else { continue };
@@ -243,13 +269,13 @@ pub async fn broadcast(
                 let sent = base + Duration::from_nanos(sent_ns);
                 if sent >= measure_from && sent < stop_at {
                     in_window.fetch_add(1, Ordering::Relaxed);
-                    if i % 16 == 0 {
+                    if sampled {
                         samples.push(sent.elapsed());
                     }
                 }
             }
             let _ = ws.close(None).await;
-            anyhow::Ok(samples)
+            anyhow::Ok((host, samples))
         }));
     }
     // Wait for every greeting to pass, then publish.
@@ -287,11 +313,16 @@ pub async fn broadcast(
         }
     }
     let server = meter.unwrap_or_else(|| CpuMeter::start(pid)).stop();
-    let mut samples = Vec::new();
+    let (mut samples, mut cross) = (Vec::new(), Vec::new());
     let mut errors = 0;
     for t in tasks {
         match t.await? {
-            Ok(s) => samples.extend(s),
+            Ok((host, s)) => {
+                if host != 0 {
+                    cross.extend_from_slice(&s);
+                }
+                samples.extend(s);
+            }
             Err(_) => errors += 1,
         }
     }
@@ -301,6 +332,7 @@ pub async fn broadcast(
         deliveries_per_s: n / window.measure.as_secs_f64(),
         published,
         latency: Latency::of(&mut samples),
+        cross_host_latency: Latency::of(&mut cross),
         errors,
         server,
         cpu_us_per_delivery: if n > 0.0 { server.cpu_us / n } else { 0.0 },

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use wharf_bench::{baseline, load, matrix, report};
+use wharf_bench::{baseline, cluster, load, matrix, report};
 
 #[derive(Parser)]
 #[command(name = "wharf-bench", about = "Load generator, native baseline and benchmark matrix for Wharf")]
@@ -85,6 +85,25 @@ enum Command {
         #[arg(long)]
         server_core: Option<usize>,
     },
+    /// Broadcast across 1, 2 and 3 hosts on one Redis beside one host on
+    /// the memory store; writes its section of the report.
+    Cluster {
+        /// A second of everything instead of the full plan.
+        #[arg(long)]
+        quick: bool,
+        /// The wharf binary.
+        #[arg(long, default_value = "target/release/wharf")]
+        wharf: PathBuf,
+        /// The Wharf config the benchmark serves.
+        #[arg(long, default_value = "bench/wharf.toml")]
+        config: PathBuf,
+        /// The Markdown file whose generated section is replaced.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+        /// Raw results (JSON).
+        #[arg(long, default_value = "target/bench/cluster.json")]
+        json: PathBuf,
+    },
 }
 
 fn print(v: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -145,6 +164,20 @@ async fn main() -> anyhow::Result<()> {
             std::fs::write(&out, report::splice(&text, &report::markdown(&results, command)))?;
             std::fs::write(&chart, report::chart(&results))?;
             eprintln!("wrote {}, {} and {}", out.display(), chart.display(), json.display());
+        }
+        Command::Cluster { quick, wharf, config, out, json } => {
+            let plan = if quick { cluster::Plan::quick() } else { cluster::Plan::full() };
+            let programs = matrix::Programs { bench: std::env::current_exe()?, wharf, config };
+            let cells = cluster::run(&plan, &programs).await?;
+            if let Some(dir) = json.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&json, serde_json::to_string_pretty(&cells)?)?;
+            let command = if quick { "make bench-cluster-quick" } else { "make bench-cluster" };
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            let section = cluster::markdown(&cells, &plan, command);
+            std::fs::write(&out, report::splice_between(&text, cluster::BEGIN, cluster::END, &section))?;
+            eprintln!("wrote {} and {}", out.display(), json.display());
         }
     }
     Ok(())

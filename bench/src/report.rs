@@ -34,15 +34,15 @@ pub fn machine(server_core: Option<usize>) -> String {
     )
 }
 
-fn ratio(a: f64, b: f64) -> String {
+pub(crate) fn ratio(a: f64, b: f64) -> String {
     if b > 0.0 { format!("{:.2}×", a / b) } else { "–".into() }
 }
 
-fn us(v: f64) -> String {
+pub(crate) fn us(v: f64) -> String {
     if v >= 1000.0 { format!("{:.2} ms", v / 1000.0) } else { format!("{v:.0} µs") }
 }
 
-fn thousands(v: f64) -> String {
+pub(crate) fn thousands(v: f64) -> String {
     let n = v.round() as u64;
     let s = n.to_string();
     let mut out = String::new();
@@ -225,8 +225,14 @@ pub fn criterion_medians(dir: &std::path::Path) -> Vec<(String, f64)> {
 
 /// Replaces the section between the markers in `text` (or appends it).
 pub fn splice(text: &str, section: &str) -> String {
-    match (text.find(BEGIN), text.find(END)) {
-        (Some(b), Some(e)) if e > b => format!("{}{}{}", &text[..b], section.trim_end(), &text[e + END.len()..]),
+    splice_between(text, BEGIN, END, section)
+}
+
+/// Replaces what is between `begin` and `end` in `text` (markers
+/// included; `section` starts and ends with them), or appends `section`.
+pub fn splice_between(text: &str, begin: &str, end: &str, section: &str) -> String {
+    match (text.find(begin), text.find(end)) {
+        (Some(b), Some(e)) if e > b => format!("{}{}{}", &text[..b], section.trim_end(), &text[e + end.len()..]),
         _ => format!("{}\n\n{}", text.trim_end(), section),
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use wharf_bench::load::{self, Window};
 use wharf_bench::matrix::{BroadcastCell, EchoCell, IdleCell, Results};
-use wharf_bench::{baseline, report};
+use wharf_bench::{baseline, cluster, report};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -16,7 +16,7 @@ fn root() -> PathBuf {
 async fn wharf_host() -> wharf::app::Running {
     let mut config = wharf::config::Config::load(&root().join("bench/wharf.toml")).expect("bench/wharf.toml is valid");
     config.listen = "127.0.0.1:0".parse().unwrap();
-    config.store = wharf::config::StoreChoice::Memory;
+    config.store = wharf::config::StoreChoice::Memory.into();
     config.cache_dir = Some(root().join("target/test-data/cache"));
     wharf::app::start(config).await.expect("the benchmark config serves")
 }
@@ -61,6 +61,27 @@ async fn every_mode_runs_and_reports() {
         assert!(r.connects_per_s > 0.0 && r.rss_after > 0, "{name}: {r:?}");
         idle.push(IdleCell { target: name.to_string(), runs: vec![r] });
     }
+
+    // Subscribers spread over "hosts" (here the same host twice): the half on
+    // the second one are counted as cross-host.
+    let url = format!("ws://{}/broadcast", host.addr);
+    let r = load::broadcast_across(&[&url, &url], 8, 0, 64, window, pid).await.unwrap();
+    assert!(r.published > 0 && r.errors == 0, "{r:?}");
+    assert!(r.cross_host_latency.p50_us > 0.0 && r.latency.p50_us > 0.0, "{r:?}");
+    let plan = cluster::Plan::quick();
+    let cells: Vec<_> = [("memory", 1), ("redis", 2)]
+        .map(|(store, hosts)| cluster::Cell {
+            store: store.into(),
+            hosts,
+            light: vec![r.clone()],
+            paced: vec![r.clone()],
+            unpaced: vec![r.clone()],
+        })
+        .into();
+    let section = cluster::markdown(&cells, &plan, "smoke");
+    assert!(section.starts_with(cluster::BEGIN) && section.trim_end().ends_with(cluster::END));
+    assert!(section.contains("| one host, memory store | 1 |") && section.contains("| Redis | 2 |"), "{section}");
+    assert!(section.contains("| 1.00× |"), "{section}");
 
     // Targets outside loopback are refused before any connection.
     assert!(load::echo("ws://192.0.2.1:80/echo", 1, 8, 1, window, None).await.is_err());

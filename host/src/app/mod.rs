@@ -135,20 +135,24 @@ impl Running {
 /// Loads every plugin of `config`, then binds its listen address and serves
 /// in a background task. A bad plugin is reported before the port is touched.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let shutdown = CancellationToken::new();
-    let (app, metrics) = build(&config, &shutdown).await.inspect_err(|_| shutdown.cancel())?;
-    let listener = server::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
-    serve(app, metrics, &config, listener, shutdown).await
+    let (app, metrics) = build(&config).await?;
+    let listener = match server::bind(config.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            app.leave().await;
+            return Err(e).with_context(|| format!("binding {}", config.listen));
+        }
+    };
+    serve(app, metrics, &config, listener).await
 }
 
 /// Like [`start`] on an already bound listener.
 pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
-    let shutdown = CancellationToken::new();
-    let (app, metrics) = build(&config, &shutdown).await.inspect_err(|_| shutdown.cancel())?;
-    serve(app, metrics, &config, listener, shutdown).await
+    let (app, metrics) = build(&config).await?;
+    serve(app, metrics, &config, listener).await
 }
 
-async fn build(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<(Arc<App>, Arc<Metrics>)> {
+async fn build(config: &Config) -> anyhow::Result<(Arc<App>, Arc<Metrics>)> {
     let metrics = Arc::new(Metrics::new());
     let context = || format!("config {}: store", config.source);
     let local = |kind| store_mod::open(&kind, &config.data_dir).with_context(context);
@@ -166,12 +170,20 @@ async fn build(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<
     let cluster = match redis {
         Some((redis, url, ttl)) => {
             let deliver = Arc::new(routing::ToRegistry(registry.clone()));
-            Some(Cluster::start(redis, url, ttl, deliver, &metrics, shutdown.clone())?)
+            Some(Cluster::start(redis, url, ttl, deliver, &metrics)?)
         }
         None => None,
     };
-    let app = App::new(config, registry, store, metrics.clone(), cluster).await?;
-    Ok((app, metrics))
+    match App::new(config, registry, store, metrics.clone(), cluster.clone()).await {
+        Ok(app) => Ok((app, metrics)),
+        Err(e) => {
+            if let Some(c) = cluster {
+                c.stop().await;
+                c.store().leave().await;
+            }
+            Err(e)
+        }
+    }
 }
 
 async fn serve(
@@ -179,9 +191,9 @@ async fn serve(
     metrics: Arc<Metrics>,
     config: &Config,
     listener: TcpListener,
-    shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
     let admin_addr = if config.admin.enabled {
         let admin = TcpListener::bind(config.admin.listen)
             .await
@@ -210,12 +222,10 @@ async fn serve(
     };
     let token = shutdown.clone();
     let (dispatch, registry) = (dispatch::Handle(app.clone()), app.registry.clone());
-    let store = app.store.clone();
+    let leaving = app.clone();
     let task = tokio::spawn(async move {
         let served = server::serve(listener, dispatch, registry, metrics, opts, token).await.context("serving");
-        // Every connection has closed and left the store; other hosts need
-        // not wait for this one's heartbeat to expire.
-        store.leave().await;
+        leaving.leave().await;
         served
     });
     tracing::info!(%addr, "wharf listening");
@@ -223,6 +233,16 @@ async fn serve(
 }
 
 impl App {
+    /// Every connection has closed and left the store: send what the close
+    /// handlers published to other hosts, then tell them this host is gone
+    /// (they need not wait for its heartbeat to expire).
+    async fn leave(&self) {
+        if let Some(c) = &self.cluster {
+            c.stop().await;
+        }
+        self.store.leave().await;
+    }
+
     /// The application as the server sees it; the conformance kit drives it
     /// with simulated connections.
     pub(crate) fn dispatcher(self: &Arc<Self>) -> dispatch::Handle {

@@ -164,6 +164,8 @@ pub struct Cluster {
     out: mpsc::Sender<Outgoing>,
     health: Arc<Health>,
     metrics: ClusterMetrics,
+    /// Stops the tasks; see [`Cluster::stop`].
+    stop: CancellationToken,
 }
 
 /// A frame could not be sent to the connection's host right now.
@@ -173,16 +175,16 @@ pub struct Unreachable(String);
 
 impl Cluster {
     /// Joins the hosts sharing `store`'s Redis at `url`: starts the
-    /// publisher, the subscription and the liveness tasks, which stop with
-    /// `shutdown`.
+    /// publisher, the subscription and the liveness tasks, which run until
+    /// [`Cluster::stop`].
     pub fn start(
         store: Arc<RedisStore>,
         url: &str,
         heartbeat_ttl: Duration,
         deliver: Arc<dyn Deliver>,
         metrics: &Metrics,
-        shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Cluster>> {
+        let shutdown = CancellationToken::new();
         let client = redis::Client::open(url)?;
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         let health = Arc::new(Health::default());
@@ -195,6 +197,7 @@ impl Cluster {
             out: tx,
             health,
             metrics: ClusterMetrics::new(metrics),
+            stop: shutdown.clone(),
         });
         cluster.health.set(&cluster.health.subscribed, false);
         let weak = Arc::downgrade(&cluster);
@@ -207,6 +210,21 @@ impl Cluster {
         tokio::spawn(cluster.clone().subscribe_loop(client, deliver, shutdown.clone()));
         tokio::spawn(cluster.clone().liveness_loop(heartbeat_ttl, shutdown));
         Ok(cluster)
+    }
+
+    /// Sends what is still queued (for at most two seconds: the close
+    /// handlers of a stopping host may publish), then stops the tasks.
+    pub async fn stop(&self) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.out.capacity() < self.out.max_capacity() && Instant::now() < deadline && self.health.is_up() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.stop.cancel();
+    }
+
+    /// The store this host shares with the others.
+    pub fn store(&self) -> &Arc<RedisStore> {
+        &self.store
     }
 
     /// This host's number.
@@ -407,7 +425,16 @@ impl Cluster {
             }
             n += 1;
             if n % beat_every == 0 || down_at.is_some() {
-                match self.store.heartbeat().await {
+                // A heartbeat that hangs is a failed one: an outage must show
+                // within a beat, not after the client's reconnect attempts.
+                let beat = tokio::time::timeout(tick * beat_every as u32, self.store.heartbeat()).await;
+                let beat = beat.unwrap_or_else(|_| {
+                    Err(redis::RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "heartbeat timed out",
+                    )))
+                });
+                match beat {
                     Ok(known) => {
                         if let Some(at) = down_at.take() {
                             tracing::info!(after_ms = at.elapsed().as_millis() as u64, "Redis answers again");

@@ -55,8 +55,11 @@ async fn increment_cas_and_ttl(s: &dyn Store) {
     assert!(!s.kv_compare_and_swap("n", "new", None, b"2".to_vec()).await.unwrap());
     s.kv_set("n", "e", b"v".to_vec(), Some(Duration::from_millis(20))).await.unwrap();
     assert_eq!(s.kv_get("n", "e").await.unwrap(), Some(b"v".to_vec()));
+    s.kv_set("n", "tc", b"1".to_vec(), Some(Duration::from_millis(20))).await.unwrap();
+    assert_eq!(s.kv_increment("n", "tc", 1).await.unwrap(), 2, "an increment keeps the expiry");
     tokio::time::sleep(Duration::from_millis(40)).await;
     assert_eq!(s.kv_get("n", "e").await.unwrap(), None);
+    assert_eq!(s.kv_get("n", "tc").await.unwrap(), None);
     assert!(!s.kv_delete("n", "e").await.unwrap(), "an expired key does not count as deleted");
     assert!(s.kv_delete("n", "t").await.unwrap());
     assert!(!s.kv_delete("n", "t").await.unwrap());

@@ -232,6 +232,16 @@ impl RedisStore {
         self.reachable.store(up, Ordering::Release);
     }
 
+    /// A failed command; a lost or refused connection or a timeout also
+    /// marks Redis unreachable until the next heartbeat gets an answer, so
+    /// that the calls after it do not each wait for a timeout.
+    fn failed(&self, e: redis::RedisError) -> StoreError {
+        if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+            self.reachable.store(false, Ordering::Release);
+        }
+        unavailable(e)
+    }
+
     /// A connection to Redis, or `Unavailable` at once while it is down.
     fn redis(&self) -> StoreResult<ConnectionManager> {
         if self.reachable.load(Ordering::Acquire) {
@@ -250,6 +260,7 @@ impl RedisStore {
     /// take it, the local record stays changed and a resync will catch up.
     fn mirror(&self, what: &str, r: redis::RedisResult<impl Sized>) {
         if let Err(e) = r {
+            let e = self.failed(e);
             if !self.stale.swap(true, Ordering::AcqRel) {
                 tracing::warn!(error = %e, what, "Redis did not take a change to a local connection; it will be written again when Redis answers");
             }
@@ -257,8 +268,8 @@ impl RedisStore {
     }
 
     async fn remote_record(&self, id: ConnId) -> StoreResult<Option<ConnectionRecord>> {
-        let mut conn = self.conn.clone();
-        let v: Value = scripts::READ.arg(id).invoke_async(&mut conn).await.map_err(unavailable)?;
+        let mut conn = self.redis()?;
+        let v: Value = scripts::READ.arg(id).invoke_async(&mut conn).await.map_err(|e| self.failed(e))?;
         record_from(id, v)
     }
 }
@@ -296,7 +307,7 @@ impl Store for RedisStore {
 
     async fn kv_get(&self, ns: &str, key: &str) -> StoreResult<Option<Vec<u8>>> {
         let mut conn = self.redis()?;
-        conn.get(kv_key(ns, key)).await.map_err(unavailable)
+        conn.get(kv_key(ns, key)).await.map_err(|e| self.failed(e))
     }
 
     async fn kv_set(&self, ns: &str, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> StoreResult<()> {
@@ -311,7 +322,7 @@ impl Store for RedisStore {
             .invoke_async::<i64>(&mut conn)
             .await
             .map(|_| ())
-            .map_err(unavailable)
+            .map_err(|e| self.failed(e))
     }
 
     async fn kv_delete(&self, ns: &str, key: &str) -> StoreResult<bool> {
@@ -322,7 +333,7 @@ impl Store for RedisStore {
             .arg(key)
             .invoke_async(&mut conn)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.failed(e))?;
         Ok(n > 0)
     }
 
@@ -335,7 +346,7 @@ impl Store for RedisStore {
             .arg(delta)
             .invoke_async(&mut conn)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.failed(e))?;
         match r.as_slice() {
             [1, n] => Ok(*n),
             _ => Err(StoreError::NotACounter),
@@ -359,7 +370,7 @@ impl Store for RedisStore {
             .arg(value)
             .invoke_async(&mut conn)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.failed(e))?;
         Ok(n == 1)
     }
 
@@ -392,7 +403,7 @@ impl Store for RedisStore {
             .arg(limit)
             .invoke_async(&mut conn)
             .await
-            .map_err(unavailable)
+            .map_err(|e| self.failed(e))
     }
 
     async fn connection_open(&self, record: ConnectionRecord) -> StoreResult<()> {
@@ -418,7 +429,7 @@ impl Store for RedisStore {
             }
             None => {
                 let mut conn = self.redis()?;
-                let v: Value = scripts::CLOSE.arg(id).invoke_async(&mut conn).await.map_err(unavailable)?;
+                let v: Value = scripts::CLOSE.arg(id).invoke_async(&mut conn).await.map_err(|e| self.failed(e))?;
                 record_from(id, v)
             }
         }
@@ -450,7 +461,7 @@ impl Store for RedisStore {
             .arg(limit)
             .query_async(&mut conn)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.failed(e))?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             let id: ConnId = id.parse().map_err(|_| bad_reply("connection id"))?;
@@ -469,7 +480,7 @@ impl Store for RedisStore {
             return Ok(None);
         }
         let mut conn = self.redis()?;
-        let p: Option<String> = conn.hget(format!("wharf:c:{id}"), "plugin").await.map_err(unavailable)?;
+        let p: Option<String> = conn.hget(format!("wharf:c:{id}"), "plugin").await.map_err(|e| self.failed(e))?;
         Ok(p.map(Arc::from))
     }
 
@@ -479,7 +490,7 @@ impl Store for RedisStore {
         }
         let mut conn = self.redis()?;
         let v: Vec<Value> =
-            scripts::METADATA.arg("get").arg(id).arg(key).invoke_async(&mut conn).await.map_err(unavailable)?;
+            scripts::METADATA.arg("get").arg(id).arg(key).invoke_async(&mut conn).await.map_err(|e| self.failed(e))?;
         match v.as_slice() {
             [Value::Int(0)] => Err(StoreError::UnknownConnection),
             [Value::Int(1)] | [Value::Int(1), Value::Nil] => Ok(None),
@@ -506,7 +517,7 @@ impl Store for RedisStore {
 
     async fn channel_members(&self, channel: &str) -> StoreResult<Vec<ConnId>> {
         let mut conn = self.redis()?;
-        let mut ids: Vec<ConnId> = conn.smembers(format!("wharf:ch:{channel}")).await.map_err(unavailable)?;
+        let mut ids: Vec<ConnId> = conn.smembers(format!("wharf:ch:{channel}")).await.map_err(|e| self.failed(e))?;
         ids.sort_unstable();
         Ok(ids)
     }
@@ -571,7 +582,7 @@ impl RedisStore {
         if host_of(id) == self.host {
             return Err(StoreError::UnknownConnection);
         }
-        let open = match script.invoke_async::<Value>(&mut self.redis()?).await.map_err(unavailable)? {
+        let open = match script.invoke_async::<Value>(&mut self.redis()?).await.map_err(|e| self.failed(e))? {
             Value::Int(n) => n == 1,
             Value::Array(v) => matches!(v.first(), Some(Value::Int(1))),
             _ => return Err(bad_reply("change")),
