@@ -258,7 +258,7 @@ pub async fn broadcast_across(
         let (delivered, in_window) = (delivered.clone(), delivered_in_window.clone());
         tasks.push(tokio::spawn(async move {
             let mut samples = Vec::new();
-            let sampled = (i / hosts) % 16 == 0;
+            let sampled = (i / hosts).is_multiple_of(16);
             let end = stop_at + Duration::from_millis(500);
             while let Ok(Some(msg)) = tokio::time::timeout_at(end.into(), ws.next()).await {
                 let Message::Text(t) = msg? else { continue };

@@ -34,7 +34,7 @@ impl Host {
             cache_dir().display().to_string(),
             redis.url(),
         );
-        for name in ["echo", "chat", "broadcast"] {
+        for name in ["echo", "chat", "broadcast", "relay"] {
             text += &format!(
                 "[plugins.{name}]\ncomponent = {:?}\n[[routes]]\npath = \"/{name}\"\nplugin = \"{name}\"\n",
                 component(name).display().to_string()
@@ -178,6 +178,55 @@ async fn chat_between_clients_on_three_hosts_arrives_once_in_publish_order() {
     send_text(&mut x, "hello").await;
     assert_eq!(expect_text(&mut y).await, format!("{x_id} says: hello"));
     expect_silence(&mut x, Duration::from_millis(300)).await;
+}
+
+/// Sends `text` and returns the answer.
+async fn ask(ws: &mut Client, text: &str) -> String {
+    send_text(ws, text).await;
+    expect_text(ws).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_act_on_connections_held_by_another_host() {
+    let redis = RedisServer::start();
+    let (a, b) = (Host::start(&redis, ""), Host::start(&redis, ""));
+    let mut x = a.connect("/relay").await;
+    let mut y = b.connect("/relay").await;
+    let x_id = expect_text(&mut x).await.strip_prefix("id:").unwrap().to_string();
+    let y_id = expect_text(&mut y).await.strip_prefix("id:").unwrap().to_string();
+    assert_ne!(x_id, y_id);
+
+    // emit
+    assert_eq!(ask(&mut x, &format!("send:{y_id}:hello")).await, "ok");
+    assert_eq!(expect_text(&mut y).await, "hello");
+    // metadata set on A, read by the holder B and by `info` on A
+    assert_eq!(ask(&mut x, &format!("set:{y_id}:nick=yan")).await, "ok");
+    let deadline = Instant::now() + WAIT;
+    while ask(&mut y, "get:nick").await != "nick=yan" {
+        assert!(Instant::now() < deadline, "the holder never saw the metadata set on the other host");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(ask(&mut x, &format!("info:{y_id}")).await, "info /relay  nick=yan");
+    // subscribe another host's connection, then publish to it
+    assert_eq!(ask(&mut x, &format!("join:{y_id}:team")).await, "ok");
+    assert_eq!(ask(&mut x, "members:team").await, y_id);
+    assert_eq!(ask(&mut x, "pub:team:go").await, "ok");
+    assert_eq!(expect_text(&mut y).await, "go");
+    assert_eq!(ask(&mut y, &format!("info:{y_id}")).await, "info /relay team nick=yan");
+    // close
+    assert_eq!(ask(&mut x, &format!("close:{y_id}")).await, "ok");
+    assert_eq!(expect_close(&mut y).await, 4000);
+    let deadline = Instant::now() + WAIT;
+    let late = loop {
+        let answer = ask(&mut x, &format!("send:{y_id}:late")).await;
+        if answer != "ok" {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "sends to a closed connection kept succeeding");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(late, "error: unknown connection");
+    assert!(ask(&mut x, "members:team").await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

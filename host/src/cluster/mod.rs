@@ -424,7 +424,7 @@ impl Cluster {
                 _ = tokio::time::sleep(tick) => {}
             }
             n += 1;
-            if n % beat_every == 0 || down_at.is_some() {
+            if n.is_multiple_of(beat_every) || down_at.is_some() {
                 // A heartbeat that hangs is a failed one: an outage must show
                 // within a beat, not after the client's reconnect attempts.
                 let beat = tokio::time::timeout(tick * beat_every as u32, self.store.heartbeat()).await;

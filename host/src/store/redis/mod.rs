@@ -410,7 +410,10 @@ impl Store for RedisStore {
         debug_assert_eq!(host_of(record.id), self.host, "a connection opens on the host that made its id");
         let r = match self.redis() {
             Ok(mut conn) => open_invocation(&record, self.host).invoke_async::<i64>(&mut conn).await.map(drop),
-            Err(_) => Ok(self.stale.store(true, Ordering::Release)),
+            Err(_) => {
+                self.stale.store(true, Ordering::Release);
+                Ok(())
+            }
         };
         self.local.open(record);
         self.mirror("open", r);
@@ -422,7 +425,10 @@ impl Store for RedisStore {
             Some(record) => {
                 let r = match self.redis() {
                     Ok(mut conn) => scripts::CLOSE.arg(id).invoke_async::<Value>(&mut conn).await.map(drop),
-                    Err(_) => Ok(self.stale.store(true, Ordering::Release)),
+                    Err(_) => {
+                        self.stale.store(true, Ordering::Release);
+                        Ok(())
+                    }
                 };
                 self.mirror("close", r);
                 Ok(Some(record))
