@@ -4,9 +4,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,26 +41,17 @@ impl Host {
         }
         let config = dir.path().join("wharf.toml");
         std::fs::write(&config, text).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .env_remove("WHARF_ADMIN_TOKEN")
-            .current_dir(dir.path())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let (child, lines) = serve_process(&config);
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
-        let lines = log.clone();
+        let kept = log.clone();
         std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
+            for line in lines {
                 let addr = line.split("addr=").nth(1).and_then(|a| a.split_whitespace().next()).map(str::to_string);
                 if let Some(addr) = addr {
                     let _ = tx.send((line.contains("admin API"), addr));
                 }
-                lines.lock().unwrap().push(line);
+                kept.lock().unwrap().push(line);
             }
         });
         let (mut addr, mut admin) = (None, None);

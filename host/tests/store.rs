@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -115,18 +114,10 @@ fn serve_counter(data_dir: &std::path::Path, config_dir: &std::path::Path) -> (s
         component("counter").display().to_string()
     );
     std::fs::write(&path, text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .env_remove("WHARF_ADMIN_TOKEN")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (child, lines) = serve_process(&path);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
+        for line in lines {
             if let Some(addr) = line.split("addr=").nth(1) {
                 let _ = tx.send(addr.trim().to_string());
             }

@@ -66,6 +66,31 @@ pub fn config_with_instances(routes: &[(&str, &str, &str)], extra: &str) -> Conf
     config
 }
 
+/// `wharf serve --config CONFIG` as a child process, logging at `info`;
+/// each line it writes to stderr arrives on the receiver.
+pub fn serve_process(config: &std::path::Path) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .env_remove("WHARF_ADMIN_TOKEN")
+        .current_dir(config.parent().expect("the config is in a directory"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("wharf serve starts");
+    let stderr = std::io::BufReader::new(child.stderr.take().expect("piped stderr"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (child, rx)
+}
+
 /// The compile cache the tests share.
 pub fn cache_dir() -> PathBuf {
     repo_root().join("target/test-data/cache")

@@ -19,37 +19,42 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Removes a connection everywhere; returns its record, or nil.
-/// ARGV: id.
-const CLOSE_BODY: &str = r#"
-local function close(id)
-  local c = 'wharf:c:' .. id
-  local r = redis.call('HMGET', c, 'route', 'plugin', 'addr', 'at', 'host')
+/// `record(id)`: a connection's record as `{route, plugin, addr, at, host,
+/// {key, value, ...}, {channel, ...}}`, or false. `close(id)`: removes it
+/// everywhere and returns it.
+const RECORD_FNS: &str = r#"
+local function record(id)
+  local r = redis.call('HMGET', 'wharf:c:' .. id, 'route', 'plugin', 'addr', 'at', 'host')
   if not r[1] then return false end
-  local order = redis.call('LRANGE', 'wharf:cmo:' .. id, 0, -1)
   local meta = {}
-  for _, k in ipairs(order) do
+  for _, k in ipairs(redis.call('LRANGE', 'wharf:cmo:' .. id, 0, -1)) do
     local v = redis.call('HGET', 'wharf:cm:' .. id, k)
     if v then table.insert(meta, k); table.insert(meta, v) end
   end
-  local chans = redis.call('LRANGE', 'wharf:cc:' .. id, 0, -1)
-  for _, ch in ipairs(chans) do redis.call('SREM', 'wharf:ch:' .. ch, id) end
+  return {r[1], r[2], r[3], r[4], r[5], meta, redis.call('LRANGE', 'wharf:cc:' .. id, 0, -1)}
+end
+
+local function close(id)
+  local r = record(id)
+  if not r then return false end
+  for _, ch in ipairs(r[7]) do redis.call('SREM', 'wharf:ch:' .. ch, id) end
   local padded = string.rep('0', 20 - #id) .. id
-  redis.call('DEL', c, 'wharf:cm:' .. id, 'wharf:cmo:' .. id, 'wharf:cc:' .. id)
+  redis.call('DEL', 'wharf:c:' .. id, 'wharf:cm:' .. id, 'wharf:cmo:' .. id, 'wharf:cc:' .. id)
   redis.call('ZREM', 'wharf:conns', padded)
   redis.call('ZREM', 'wharf:rc:' .. r[1], padded)
   redis.call('SREM', 'wharf:h:' .. r[5] .. ':conns', id)
-  return {r[1], r[2], r[3], r[4], r[5], meta, chans}
+  return r
 end
 "#;
 
-pub static CLOSE: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{CLOSE_BODY}\nreturn close(ARGV[1])")));
+/// Removes a connection everywhere; returns its record, or nil. ARGV: id.
+pub static CLOSE: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{RECORD_FNS}\nreturn close(ARGV[1])")));
 
 /// Writes a whole connection record, replacing any earlier one.
 /// ARGV: id, route, plugin, addr, at, host, n_meta, (key, value) * n_meta, channels...
 pub static OPEN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r#"{CLOSE_BODY}
+        r#"{RECORD_FNS}
 local id = ARGV[1]
 close(id)
 local padded = string.rep('0', 20 - #id) .. id
@@ -74,21 +79,7 @@ return 1"#
 });
 
 /// A connection's record, or nil. ARGV: id.
-pub static READ: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local id = ARGV[1]
-local r = redis.call('HMGET', 'wharf:c:' .. id, 'route', 'plugin', 'addr', 'at', 'host')
-if not r[1] then return false end
-local order = redis.call('LRANGE', 'wharf:cmo:' .. id, 0, -1)
-local meta = {}
-for _, k in ipairs(order) do
-  local v = redis.call('HGET', 'wharf:cm:' .. id, k)
-  if v then table.insert(meta, k); table.insert(meta, v) end
-end
-return {r[1], r[2], r[3], r[4], r[5], meta, redis.call('LRANGE', 'wharf:cc:' .. id, 0, -1)}"#,
-    )
-});
+pub static READ: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{RECORD_FNS}\nreturn record(ARGV[1])")));
 
 /// Metadata of an open connection: `{0}` when it is not open, else
 /// `{1, value-or-nil}` for get and `{1}` for set and delete.
@@ -216,7 +207,7 @@ return 1"#,
 /// ARGV: host. How many connections were removed, or -1 when it is alive.
 pub static REAP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r#"{CLOSE_BODY}
+        r#"{RECORD_FNS}
 local h = ARGV[1]
 if redis.call('EXISTS', 'wharf:h:' .. h .. ':alive') == 1 then return -1 end
 local ids = redis.call('SMEMBERS', 'wharf:h:' .. h .. ':conns')
