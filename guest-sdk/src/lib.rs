@@ -176,7 +176,7 @@ impl Connection {
         Connection(id)
     }
 
-    /// The connection's id, unique within the host.
+    /// The connection's id, unique among the hosts sharing a store.
     pub fn id(&self) -> u64 {
         self.0
     }
