@@ -267,6 +267,9 @@ async fn a_killed_hosts_connections_leave_presence_within_the_heartbeat_ttl() {
         .find(|id| members.contains(id))
         .unwrap();
 
+    let mut relay = a.connect("/relay").await;
+    expect_text(&mut relay).await;
+
     b.kill_9();
     let killed = Instant::now();
     // Nobody listens for B any more: sends to its connections answer 410 at once.
@@ -284,8 +287,10 @@ async fn a_killed_hosts_connections_leave_presence_within_the_heartbeat_ttl() {
     let took = killed.elapsed();
     assert!(took < Duration::from_secs(10), "left presence after {took:?}, more than the 10 s TTL");
     assert_eq!(a.admin("GET", &format!("/connections/{b_id}"), None).await.0, 410);
-    let (_, list) = a.admin("GET", "/connections", None).await;
-    assert_eq!(list["connections"].as_array().unwrap().len(), 1, "only A's connection is left: {list}");
+    // Handlers no longer see it either.
+    assert_eq!(ask(&mut relay, &format!("send:{b_id}:x")).await, "error: unknown connection");
+    let (_, list) = a.admin("GET", "/connections?route=/chat", None).await;
+    assert_eq!(list["connections"].as_array().unwrap().len(), 1, "only A's chat connection is left: {list}");
     assert!(a.metric("wharf_cluster_reaped_connections_total").await >= 2.0);
     assert!(a.logged("stopped renewing its heartbeat"));
 
@@ -307,6 +312,35 @@ async fn hosts_keep_serving_through_a_redis_restart_and_rejoin() {
     send_text(&mut on_a, "before").await;
     assert_eq!(expect_text(&mut on_b).await, "anonymous: before");
     assert_eq!(expect_text(&mut on_a).await, "anonymous: before");
+
+    // Traffic from A to B on channel `traffic`, every 10 ms, throughout.
+    let mut r_a = a.connect("/relay").await;
+    let mut r_b = b.connect("/relay").await;
+    expect_text(&mut r_a).await;
+    let r_b_id = expect_text(&mut r_b).await.strip_prefix("id:").unwrap().to_string();
+    assert_eq!(ask(&mut r_b, &format!("join:{r_b_id}:traffic")).await, "ok");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let sender = tokio::spawn(async move {
+        let mut sent = 0u32;
+        while !stopped.load(std::sync::atomic::Ordering::SeqCst) && sent < 10_000 {
+            assert_eq!(ask(&mut r_a, &format!("pub:traffic:t{sent}")).await, "ok", "A keeps serving");
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (r_a, sent)
+    });
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        loop {
+            let t = expect_text(&mut r_b).await;
+            if t == "end" {
+                return got;
+            }
+            got.push(t.strip_prefix('t').and_then(|n| n.parse::<u32>().ok()).expect("a traffic message"));
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     redis.kill();
     let unhealthy = eventually(|| async {
@@ -353,6 +387,19 @@ async fn hosts_keep_serving_through_a_redis_restart_and_rejoin() {
     eventually(|| async { a.logged("Redis answers again").then_some(()) }).await;
     assert!(a.metric("wharf_redis_outages_total").await >= 1.0);
     assert_eq!(a.metric("wharf_redis_up").await, 1.0);
+
+    // The traffic: what arrived came once and in order, the messages sent
+    // during the outage did not arrive, and the ones after it did.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (mut r_a, sent) = sender.await.unwrap();
+    assert_eq!(ask(&mut r_a, "pub:traffic:end").await, "ok");
+    let got = reader.await.unwrap();
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "in publish order, each once: {got:?}");
+    assert!(got.first().is_some_and(|f| *f < 10), "traffic before the outage arrived: {got:?}");
+    assert_eq!(got.last().copied(), Some(sent - 1), "traffic after the outage arrived");
+    assert!((got.len() as u32) < sent, "the outage lost messages ({} of {sent} arrived)", got.len());
+    assert!(a.metric("wharf_cluster_undelivered_total{reason=\"redis_unavailable\"}").await >= 1.0);
 }
 
 #[test]
