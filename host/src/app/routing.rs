@@ -156,7 +156,7 @@ impl Router for AdminRouter {
             up,
             json!({
                 "status": if up { "ok" } else { "degraded" },
-                "redis": if up { "up" } else { "unreachable" },
+                "redis": if h.number_taken() { "host number taken" } else if up { "up" } else { "unreachable" },
                 "redis_down_since": h.down_since_ms(),
                 "host": c.host(),
                 "hosts": h.live_hosts(),

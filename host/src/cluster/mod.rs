@@ -39,7 +39,7 @@ pub use envelope::{Envelope, Malformed};
 
 use crate::events::{ConnId, host_of};
 use crate::metrics::Metrics;
-use crate::store::{RedisStore, Store, now_ms};
+use crate::store::{Beat, RedisStore, Store, now_ms};
 
 /// Frames waiting for the publisher task; past this they are counted as
 /// undelivered.
@@ -67,6 +67,8 @@ pub trait Deliver: Send + Sync + 'static {
 pub struct Health {
     heartbeat_ok: AtomicBool,
     subscribed: AtomicBool,
+    /// Another host process holds this host's number.
+    taken: AtomicBool,
     /// Unix milliseconds since Redis has been unreachable; 0 while it is up.
     down_since_ms: AtomicU64,
     live_hosts: AtomicUsize,
@@ -75,7 +77,13 @@ pub struct Health {
 impl Health {
     /// Whether Redis answers and this host receives other hosts' frames.
     pub fn is_up(&self) -> bool {
-        self.heartbeat_ok.load(Ordering::Acquire) && self.subscribed.load(Ordering::Acquire)
+        self.heartbeat_ok.load(Ordering::Acquire) && self.subscribed.load(Ordering::Acquire) && !self.number_taken()
+    }
+
+    /// Whether another host process holds this host's number (after Redis
+    /// lost its data): this host must be restarted.
+    pub fn number_taken(&self) -> bool {
+        self.taken.load(Ordering::Acquire)
     }
 
     /// Since when (Unix milliseconds) Redis has been unreachable.
@@ -435,13 +443,22 @@ impl Cluster {
                     )))
                 });
                 match beat {
-                    Ok(known) => {
+                    Ok(Beat::Taken) => {
+                        if !self.health.taken.swap(true, Ordering::AcqRel) {
+                            tracing::error!(
+                                host = self.host,
+                                "another host process holds this host's number (Redis lost its data and handed it out again): connection ids would collide; restart this host"
+                            );
+                        }
+                        self.health.set(&self.health.heartbeat_ok, true);
+                    }
+                    Ok(beat) => {
                         if let Some(at) = down_at.take() {
                             tracing::info!(after_ms = at.elapsed().as_millis() as u64, "Redis answers again");
                         }
                         self.health.set(&self.health.heartbeat_ok, true);
                         self.store.set_reachable(true);
-                        if !known {
+                        if beat == Beat::Stale {
                             match self.store.resync().await {
                                 Ok((written, removed)) => tracing::info!(
                                     written,

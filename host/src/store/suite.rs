@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{ConnectionRecord, RecordChange, RedisStore, Store, StoreError};
+use super::{Beat, ConnectionRecord, RecordChange, RedisStore, Store, StoreError};
 use crate::events::{ConnId, id_base};
 
 #[path = "../../tests/common/redis_server.rs"]
@@ -224,7 +224,7 @@ async fn a_dead_hosts_connections_are_reaped_and_a_live_host_resyncs() {
     // A stops heartbeating (as after kill -9); B keeps going.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let reaped = loop {
-        assert!(b.heartbeat().await.unwrap());
+        assert_eq!(b.heartbeat().await.unwrap(), Beat::Current);
         let (live, reaped) = b.reap().await.unwrap();
         if !reaped.is_empty() {
             assert_eq!(live, 1);
@@ -240,9 +240,9 @@ async fn a_dead_hosts_connections_are_reaped_and_a_live_host_resyncs() {
     // Redis loses everything; B's heartbeat notices and writes its records back.
     let mut conn = b.commands();
     let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
-    assert!(!b.heartbeat().await.unwrap(), "B knows it was forgotten");
+    assert_eq!(b.heartbeat().await.unwrap(), Beat::Stale, "B knows it was forgotten");
     assert_eq!(b.resync().await.unwrap(), (1, 0));
-    assert!(b.heartbeat().await.unwrap());
+    assert_eq!(b.heartbeat().await.unwrap(), Beat::Current);
     assert_eq!(a.connection(ib).await.unwrap(), Some(remote_record(ib)));
     assert_eq!(a.channel_members("room").await.unwrap(), [ib]);
 
@@ -251,9 +251,27 @@ async fn a_dead_hosts_connections_are_reaped_and_a_live_host_resyncs() {
     b.metadata_set(ib, "k", "v").await.unwrap();
     assert_eq!(b.kv_get("n", "k").await, Err(StoreError::Unavailable("redis: unreachable".into())));
     b.set_reachable(true);
-    assert!(!b.heartbeat().await.unwrap(), "a pending change asks for a resync");
+    assert_eq!(b.heartbeat().await.unwrap(), Beat::Stale, "a pending change asks for a resync");
     b.resync().await.unwrap();
     assert_eq!(a.metadata_get(ib, "k").await.unwrap().as_deref(), Some("v"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_number_handed_out_twice_is_noticed() {
+    let redis = RedisServer::start();
+    let a = RedisStore::connect(&redis.url(), TTL).await.unwrap();
+    // Redis loses everything, and a new host starts before A beats again:
+    // it is handed A's number.
+    let () = redis::cmd("FLUSHALL").query_async(&mut a.commands()).await.unwrap();
+    let b = RedisStore::connect(&redis.url(), TTL).await.unwrap();
+    assert_eq!(b.host(), a.host());
+    assert_eq!(a.heartbeat().await.unwrap(), Beat::Taken);
+    assert!(a.resync().await.is_err(), "A cannot take the number back");
+    assert_eq!(b.heartbeat().await.unwrap(), Beat::Current);
+    // A host that is handed a held number skips it.
+    let () = redis::cmd("SET").arg("wharf:hosts:next").arg(0).query_async(&mut a.commands()).await.unwrap();
+    let c = RedisStore::connect(&redis.url(), TTL).await.unwrap();
+    assert_ne!(c.host(), b.host());
 }
 
 #[test]

@@ -103,6 +103,22 @@ pub struct RedisStore {
     heartbeat_ttl: Duration,
     /// Told of each change this host makes to another host's connection.
     notify: OnceLock<Box<dyn Fn(ConnId, RecordChange) + Send + Sync>>,
+    /// This process's mark on its heartbeat key, so that two processes
+    /// never hold one host number unnoticed.
+    token: String,
+}
+
+/// What a heartbeat found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Beat {
+    /// Redis knows this host and has every local change.
+    Current,
+    /// Redis forgot this host or missed a local change: call
+    /// [`RedisStore::resync`].
+    Stale,
+    /// Another host process holds this host's number (Redis lost its data
+    /// and handed the number out again): connection ids would collide.
+    Taken,
 }
 
 impl RedisStore {
@@ -118,22 +134,34 @@ impl RedisStore {
             .get_connection_manager_with_config(config)
             .await
             .with_context(|| format!("connecting to Redis at {url}"))?;
-        let host: u64 = conn.incr("wharf:hosts:next", 1).await.context("taking a host number from Redis")?;
-        let host = Some(host)
-            .filter(|h| *h < (1u64 << HOST_BITS))
-            .map(|h| h as u32)
-            .context("Redis handed out every host number (reset `wharf:hosts:next`)")?;
-        let store = RedisStore {
-            conn,
-            host,
+        let token = format!(
+            "{:016x}{:08x}",
+            std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0),
+            std::process::id()
+        );
+        let mut store = RedisStore {
+            conn: conn.clone(),
+            host: 0,
             local: Presence::default(),
             stale: AtomicBool::new(false),
             reachable: AtomicBool::new(true),
             heartbeat_ttl,
             notify: OnceLock::new(),
+            token,
         };
-        store.register().await.context("registering this host in Redis")?;
-        Ok(store)
+        // A number another process holds (handed out again by a Redis that
+        // lost its data) is skipped.
+        for _ in 0..64 {
+            let host: u64 = conn.incr("wharf:hosts:next", 1).await.context("taking a host number from Redis")?;
+            store.host = Some(host)
+                .filter(|h| *h < (1u64 << HOST_BITS))
+                .map(|h| h as u32)
+                .context("Redis handed out every host number (reset `wharf:hosts:next`)")?;
+            if store.register().await.context("registering this host in Redis")? {
+                return Ok(store);
+            }
+        }
+        anyhow::bail!("every host number Redis handed out is held by another host")
     }
 
     /// A handle on the command connection (it reconnects by itself).
@@ -147,23 +175,24 @@ impl RedisStore {
         (self.heartbeat_ttl.as_millis() as u64 * 7 / 10).max(500)
     }
 
-    async fn register(&self) -> redis::RedisResult<()> {
+    /// Registers this host; `false` when another process holds its number.
+    async fn register(&self) -> redis::RedisResult<bool> {
         let mut conn = self.conn.clone();
-        scripts::REGISTER.arg(self.host).arg(self.alive_ms()).invoke_async::<i64>(&mut conn).await.map(|_| ())
+        let n: i64 =
+            scripts::REGISTER.arg(self.host).arg(self.alive_ms()).arg(&self.token).invoke_async(&mut conn).await?;
+        Ok(n == 1)
     }
 
-    /// Renews this host's heartbeat. `Ok(false)` when Redis had forgotten
-    /// this host (reaped after a long outage, or restarted without its
-    /// data), or a local change is pending: call [`RedisStore::resync`].
-    pub async fn heartbeat(&self) -> redis::RedisResult<bool> {
+    /// Renews this host's heartbeat.
+    pub async fn heartbeat(&self) -> redis::RedisResult<Beat> {
         let mut conn = self.conn.clone();
-        let key = format!("wharf:h:{}:alive", self.host);
-        let (_, known): ((), bool) = redis::pipe()
-            .set_options(&key, 1, redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(self.alive_ms())))
-            .sismember("wharf:hosts", self.host)
-            .query_async(&mut conn)
-            .await?;
-        Ok(known && !self.stale.load(Ordering::Acquire))
+        let n: i64 =
+            scripts::HEARTBEAT.arg(self.host).arg(self.alive_ms()).arg(&self.token).invoke_async(&mut conn).await?;
+        Ok(match n {
+            -1 => Beat::Taken,
+            1 if !self.stale.load(Ordering::Acquire) => Beat::Current,
+            _ => Beat::Stale,
+        })
     }
 
     /// Registers this host again and makes Redis agree with the local
@@ -179,7 +208,9 @@ impl RedisStore {
     }
 
     async fn resync_inner(&self) -> redis::RedisResult<(usize, usize)> {
-        self.register().await?;
+        if !self.register().await? {
+            return Err(redis::RedisError::from((redis::ErrorKind::Client, "another host holds this host's number")));
+        }
         let mut conn = self.conn.clone();
         let mut written = 0;
         for record in self.local.all() {

@@ -188,18 +188,36 @@ return out"#,
     )
 });
 
-/// Re-registers a host: into `hosts`, heartbeat set, and `hosts:next` at
-/// least this host's number (a Redis that lost its data must not hand the
-/// number out again). ARGV: host, heartbeat ms.
+/// Registers a host: its heartbeat (holding this host process's token),
+/// into `hosts`, and `hosts:next` at least this host's number (a Redis that
+/// lost its data must not hand the number out again). 0 when another host
+/// process holds the number. ARGV: host, heartbeat ms, token.
 pub static REGISTER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local h = ARGV[1]
+local key = 'wharf:h:' .. h .. ':alive'
+local cur = redis.call('GET', key)
+if cur and cur ~= ARGV[3] then return 0 end
+redis.call('SET', key, ARGV[3], 'PX', ARGV[2])
 redis.call('SADD', 'wharf:hosts', h)
-redis.call('SET', 'wharf:h:' .. h .. ':alive', '1', 'PX', ARGV[2])
 local next = tonumber(redis.call('GET', 'wharf:hosts:next') or '0')
 if next < tonumber(h) then redis.call('SET', 'wharf:hosts:next', h) end
 return 1"#,
+    )
+});
+
+/// Renews a host's heartbeat: 1 when it is registered, 0 when Redis forgot
+/// it, -1 when another host process holds its number.
+/// ARGV: host, heartbeat ms, token.
+pub static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local key = 'wharf:h:' .. ARGV[1] .. ':alive'
+local cur = redis.call('GET', key)
+if cur and cur ~= ARGV[3] then return -1 end
+redis.call('SET', key, ARGV[3], 'PX', ARGV[2])
+return redis.call('SISMEMBER', 'wharf:hosts', ARGV[1])"#,
     )
 });
 
