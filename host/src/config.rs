@@ -179,7 +179,9 @@ impl std::str::FromStr for StoreChoice {
 
 fn redis_url_is_valid(url: &str) -> Result<(), String> {
     use redis::IntoConnectionInfo;
-    url.into_connection_info().map(|_| ()).map_err(|e| format!("`{url}` is not a Redis URL: {e}"))
+    url.into_connection_info()
+        .map(|_| ())
+        .map_err(|e| format!("`{}` is not a Redis URL: {e}", crate::store::redact(url)))
 }
 
 impl<'de> Deserialize<'de> for StoreChoice {

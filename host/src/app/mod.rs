@@ -162,7 +162,7 @@ async fn build(config: &Config) -> anyhow::Result<(Arc<App>, Arc<Metrics>)> {
         StoreChoice::Redis(url) => {
             let ttl = Duration::from_millis(config.store.heartbeat_ttl_ms);
             let redis = Arc::new(RedisStore::connect(url, ttl).await.with_context(context)?);
-            tracing::info!(host = redis.host(), %url, "joined the hosts sharing Redis");
+            tracing::info!(host = redis.host(), url = %store_mod::redact(url), "joined the hosts sharing Redis");
             (redis.clone(), Some((redis, url, ttl)))
         }
     };

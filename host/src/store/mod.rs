@@ -29,7 +29,7 @@ use crate::events::ConnId;
 pub use embedded::EmbeddedKv;
 pub use kv::{Kv, LocalStore};
 pub use memory::MemoryKv;
-pub use redis::{Beat, RecordChange, RedisStore};
+pub use redis::{Beat, RecordChange, RedisStore, redact};
 
 /// An in-memory store.
 pub type MemoryStore = LocalStore<MemoryKv>;

@@ -275,6 +275,13 @@ async fn a_host_number_handed_out_twice_is_noticed() {
 }
 
 #[test]
+fn redis_passwords_stay_out_of_logs() {
+    assert_eq!(super::redact("redis://:s3cret@10.0.0.5:6379/0"), "redis://:***@10.0.0.5:6379/0");
+    assert_eq!(super::redact("redis://app:s3cret@h:1/2"), "redis://app:***@h:1/2");
+    assert_eq!(super::redact("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+}
+
+#[test]
 fn a_corrupt_or_unusable_data_dir_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(super::embedded::FILE_NAME), vec![0x5a; 8192]).unwrap();

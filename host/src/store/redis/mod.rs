@@ -38,6 +38,18 @@ fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError::Unavailable(format!("redis: {e}"))
 }
 
+/// `url` without its password, for logs and errors.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
 fn kv_key(ns: &str, key: &str) -> String {
     format!("wharf:kv:{}:{ns}:{key}", ns.len())
 }
@@ -124,7 +136,8 @@ pub enum Beat {
 impl RedisStore {
     /// Connects to `url`, takes a host number and registers this host.
     pub async fn connect(url: &str, heartbeat_ttl: Duration) -> anyhow::Result<RedisStore> {
-        let client = redis::Client::open(url).with_context(|| format!("`{url}` is not a Redis URL"))?;
+        let shown = redact(url);
+        let client = redis::Client::open(url).with_context(|| format!("`{shown}` is not a Redis URL"))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(COMMAND_TIMEOUT))
@@ -133,7 +146,7 @@ impl RedisStore {
         let mut conn = client
             .get_connection_manager_with_config(config)
             .await
-            .with_context(|| format!("connecting to Redis at {url}"))?;
+            .with_context(|| format!("connecting to Redis at {shown}"))?;
         let token = format!(
             "{:016x}{:08x}",
             std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0),
