@@ -94,6 +94,27 @@ impl Host {
         self.child.kill().unwrap(); // SIGKILL
         self.child.wait().unwrap();
     }
+
+    /// SIGTERM, then waits (at most [`WAIT`]) for a clean exit.
+    fn terminate(&mut self) {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "the host exited with {status}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "the host did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    async fn live_hosts(&self) -> u64 {
+        let (status, body) = self.admin("GET", "/healthz", None).await;
+        assert_eq!(status, 200, "{body}");
+        body["hosts"].as_u64().unwrap()
+    }
 }
 
 impl Drop for Host {
@@ -298,6 +319,27 @@ async fn a_killed_hosts_connections_leave_presence_within_the_heartbeat_ttl() {
     send_text(&mut on_a, "still here").await;
     assert_eq!(expect_text(&mut on_a).await, "anonymous: still here");
     drop(b_chat.close(None).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_stops_leaves_at_once_not_after_the_ttl() {
+    let redis = RedisServer::start();
+    let (a, mut b) = (Host::start(&redis, ""), Host::start(&redis, ""));
+    let _on_a = a.connect("/chat").await;
+    let mut on_b = b.connect("/chat").await;
+    eventually(|| async { (a.members("room").await.len() == 2).then_some(()) }).await;
+    eventually(|| async { (a.live_hosts().await == 2).then_some(()) }).await;
+
+    b.terminate();
+    let stopped = Instant::now();
+    assert_eq!(expect_close(&mut on_b).await, 1001);
+    // B's close handlers removed its connections before it exited, and it
+    // deregistered: A sees one host within a reaper tick, far below the
+    // 10 s heartbeat TTL.
+    assert_eq!(a.members("room").await.len(), 1);
+    eventually(|| async { (a.live_hosts().await == 1).then_some(()) }).await;
+    assert!(stopped.elapsed() < Duration::from_secs(5), "took {:?}", stopped.elapsed());
+    assert_eq!(a.metric("wharf_cluster_reaped_connections_total").await, 0.0, "nothing was left to reap");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
