@@ -170,7 +170,7 @@ pub struct Cluster {
     store: Arc<RedisStore>,
     conn: ConnectionManager,
     out: mpsc::Sender<Outgoing>,
-    health: Arc<Health>,
+    health: Health,
     metrics: ClusterMetrics,
     /// Stops the tasks; see [`Cluster::stop`].
     stop: CancellationToken,
@@ -195,7 +195,7 @@ impl Cluster {
         let shutdown = CancellationToken::new();
         let client = redis::Client::open(url)?;
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-        let health = Arc::new(Health::default());
+        let health = Health::default();
         health.heartbeat_ok.store(true, Ordering::Release);
         health.live_hosts.store(1, Ordering::Release);
         let cluster = Arc::new(Cluster {
