@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::{Beat, ConnectionRecord, RecordChange, RedisStore, Store, StoreError};
 use crate::events::{ConnId, id_base};
 
-#[path = "../../tests/common/redis_server.rs"]
+#[path = "../../tests/e2e/common/redis_server.rs"]
 mod redis_server;
 use redis_server::RedisServer;
 

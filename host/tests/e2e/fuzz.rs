@@ -3,11 +3,9 @@
 //! arrives, the host answers with an HTTP status or a close code it owns,
 //! never panics, and goes on serving a well-behaved client.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -3,9 +3,7 @@
 //! client on another route is answered throughout on the same connection,
 //! and the host keeps running.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// `faulty` with tight per-plugin limits beside a plain `echo` route.
 const SANDBOX: &str = r#"

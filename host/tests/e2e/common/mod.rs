@@ -1,6 +1,5 @@
 //! Helpers for end-to-end tests: a real host on 127.0.0.1 port 0 running the
 //! real example components, and a real WebSocket client with timeouts.
-#![allow(dead_code)]
 
 pub mod redis_server;
 

@@ -2,12 +2,10 @@
 //! example, durability across `kill -9`, and clear errors for a bad data
 //! directory.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tokio_tungstenite::connect_async;
 use wharf::config::Config;
 

@@ -2,12 +2,10 @@
 //! traps and deadlines that close only their own connection with 1011, and
 //! `on-close` running exactly once however a connection ends.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;

@@ -3,11 +3,9 @@
 //! origins and unknown subprotocols. Wherever a connection that opened ends,
 //! its `on-close` runs exactly once with the code it ended with.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -2,13 +2,11 @@
 //! and loses or repeats no message; bad versions are refused while the old
 //! one keeps serving; the admin API uploads and lists plugins.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 use wharf::config::Config;

@@ -2,11 +2,9 @@
 //! a message typed in one appears in both. Needs Debian's `chromium` and the
 //! npm packages of `host/tests/browser` (`make test` installs both).
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_page_works_in_headless_chromium() {

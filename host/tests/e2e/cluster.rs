@@ -2,15 +2,13 @@
 //! across hosts, admin sends to a connection on another host, kill -9 of a
 //! host, and a Redis restart in the middle of traffic.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::redis_server::RedisServer;
-use common::*;
+use crate::common::redis_server::RedisServer;
+use crate::common::*;
 use tokio_tungstenite::connect_async;
 
 /// One `wharf serve` process and what it logged.

@@ -1,9 +1,7 @@
 //! The admin HTTP API end to end: authentication, sending to channels and
 //! connections from outside, closing, presence, metrics and health.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;

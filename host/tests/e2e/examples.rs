@@ -1,9 +1,7 @@
 //! The example handlers end to end: echo, chat and broadcast, with a real
 //! host and real WebSocket clients on 127.0.0.1.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 

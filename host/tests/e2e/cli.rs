@@ -1,13 +1,11 @@
 //! The `wharf` binary: config errors name the file and key; SIGTERM closes
 //! every connection with 1001 and exits 0.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tokio_tungstenite::connect_async;
 
 fn wharf() -> Command {

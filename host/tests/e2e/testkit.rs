@@ -1,11 +1,9 @@
 //! `wharf test` and `wharf new` as a handler author uses them: the binary,
 //! real components, scenario files, exit status and reports.
 
-mod common;
-
 use std::process::{Command, Output};
 
-use common::*;
+use crate::common::*;
 
 fn wharf(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_wharf")).args(args).env_remove("RUST_LOG").output().unwrap()
