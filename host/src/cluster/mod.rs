@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
 use redis::aio::ConnectionManager;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub use envelope::{Envelope, Malformed};
@@ -159,9 +159,14 @@ enum Target {
     Host(u32),
 }
 
-struct Outgoing {
-    target: Target,
-    frame: Vec<u8>,
+enum Outgoing {
+    Frame {
+        target: Target,
+        frame: Vec<u8>,
+    },
+    /// Answered once every frame queued before it was published (or
+    /// counted as undelivered).
+    Flush(oneshot::Sender<()>),
 }
 
 /// This host's membership in a group of hosts sharing one Redis.
@@ -220,12 +225,18 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Sends what is still queued (for at most two seconds: the close
-    /// handlers of a stopping host may publish), then stops the tasks.
+    /// Publishes what is already queued (the close handlers of a stopping
+    /// host may have published), waiting at most two seconds for Redis to
+    /// answer, then stops the tasks.
     pub async fn stop(&self) {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while self.out.capacity() < self.out.max_capacity() && Instant::now() < deadline && self.health.is_up() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let (tx, flushed) = oneshot::channel();
+        let flush = async {
+            if self.out.send(Outgoing::Flush(tx)).await.is_ok() {
+                let _ = flushed.await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(2), flush).await.is_err() {
+            tracing::warn!("stopped before Redis took every frame this host had queued for other hosts");
         }
         self.stop.cancel();
     }
@@ -262,7 +273,7 @@ impl Cluster {
 
     fn enqueue(&self, target: Target, env: &Envelope) {
         let frame = env.encode(self.host);
-        if self.out.try_send(Outgoing { target, frame }).is_err() {
+        if self.out.try_send(Outgoing::Frame { target, frame }).is_err() {
             self.metrics.undelivered.with_label_values(&["queue_full"]).inc();
         }
     }
@@ -287,57 +298,75 @@ impl Cluster {
     async fn publish_loop(self: Arc<Self>, mut rx: mpsc::Receiver<Outgoing>, shutdown: CancellationToken) {
         let mut conn = self.conn.clone();
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut frames = Vec::with_capacity(MAX_BATCH);
         let mut failing = false;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 n = rx.recv_many(&mut batch, MAX_BATCH) => if n == 0 { return },
             }
-            let undelivered =
-                |reason: &str, n: usize| self.metrics.undelivered.with_label_values(&[reason]).inc_by(n as u64);
-            if !self.health.heartbeat_ok.load(Ordering::Acquire) {
-                undelivered("redis_unavailable", batch.len());
-                batch.clear();
-                continue;
-            }
-            let mut pipe = redis::pipe();
-            for o in &batch {
-                match o.target {
-                    Target::All => pipe.publish(ALL, &o.frame),
-                    Target::Host(h) => pipe.publish(host_channel(h), &o.frame),
-                };
-            }
-            match pipe.query_async::<Vec<i64>>(&mut conn).await {
-                Ok(receivers) => {
-                    failing = false;
-                    self.metrics.sent.inc_by(batch.len() as u64);
-                    // Every live host listens on `all`, this one too when subscribed.
-                    let subscribed = usize::from(self.health.subscribed.load(Ordering::Acquire));
-                    let all = self.health.live_hosts() - 1 + subscribed;
-                    let missing: usize = batch
-                        .iter()
-                        .zip(receivers)
-                        .map(|(o, got)| {
-                            let want = match o.target {
-                                Target::All => all,
-                                Target::Host(_) => 1,
-                            };
-                            want.saturating_sub(got.max(0) as usize)
-                        })
-                        .sum();
-                    if missing > 0 {
-                        undelivered("host_unreachable", missing);
-                    }
-                }
-                Err(e) => {
-                    if !failing {
-                        tracing::warn!(error = %e, frames = batch.len(), "could not publish to other hosts; counting what is lost");
-                        failing = true;
-                    }
-                    undelivered("redis_unavailable", batch.len());
+            let mut flushed = Vec::new();
+            for o in batch.drain(..) {
+                match o {
+                    Outgoing::Frame { target, frame } => frames.push((target, frame)),
+                    Outgoing::Flush(done) => flushed.push(done),
                 }
             }
-            batch.clear();
+            if !frames.is_empty() {
+                self.publish(&mut conn, &frames, &mut failing).await;
+                frames.clear();
+            }
+            for done in flushed {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Publishes `frames` in one pipelined round trip, counting what no
+    /// host received.
+    async fn publish(&self, conn: &mut ConnectionManager, frames: &[(Target, Vec<u8>)], failing: &mut bool) {
+        let undelivered =
+            |reason: &str, n: usize| self.metrics.undelivered.with_label_values(&[reason]).inc_by(n as u64);
+        if !self.health.heartbeat_ok.load(Ordering::Acquire) {
+            undelivered("redis_unavailable", frames.len());
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for (target, frame) in frames {
+            match target {
+                Target::All => pipe.publish(ALL, frame),
+                Target::Host(h) => pipe.publish(host_channel(*h), frame),
+            };
+        }
+        match pipe.query_async::<Vec<i64>>(conn).await {
+            Ok(receivers) => {
+                *failing = false;
+                self.metrics.sent.inc_by(frames.len() as u64);
+                // Every live host listens on `all`, this one too when subscribed.
+                let subscribed = usize::from(self.health.subscribed.load(Ordering::Acquire));
+                let all = self.health.live_hosts() - 1 + subscribed;
+                let missing: usize = frames
+                    .iter()
+                    .zip(receivers)
+                    .map(|((target, _), got)| {
+                        let want = match target {
+                            Target::All => all,
+                            Target::Host(_) => 1,
+                        };
+                        want.saturating_sub(got.max(0) as usize)
+                    })
+                    .sum();
+                if missing > 0 {
+                    undelivered("host_unreachable", missing);
+                }
+            }
+            Err(e) => {
+                if !*failing {
+                    tracing::warn!(error = %e, frames = frames.len(), "could not publish to other hosts; counting what is lost");
+                    *failing = true;
+                }
+                undelivered("redis_unavailable", frames.len());
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! Several `wharf serve` processes sharing one real `redis-server`: chat
 //! across hosts, admin sends to a connection on another host, kill -9 of a
-//! host, and a Redis restart in the middle of traffic.
+//! host, a host that stops (and what its close handlers publish), and a
+//! Redis restart in the middle of traffic.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command};
@@ -338,6 +339,42 @@ async fn a_host_that_stops_leaves_at_once_not_after_the_ttl() {
     eventually(|| async { (a.live_hosts().await == 1).then_some(()) }).await;
     assert!(stopped.elapsed() < Duration::from_secs(5), "took {:?}", stopped.elapsed());
     assert_eq!(a.metric("wharf_cluster_reaped_connections_total").await, 0.0, "nothing was left to reap");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_close_handlers_publish_while_a_host_stops_reaches_the_other_hosts() {
+    let redis = RedisServer::start();
+    let (a, mut b) = (Host::start(&redis, ""), Host::start(&redis, ""));
+    let mut listener = a.connect("/relay").await;
+    let listener_id = expect_text(&mut listener).await.strip_prefix("id:").unwrap().to_string();
+    assert_eq!(ask(&mut listener, &format!("join:{listener_id}:farewells")).await, "ok");
+    // B's connections each publish farewells from their close handler: more
+    // than one pipelined round trip to Redis takes.
+    const CONNS: usize = 40;
+    const EACH: usize = 50;
+    let mut leaving = Vec::new();
+    for i in 0..CONNS {
+        let mut ws = b.connect("/relay").await;
+        let id = expect_text(&mut ws).await.strip_prefix("id:").unwrap().to_string();
+        assert_eq!(ask(&mut ws, &format!("set:{id}:farewell=farewells:{EACH}:bye {i:02}")).await, "ok");
+        leaving.push(ws);
+    }
+
+    b.terminate();
+    for ws in &mut leaving {
+        assert_eq!(expect_close(ws).await, 1001);
+    }
+    let mut got = Vec::new();
+    for _ in 0..CONNS * EACH {
+        got.push(expect_text(&mut listener).await);
+    }
+    got.sort();
+    let mut want: Vec<String> =
+        (0..CONNS).flat_map(|i| (1..=EACH).map(move |k| format!("bye {i:02} {k} (1001)"))).collect();
+    want.sort();
+    assert!(got == want, "every farewell published while B stopped reached A, once");
+    expect_silence(&mut listener, Duration::from_millis(300)).await;
+    assert_eq!(a.metric("wharf_cluster_undelivered_total").await, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

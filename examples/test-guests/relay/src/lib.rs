@@ -9,7 +9,9 @@
 //! - `join:ID:CHANNEL` subscribes ID to CHANNEL; `pub:CHANNEL:TEXT` publishes;
 //! - `members:CHANNEL` answers the member ids, comma-separated.
 //!
-//! Each action answers `ok` or `error: ...`.
+//! Each action answers `ok` or `error: ...`. When a connection closes and its
+//! metadata has `farewell` = `CHANNEL:N:TEXT`, its close handler publishes N
+//! messages `TEXT K (CODE)` to CHANNEL, K from 1 to N, CODE the close code.
 
 use wharf_guest::{Accept, Connection, Handler, Message, Reject, Request, channels, export_handler};
 
@@ -70,6 +72,18 @@ impl Handler for Relay {
     fn on_message(conn: Connection, msg: Message) -> Option<Message> {
         let text = msg.as_text()?;
         Some(Message::text(act(&conn, text).unwrap_or_else(|e| format!("error: {e}"))))
+    }
+
+    fn on_close(conn: Connection, code: u16, _reason: String) {
+        let Ok(Some(farewell)) = conn.metadata("farewell") else { return };
+        let mut parts = farewell.splitn(3, ':');
+        let (Some(channel), Some(Ok(n)), Some(text)) = (parts.next(), parts.next().map(str::parse::<u32>), parts.next())
+        else {
+            return;
+        };
+        for k in 1..=n {
+            let _ = channels::publish(channel, format!("{text} {k} ({code})"));
+        }
     }
 }
 
