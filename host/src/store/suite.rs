@@ -257,6 +257,43 @@ async fn a_dead_hosts_connections_are_reaped_and_a_live_host_resyncs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_made_while_a_resync_writes_the_records_are_kept() {
+    let redis = RedisServer::start();
+    let a = Arc::new(RedisStore::connect(&redis.url(), TTL).await.unwrap());
+    let b = RedisStore::connect(&redis.url(), TTL).await.unwrap();
+    let ids: Vec<ConnId> = (1..=200).map(|i| id_base(a.host()) + i).collect();
+    for &id in &ids {
+        a.connection_open(record(id, "/chat")).await.unwrap();
+    }
+    // Redis loses everything; while A writes its records back, they change.
+    let mut conn = a.commands();
+    let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    assert_eq!(a.heartbeat().await.unwrap(), Beat::Stale);
+    let resync = tokio::spawn({
+        let a = a.clone();
+        async move { a.resync().await }
+    });
+    for (i, &id) in ids.iter().enumerate().rev() {
+        a.metadata_set(id, "n", &i.to_string()).await.unwrap();
+        if i % 2 == 0 {
+            a.channel_subscribe(id, "room").await.unwrap();
+        }
+    }
+    assert_eq!(resync.await.unwrap().unwrap(), (200, 0));
+    assert_eq!(a.heartbeat().await.unwrap(), Beat::Current);
+    let mut lost = Vec::new();
+    for &id in &ids {
+        let here = a.connection(id).await.unwrap().unwrap();
+        assert_eq!(here.metadata, [("n".to_string(), (id - ids[0]).to_string())]);
+        if b.connection(id).await.unwrap().as_ref() != Some(&here) {
+            lost.push(id);
+        }
+    }
+    assert!(lost.is_empty(), "Redis lost the changes to {} of 200 records: {lost:?}", lost.len());
+    assert_eq!(b.channel_members("room").await.unwrap().len(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_number_handed_out_twice_is_noticed() {
     let redis = RedisServer::start();
     let a = RedisStore::connect(&redis.url(), TTL).await.unwrap();

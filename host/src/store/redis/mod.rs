@@ -33,6 +33,8 @@ use crate::events::{ConnId, HOST_BITS, host_of};
 
 /// How long one Redis command may take before it counts as failed.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most times a resync writes one record that keeps changing under it.
+const MAX_REWRITES: u32 = 8;
 
 fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError::Unavailable(format!("redis: {e}"))
@@ -226,13 +228,32 @@ impl RedisStore {
         }
         let mut conn = self.conn.clone();
         let mut written = 0;
-        for record in self.local.all() {
-            open_invocation(&record, self.host).invoke_async::<i64>(&mut conn).await?;
-            written += 1;
-            // Closed while it was being written: take it out again.
-            if !self.local.contains(record.id) {
-                scripts::CLOSE.arg(record.id).invoke_async::<Value>(&mut conn).await?;
+        for mut record in self.local.all() {
+            // A change is made to the local copy first, then to Redis: when
+            // the copy still equals what was written, a change made meanwhile
+            // either is in what was written or reaches Redis after it.
+            let mut attempts = 0;
+            loop {
+                open_invocation(&record, self.host).invoke_async::<i64>(&mut conn).await?;
+                attempts += 1;
+                match self.local.get(record.id) {
+                    Some(now) if now == record => break,
+                    Some(now) if attempts < MAX_REWRITES => record = now,
+                    // Still changing: the next heartbeat resyncs again.
+                    Some(_) => {
+                        return Err(redis::RedisError::from((
+                            redis::ErrorKind::Client,
+                            "a connection kept changing while it was written",
+                        )));
+                    }
+                    // Closed while it was being written: take it out again.
+                    None => {
+                        scripts::CLOSE.arg(record.id).invoke_async::<Value>(&mut conn).await?;
+                        break;
+                    }
+                }
             }
+            written += 1;
         }
         let held: Vec<ConnId> = conn.smembers(format!("wharf:h:{}:conns", self.host)).await?;
         let mut removed = 0;
