@@ -200,6 +200,9 @@ async fn redis_hosts_share_connections_and_get_unique_ids() {
     assert_eq!(told.lock().unwrap().len(), 1, "changes to its own connections are not told");
     let listed: Vec<_> = a.connections(Some("/chat"), None, 10).await.unwrap().iter().map(|r| r.id).collect();
     assert_eq!(listed, [ia, ib]);
+    let first = b.connections(Some("/chat"), None, 1).await.unwrap();
+    assert_eq!(first, [b.connection(ia).await.unwrap().unwrap()], "a listed record is the whole record");
+    assert_eq!(first[0].metadata.len(), 2);
 
     // Unknown ids on either side.
     assert_eq!(b.metadata_get(ia + 100, "k").await, Err(StoreError::UnknownConnection));

@@ -523,22 +523,19 @@ impl Store for RedisStore {
         let mut conn = self.redis()?;
         let set = route.map_or_else(|| "wharf:conns".to_string(), |r| format!("wharf:rc:{r}"));
         let start = after.map_or_else(|| "-".to_string(), |a| format!("({}", padded(a)));
-        let ids: Vec<String> = redis::cmd("ZRANGEBYLEX")
-            .arg(&set)
-            .arg(start)
-            .arg("+")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.failed(e))?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let id: ConnId = id.parse().map_err(|_| bad_reply("connection id"))?;
-            if let Some(r) = self.connection(id).await? {
-                out.push(r);
-            }
+        let page: Vec<Value> =
+            scripts::LIST.arg(set).arg(start).arg(limit).invoke_async(&mut conn).await.map_err(|e| self.failed(e))?;
+        let mut out = Vec::with_capacity(page.len() / 2);
+        let mut page = page.into_iter();
+        while let (Some(id), Some(record)) = (page.next(), page.next()) {
+            let id: ConnId = text(&id)?.parse().map_err(|_| bad_reply("connection id"))?;
+            // This host's own records come from its copy, which Redis may lag.
+            let record = match self.local.get(id) {
+                Some(r) => Some(r),
+                None if host_of(id) == self.host => None,
+                None => record_from(id, record)?,
+            };
+            out.extend(record);
         }
         Ok(out)
     }

@@ -81,6 +81,22 @@ return 1"#
 /// A connection's record, or nil. ARGV: id.
 pub static READ: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{RECORD_FNS}\nreturn record(ARGV[1])")));
 
+/// A page of connections in id order: `{id, record-or-nil, ...}`.
+/// ARGV: the sorted set (`wharf:conns` or `wharf:rc:{route}`), the
+/// ZRANGEBYLEX start (`-` or `(` and a 20-digit id), the most to return.
+pub static LIST: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{RECORD_FNS}
+local out = {{}}
+for _, p in ipairs(redis.call('ZRANGEBYLEX', ARGV[1], ARGV[2], '+', 'LIMIT', 0, ARGV[3])) do
+  local id = (string.gsub(p, '^0+', ''))
+  table.insert(out, id)
+  table.insert(out, record(id))
+end
+return out"#
+    ))
+});
+
 /// Metadata of an open connection: `{0}` when it is not open, else
 /// `{1, value-or-nil}` for get and `{1}` for set and delete.
 /// ARGV: op (`get`, `set`, `del`), id, key, value.
