@@ -201,7 +201,6 @@ async fn serve(
         let admin_addr = admin.local_addr()?;
         let opts = AdminOptions { token: config.admin.token.clone(), max_body_bytes: config.limits.max_message_bytes };
         let parts = server::AdminParts {
-            registry: app.registry.clone(),
             router: Arc::new(routing::AdminRouter(app.clone())),
             store: app.store.clone(),
             metrics: metrics.clone(),

@@ -3,15 +3,21 @@
 //! Handler effects, the admin API's sends and frames from other hosts all
 //! pass here.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use super::App;
 use crate::cluster::{Cluster, Deliver, Envelope};
-use crate::events::{ConnId, Effect};
+use crate::events::{ConnId, Effect, host_of};
 use crate::server::{Delivery, Registry, Router, from_ws, to_ws};
+
+/// How long the admin API waits for another host to say when its
+/// connections were last active.
+const ACTIVITY_WAIT: Duration = Duration::from_millis(500);
 
 impl App {
     fn is_local(&self, id: ConnId) -> bool {
@@ -105,9 +111,13 @@ impl Deliver for ToRegistry {
                 r.unsubscribe(conn, &channel);
                 true
             }
-            // The cluster applies these to the store's copy itself.
-            Envelope::Record { .. } => true,
+            // The cluster handles these itself.
+            Envelope::Record { .. } | Envelope::ActivityQuery { .. } | Envelope::Activity { .. } => true,
         }
+    }
+
+    fn last_active_ms(&self, id: ConnId) -> Option<u64> {
+        self.0.last_active_ms(id)
     }
 }
 
@@ -136,6 +146,24 @@ impl Router for AdminRouter {
             _ if app.registry.close(id, code, reason) => Delivery::Queued,
             _ => Delivery::Gone,
         }
+    }
+
+    async fn last_active(&self, ids: &[ConnId]) -> HashMap<ConnId, u64> {
+        let app = &self.0;
+        let mut seen = HashMap::new();
+        let mut remote: BTreeMap<u32, Vec<ConnId>> = BTreeMap::new();
+        for &id in ids {
+            if app.is_local(id) {
+                seen.extend(app.registry.last_active_ms(id).map(|at| (id, at)));
+            } else {
+                remote.entry(host_of(id)).or_default().push(id);
+            }
+        }
+        if let Some(c) = app.cluster.as_deref() {
+            let asked = remote.into_iter().map(|(host, conns)| c.activity(host, conns, ACTIVITY_WAIT));
+            seen.extend(futures_util::future::join_all(asked).await.into_iter().flatten());
+        }
+        seen
     }
 
     fn publish(&self, channel: &str, msg: &WsMessage) -> usize {

@@ -68,6 +68,23 @@ pub enum Envelope {
         /// What changed.
         change: RecordChange,
     },
+    /// Asks the host holding `conns` when their clients last sent a
+    /// message; it answers [`Envelope::Activity`] to the asking host.
+    ActivityQuery {
+        /// Matches the answer to the question.
+        req: u64,
+        /// Connections of the asked host.
+        conns: Vec<ConnId>,
+    },
+    /// The answer to [`Envelope::ActivityQuery`] `req`: for each of its
+    /// connections still open, when its client last sent a message (Unix
+    /// milliseconds).
+    Activity {
+        /// The question's `req`.
+        req: u64,
+        /// (connection, last activity) pairs.
+        seen: Vec<(ConnId, u64)>,
+    },
 }
 
 /// A frame that is not a valid envelope.
@@ -106,6 +123,8 @@ impl Envelope {
             Envelope::Subscribe { .. } => 5,
             Envelope::Unsubscribe { .. } => 6,
             Envelope::Record { .. } => 7,
+            Envelope::ActivityQuery { .. } => 8,
+            Envelope::Activity { .. } => 9,
         });
         out.extend_from_slice(&origin.to_be_bytes());
         match self {
@@ -143,6 +162,21 @@ impl Envelope {
                 out.push(op);
                 put_bytes(&mut out, a.as_bytes());
                 put_bytes(&mut out, b.as_bytes());
+            }
+            Envelope::ActivityQuery { req, conns } => {
+                out.extend_from_slice(&req.to_be_bytes());
+                out.extend_from_slice(&(conns.len() as u32).to_be_bytes());
+                for c in conns {
+                    out.extend_from_slice(&c.to_be_bytes());
+                }
+            }
+            Envelope::Activity { req, seen } => {
+                out.extend_from_slice(&req.to_be_bytes());
+                out.extend_from_slice(&(seen.len() as u32).to_be_bytes());
+                for (c, at) in seen {
+                    out.extend_from_slice(&c.to_be_bytes());
+                    out.extend_from_slice(&at.to_be_bytes());
+                }
             }
         }
         out
@@ -185,6 +219,16 @@ impl Envelope {
                 };
                 Envelope::Record { conn, change }
             }
+            8 => {
+                let req = r.u64()?;
+                let n = r.count(8)?;
+                Envelope::ActivityQuery { req, conns: (0..n).map(|_| r.u64()).collect::<Result<_, _>>()? }
+            }
+            9 => {
+                let req = r.u64()?;
+                let n = r.count(16)?;
+                Envelope::Activity { req, seen: (0..n).map(|_| Ok((r.u64()?, r.u64()?))).collect::<Result<_, _>>()? }
+            }
             _ => return Err(Malformed("unknown kind")),
         };
         if !r.0.is_empty() {
@@ -212,6 +256,20 @@ impl Reader<'_> {
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], Malformed> {
         Ok(self.take(N)?.try_into().expect("length checked"))
+    }
+
+    fn u64(&mut self) -> Result<u64, Malformed> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    /// A count of items of `size` bytes each that the rest of the frame
+    /// can hold.
+    fn count(&mut self, size: usize) -> Result<usize, Malformed> {
+        let n = u32::from_be_bytes(self.array()?) as usize;
+        if n.saturating_mul(size) > self.0.len() {
+            return Err(Malformed("truncated"));
+        }
+        Ok(n)
     }
 
     fn bytes(&mut self) -> Result<Vec<u8>, Malformed> {
@@ -251,6 +309,10 @@ mod tests {
             Envelope::Record { conn: 4, change: RecordChange::MetadataDelete { key: "k".into() } },
             Envelope::Record { conn: 4, change: RecordChange::Subscribe { channel: "c".into() } },
             Envelope::Record { conn: 4, change: RecordChange::Unsubscribe { channel: "c".into() } },
+            Envelope::ActivityQuery { req: 1, conns: vec![1 << 40 | 1, 1 << 40 | 2] },
+            Envelope::ActivityQuery { req: u64::MAX, conns: vec![] },
+            Envelope::Activity { req: 1, seen: vec![(1 << 40 | 1, 1_700_000_000_000)] },
+            Envelope::Activity { req: 2, seen: vec![] },
         ];
         for env in all {
             let frame = env.encode(12);
@@ -260,6 +322,14 @@ mod tests {
             longer.push(0);
             assert_eq!(Envelope::decode(&longer), Err(Malformed("trailing bytes")));
         }
+    }
+
+    #[test]
+    fn a_count_larger_than_the_frame_is_refused_before_allocating() {
+        let mut frame = Envelope::ActivityQuery { req: 1, conns: vec![] }.encode(3);
+        let n = frame.len();
+        frame[n - 4..].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(Envelope::decode(&frame), Err(Malformed("truncated")));
     }
 
     proptest! {

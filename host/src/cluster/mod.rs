@@ -14,7 +14,9 @@
 //!   and delivers to its own members (the sender already delivered locally,
 //!   and skips its own frames).
 //! - `wharf:bus:h:{host}` carries what is for one connection: emit, close,
-//!   subscribe and unsubscribe of a connection held by that host.
+//!   subscribe and unsubscribe of a connection held by that host, changes to
+//!   its record; and the admin API's question when its connections were last
+//!   active, with the answer on the asking host's channel.
 //!
 //! One task publishes everything a host sends, in order and pipelined, so
 //! each publisher's messages arrive in publish order everywhere. One task
@@ -25,8 +27,9 @@
 
 mod envelope;
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -60,6 +63,9 @@ pub trait Deliver: Send + Sync + 'static {
     /// Applies `env` to this host's connections; `false` when its one
     /// recipient is not here (any more).
     fn deliver(&self, env: Envelope) -> bool;
+    /// When the client of this host's connection `id` last sent a message
+    /// (Unix milliseconds); `None` when it is not open here.
+    fn last_active_ms(&self, id: ConnId) -> Option<u64>;
 }
 
 /// The state of this host's link to Redis.
@@ -169,6 +175,9 @@ enum Outgoing {
     Flush(oneshot::Sender<()>),
 }
 
+/// (connection, when its client last sent a message) pairs.
+type Activity = Vec<(ConnId, u64)>;
+
 /// This host's membership in a group of hosts sharing one Redis.
 pub struct Cluster {
     host: u32,
@@ -179,6 +188,9 @@ pub struct Cluster {
     metrics: ClusterMetrics,
     /// Stops the tasks; see [`Cluster::stop`].
     stop: CancellationToken,
+    /// Questions to other hosts waiting for their answer, by `req`.
+    asked: Mutex<HashMap<u64, oneshot::Sender<Activity>>>,
+    next_req: AtomicU64,
 }
 
 /// A frame could not be sent to the connection's host right now.
@@ -211,6 +223,8 @@ impl Cluster {
             health,
             metrics: ClusterMetrics::new(metrics),
             stop: shutdown.clone(),
+            asked: Mutex::default(),
+            next_req: AtomicU64::new(0),
         });
         cluster.health.set(&cluster.health.subscribed, false);
         let weak = Arc::downgrade(&cluster);
@@ -259,6 +273,20 @@ impl Cluster {
     /// The Redis link's state.
     pub fn health(&self) -> &Health {
         &self.health
+    }
+
+    /// When the clients of `conns`, connections host `host` holds, last
+    /// sent a message, as that host answers within `wait`. Connections it
+    /// does not hold, and every one when it does not answer in time, are
+    /// left out.
+    pub async fn activity(&self, host: u32, conns: Vec<ConnId>, wait: Duration) -> Activity {
+        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
+        let (tx, answer) = oneshot::channel();
+        self.asked.lock().unwrap_or_else(|p| p.into_inner()).insert(req, tx);
+        self.enqueue(Target::Host(host), &Envelope::ActivityQuery { req, conns });
+        let answer = tokio::time::timeout(wait, answer).await;
+        self.asked.lock().unwrap_or_else(|p| p.into_inner()).remove(&req);
+        answer.ok().and_then(Result::ok).unwrap_or_default()
     }
 
     /// Queues `env` for every other host.
@@ -432,6 +460,18 @@ impl Cluster {
             Ok((_, Envelope::Record { conn, change })) => {
                 self.metrics.received.inc();
                 self.store.apply_remote_change(conn, &change);
+            }
+            Ok((origin, Envelope::ActivityQuery { req, conns })) => {
+                self.metrics.received.inc();
+                let seen = conns.into_iter().filter_map(|id| Some((id, deliver.last_active_ms(id)?))).collect();
+                self.enqueue(Target::Host(origin), &Envelope::Activity { req, seen });
+            }
+            Ok((_, Envelope::Activity { req, seen })) => {
+                self.metrics.received.inc();
+                // No one waits any more when the answer came too late.
+                if let Some(asker) = self.asked.lock().unwrap_or_else(|p| p.into_inner()).remove(&req) {
+                    let _ = asker.send(seen);
+                }
             }
             Ok((_, env)) => {
                 self.metrics.received.inc();

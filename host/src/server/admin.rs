@@ -3,6 +3,7 @@
 //! health. JSON in and out; every route but `/healthz` needs
 //! `Authorization: Bearer <token>` when a token is configured.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Delivery, Registry};
+use super::Delivery;
 use crate::events::ConnId;
 use crate::metrics::Metrics;
 use crate::store::{ConnectionRecord, Store};
@@ -59,7 +60,7 @@ pub trait PluginAdmin: Send + Sync + 'static {
     async fn upload(&self, name: &str, bytes: Vec<u8>) -> Result<Option<PluginInfo>, String>;
 }
 
-/// Where the admin API's sends go: this host's connections directly, the
+/// Where the admin API's sends and questions go: this host's connections directly, the
 /// others' through the host that holds them. The application implements it.
 #[async_trait::async_trait]
 pub trait Router: Send + Sync + 'static {
@@ -68,6 +69,10 @@ pub trait Router: Send + Sync + 'static {
     /// Asks connection `id` to close: `Queued` when it is closing, `Gone`
     /// when no host holds it.
     async fn close(&self, id: ConnId, code: u16, reason: &str) -> Delivery;
+    /// When the clients of `ids` last sent a message (Unix milliseconds),
+    /// asked of the hosts holding them; ids no host answered for are left
+    /// out.
+    async fn last_active(&self, ids: &[ConnId]) -> HashMap<ConnId, u64>;
     /// Sends to a channel's members on every host; how many on this one.
     fn publish(&self, channel: &str, msg: &WsMessage) -> usize;
     /// Whether this host is healthy, and the details `/healthz` shows.
@@ -76,8 +81,6 @@ pub trait Router: Send + Sync + 'static {
 
 /// What the admin API reaches into.
 pub struct AdminParts {
-    /// Live connections of this host.
-    pub registry: Arc<Registry>,
     /// Sends to connections and channels on any host.
     pub router: Arc<dyn Router>,
     /// The store.
@@ -110,7 +113,6 @@ pub struct AdminOptions {
 }
 
 struct Admin {
-    registry: Arc<Registry>,
     router: Arc<dyn Router>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
@@ -120,8 +122,8 @@ struct Admin {
 
 /// Serves the admin API until `shutdown` is cancelled.
 pub async fn serve_admin(listener: TcpListener, parts: AdminParts, opts: AdminOptions, shutdown: CancellationToken) {
-    let AdminParts { registry, router, store, metrics, plugins } = parts;
-    let admin = Arc::new(Admin { registry, router, store, metrics, plugins, opts });
+    let AdminParts { router, store, metrics, plugins } = parts;
+    let admin = Arc::new(Admin { router, store, metrics, plugins, opts });
     let tasks = TaskTracker::new();
     loop {
         let (stream, _) = tokio::select! {
@@ -202,7 +204,7 @@ fn record_json(r: &ConnectionRecord, last_active_ms: Option<u64>) -> Value {
         "route": &*r.route,
         "remote_addr": r.remote_addr,
         "connected_at": r.connected_at_ms,
-        "last_active_at": last_active_ms.unwrap_or(r.connected_at_ms),
+        "last_active_at": last_active_ms,
         "metadata": metadata,
         "channels": r.channels,
     })
@@ -327,7 +329,10 @@ impl Admin {
 
     async fn connection(&self, id: ConnId) -> Response<Full<Bytes>> {
         match self.store.connection(id).await {
-            Ok(Some(r)) => json_response(StatusCode::OK, record_json(&r, self.registry.last_active_ms(id))),
+            Ok(Some(r)) => {
+                let seen = self.router.last_active(&[id]).await;
+                json_response(StatusCode::OK, record_json(&r, seen.get(&id).copied()))
+            }
             Ok(None) => gone(id),
             Err(e) => self.unavailable(e),
         }
@@ -348,8 +353,9 @@ impl Admin {
         match self.store.connections(route.as_deref(), after, limit).await {
             Ok(records) => {
                 let next = (records.len() == limit).then(|| records.last().map(|r| r.id.to_string())).flatten();
-                let list: Vec<Value> =
-                    records.iter().map(|r| record_json(r, self.registry.last_active_ms(r.id))).collect();
+                let ids: Vec<ConnId> = records.iter().map(|r| r.id).collect();
+                let seen = self.router.last_active(&ids).await;
+                let list: Vec<Value> = records.iter().map(|r| record_json(r, seen.get(&r.id).copied())).collect();
                 json_response(StatusCode::OK, json!({ "connections": list, "next": next }))
             }
             Err(e) => self.unavailable(e),

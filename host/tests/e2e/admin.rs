@@ -86,10 +86,13 @@ async fn publish_and_send_from_outside() {
 async fn connection_info_presence_and_close() {
     let host = chat_host().await;
     let mut ws = connect(&host, "/chat").await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let sent_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     send_text(&mut ws, "/nick ada").await;
     assert_eq!(expect_text(&mut ws).await, "nickname set to [ada]");
     let (_, list) = admin(&host, "GET", "/connections", None).await;
     let id = list["connections"][0]["id"].as_str().unwrap().to_owned();
+    assert!(list["connections"][0]["last_active_at"].as_u64().unwrap() >= sent_at, "{list}");
 
     let (status, info) = admin(&host, "GET", &format!("/connections/{id}"), None).await;
     assert_eq!(status, 200);
@@ -98,7 +101,8 @@ async fn connection_info_presence_and_close() {
     assert_eq!(info["channels"], serde_json::json!(["room"]));
     assert!(info["remote_addr"].as_str().unwrap().starts_with("127.0.0.1:"));
     let connected = info["connected_at"].as_u64().unwrap();
-    assert!(info["last_active_at"].as_u64().unwrap() >= connected);
+    assert!(connected < sent_at, "connected {connected}, message sent at {sent_at}");
+    assert!(info["last_active_at"].as_u64().unwrap() >= sent_at, "{info}");
 
     // Close it from outside with a code and reason the client sees.
     let (status, _) = admin(&host, "DELETE", &format!("/connections/{id}?code=4001&reason=maintenance"), None).await;

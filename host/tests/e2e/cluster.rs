@@ -265,6 +265,53 @@ async fn admin_on_one_host_sends_to_and_closes_a_connection_on_another() {
     assert_eq!(a.admin("GET", &format!("/connections/{id}"), None).await.0, 410);
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// A `GET` of the admin API that must answer 200.
+async fn get(host: &Host, path: &str) -> serde_json::Value {
+    let (status, body) = host.admin("GET", path, None).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// `last_active_at` of connection `id` in a `GET /connections` answer.
+fn last_active_in(list: &serde_json::Value, id: &str) -> Option<serde_json::Value> {
+    list["connections"].as_array()?.iter().find(|c| c["id"] == id).map(|c| c["last_active_at"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_on_one_host_reads_when_a_connection_on_another_was_last_active() {
+    let redis = RedisServer::start();
+    let (a, mut b) = (Host::start(&redis, ""), Host::start(&redis, ""));
+    let mut ws = b.connect("/relay").await;
+    let id = expect_text(&mut ws).await.strip_prefix("id:").unwrap().to_string();
+
+    let first = get(&a, &format!("/connections/{id}")).await;
+    let opened = first["last_active_at"].as_u64().expect("B answered for its connection");
+    assert!(opened >= first["connected_at"].as_u64().unwrap());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let sent_at = now_ms();
+    assert_eq!(ask(&mut ws, "get:nick").await, "nick unset");
+    let later = get(&a, &format!("/connections/{id}")).await["last_active_at"].as_u64().unwrap();
+    assert!(later >= sent_at && later > opened, "last active {later}, message sent at {sent_at}, opened {opened}");
+    // A listing asks too (one question per host).
+    let mut on_a = a.connect("/relay").await;
+    let a_id = expect_text(&mut on_a).await.strip_prefix("id:").unwrap().to_string();
+    let list = get(&a, "/connections?route=/relay").await;
+    assert_eq!(last_active_in(&list, &id), Some(later.into()), "{list}");
+    assert!(last_active_in(&list, &a_id).unwrap().as_u64().is_some(), "{list}");
+
+    // A host that cannot answer (killed; its records stay until its
+    // heartbeat expires): its connection is listed, its activity unknown.
+    b.kill_9();
+    let list = get(&a, "/connections?route=/relay").await;
+    assert_eq!(last_active_in(&list, &id), Some(serde_json::Value::Null), "{list}");
+    assert!(last_active_in(&list, &a_id).unwrap().as_u64().is_some(), "{list}");
+    drop(ws);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_hosts_connections_leave_presence_within_the_heartbeat_ttl() {
     let redis = RedisServer::start();
