@@ -77,7 +77,8 @@ impl Handler for Relay {
     fn on_close(conn: Connection, code: u16, _reason: String) {
         let Ok(Some(farewell)) = conn.metadata("farewell") else { return };
         let mut parts = farewell.splitn(3, ':');
-        let (Some(channel), Some(Ok(n)), Some(text)) = (parts.next(), parts.next().map(str::parse::<u32>), parts.next())
+        let (Some(channel), Some(Ok(n)), Some(text)) =
+            (parts.next(), parts.next().map(str::parse::<u32>), parts.next())
         else {
             return;
         };
