@@ -60,8 +60,9 @@ pub trait PluginAdmin: Send + Sync + 'static {
     async fn upload(&self, name: &str, bytes: Vec<u8>) -> Result<Option<PluginInfo>, String>;
 }
 
-/// Where the admin API's sends and questions go: this host's connections directly, the
-/// others' through the host that holds them. The application implements it.
+/// Where the admin API's sends and questions go: this host's connections
+/// directly, the others' through the host that holds them. The application
+/// implements it.
 #[async_trait::async_trait]
 pub trait Router: Send + Sync + 'static {
     /// Queues a message for connection `id`, on whichever host holds it.
