@@ -191,6 +191,11 @@ async fn chat_between_clients_on_three_hosts_arrives_once_in_publish_order() {
 }
 
 /// Sends `text` and returns the answer.
+/// The id a `relay` connection is told on open.
+async fn relay_id(ws: &mut Client) -> String {
+    expect_text(ws).await.strip_prefix("id:").expect("the relay handler's greeting").to_string()
+}
+
 async fn ask(ws: &mut Client, text: &str) -> String {
     send_text(ws, text).await;
     expect_text(ws).await
@@ -202,8 +207,8 @@ async fn handlers_act_on_connections_held_by_another_host() {
     let (a, b) = (Host::start(&redis, ""), Host::start(&redis, ""));
     let mut x = a.connect("/relay").await;
     let mut y = b.connect("/relay").await;
-    let x_id = expect_text(&mut x).await.strip_prefix("id:").unwrap().to_string();
-    let y_id = expect_text(&mut y).await.strip_prefix("id:").unwrap().to_string();
+    let x_id = relay_id(&mut x).await;
+    let y_id = relay_id(&mut y).await;
     assert_ne!(x_id, y_id);
 
     // emit
@@ -286,7 +291,7 @@ async fn admin_on_one_host_reads_when_a_connection_on_another_was_last_active() 
     let redis = RedisServer::start();
     let (a, mut b) = (Host::start(&redis, ""), Host::start(&redis, ""));
     let mut ws = b.connect("/relay").await;
-    let id = expect_text(&mut ws).await.strip_prefix("id:").unwrap().to_string();
+    let id = relay_id(&mut ws).await;
 
     let first = get(&a, &format!("/connections/{id}")).await;
     let opened = first["last_active_at"].as_u64().expect("B answered for its connection");
@@ -298,7 +303,7 @@ async fn admin_on_one_host_reads_when_a_connection_on_another_was_last_active() 
     assert!(later >= sent_at && later > opened, "last active {later}, message sent at {sent_at}, opened {opened}");
     // A listing asks too (one question per host).
     let mut on_a = a.connect("/relay").await;
-    let a_id = expect_text(&mut on_a).await.strip_prefix("id:").unwrap().to_string();
+    let a_id = relay_id(&mut on_a).await;
     let list = get(&a, "/connections?route=/relay").await;
     assert_eq!(last_active_in(&list, &id), Some(later.into()), "{list}");
     assert!(last_active_in(&list, &a_id).unwrap().as_u64().is_some(), "{list}");
@@ -393,7 +398,7 @@ async fn what_close_handlers_publish_while_a_host_stops_reaches_the_other_hosts(
     let redis = RedisServer::start();
     let (a, mut b) = (Host::start(&redis, ""), Host::start(&redis, ""));
     let mut listener = a.connect("/relay").await;
-    let listener_id = expect_text(&mut listener).await.strip_prefix("id:").unwrap().to_string();
+    let listener_id = relay_id(&mut listener).await;
     assert_eq!(ask(&mut listener, &format!("join:{listener_id}:farewells")).await, "ok");
     // B's connections each publish farewells from their close handler: more
     // than one pipelined round trip to Redis takes.
@@ -402,7 +407,7 @@ async fn what_close_handlers_publish_while_a_host_stops_reaches_the_other_hosts(
     let mut leaving = Vec::new();
     for i in 0..CONNS {
         let mut ws = b.connect("/relay").await;
-        let id = expect_text(&mut ws).await.strip_prefix("id:").unwrap().to_string();
+        let id = relay_id(&mut ws).await;
         assert_eq!(ask(&mut ws, &format!("set:{id}:farewell=farewells:{EACH}:bye {i:02}")).await, "ok");
         leaving.push(ws);
     }
@@ -441,7 +446,7 @@ async fn hosts_keep_serving_through_a_redis_restart_and_rejoin() {
     let mut r_a = a.connect("/relay").await;
     let mut r_b = b.connect("/relay").await;
     expect_text(&mut r_a).await;
-    let r_b_id = expect_text(&mut r_b).await.strip_prefix("id:").unwrap().to_string();
+    let r_b_id = relay_id(&mut r_b).await;
     assert_eq!(ask(&mut r_b, &format!("join:{r_b_id}:traffic")).await, "ok");
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stopped = stop.clone();
