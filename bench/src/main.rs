@@ -65,12 +65,8 @@ enum Command {
         /// A few seconds of everything instead of the full matrix.
         #[arg(long)]
         quick: bool,
-        /// The wharf binary.
-        #[arg(long, default_value = "target/release/wharf")]
-        wharf: PathBuf,
-        /// The Wharf config the benchmark serves.
-        #[arg(long, default_value = "bench/wharf.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        host: HostArgs,
         /// The Markdown file whose generated section is replaced.
         #[arg(long, default_value = "BENCHMARKS.md")]
         out: PathBuf,
@@ -91,12 +87,8 @@ enum Command {
         /// A second of everything instead of the full plan.
         #[arg(long)]
         quick: bool,
-        /// The wharf binary.
-        #[arg(long, default_value = "target/release/wharf")]
-        wharf: PathBuf,
-        /// The Wharf config the benchmark serves.
-        #[arg(long, default_value = "bench/wharf.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        host: HostArgs,
         /// The Markdown file whose generated section is replaced.
         #[arg(long, default_value = "BENCHMARKS.md")]
         out: PathBuf,
@@ -104,6 +96,32 @@ enum Command {
         #[arg(long, default_value = "target/bench/cluster.json")]
         json: PathBuf,
     },
+}
+
+/// The host under test, for `matrix` and `cluster`.
+#[derive(clap::Args)]
+struct HostArgs {
+    /// The wharf binary.
+    #[arg(long, default_value = "target/release/wharf")]
+    wharf: PathBuf,
+    /// The Wharf config the benchmark serves.
+    #[arg(long, default_value = "bench/wharf.toml")]
+    config: PathBuf,
+}
+
+impl HostArgs {
+    fn programs(self) -> anyhow::Result<matrix::Programs> {
+        Ok(matrix::Programs { bench: std::env::current_exe()?, wharf: self.wharf, config: self.config })
+    }
+}
+
+/// Writes raw results as JSON, making the directory if needed.
+fn write_json(path: &std::path::Path, v: &impl serde::Serialize) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, serde_json::to_string_pretty(v)?)?;
+    Ok(())
 }
 
 fn print(v: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -149,30 +167,22 @@ async fn main() -> anyhow::Result<()> {
         Command::Idle { url, conns, hold_secs, pid } => {
             print(&load::idle(&url, conns, Duration::from_secs(hold_secs), pid).await?)?
         }
-        Command::Matrix { quick, wharf, config, out, chart, json, server_core } => {
+        Command::Matrix { quick, host, out, chart, json, server_core } => {
             let core = server_core;
             let plan = if quick { matrix::Plan::quick(core) } else { matrix::Plan::full(core) };
-            let programs = matrix::Programs { bench: std::env::current_exe()?, wharf, config };
-            let mut results = matrix::run(&plan, &programs).await?;
+            let mut results = matrix::run(&plan, &host.programs()?).await?;
             results.invoke = report::criterion_medians(std::path::Path::new("target/criterion/on-message"));
-            if let Some(dir) = json.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            std::fs::write(&json, serde_json::to_string_pretty(&results)?)?;
+            write_json(&json, &results)?;
             let command = if quick { "make bench-quick" } else { "make bench" };
             let text = std::fs::read_to_string(&out).unwrap_or_default();
             std::fs::write(&out, report::splice(&text, &report::markdown(&results, command)))?;
             std::fs::write(&chart, report::chart(&results))?;
             eprintln!("wrote {}, {} and {}", out.display(), chart.display(), json.display());
         }
-        Command::Cluster { quick, wharf, config, out, json } => {
+        Command::Cluster { quick, host, out, json } => {
             let plan = if quick { cluster::Plan::quick() } else { cluster::Plan::full() };
-            let programs = matrix::Programs { bench: std::env::current_exe()?, wharf, config };
-            let cells = cluster::run(&plan, &programs).await?;
-            if let Some(dir) = json.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            std::fs::write(&json, serde_json::to_string_pretty(&cells)?)?;
+            let cells = cluster::run(&plan, &host.programs()?).await?;
+            write_json(&json, &cells)?;
             let command = if quick { "make bench-cluster-quick" } else { "make bench-cluster" };
             let text = std::fs::read_to_string(&out).unwrap_or_default();
             let section = cluster::markdown(&cells, &plan, command);
