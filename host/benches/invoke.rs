@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use wharf::events::Message;
+use wharf::handler::{EventContext, Message};
 use wharf::metrics::Metrics;
 use wharf::runtime::{CallContext, EngineOptions, EventCaps, Runtime, RuntimeOptions};
 use wharf::store::StoreKind;
@@ -55,7 +55,8 @@ fn invoke(c: &mut Criterion) {
     let mut group = c.benchmark_group("on-message");
     group.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_millis(500));
     for fresh in [false, true] {
-        let cx = CallContext { conn: 1, route: Arc::from("/echo"), fresh };
+        let event = EventContext { conn: 1, route: Arc::from("/echo") };
+        let cx = CallContext { event: &event, fresh };
         for (name, msg) in &messages {
             let id = format!("{} {name}", if fresh { "fresh" } else { "warm" });
             group.bench_function(id, |b| {
@@ -63,7 +64,7 @@ fn invoke(c: &mut Criterion) {
                     rt.block_on(async {
                         let started = Instant::now();
                         for _ in 0..iters {
-                            let reply = plugin.on_message(&cx, msg.clone()).await.expect("echo answers");
+                            let reply = plugin.on_message(cx, msg.clone()).await.expect("echo answers");
                             std::hint::black_box(reply);
                         }
                         started.elapsed()

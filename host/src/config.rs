@@ -477,8 +477,9 @@ impl Config {
         let de = toml::Deserializer::parse(text)
             .map_err(|e| err("(syntax)".into(), one_line(e.message(), text, e.span())))?;
         let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            // An empty key (`"" = 1`) has an empty path: name the table.
             let key = match e.path().to_string() {
-                p if p == "." => "(top level)".to_string(),
+                p if p == "." || p.is_empty() => "(top level)".to_string(),
                 p => p,
             };
             let inner = e.into_inner();
@@ -739,6 +740,13 @@ mod tests {
         assert_eq!(e.key, "routes[0].limits.slow_reader");
         let e = parse_err("[limits]\nwrite_timeout_ms = 1\n");
         assert_eq!(e.key, "limits.write_timeout_ms");
+    }
+
+    #[test]
+    fn an_empty_key_is_named_by_its_table() {
+        let e = parse_err("\"\" = 1\n");
+        assert_eq!(e.key, "(top level)", "{e}");
+        assert!(e.reason.contains("unknown field ``"), "{e}");
     }
 
     #[test]

@@ -4,26 +4,36 @@
 //! components (the `wharf:handler` WIT world) called once per event. See
 //! `docs/ARCHITECTURE.md` for one frame's path through these modules.
 //!
-//! - [`server`]: the listener, the WebSocket handshake, one task per
-//!   connection and the registry of open connections. Knows nothing of Wasm.
+//! - [`hub`]: the transport-independent core: routes, the registry of
+//!   mailboxes, each connection's life from admission to one close, and
+//!   where effects go (this host, or others over the [`hub::Bus`]).
+//! - [`transport`]: front ends: WebSocket (hyper + tungstenite) and the
+//!   conformance kit's simulated clients.
+//! - [`handler`]: the [`handler::Handler`] seam and the plain types it takes
+//!   and answers.
 //! - [`runtime`]: the Wasmtime engine, compiled plugins, instance pools and
 //!   the host side of the WIT imports. Knows nothing of sockets.
-//! - [`store`]: key/value and connection metadata behind one trait.
-//! - [`cluster`]: several hosts on one Redis: cross-host delivery and
-//!   host liveness.
-//! - [`app`]: the one place where server and runtime meet.
+//! - [`store`]: key/value and connection records behind one trait.
+//! - [`cluster`]: several hosts on one Redis: the Redis bus and host
+//!   liveness.
+//! - [`admin`]: the operators' HTTP API.
+//! - [`app`]: the composition root.
 
+pub mod admin;
 pub mod app;
 pub mod cli;
+pub mod close;
 pub mod cluster;
 pub mod config;
-pub mod events;
+pub mod conn_id;
 #[cfg(test)]
 mod fuzzing;
+pub mod handler;
+pub mod hub;
 pub mod metrics;
 pub mod runtime;
 pub mod scaffold;
-pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod testkit;
+pub mod transport;

@@ -1,16 +1,17 @@
-//! The one place where the server and the runtime meet: routes map to
-//! plugins, handler events run on the runtime, the effects handlers ask for
-//! are applied to the registry, and plugins are replaced while serving.
+//! The composition root: the one place the config becomes a running host.
+//! It opens the store, picks the bus (alone, or the cluster on Redis),
+//! builds the hub and the runtime, loads every plugin, mounts the routes,
+//! and starts the front ends; `wharf serve` and `wharf test` both start
+//! here.
 //!
-//! - [`dispatch`]: the server's `Dispatch` implementation and effects.
+//! - [`wasm_handler`]: the Wasm plugin as the hub's `Handler`.
 //! - [`plugins`]: plugin slots (the version serving now), loading and
 //!   swapping, and the admin API's view of them.
 //! - [`reload`]: watching component files and re-reading the config.
 
-mod dispatch;
 mod plugins;
 mod reload;
-mod routing;
+mod wasm_handler;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,20 +19,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::AdminOptions;
 use crate::cluster::Cluster;
 use crate::config::{Config, Limits, RouteConfig, StoreChoice};
-use crate::events::id_base;
+use crate::conn_id::id_base;
+use crate::hub::{Bus, ConnectionPolicy, Hub, LocalBus, Registry};
 use crate::metrics::Metrics;
 use crate::runtime::{self, EngineOptions, EventCaps, Runtime, RuntimeOptions};
-use crate::server::{self, AdminOptions, ConnectionPolicy, Registry, ServerOptions};
 use crate::store::{self as store_mod, RedisStore, Store, StoreKind};
+use crate::transport::ws::{self, ServerOptions};
 
-pub(crate) use dispatch::Handle as DispatchHandle;
 pub use plugins::PluginSlot;
 pub use reload::ReloadSummary;
 
@@ -50,14 +51,6 @@ pub(crate) fn event_caps(limits: &Limits) -> EventCaps {
         deadline_ticks: limits.event_timeout_ms.div_ceil(runtime::EPOCH_TICK.as_millis() as u64).max(1),
         memory_bytes: (limits.memory_mib as usize) << 20,
     }
-}
-
-/// One mounted route: its path, the plugin slot serving it, and how.
-pub struct Route {
-    path: Arc<str>,
-    slot: Arc<PluginSlot>,
-    fresh: bool,
-    policy: ConnectionPolicy,
 }
 
 /// The server's policy for a route with these global limits.
@@ -80,14 +73,11 @@ fn connection_policy(global: &Limits, route: &RouteConfig) -> ConnectionPolicy {
     .with_connect_rate(l.connect_rate, l.connect_burst)
 }
 
-/// The application: routes, plugins, the registry and the store.
+/// The application: the hub, the plugins behind its routes, and the config
+/// they came from.
 pub struct App {
-    routes: ArcSwap<HashMap<Arc<str>, Arc<Route>>>,
+    hub: Arc<Hub>,
     plugins: std::sync::Mutex<HashMap<String, Arc<PluginSlot>>>,
-    registry: Arc<Registry>,
-    store: Arc<dyn Store>,
-    /// The other hosts sharing the store, when it is shared.
-    cluster: Option<Arc<Cluster>>,
     runtime: Runtime,
     config: std::sync::Mutex<Config>,
     watcher: std::sync::Mutex<Option<reload::Watcher>>,
@@ -112,7 +102,7 @@ impl Running {
 
     /// The store the host's handlers use.
     pub fn store(&self) -> Arc<dyn Store> {
-        self.app.store.clone()
+        self.app.hub.store().clone()
     }
 
     /// The application, for reloading it while it serves.
@@ -135,63 +125,53 @@ impl Running {
 /// Loads every plugin of `config`, then binds its listen address and serves
 /// in a background task. A bad plugin is reported before the port is touched.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let (app, metrics) = build(&config).await?;
-    let listener = match server::bind(config.listen) {
+    let app = build(&config).await?;
+    let listener = match ws::bind(config.listen) {
         Ok(l) => l,
         Err(e) => {
             app.leave().await;
             return Err(e).with_context(|| format!("binding {}", config.listen));
         }
     };
-    serve(app, metrics, &config, listener).await
+    serve(app, &config, listener).await
 }
 
 /// Like [`start`] on an already bound listener.
 pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
-    let (app, metrics) = build(&config).await?;
-    serve(app, metrics, &config, listener).await
+    let app = build(&config).await?;
+    serve(app, &config, listener).await
 }
 
-async fn build(config: &Config) -> anyhow::Result<(Arc<App>, Arc<Metrics>)> {
+/// Builds the whole application for `config`, serving nothing yet: the
+/// store, the bus, the hub, the runtime and every plugin and route.
+pub(crate) async fn build(config: &Config) -> anyhow::Result<Arc<App>> {
     let metrics = Arc::new(Metrics::new());
+    let dropped = metrics.outbound_dropped.clone();
     let context = || format!("config {}: store", config.source);
     let local = |kind| store_mod::open(&kind, &config.data_dir).with_context(context);
-    let (store, redis): (Arc<dyn Store>, _) = match &config.store.backend {
-        StoreChoice::Embedded => (local(StoreKind::Embedded)?, None),
-        StoreChoice::Memory => (local(StoreKind::Memory)?, None),
+    let (store, registry, bus): (Arc<dyn Store>, Arc<Registry>, Arc<dyn Bus>) = match &config.store.backend {
+        StoreChoice::Embedded => (local(StoreKind::Embedded)?, Arc::new(Registry::new(dropped)), Arc::new(LocalBus)),
+        StoreChoice::Memory => (local(StoreKind::Memory)?, Arc::new(Registry::new(dropped)), Arc::new(LocalBus)),
         StoreChoice::Redis(url) => {
             let ttl = Duration::from_millis(config.store.heartbeat_ttl_ms);
             let redis = Arc::new(RedisStore::connect(url, ttl).await.with_context(context)?);
             tracing::info!(host = redis.host(), url = %store_mod::redact(url), "joined the hosts sharing Redis");
-            (redis.clone(), Some((redis, url, ttl)))
+            let registry = Arc::new(Registry::new(dropped).ids_after(id_base(redis.host())));
+            let cluster = Cluster::start(redis.clone(), url, ttl, registry.clone(), &metrics)?;
+            (redis, registry, cluster)
         }
     };
-    let registry = Arc::new(Registry::new(metrics.outbound_dropped.clone()).ids_after(id_base(store.host())));
-    let cluster = match redis {
-        Some((redis, url, ttl)) => {
-            let deliver = Arc::new(routing::ToRegistry(registry.clone()));
-            Some(Cluster::start(redis, url, ttl, deliver, &metrics)?)
-        }
-        None => None,
-    };
-    match App::new(config, registry, store, metrics.clone(), cluster.clone()).await {
-        Ok(app) => Ok((app, metrics)),
+    let hub = Arc::new(Hub::new(registry, store, bus, metrics, config.limits.max_connections));
+    match App::new(config, hub.clone()).await {
+        Ok(app) => Ok(app),
         Err(e) => {
-            if let Some(c) = cluster {
-                c.stop().await;
-                c.store().leave().await;
-            }
+            hub.bus().leave().await;
             Err(e)
         }
     }
 }
 
-async fn serve(
-    app: Arc<App>,
-    metrics: Arc<Metrics>,
-    config: &Config,
-    listener: TcpListener,
-) -> anyhow::Result<Running> {
+async fn serve(app: Arc<App>, config: &Config, listener: TcpListener) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let admin_addr = if config.admin.enabled {
@@ -200,13 +180,8 @@ async fn serve(
             .with_context(|| format!("binding the admin API on {} (admin.listen)", config.admin.listen))?;
         let admin_addr = admin.local_addr()?;
         let opts = AdminOptions { token: config.admin.token.clone(), max_body_bytes: config.limits.max_message_bytes };
-        let parts = server::AdminParts {
-            router: Arc::new(routing::AdminRouter(app.clone())),
-            store: app.store.clone(),
-            metrics: metrics.clone(),
-            plugins: Arc::new(plugins::Control(app.clone())),
-        };
-        tokio::spawn(server::serve_admin(admin, parts, opts, shutdown.clone()));
+        let plugins = Arc::new(plugins::AdminPlugins(app.clone()));
+        tokio::spawn(crate::admin::serve(admin, app.hub.clone(), plugins, opts, shutdown.clone()));
         tracing::info!(addr = %admin_addr, auth = config.admin.token.is_some(), "admin API listening");
         Some(admin_addr)
     } else {
@@ -217,13 +192,11 @@ async fn serve(
         static_dir: config.static_dir.clone(),
         handshake_timeout: Duration::from_millis(config.limits.handshake_timeout_ms),
         max_handshakes: config.limits.max_handshakes,
-        max_connections: config.limits.max_connections,
     };
     let token = shutdown.clone();
-    let (dispatch, registry) = (dispatch::Handle(app.clone()), app.registry.clone());
-    let leaving = app.clone();
+    let (hub, leaving) = (app.hub.clone(), app.clone());
     let task = tokio::spawn(async move {
-        let served = server::serve(listener, dispatch, registry, metrics, opts, token).await.context("serving");
+        let served = ws::serve(listener, hub, opts, token).await.context("serving");
         leaving.leave().await;
         served
     });
@@ -236,26 +209,17 @@ impl App {
     /// handlers published to other hosts, then tell them this host is gone
     /// (they need not wait for its heartbeat to expire).
     async fn leave(&self) {
-        if let Some(c) = &self.cluster {
-            c.stop().await;
-        }
-        self.store.leave().await;
+        self.hub.bus().leave().await;
     }
 
-    /// The application as the server sees it; the conformance kit drives it
-    /// with simulated connections.
-    pub(crate) fn dispatcher(self: &Arc<Self>) -> dispatch::Handle {
-        dispatch::Handle(self.clone())
-    }
-
-    /// The registry of this application's connections.
-    pub(crate) fn registry(&self) -> &Arc<Registry> {
-        &self.registry
+    /// The hub: routes, connections, and the way to other hosts.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
     }
 
     /// The store handlers use.
     pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
+        self.hub.store()
     }
 
     /// What a component imports (it must compile with this engine).
@@ -268,14 +232,9 @@ impl App {
         self.apply_config(config).await
     }
 
-    /// Builds the runtime and compiles every plugin the config names.
-    pub async fn new(
-        config: &Config,
-        registry: Arc<Registry>,
-        store: Arc<dyn Store>,
-        metrics: Arc<Metrics>,
-        cluster: Option<Arc<Cluster>>,
-    ) -> anyhow::Result<Arc<App>> {
+    /// Builds the runtime on the hub's store and compiles every plugin the
+    /// config names.
+    async fn new(config: &Config, hub: Arc<Hub>) -> anyhow::Result<Arc<App>> {
         let limits = &config.limits;
         let opts = RuntimeOptions {
             engine: EngineOptions {
@@ -285,13 +244,10 @@ impl App {
             },
             instance_pool: limits.instance_pool,
         };
-        let runtime = Runtime::new(opts, store.clone(), metrics)?;
+        let runtime = Runtime::new(opts, hub.store().clone(), hub.metrics().clone())?;
         let app = Arc::new(App {
-            routes: ArcSwap::from_pointee(HashMap::new()),
+            hub,
             plugins: std::sync::Mutex::new(HashMap::new()),
-            registry,
-            store,
-            cluster,
             runtime,
             config: std::sync::Mutex::new(config.clone()),
             watcher: std::sync::Mutex::new(None),

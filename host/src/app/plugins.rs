@@ -16,12 +16,12 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
 use super::App;
+use crate::admin::{PluginAdmin, PluginInfo};
 use crate::runtime::{EventCaps, Plugin};
-use crate::server::{PluginAdmin, PluginInfo};
 use crate::store::now_ms;
 
 /// One compiled version of a plugin.
-pub struct Loaded {
+pub struct PluginVersion {
     /// The compiled, pre-linked plugin with its instance pool.
     pub plugin: Plugin,
     /// SHA-256 of the component bytes, hex.
@@ -37,7 +37,7 @@ pub struct PluginSlot {
     name: String,
     namespace: String,
     component: std::sync::Mutex<PathBuf>,
-    current: ArcSwap<Loaded>,
+    current: ArcSwap<PluginVersion>,
     generations: AtomicU64,
     /// Serializes loads of this plugin, so versions swap in the order they
     /// were asked for.
@@ -46,7 +46,7 @@ pub struct PluginSlot {
 
 impl PluginSlot {
     /// The version serving new events.
-    pub fn current(&self) -> Arc<Loaded> {
+    pub fn current(&self) -> Arc<PluginVersion> {
         self.current.load_full()
     }
 
@@ -115,7 +115,7 @@ impl App {
             name: name.to_string(),
             namespace: namespace.to_string(),
             component: std::sync::Mutex::new(component.to_path_buf()),
-            current: ArcSwap::from_pointee(Loaded { plugin, sha256, loaded_at_ms: now_ms(), generation: 1 }),
+            current: ArcSwap::from_pointee(PluginVersion { plugin, sha256, loaded_at_ms: now_ms(), generation: 1 }),
             generations: AtomicU64::new(1),
             loading: tokio::sync::Mutex::new(()),
         }))
@@ -142,7 +142,12 @@ impl App {
         let started = std::time::Instant::now();
         let (plugin, sha256) = self.compile(&slot.name, &slot.namespace, caps, bytes).await?;
         let generation = slot.generations.fetch_add(1, Ordering::SeqCst) + 1;
-        slot.current.store(Arc::new(Loaded { plugin, sha256: sha256.clone(), loaded_at_ms: now_ms(), generation }));
+        slot.current.store(Arc::new(PluginVersion {
+            plugin,
+            sha256: sha256.clone(),
+            loaded_at_ms: now_ms(),
+            generation,
+        }));
         if let Some(path) = component {
             *slot.component.lock().unwrap_or_else(|p| p.into_inner()) = path.to_path_buf();
         }
@@ -157,8 +162,13 @@ impl App {
     /// What the admin API shows of one plugin.
     fn info(&self, slot: &PluginSlot) -> PluginInfo {
         let loaded = slot.current();
-        let mut routes: Vec<String> =
-            self.routes.load().values().filter(|r| r.slot.name == slot.name).map(|r| r.path.to_string()).collect();
+        let mut routes: Vec<String> = self
+            .hub
+            .routes()
+            .values()
+            .filter(|r| *r.handler.name() == *slot.name)
+            .map(|r| r.path.to_string())
+            .collect();
         routes.sort();
         PluginInfo {
             name: slot.name.clone(),
@@ -172,10 +182,10 @@ impl App {
 }
 
 /// The admin API's handle on the plugins.
-pub(super) struct Control(pub Arc<App>);
+pub(super) struct AdminPlugins(pub Arc<App>);
 
 #[async_trait]
-impl PluginAdmin for Control {
+impl PluginAdmin for AdminPlugins {
     fn list(&self) -> Vec<PluginInfo> {
         let slots: Vec<_> = self.0.plugins.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
         let mut list: Vec<_> = slots.iter().map(|s| self.0.info(s)).collect();

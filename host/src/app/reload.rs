@@ -9,9 +9,11 @@ use std::time::Duration;
 use anyhow::Context;
 use notify::{RecursiveMode, Watcher as _};
 
-use super::{App, PluginSlot, Route};
+use super::wasm_handler::WasmHandler;
+use super::{App, PluginSlot};
+use crate::close;
 use crate::config::{Config, Instances};
-use crate::server::CLOSE_GOING_AWAY;
+use crate::hub::Route;
 
 /// How long file events are gathered before reloading, so that one build
 /// that writes a file several times causes one reload.
@@ -82,28 +84,21 @@ impl App {
             .iter()
             .map(|r| {
                 let path: Arc<str> = Arc::from(r.path.as_str());
+                let handler = WasmHandler::new(slots[&r.plugin].clone(), r.instances == Instances::Fresh);
                 let route = Route {
                     path: path.clone(),
-                    slot: slots[&r.plugin].clone(),
-                    fresh: r.instances == Instances::Fresh,
+                    handler: Arc::new(handler),
                     policy: super::connection_policy(&config.limits, r),
                 };
                 (path, Arc::new(route))
             })
             .collect();
-        let old_routes = self.routes.load_full();
+        let old_routes = self.hub.routes();
         summary.added_routes = routes.keys().filter(|p| !old_routes.contains_key(*p)).map(|p| p.to_string()).collect();
-        summary.removed_routes =
-            old_routes.keys().filter(|p| !routes.contains_key(*p)).map(|p| p.to_string()).collect();
         summary.added_routes.sort();
-        summary.removed_routes.sort();
 
         *self.plugins.lock().unwrap_or_else(|p| p.into_inner()) = slots;
-        self.routes.store(Arc::new(routes));
-        for path in &summary.removed_routes {
-            let n = self.registry.close_route(path, CLOSE_GOING_AWAY, "route removed");
-            tracing::info!(route = %path, connections = n, "route removed; closing its connections");
-        }
+        summary.removed_routes = self.hub.set_routes(routes, close::GOING_AWAY, "route removed");
         Ok(summary)
     }
 

@@ -5,7 +5,9 @@
 //! strings and payloads as `u32 length | bytes`, a message as
 //! `0 text | 1 binary` then its payload.
 
-use crate::events::{ConnId, Message};
+use std::sync::Arc;
+
+use crate::handler::{ConnId, Effect, Message};
 use crate::store::RecordChange;
 
 const VERSION: u8 = 1;
@@ -13,53 +15,11 @@ const VERSION: u8 = 1;
 /// One delivery or request for other hosts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Envelope {
-    /// Deliver to this host's members of a channel.
-    Publish {
-        /// The channel.
-        channel: String,
-        /// Payload.
-        msg: Message,
-    },
-    /// Deliver to this host's connections on a route.
-    Broadcast {
-        /// The route.
-        route: String,
-        /// Payload.
-        msg: Message,
-        /// A connection to leave out.
-        except: Option<ConnId>,
-    },
-    /// Deliver to one connection of this host.
-    Emit {
-        /// Recipient.
-        to: ConnId,
-        /// Payload.
-        msg: Message,
-    },
-    /// Close one connection of this host.
-    Close {
-        /// The connection.
-        conn: ConnId,
-        /// WebSocket close code.
-        code: u16,
-        /// Close reason.
-        reason: String,
-    },
-    /// Start delivering a channel to a connection of this host (its
-    /// membership is already in the store).
-    Subscribe {
-        /// The connection.
-        conn: ConnId,
-        /// The channel.
-        channel: String,
-    },
-    /// Stop delivering a channel to a connection of this host.
-    Unsubscribe {
-        /// The connection.
-        conn: ConnId,
-        /// The channel.
-        channel: String,
-    },
+    /// A handler's effect for this host's connections: a fan-out (publish,
+    /// broadcast) to its members, or an effect on one connection it holds.
+    /// The receiving host applies it to its registry as the sending host
+    /// applied it to its own.
+    Effect(Effect),
     /// Another host changed the record of a connection of this host in the
     /// store; update this host's copy.
     Record {
@@ -110,48 +70,61 @@ fn put_msg(out: &mut Vec<u8>, m: &Message) {
     }
 }
 
+fn header(kind: u8, origin: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.push(VERSION);
+    out.push(kind);
+    out.extend_from_slice(&origin.to_be_bytes());
+    out
+}
+
+/// The frame of [`Envelope::Effect`] for `effect`, sent by host `origin`,
+/// without cloning the effect.
+pub fn encode_effect(effect: &Effect, origin: u32) -> Vec<u8> {
+    let kind = match effect {
+        Effect::Publish { .. } => 1,
+        Effect::Broadcast { .. } => 2,
+        Effect::Emit { .. } => 3,
+        Effect::Close { .. } => 4,
+        Effect::Subscribe { .. } => 5,
+        Effect::Unsubscribe { .. } => 6,
+    };
+    let mut out = header(kind, origin);
+    match effect {
+        Effect::Publish { channel, msg } => {
+            put_bytes(&mut out, channel.as_bytes());
+            put_msg(&mut out, msg);
+        }
+        Effect::Broadcast { route, msg, except } => {
+            put_bytes(&mut out, route.as_bytes());
+            out.extend_from_slice(&except.map_or(0, |e| e).to_be_bytes());
+            out.push(u8::from(except.is_some()));
+            put_msg(&mut out, msg);
+        }
+        Effect::Emit { to, msg } => {
+            out.extend_from_slice(&to.to_be_bytes());
+            put_msg(&mut out, msg);
+        }
+        Effect::Close { conn, code, reason } => {
+            out.extend_from_slice(&conn.to_be_bytes());
+            out.extend_from_slice(&code.to_be_bytes());
+            put_bytes(&mut out, reason.as_bytes());
+        }
+        Effect::Subscribe { conn, channel } | Effect::Unsubscribe { conn, channel } => {
+            out.extend_from_slice(&conn.to_be_bytes());
+            put_bytes(&mut out, channel.as_bytes());
+        }
+    }
+    out
+}
+
 impl Envelope {
     /// The frame for this envelope, sent by host `origin`.
     pub fn encode(&self, origin: u32) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64);
-        out.push(VERSION);
-        out.push(match self {
-            Envelope::Publish { .. } => 1,
-            Envelope::Broadcast { .. } => 2,
-            Envelope::Emit { .. } => 3,
-            Envelope::Close { .. } => 4,
-            Envelope::Subscribe { .. } => 5,
-            Envelope::Unsubscribe { .. } => 6,
-            Envelope::Record { .. } => 7,
-            Envelope::ActivityQuery { .. } => 8,
-            Envelope::Activity { .. } => 9,
-        });
-        out.extend_from_slice(&origin.to_be_bytes());
         match self {
-            Envelope::Publish { channel, msg } => {
-                put_bytes(&mut out, channel.as_bytes());
-                put_msg(&mut out, msg);
-            }
-            Envelope::Broadcast { route, msg, except } => {
-                put_bytes(&mut out, route.as_bytes());
-                out.extend_from_slice(&except.map_or(0, |e| e).to_be_bytes());
-                out.push(u8::from(except.is_some()));
-                put_msg(&mut out, msg);
-            }
-            Envelope::Emit { to, msg } => {
-                out.extend_from_slice(&to.to_be_bytes());
-                put_msg(&mut out, msg);
-            }
-            Envelope::Close { conn, code, reason } => {
-                out.extend_from_slice(&conn.to_be_bytes());
-                out.extend_from_slice(&code.to_be_bytes());
-                put_bytes(&mut out, reason.as_bytes());
-            }
-            Envelope::Subscribe { conn, channel } | Envelope::Unsubscribe { conn, channel } => {
-                out.extend_from_slice(&conn.to_be_bytes());
-                put_bytes(&mut out, channel.as_bytes());
-            }
+            Envelope::Effect(effect) => encode_effect(effect, origin),
             Envelope::Record { conn, change } => {
+                let mut out = header(7, origin);
                 out.extend_from_slice(&conn.to_be_bytes());
                 let (op, a, b) = match change {
                     RecordChange::MetadataSet { key, value } => (0, key, value.as_str()),
@@ -162,24 +135,28 @@ impl Envelope {
                 out.push(op);
                 put_bytes(&mut out, a.as_bytes());
                 put_bytes(&mut out, b.as_bytes());
+                out
             }
             Envelope::ActivityQuery { req, conns } => {
+                let mut out = header(8, origin);
                 out.extend_from_slice(&req.to_be_bytes());
                 out.extend_from_slice(&(conns.len() as u32).to_be_bytes());
                 for c in conns {
                     out.extend_from_slice(&c.to_be_bytes());
                 }
+                out
             }
             Envelope::Activity { req, seen } => {
+                let mut out = header(9, origin);
                 out.extend_from_slice(&req.to_be_bytes());
                 out.extend_from_slice(&(seen.len() as u32).to_be_bytes());
                 for (c, at) in seen {
                     out.extend_from_slice(&c.to_be_bytes());
                     out.extend_from_slice(&at.to_be_bytes());
                 }
+                out
             }
         }
-        out
     }
 
     /// The envelope in a frame, and the host that sent it.
@@ -191,21 +168,21 @@ impl Envelope {
         let kind = r.u8()?;
         let origin = u32::from_be_bytes(r.array()?);
         let env = match kind {
-            1 => Envelope::Publish { channel: r.string()?, msg: r.msg()? },
+            1 => Envelope::Effect(Effect::Publish { channel: r.string()?, msg: r.msg()? }),
             2 => {
-                let route = r.string()?;
+                let route: Arc<str> = r.string()?.into();
                 let except = u64::from_be_bytes(r.array()?);
                 let has_except = r.u8()? == 1;
-                Envelope::Broadcast { route, except: has_except.then_some(except), msg: r.msg()? }
+                Envelope::Effect(Effect::Broadcast { route, except: has_except.then_some(except), msg: r.msg()? })
             }
-            3 => Envelope::Emit { to: u64::from_be_bytes(r.array()?), msg: r.msg()? },
-            4 => Envelope::Close {
-                conn: u64::from_be_bytes(r.array()?),
+            3 => Envelope::Effect(Effect::Emit { to: r.u64()?, msg: r.msg()? }),
+            4 => Envelope::Effect(Effect::Close {
+                conn: r.u64()?,
                 code: u16::from_be_bytes(r.array()?),
                 reason: r.string()?,
-            },
-            5 => Envelope::Subscribe { conn: u64::from_be_bytes(r.array()?), channel: r.string()? },
-            6 => Envelope::Unsubscribe { conn: u64::from_be_bytes(r.array()?), channel: r.string()? },
+            }),
+            5 => Envelope::Effect(Effect::Subscribe { conn: r.u64()?, channel: r.string()? }),
+            6 => Envelope::Effect(Effect::Unsubscribe { conn: r.u64()?, channel: r.string()? }),
             7 => {
                 let conn = u64::from_be_bytes(r.array()?);
                 let op = r.u8()?;
@@ -298,13 +275,21 @@ mod tests {
     #[test]
     fn every_kind_round_trips() {
         let all = [
-            Envelope::Publish { channel: "room".into(), msg: Message::Text("héllo".into()) },
-            Envelope::Broadcast { route: "/chat".into(), msg: Message::Binary(vec![0, 255]), except: Some(7) },
-            Envelope::Broadcast { route: "/chat".into(), msg: Message::Text(String::new()), except: None },
-            Envelope::Emit { to: u64::MAX, msg: Message::Binary(vec![]) },
-            Envelope::Close { conn: 1 << 40 | 3, code: 4000, reason: "bye".into() },
-            Envelope::Subscribe { conn: 9, channel: "c".into() },
-            Envelope::Unsubscribe { conn: 9, channel: "c".into() },
+            Envelope::Effect(Effect::Publish { channel: "room".into(), msg: Message::Text("héllo".into()) }),
+            Envelope::Effect(Effect::Broadcast {
+                route: "/chat".into(),
+                msg: Message::Binary(vec![0, 255]),
+                except: Some(7),
+            }),
+            Envelope::Effect(Effect::Broadcast {
+                route: "/chat".into(),
+                msg: Message::Text(String::new()),
+                except: None,
+            }),
+            Envelope::Effect(Effect::Emit { to: u64::MAX, msg: Message::Binary(vec![]) }),
+            Envelope::Effect(Effect::Close { conn: 1 << 40 | 3, code: 4000, reason: "bye".into() }),
+            Envelope::Effect(Effect::Subscribe { conn: 9, channel: "c".into() }),
+            Envelope::Effect(Effect::Unsubscribe { conn: 9, channel: "c".into() }),
             Envelope::Record { conn: 4, change: RecordChange::MetadataSet { key: "k".into(), value: "v".into() } },
             Envelope::Record { conn: 4, change: RecordChange::MetadataDelete { key: "k".into() } },
             Envelope::Record { conn: 4, change: RecordChange::Subscribe { channel: "c".into() } },

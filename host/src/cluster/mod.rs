@@ -32,17 +32,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use futures_util::StreamExt;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
 use redis::aio::ConnectionManager;
+use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub use envelope::{Envelope, Malformed};
 
-use crate::events::{ConnId, host_of};
+use crate::conn_id::host_of;
+use crate::handler::{ConnId, Effect};
+use crate::hub::{Bus, Registry, Unreachable};
 use crate::metrics::Metrics;
-use crate::store::{Beat, RedisStore, Store, now_ms};
+use crate::store::{Beat, RedisStore, now_ms};
 
 /// Frames waiting for the publisher task; past this they are counted as
 /// undelivered.
@@ -56,16 +60,6 @@ const ALL: &str = "wharf:bus:all";
 
 fn host_channel(host: u32) -> String {
     format!("wharf:bus:h:{host}")
-}
-
-/// What the application does with an envelope from another host.
-pub trait Deliver: Send + Sync + 'static {
-    /// Applies `env` to this host's connections; `false` when its one
-    /// recipient is not here (any more).
-    fn deliver(&self, env: Envelope) -> bool;
-    /// When the client of this host's connection `id` last sent a message
-    /// (Unix milliseconds); `None` when it is not open here.
-    fn last_active_ms(&self, id: ConnId) -> Option<u64>;
 }
 
 /// The state of this host's link to Redis.
@@ -193,20 +187,15 @@ pub struct Cluster {
     next_req: AtomicU64,
 }
 
-/// A frame could not be sent to the connection's host right now.
-#[derive(Debug, thiserror::Error)]
-#[error("Redis unavailable: {0}")]
-pub struct Unreachable(String);
-
 impl Cluster {
     /// Joins the hosts sharing `store`'s Redis at `url`: starts the
-    /// publisher, the subscription and the liveness tasks, which run until
-    /// [`Cluster::stop`].
+    /// publisher, the subscription (which applies other hosts' effects to
+    /// `registry`) and the liveness tasks, which run until [`Cluster::stop`].
     pub fn start(
         store: Arc<RedisStore>,
         url: &str,
         heartbeat_ttl: Duration,
-        deliver: Arc<dyn Deliver>,
+        registry: Arc<Registry>,
         metrics: &Metrics,
     ) -> anyhow::Result<Arc<Cluster>> {
         let shutdown = CancellationToken::new();
@@ -230,11 +219,11 @@ impl Cluster {
         let weak = Arc::downgrade(&cluster);
         cluster.store.on_remote_change(move |conn, change| {
             if let Some(c) = weak.upgrade() {
-                c.to_holder(conn, &Envelope::Record { conn, change });
+                c.enqueue(Target::Host(host_of(conn)), &Envelope::Record { conn, change });
             }
         });
         tokio::spawn(cluster.clone().publish_loop(rx, shutdown.clone()));
-        tokio::spawn(cluster.clone().subscribe_loop(client, deliver, shutdown.clone()));
+        tokio::spawn(cluster.clone().subscribe_loop(client, registry, shutdown.clone()));
         tokio::spawn(cluster.clone().liveness_loop(heartbeat_ttl, shutdown));
         Ok(cluster)
     }
@@ -255,72 +244,19 @@ impl Cluster {
         self.stop.cancel();
     }
 
-    /// The store this host shares with the others.
-    pub fn store(&self) -> &Arc<RedisStore> {
-        &self.store
-    }
-
-    /// This host's number.
-    pub fn host(&self) -> u32 {
-        self.host
-    }
-
-    /// Whether connection `id` is held by this host.
-    pub fn is_local(&self, id: ConnId) -> bool {
-        host_of(id) == self.host
-    }
-
     /// The Redis link's state.
-    pub fn health(&self) -> &Health {
+    pub fn health_state(&self) -> &Health {
         &self.health
     }
 
-    /// When the clients of `conns`, connections host `host` holds, last
-    /// sent a message, as that host answers within `wait`. Connections it
-    /// does not hold, and every one when it does not answer in time, are
-    /// left out.
-    pub async fn activity(&self, host: u32, conns: Vec<ConnId>, wait: Duration) -> Activity {
-        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
-        let (tx, answer) = oneshot::channel();
-        self.asked.lock().unwrap_or_else(|p| p.into_inner()).insert(req, tx);
-        self.enqueue(Target::Host(host), &Envelope::ActivityQuery { req, conns });
-        let answer = tokio::time::timeout(wait, answer).await;
-        self.asked.lock().unwrap_or_else(|p| p.into_inner()).remove(&req);
-        answer.ok().and_then(Result::ok).unwrap_or_default()
-    }
-
-    /// Queues `env` for every other host.
-    pub fn to_all(&self, env: &Envelope) {
-        self.enqueue(Target::All, env);
-    }
-
-    /// Queues `env` for the host that holds connection `id`.
-    pub fn to_holder(&self, id: ConnId, env: &Envelope) {
-        self.enqueue(Target::Host(host_of(id)), env);
-    }
-
     fn enqueue(&self, target: Target, env: &Envelope) {
-        let frame = env.encode(self.host);
+        self.enqueue_frame(target, env.encode(self.host));
+    }
+
+    fn enqueue_frame(&self, target: Target, frame: Vec<u8>) {
         if self.out.try_send(Outgoing::Frame { target, frame }).is_err() {
             self.metrics.undelivered.with_label_values(&["queue_full"]).inc();
         }
-    }
-
-    /// Sends `env` to the host holding `id` now; whether that host
-    /// received it (`false`: no host is listening for it, it is dead).
-    pub async fn send_now(&self, id: ConnId, env: &Envelope) -> Result<bool, Unreachable> {
-        if !self.health.is_up() {
-            return Err(Unreachable("the link is down".into()));
-        }
-        let mut conn = self.conn.clone();
-        let receivers: i64 = redis::cmd("PUBLISH")
-            .arg(host_channel(host_of(id)))
-            .arg(env.encode(self.host))
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| Unreachable(e.to_string()))?;
-        self.metrics.sent.inc();
-        Ok(receivers > 0)
     }
 
     async fn publish_loop(self: Arc<Self>, mut rx: mpsc::Receiver<Outgoing>, shutdown: CancellationToken) {
@@ -401,7 +337,7 @@ impl Cluster {
     async fn subscribe_loop(
         self: Arc<Self>,
         client: redis::Client,
-        deliver: Arc<dyn Deliver>,
+        registry: Arc<Registry>,
         shutdown: CancellationToken,
     ) {
         let mine = host_channel(self.host);
@@ -433,7 +369,7 @@ impl Cluster {
                             msg = stream.next() => msg,
                         };
                         let Some(msg) = msg else { break };
-                        self.receive(msg.get_channel_name() == ALL, msg.get_payload_bytes(), &*deliver);
+                        self.receive(msg.get_channel_name() == ALL, msg.get_payload_bytes(), &registry);
                     }
                     self.health.set(&self.health.subscribed, false);
                     self.refresh_up();
@@ -454,7 +390,7 @@ impl Cluster {
         }
     }
 
-    fn receive(&self, on_all: bool, frame: &[u8], deliver: &dyn Deliver) {
+    fn receive(&self, on_all: bool, frame: &[u8], registry: &Registry) {
         match Envelope::decode(frame) {
             Ok((origin, _)) if on_all && origin == self.host => {}
             Ok((_, Envelope::Record { conn, change })) => {
@@ -463,7 +399,7 @@ impl Cluster {
             }
             Ok((origin, Envelope::ActivityQuery { req, conns })) => {
                 self.metrics.received.inc();
-                let seen = conns.into_iter().filter_map(|id| Some((id, deliver.last_active_ms(id)?))).collect();
+                let seen = conns.into_iter().filter_map(|id| Some((id, registry.last_active_ms(id)?))).collect();
                 self.enqueue(Target::Host(origin), &Envelope::Activity { req, seen });
             }
             Ok((_, Envelope::Activity { req, seen })) => {
@@ -473,9 +409,9 @@ impl Cluster {
                     let _ = asker.send(seen);
                 }
             }
-            Ok((_, env)) => {
+            Ok((_, Envelope::Effect(effect))) => {
                 self.metrics.received.inc();
-                if !deliver.deliver(env) {
+                if !registry.apply(effect) {
                     self.metrics.undelivered.with_label_values(&["gone"]).inc();
                 }
             }
@@ -572,5 +508,70 @@ impl Cluster {
                 Err(e) => tracing::debug!(error = %e, "looking for dead hosts failed"),
             }
         }
+    }
+}
+
+#[async_trait]
+impl Bus for Cluster {
+    fn host(&self) -> u32 {
+        self.host
+    }
+
+    fn is_local(&self, id: ConnId) -> bool {
+        host_of(id) == self.host
+    }
+
+    fn forward(&self, effect: &Effect) {
+        let target = match effect.recipient() {
+            Some(id) => Target::Host(host_of(id)),
+            None => Target::All,
+        };
+        self.enqueue_frame(target, envelope::encode_effect(effect, self.host));
+    }
+
+    async fn send_now(&self, effect: &Effect) -> Result<bool, Unreachable> {
+        let Some(id) = effect.recipient() else { return Err(Unreachable("not an effect on one connection".into())) };
+        if !self.health.is_up() {
+            return Err(Unreachable("the link to Redis is down".into()));
+        }
+        let mut conn = self.conn.clone();
+        let receivers: i64 = redis::cmd("PUBLISH")
+            .arg(host_channel(host_of(id)))
+            .arg(envelope::encode_effect(effect, self.host))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| Unreachable(format!("redis: {e}")))?;
+        self.metrics.sent.inc();
+        Ok(receivers > 0)
+    }
+
+    async fn activity(&self, host: u32, conns: Vec<ConnId>, wait: Duration) -> Vec<(ConnId, u64)> {
+        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
+        let (tx, answer) = oneshot::channel();
+        self.asked.lock().unwrap_or_else(|p| p.into_inner()).insert(req, tx);
+        self.enqueue(Target::Host(host), &Envelope::ActivityQuery { req, conns });
+        let answer = tokio::time::timeout(wait, answer).await;
+        self.asked.lock().unwrap_or_else(|p| p.into_inner()).remove(&req);
+        answer.ok().and_then(Result::ok).unwrap_or_default()
+    }
+
+    fn health(&self) -> (bool, Value) {
+        let h = &self.health;
+        let up = h.is_up();
+        (
+            up,
+            json!({
+                "status": if up { "ok" } else { "degraded" },
+                "redis": if h.number_taken() { "host number taken" } else if up { "up" } else { "unreachable" },
+                "redis_down_since": h.down_since_ms(),
+                "host": self.host,
+                "hosts": h.live_hosts(),
+            }),
+        )
+    }
+
+    async fn leave(&self) {
+        self.stop().await;
+        self.store.leave().await;
     }
 }

@@ -6,15 +6,14 @@ use std::time::{Duration, Instant};
 use super::bindings::types::{Error, LogLevel};
 use super::bindings::wharf::handler::{channels, connections, kv, logging, types};
 use super::state::{HostState, PluginEnv};
-use crate::events::{ConnId, Effect, Message};
+use crate::close;
+use crate::handler::{ConnId, Effect, Message};
 use crate::store::{StoreError, StoreResult};
 
 /// Longest key accepted by the key/value and metadata imports.
 const MAX_KEY_BYTES: usize = 1024;
 /// Longest channel name.
 const MAX_CHANNEL_BYTES: usize = 256;
-/// Longest close reason (the WebSocket limit for a close frame).
-const MAX_CLOSE_REASON_BYTES: usize = 123;
 /// Most keys one `list-keys` call returns.
 const MAX_LIST: u32 = 1000;
 /// Most ids one `members` call returns.
@@ -135,11 +134,10 @@ impl connections::Host for HostState {
 
     async fn close(&mut self, conn: ConnId, code: u16, reason: String) -> Result<(), Error> {
         let env = self.env.clone();
-        if !(code == 1000 || (3000..=4999).contains(&code)) {
-            return Err(Error::InvalidArgument);
-        }
-        if reason.len() > MAX_CLOSE_REASON_BYTES {
-            return Err(Error::TooLarge);
+        match close::check_request(code, &reason) {
+            Ok(()) => {}
+            Err(close::Refusal::Code) => return Err(Error::InvalidArgument),
+            Err(close::Refusal::ReasonTooLong) => return Err(Error::TooLarge),
         }
         env.own_connection(conn).await?;
         self.push(Effect::Close { conn, code, reason })

@@ -2,7 +2,7 @@
 //! instance pools, and the host implementations of the WIT imports.
 //!
 //! Everything Wasmtime generates stays in this module; the rest of the host
-//! sees [`Plugin`], [`CallContext`] and the plain types of [`crate::events`].
+//! sees [`Plugin`], [`CallContext`] and the plain types of [`crate::handler`].
 
 mod bindings;
 mod engine;
@@ -20,7 +20,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 pub use engine::{EPOCH_TICK, EngineOptions};
 pub use imports::check as check_imports;
-pub use plugin::{CallContext, Outcome, Plugin};
+pub use plugin::{CallContext, Plugin};
 pub use state::EventCaps;
 
 use bindings::{Wharf, WharfPre};

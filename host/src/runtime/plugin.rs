@@ -11,15 +11,15 @@ use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use super::bindings::{Wharf, WharfPre, types};
 use super::host::{from_message, to_message};
 use super::state::{HostState, PluginEnv};
-use crate::events::{Accept, ConnId, Effect, HandlerFailure, Message, OpenRequest, Reject};
+use crate::handler::{Accept, EventContext, HandlerFailure, Message, OpenRequest, Outcome, Reject};
 
-/// Which connection and route an event belongs to, and how to run it.
-#[derive(Clone, Debug)]
-pub struct CallContext {
-    /// The connection.
-    pub conn: ConnId,
-    /// The route it is on.
-    pub route: Arc<str>,
+/// How to run one event: whose it is, and whether on a fresh instance that
+/// is dropped afterwards (the route's `instances = "fresh"`) instead of a
+/// warm one from the pool.
+#[derive(Clone, Copy, Debug)]
+pub struct CallContext<'a> {
+    /// The connection and route.
+    pub event: &'a EventContext,
     /// Run on a fresh instance and drop it afterwards.
     pub fresh: bool,
 }
@@ -78,9 +78,6 @@ impl InstancePool {
     }
 }
 
-/// The outcome of one event: the handler's answer and the effects it asked for.
-pub type Outcome<T> = Result<(T, Vec<Effect>), HandlerFailure>;
-
 impl Plugin {
     pub(crate) fn new(engine: &Engine, pre: WharfPre<HostState>, env: Arc<PluginEnv>, pool_size: usize) -> Self {
         let stats = ["open", "message", "close"].map(|event| EventStats {
@@ -96,7 +93,7 @@ impl Plugin {
     }
 
     /// Runs `on-open`.
-    pub async fn on_open(&self, cx: &CallContext, req: OpenRequest) -> Outcome<Result<Accept, Reject>> {
+    pub async fn on_open(&self, cx: CallContext<'_>, req: OpenRequest) -> Outcome<Result<Accept, Reject>> {
         let req = types::Request {
             path: req.path,
             query: req.query,
@@ -106,7 +103,7 @@ impl Plugin {
         };
         let started = Instant::now();
         let mut inst = self.take(cx).await?;
-        let r = inst.bindings.wharf_handler_handler().call_on_open(&mut inst.store, cx.conn, &req).await;
+        let r = inst.bindings.wharf_handler_handler().call_on_open(&mut inst.store, cx.event.conn, &req).await;
         self.finish(inst, cx, Event::Open, started, r).map(|(r, fx)| {
             let r = r
                 .map(|a| Accept { subprotocol: a.subprotocol, metadata: a.metadata })
@@ -116,19 +113,19 @@ impl Plugin {
     }
 
     /// Runs `on-message`; the answer is the direct reply.
-    pub async fn on_message(&self, cx: &CallContext, msg: Message) -> Outcome<Option<Message>> {
+    pub async fn on_message(&self, cx: CallContext<'_>, msg: Message) -> Outcome<Option<Message>> {
         let msg = from_message(msg);
         let started = Instant::now();
         let mut inst = self.take(cx).await?;
-        let r = inst.bindings.wharf_handler_handler().call_on_message(&mut inst.store, cx.conn, &msg).await;
+        let r = inst.bindings.wharf_handler_handler().call_on_message(&mut inst.store, cx.event.conn, &msg).await;
         self.finish(inst, cx, Event::Message, started, r).map(|(reply, fx)| (reply.map(to_message), fx))
     }
 
     /// Runs `on-close`.
-    pub async fn on_close(&self, cx: &CallContext, code: u16, reason: &str) -> Outcome<()> {
+    pub async fn on_close(&self, cx: CallContext<'_>, code: u16, reason: &str) -> Outcome<()> {
         let started = Instant::now();
         let mut inst = self.take(cx).await?;
-        let r = inst.bindings.wharf_handler_handler().call_on_close(&mut inst.store, cx.conn, code, reason).await;
+        let r = inst.bindings.wharf_handler_handler().call_on_close(&mut inst.store, cx.event.conn, code, reason).await;
         self.finish(inst, cx, Event::Close, started, r)
     }
 
@@ -141,12 +138,12 @@ impl Plugin {
     }
 
     /// A warm instance from the pool (or a fresh one), armed for this event.
-    async fn take(&self, cx: &CallContext) -> Result<Instance, HandlerFailure> {
+    async fn take(&self, cx: CallContext<'_>) -> Result<Instance, HandlerFailure> {
         let mut inst = match (cx.fresh, self.pool.pop()) {
             (false, Some(inst)) => inst,
             _ => self.instantiate().await?,
         };
-        inst.store.data_mut().call.begin(cx.conn, cx.route.clone());
+        inst.store.data_mut().call.begin(cx.event.conn, cx.event.route.clone());
         self.arm(&mut inst.store);
         Ok(inst)
     }
@@ -183,7 +180,7 @@ impl Plugin {
     fn finish<T>(
         &self,
         mut inst: Instance,
-        cx: &CallContext,
+        cx: CallContext<'_>,
         event: Event,
         started: Instant,
         r: wasmtime::Result<T>,

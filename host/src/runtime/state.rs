@@ -7,7 +7,7 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 
 use super::guest_output::{GuestOutput, Stream};
-use crate::events::{ConnId, Effect};
+use crate::handler::{ConnId, Effect};
 use crate::metrics::Metrics;
 use crate::store::Store;
 

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::presence::Presence;
 use super::{ConnectionRecord, Store, StoreResult};
-use crate::events::ConnId;
+use crate::conn_id::ConnId;
 
 /// A key/value back end with namespaces.
 #[async_trait]

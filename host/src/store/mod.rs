@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::events::ConnId;
+use crate::conn_id::ConnId;
 pub use embedded::EmbeddedKv;
 pub use kv::{Kv, LocalStore};
 pub use memory::MemoryKv;
@@ -76,16 +76,6 @@ pub struct ConnectionRecord {
 /// Key/value namespaces, connection records and channel membership.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// This host's number among the hosts sharing the store (0 when the
-    /// store is not shared): the high bits of the connection ids it makes.
-    fn host(&self) -> u32 {
-        0
-    }
-
-    /// This host is stopping and every connection has closed: tell the
-    /// other hosts sharing the store.
-    async fn leave(&self) {}
-
     /// Reads a key; `None` when absent or expired.
     async fn kv_get(&self, ns: &str, key: &str) -> StoreResult<Option<Vec<u8>>>;
     /// Writes a key, with an optional time to live. Durable when it returns,

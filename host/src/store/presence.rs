@@ -8,7 +8,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 use super::{ConnectionRecord, StoreError, StoreResult};
-use crate::events::ConnId;
+use crate::conn_id::ConnId;
 
 /// Connection records and channel members.
 #[derive(Default)]

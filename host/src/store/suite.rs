@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Beat, ConnectionRecord, RecordChange, RedisStore, Store, StoreError};
-use crate::events::{ConnId, id_base};
+use crate::conn_id::{ConnId, id_base};
 
 #[path = "../../tests/e2e/common/redis_server.rs"]
 mod redis_server;
@@ -22,12 +22,12 @@ fn record(id: ConnId, route: &str) -> ConnectionRecord {
     }
 }
 
-/// Runs every check against `s`.
-pub async fn run(s: Arc<dyn Store>) {
+/// Runs every check against `s`, the store of host number `host`.
+pub async fn run(s: Arc<dyn Store>, host: u32) {
     namespaces_are_separate(&*s).await;
     increment_cas_and_ttl(&*s).await;
     list_keys_pages_by_prefix(&*s).await;
-    metadata_and_presence_live_with_the_connection(&*s).await;
+    metadata_and_presence_live_with_the_connection(&*s, host).await;
     concurrent_increments_are_atomic(s).await;
 }
 
@@ -75,9 +75,9 @@ async fn list_keys_pages_by_prefix(s: &dyn Store) {
     assert!(s.kv_list_keys("l", "c", None, 10).await.unwrap().is_empty());
 }
 
-async fn metadata_and_presence_live_with_the_connection(s: &dyn Store) {
+async fn metadata_and_presence_live_with_the_connection(s: &dyn Store, host: u32) {
     // Ids as this host makes them.
-    let (c1, c2) = (id_base(s.host()) + 1, id_base(s.host()) + 2);
+    let (c1, c2) = (id_base(host) + 1, id_base(host) + 2);
     assert_eq!(s.metadata_set(c1, "k", "v").await, Err(StoreError::UnknownConnection));
     assert_eq!(s.channel_subscribe(c1, "room").await, Err(StoreError::UnknownConnection));
     s.connection_open(record(c1, "/r")).await.unwrap();
@@ -124,13 +124,13 @@ async fn concurrent_increments_are_atomic(s: Arc<dyn Store>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_back_end_passes_the_suite() {
-    run(super::open(&super::StoreKind::Memory, std::path::Path::new("unused")).unwrap()).await;
+    run(super::open(&super::StoreKind::Memory, std::path::Path::new("unused")).unwrap(), 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_back_end_passes_the_suite() {
     let dir = tempfile::tempdir().unwrap();
-    run(super::open(&super::StoreKind::Embedded, dir.path()).unwrap()).await;
+    run(super::open(&super::StoreKind::Embedded, dir.path()).unwrap(), 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,7 +151,9 @@ const TTL: Duration = Duration::from_millis(1000);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_back_end_passes_the_suite() {
     let redis = RedisServer::start();
-    run(Arc::new(RedisStore::connect(&redis.url(), TTL).await.unwrap())).await;
+    let store = Arc::new(RedisStore::connect(&redis.url(), TTL).await.unwrap());
+    let host = store.host();
+    run(store, host).await;
 }
 
 fn remote_record(id: ConnId) -> ConnectionRecord {

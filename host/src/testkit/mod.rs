@@ -11,7 +11,6 @@
 //! One line per check, then `N passed, M failed`.
 
 pub mod scenario;
-mod sim;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -22,12 +21,9 @@ use anyhow::Context;
 
 use crate::app::App;
 use crate::config::{Config, StoreChoice};
-use crate::events::Message;
-use crate::metrics::Metrics;
-use crate::server::Registry;
-use crate::store::{self, StoreKind};
+use crate::handler::Message;
+use crate::transport::sim::{Received, Sim};
 use scenario::{Matcher, Scenario, Step};
-use sim::{Received, Sim};
 
 /// How long an `expect` step waits for a message.
 const EXPECT_WAIT: Duration = Duration::from_secs(2);
@@ -126,11 +122,13 @@ fn config_for(component: &Path, plugin: &str, paths: &BTreeSet<String>, base: &C
     config
 }
 
+/// A host built as `wharf serve` builds one, on an empty memory store,
+/// with no admin API and nothing served yet.
 async fn fresh_app(base: &Config) -> anyhow::Result<Arc<App>> {
-    let metrics = Arc::new(Metrics::new());
-    let registry = Arc::new(Registry::new(metrics.outbound_dropped.clone()));
-    let store = store::open(&StoreKind::Memory, Path::new("."))?;
-    App::new(base, registry, store, metrics, None).await
+    let mut config = base.clone();
+    config.store = StoreChoice::Memory.into();
+    config.admin.enabled = false;
+    crate::app::build(&config).await
 }
 
 /// Runs the world check, the smoke test and every scenario against the
@@ -212,7 +210,7 @@ pub async fn run(component: &Path, scenarios: &[PathBuf], base: &Config) -> anyh
 }
 
 async fn smoke(app: &Arc<App>, report: &mut Report) {
-    let mut sim = Sim::new(app.clone());
+    let mut sim = Sim::new(app.hub().clone());
     let mut check = |name: &str, result: Result<(), String>, took: Duration| {
         report.checks.push(Check { name: format!("smoke: {name}"), result, took });
     };
@@ -258,7 +256,7 @@ fn matches(matcher: &Matcher, got: &Received) -> bool {
 }
 
 async fn run_scenario(app: &Arc<App>, s: &Scenario, namespace: &str) -> Result<(), String> {
-    let mut sim = Sim::new(app.clone());
+    let mut sim = Sim::new(app.hub().clone());
     let result = async {
         for (i, step) in s.steps.iter().enumerate() {
             run_step(app, &mut sim, step, namespace).await.map_err(|e| format!("step[{i}]: {e}"))?;

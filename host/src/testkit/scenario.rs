@@ -74,7 +74,7 @@ pub enum Step {
         /// The client.
         client: String,
         /// What it sends.
-        msg: crate::events::Message,
+        msg: crate::handler::Message,
     },
     /// A client's next message must match.
     Expect {
@@ -245,9 +245,9 @@ fn step(raw: RawStep) -> Result<Step, String> {
             expect_reject: raw.expect_reject,
         }
     } else if let Some(text) = raw.send.clone() {
-        Step::Send { client: client()?, msg: crate::events::Message::Text(text) }
+        Step::Send { client: client()?, msg: crate::handler::Message::Text(text) }
     } else if let Some(h) = &raw.send_binary {
-        Step::Send { client: client()?, msg: crate::events::Message::Binary(hex(h)?) }
+        Step::Send { client: client()?, msg: crate::handler::Message::Binary(hex(h)?) }
     } else if let Some(t) = raw.expect.clone() {
         Step::Expect { client: client()?, matcher: Matcher::Text(t) }
     } else if let Some(r) = raw.expect_regex.clone() {
@@ -263,8 +263,8 @@ fn step(raw: RawStep) -> Result<Step, String> {
     } else if let Some(ms) = raw.expect_none_ms {
         Step::ExpectNone { client: client()?, ms: ms.min(60_000) }
     } else if let Some(code) = raw.close {
-        if !(code == 1000 || (3000..=4999).contains(&code)) {
-            return Err(format!("`close` takes 1000 or 3000..=4999, not {code}"));
+        if !crate::close::may_request(code) {
+            return Err(format!("`close` takes {}, not {code}", crate::close::REQUESTABLE));
         }
         Step::Close { client: client()?, code }
     } else if let Some(key) = raw.kv.clone() {
@@ -383,7 +383,7 @@ mod tests {
                 expect_reject: None
             }
         );
-        assert_eq!(s.steps[1], Step::Send { client: "a".into(), msg: crate::events::Message::Binary(vec![0, 255]) });
+        assert_eq!(s.steps[1], Step::Send { client: "a".into(), msg: crate::handler::Message::Binary(vec![0, 255]) });
         assert_eq!(s.steps[3], Step::Kv { key: "hits".into(), equals: Some("1".into()) });
     }
 

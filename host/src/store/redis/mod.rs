@@ -4,7 +4,7 @@
 //!
 //! Each host registers under a number handed out by Redis (`INCR`), which is
 //! the high bits of every connection id it makes, so ids are unique across
-//! hosts and say which host holds the socket ([`crate::events::host_of`]).
+//! hosts and say which host holds the socket ([`crate::conn_id::host_of`]).
 //! Each host renews a heartbeat key; any host removes the connections of a
 //! host whose heartbeat expired ([`RedisStore::reap`]).
 //!
@@ -29,7 +29,7 @@ use redis::{AsyncCommands, Value};
 
 use super::presence::Presence;
 use super::{ConnectionRecord, Store, StoreError, StoreResult};
-use crate::events::{ConnId, HOST_BITS, host_of};
+use crate::conn_id::{ConnId, HOST_BITS, host_of};
 
 /// How long one Redis command may take before it counts as failed.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -352,13 +352,16 @@ fn open_invocation(r: &ConnectionRecord, host: u32) -> redis::ScriptInvocation<'
     inv
 }
 
-#[async_trait]
-impl Store for RedisStore {
-    fn host(&self) -> u32 {
+impl RedisStore {
+    /// This host's number among the hosts sharing Redis: the high bits of
+    /// the connection ids it makes.
+    pub fn host(&self) -> u32 {
         self.host
     }
 
-    async fn leave(&self) {
+    /// This host is stopping and every connection has closed: deregister
+    /// it, so other hosts need not wait for its heartbeat to expire.
+    pub async fn leave(&self) {
         let Ok(mut conn) = self.redis() else { return };
         let r: redis::RedisResult<()> = redis::pipe()
             .del(format!("wharf:h:{}:alive", self.host))
@@ -369,7 +372,10 @@ impl Store for RedisStore {
             tracing::warn!(error = %e, "could not deregister this host from Redis; its heartbeat will expire");
         }
     }
+}
 
+#[async_trait]
+impl Store for RedisStore {
     async fn kv_get(&self, ns: &str, key: &str) -> StoreResult<Option<Vec<u8>>> {
         let mut conn = self.redis()?;
         conn.get(kv_key(ns, key)).await.map_err(|e| self.failed(e))

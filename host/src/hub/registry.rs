@@ -15,13 +15,11 @@ use std::task::Poll;
 
 use dashmap::DashMap;
 use futures_util::task::AtomicWaker;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use super::policy::SlowReader;
-use crate::events::ConnId;
-
-/// Close code for a connection whose outbound queue overflowed.
-pub const CLOSE_POLICY: u16 = 1008;
+use super::Outbound;
+use crate::close;
+use crate::config::SlowReader;
+use crate::handler::{ConnId, Effect};
 
 /// A queue that grew past this many slots is shrunk once drained, so a burst
 /// does not pin its memory to an idle connection.
@@ -38,7 +36,7 @@ pub struct QueuePolicy {
 
 #[derive(Default)]
 struct Mail {
-    queue: VecDeque<WsMessage>,
+    queue: VecDeque<Outbound>,
     close: Option<(u16, String)>,
 }
 
@@ -46,7 +44,7 @@ struct Mail {
 /// drained by the connection's task. Waking the task is lock-free: `ready`
 /// says (without the lock) that there is something to take, and `waker`
 /// holds the task's waker.
-pub(crate) struct Mailbox {
+pub struct Mailbox {
     mail: Mutex<Mail>,
     ready: AtomicBool,
     waker: AtomicWaker,
@@ -105,7 +103,7 @@ impl Mailbox {
     }
 
     /// Queues a message, applying the slow-reader policy when full.
-    fn push(&self, msg: WsMessage) -> Delivery {
+    fn push(&self, msg: Outbound) -> Delivery {
         let mut mail = self.lock();
         if mail.close.is_some() {
             return Delivery::Gone;
@@ -117,7 +115,7 @@ impl Mailbox {
         } else {
             match self.policy.slow_reader {
                 SlowReader::Close => {
-                    mail.close = Some((CLOSE_POLICY, "outbound queue full".into()));
+                    mail.close = Some((close::POLICY, "outbound queue full".into()));
                     drop(mail);
                     self.waker.wake();
                     return Delivery::Overflow;
@@ -139,7 +137,7 @@ impl Mailbox {
 
     /// The pending close request, or else up to `max` queued messages
     /// moved into `out`: one lock for the connection task's every turn.
-    pub fn next(&self, out: &mut Vec<WsMessage>, max: usize) -> Option<(u16, String)> {
+    pub fn next(&self, out: &mut Vec<Outbound>, max: usize) -> Option<(u16, String)> {
         let mut mail = self.lock();
         if let Some(close) = &mail.close {
             return Some(close.clone());
@@ -149,11 +147,11 @@ impl Mailbox {
     }
 
     /// Moves up to `max` queued messages into `out`; how many.
-    pub fn take(&self, out: &mut Vec<WsMessage>, max: usize) -> usize {
+    pub fn take(&self, out: &mut Vec<Outbound>, max: usize) -> usize {
         self.drain(&mut self.lock(), out, max)
     }
 
-    fn drain(&self, mail: &mut Mail, out: &mut Vec<WsMessage>, max: usize) -> usize {
+    fn drain(&self, mail: &mut Mail, out: &mut Vec<Outbound>, max: usize) -> usize {
         let n = mail.queue.len().min(max);
         out.extend(mail.queue.drain(..n));
         if mail.queue.is_empty() {
@@ -185,7 +183,7 @@ pub enum Delivery {
 }
 
 /// The sending side of one connection.
-pub(crate) type Outbox = Arc<Mailbox>;
+type Outbox = Arc<Mailbox>;
 
 struct Entry {
     outbox: Outbox,
@@ -194,7 +192,7 @@ struct Entry {
 }
 
 /// The receiving side handed to a connection's task.
-pub(crate) type Inbox = Arc<Mailbox>;
+pub type Inbox = Arc<Mailbox>;
 
 /// All live connections of this host.
 pub struct Registry {
@@ -219,7 +217,7 @@ impl Registry {
     }
 
     /// The same registry, handing out ids above `base` (a host's
-    /// [`crate::events::id_base`]).
+    /// [`crate::conn_id::id_base`]).
     pub fn ids_after(self, base: ConnId) -> Self {
         self.next_id.store(base + 1, Ordering::Relaxed);
         self
@@ -258,7 +256,7 @@ impl Registry {
     }
 
     /// Queues a message for one connection.
-    pub fn send(&self, id: ConnId, msg: WsMessage) -> Delivery {
+    pub fn send(&self, id: ConnId, msg: Outbound) -> Delivery {
         let delivery = match self.conns.get(&id) {
             Some(e) => e.outbox.push(msg),
             None => Delivery::Gone,
@@ -270,7 +268,7 @@ impl Registry {
     }
 
     /// Queues a message for every member of a route but `except`; how many.
-    pub fn broadcast(&self, route: &str, msg: &WsMessage, except: Option<ConnId>) -> usize {
+    pub fn broadcast(&self, route: &str, msg: &Outbound, except: Option<ConnId>) -> usize {
         let Some(members) = self.routes.get(route) else { return 0 };
         self.fan_out(&members, msg, except)
     }
@@ -296,7 +294,7 @@ impl Registry {
     }
 
     /// Queues a message for every member of a channel; how many.
-    pub fn publish(&self, channel: &str, msg: &WsMessage) -> usize {
+    pub fn publish(&self, channel: &str, msg: &Outbound) -> usize {
         let Some(members) = self.channels.get(channel) else { return 0 };
         self.fan_out(&members, msg, None)
     }
@@ -326,8 +324,32 @@ impl Registry {
 }
 
 impl Registry {
+    /// Applies an effect to this host's connections: the one place an
+    /// effect reaches mailboxes, whether a handler on this host asked for it
+    /// or another host sent it. For an effect on one connection, whether
+    /// that connection is here.
+    pub fn apply(&self, effect: Effect) -> bool {
+        match effect {
+            Effect::Emit { to, msg } => self.send(to, msg.into()) != Delivery::Gone,
+            Effect::Broadcast { route, msg, except } => {
+                self.broadcast(&route, &msg.into(), except);
+                true
+            }
+            Effect::Publish { channel, msg } => {
+                self.publish(&channel, &msg.into());
+                true
+            }
+            Effect::Subscribe { conn, channel } => self.subscribe(conn, &channel),
+            Effect::Unsubscribe { conn, channel } => {
+                self.unsubscribe(conn, &channel);
+                true
+            }
+            Effect::Close { conn, code, reason } => self.close(conn, code, &reason),
+        }
+    }
+
     /// Queues `msg` for every member but `except`; how many took it.
-    fn fan_out(&self, members: &HashMap<ConnId, Outbox>, msg: &WsMessage, except: Option<ConnId>) -> usize {
+    fn fan_out(&self, members: &HashMap<ConnId, Outbox>, msg: &Outbound, except: Option<ConnId>) -> usize {
         let (mut queued, mut dropped) = (0, 0);
         for (id, outbox) in members {
             if Some(*id) == except {
@@ -351,8 +373,12 @@ impl Registry {
 mod tests {
     use super::*;
 
-    fn text(s: &str) -> WsMessage {
-        WsMessage::text(s)
+    fn text(s: &str) -> Outbound {
+        Outbound::text(s)
+    }
+
+    fn msg(s: &str) -> crate::handler::Message {
+        crate::handler::Message::Text(s.into())
     }
 
     fn registry() -> Registry {
@@ -363,7 +389,7 @@ mod tests {
         QueuePolicy { capacity, slow_reader }
     }
 
-    fn drain(inbox: &Inbox) -> Vec<WsMessage> {
+    fn drain(inbox: &Inbox) -> Vec<Outbound> {
         let mut out = Vec::new();
         inbox.take(&mut out, usize::MAX);
         out
@@ -406,9 +432,9 @@ mod tests {
         assert_eq!(r.send(a, text("1")), Delivery::Queued);
         assert_eq!(r.send(a, text("2")), Delivery::Overflow);
         assert_eq!(r.send(999, text("3")), Delivery::Gone);
-        assert_eq!(inbox.pending(), Some((CLOSE_POLICY, "outbound queue full".into())));
+        assert_eq!(inbox.pending(), Some((close::POLICY, "outbound queue full".into())));
         r.close(a, 1000, "later");
-        assert_eq!(inbox.pending().unwrap().0, CLOSE_POLICY, "first request wins");
+        assert_eq!(inbox.pending().unwrap().0, close::POLICY, "first request wins");
         assert_eq!(r.send(a, text("4")), Delivery::Gone, "a closing connection takes nothing more");
     }
 
@@ -437,5 +463,42 @@ mod tests {
         assert_eq!(inbox.take(&mut out, 100), 100);
         assert_eq!(inbox.take(&mut out, 1000), 400);
         assert_eq!(inbox.lock().queue.capacity(), 0);
+    }
+
+    #[test]
+    fn effects_reach_the_mailboxes_they_name() {
+        let r = registry();
+        let q = queue(8, SlowReader::Close);
+        let (a, ia) = r.reserve("/r".into(), q);
+        let (b, ib) = r.reserve("/r".into(), q);
+        r.activate(a);
+        r.activate(b);
+        assert!(r.apply(Effect::Emit { to: a, msg: msg("to a") }));
+        assert!(!r.apply(Effect::Emit { to: 999, msg: msg("nobody") }), "no such connection here");
+        assert!(r.apply(Effect::Broadcast { route: "/r".into(), msg: msg("all but b"), except: Some(b) }));
+        assert!(r.apply(Effect::Subscribe { conn: b, channel: "room".into() }));
+        assert!(!r.apply(Effect::Subscribe { conn: 999, channel: "room".into() }));
+        assert!(r.apply(Effect::Publish { channel: "room".into(), msg: msg("room") }));
+        assert!(r.apply(Effect::Unsubscribe { conn: b, channel: "room".into() }));
+        assert!(r.apply(Effect::Publish { channel: "room".into(), msg: msg("after leaving") }));
+        assert_eq!(drain(&ia), [text("to a"), text("all but b")]);
+        assert_eq!(drain(&ib), [text("room")]);
+        assert!(r.apply(Effect::Close { conn: a, code: 4000, reason: "bye".into() }));
+        assert_eq!(ia.pending(), Some((4000, "bye".into())));
+        assert!(!r.apply(Effect::Close { conn: 999, code: 4000, reason: String::new() }));
+        assert_eq!(ib.pending(), None);
+    }
+
+    #[test]
+    fn a_broadcast_shares_one_payload() {
+        let r = registry();
+        let q = queue(8, SlowReader::Close);
+        let (a, ia) = r.reserve("/r".into(), q);
+        let (b, ib) = r.reserve("/r".into(), q);
+        r.activate(a);
+        r.activate(b);
+        r.apply(Effect::Broadcast { route: "/r".into(), msg: msg("shared"), except: None });
+        let (ga, gb) = (drain(&ia), drain(&ib));
+        assert_eq!(ga[0].payload().as_ptr(), gb[0].payload().as_ptr(), "encoded once");
     }
 }

@@ -1,35 +1,22 @@
-//! The network side of the host: one listener for HTTP and WebSocket, the
-//! upgrade handshake, one task per connection, and the registry.
-//!
-//! The server calls the application through [`Dispatch`] with plain types and
-//! never touches Wasm.
+//! The WebSocket front end: one listener for HTTP and WebSocket, the upgrade
+//! handshake (`http.rs`), and one task per connection that owns its socket
+//! (`socket.rs`). Everything about a connection that is not WebSocket (its
+//! admission, handler, mailbox and close) is the hub's.
 
-mod admin;
-mod connection;
-mod dispatch;
 mod http;
-mod policy;
-mod registry;
+mod socket;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashMap;
-
 use tokio::net::TcpListener;
-
-use crate::metrics::Metrics;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use admin::{AdminOptions, AdminParts, PluginAdmin, PluginInfo, Router, serve_admin};
-pub use connection::{CLOSE_GOING_AWAY, CLOSE_HANDLER_ERROR, from_ws, to_ws};
-pub use dispatch::Dispatch;
-pub use policy::{ConnectionPolicy, SlowReader};
-pub(crate) use registry::Inbox;
-pub use registry::{CLOSE_POLICY, Delivery, QueuePolicy, Registry};
+use crate::hub::{ConnectionPolicy, Hub};
 
 /// Read buffer per connection, touched by the first read and kept. The
 /// default (128 KiB) costs ~134 KiB of RSS per idle connection; 4 KiB made
@@ -46,7 +33,7 @@ pub const WRITE_BUFFER: usize = 4 * 1024;
 pub const ACCEPT_BACKLOG: u32 = 4096;
 
 /// Binds the WebSocket/HTTP listener with [`ACCEPT_BACKLOG`].
-pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
@@ -62,56 +49,41 @@ pub struct ServerOptions {
     pub handshake_timeout: Duration,
     /// TCP connections still in their HTTP phase at once; past it: 503.
     pub max_handshakes: usize,
-    /// Open WebSocket connections at once; past it: 503.
-    pub max_connections: usize,
 }
 
-/// State shared by the listener and every connection task.
-pub(crate) struct Shared<D> {
-    pub dispatch: D,
-    pub registry: Arc<Registry>,
-    pub metrics: Arc<Metrics>,
-    pub static_files: Option<tower_http::services::ServeDir>,
-    pub opts: ServerOptions,
+/// What the listener and every connection task share.
+struct Listener {
+    hub: Arc<Hub>,
+    static_files: Option<tower_http::services::ServeDir>,
+    opts: ServerOptions,
     /// TCP connections in their HTTP phase.
-    pub handshakes: Arc<policy::Counter>,
-    /// Open WebSocket connections, in all and per route path.
-    pub open: Arc<policy::Counter>,
-    pub open_per_route: DashMap<Arc<str>, Arc<policy::Counter>>,
-    pub shutdown: CancellationToken,
-    pub tasks: TaskTracker,
+    handshakes: Arc<crate::hub::Counter>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
 }
 
-impl<D> Shared<D> {
-    /// The WebSocket settings of a connection under `policy`.
-    pub fn ws_config(policy: &ConnectionPolicy) -> WebSocketConfig {
-        WebSocketConfig::default()
-            .read_buffer_size(READ_BUFFER)
-            .write_buffer_size(WRITE_BUFFER)
-            .max_message_size(Some(policy.max_message_bytes))
-            .max_frame_size(Some(policy.max_message_bytes))
-    }
+/// The WebSocket settings of a connection under `policy`.
+fn ws_config(policy: &ConnectionPolicy) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_message_size(Some(policy.max_message_bytes))
+        .max_frame_size(Some(policy.max_message_bytes))
 }
 
 /// Accepts connections until `shutdown` is cancelled, then closes every
 /// WebSocket with 1001, waits for their close handlers, and returns.
-pub async fn serve<D: Dispatch>(
+pub async fn serve(
     listener: TcpListener,
-    dispatch: D,
-    registry: Arc<Registry>,
-    metrics: Arc<Metrics>,
+    hub: Arc<Hub>,
     opts: ServerOptions,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let shared = Arc::new(Shared {
-        dispatch,
-        registry,
-        metrics,
+    let shared = Arc::new(Listener {
+        hub,
         static_files: opts.static_dir.clone().map(tower_http::services::ServeDir::new),
         opts,
         handshakes: Arc::default(),
-        open: Arc::default(),
-        open_per_route: DashMap::new(),
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
     });
@@ -126,7 +98,7 @@ pub async fn serve<D: Dispatch>(
                 Err(e) => {
                     // Out of file descriptors and similar: back off briefly.
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
         }

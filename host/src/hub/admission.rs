@@ -1,7 +1,8 @@
 //! What a route allows its clients: message size, outbound queue and its
 //! overflow policy, pings, lifetime, connection caps, origins, subprotocols
-//! and the rate of new connections. The application builds one per route;
-//! the server enforces it.
+//! and the rate of new connections, and the counters behind the connection
+//! caps. The application builds one policy per route; the hub admits by it
+//! and the transports enforce the rest.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use governor::{DefaultKeyedRateLimiter, Quota};
 
-pub use crate::config::SlowReader;
+use crate::config::SlowReader;
 
 /// Keyed limiters are swept of idle clients once they track this many.
 const LIMITER_SWEEP_AT: usize = 10_000;
@@ -125,7 +126,7 @@ impl ConnectionPolicy {
 
 /// Counts open connections against a cap; the count drops with the guard.
 #[derive(Debug, Default)]
-pub(crate) struct Counter(AtomicUsize);
+pub struct Counter(AtomicUsize);
 
 impl Counter {
     /// Takes one place if fewer than `max` are taken.
@@ -141,7 +142,7 @@ impl Counter {
 
 /// One taken place of a [`Counter`], given back on drop.
 #[derive(Debug)]
-pub(crate) struct Place(Arc<Counter>);
+pub struct Place(Arc<Counter>);
 
 impl Drop for Place {
     fn drop(&mut self) {

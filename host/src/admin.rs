@@ -3,7 +3,6 @@
 //! health. JSON in and out; every route but `/healthz` needs
 //! `Authorization: Bearer <token>` when a token is configured.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,14 +15,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::Delivery;
-use crate::events::ConnId;
-use crate::metrics::Metrics;
-use crate::store::{ConnectionRecord, Store};
+use crate::close;
+use crate::handler::{ConnId, Message};
+use crate::hub::{Delivery, Hub};
+use crate::store::ConnectionRecord;
 
 /// Most connections one `GET /connections` page lists.
 const MAX_PAGE: usize = 1000;
@@ -60,38 +58,6 @@ pub trait PluginAdmin: Send + Sync + 'static {
     async fn upload(&self, name: &str, bytes: Vec<u8>) -> Result<Option<PluginInfo>, String>;
 }
 
-/// Where the admin API's sends and questions go: this host's connections
-/// directly, the others' through the host that holds them. The application
-/// implements it.
-#[async_trait::async_trait]
-pub trait Router: Send + Sync + 'static {
-    /// Queues a message for connection `id`, on whichever host holds it.
-    async fn send(&self, id: ConnId, msg: WsMessage) -> Delivery;
-    /// Asks connection `id` to close: `Queued` when it is closing, `Gone`
-    /// when no host holds it.
-    async fn close(&self, id: ConnId, code: u16, reason: &str) -> Delivery;
-    /// When the clients of `ids` last sent a message (Unix milliseconds),
-    /// asked of the hosts holding them; ids no host answered for are left
-    /// out.
-    async fn last_active(&self, ids: &[ConnId]) -> HashMap<ConnId, u64>;
-    /// Sends to a channel's members on every host; how many on this one.
-    fn publish(&self, channel: &str, msg: &WsMessage) -> usize;
-    /// Whether this host is healthy, and the details `/healthz` shows.
-    fn health(&self) -> (bool, Value);
-}
-
-/// What the admin API reaches into.
-pub struct AdminParts {
-    /// Sends to connections and channels on any host.
-    pub router: Arc<dyn Router>,
-    /// The store.
-    pub store: Arc<dyn Store>,
-    /// The metrics to render.
-    pub metrics: Arc<Metrics>,
-    /// The plugins.
-    pub plugins: Arc<dyn PluginAdmin>,
-}
-
 fn plugin_json(p: &PluginInfo) -> Value {
     json!({
         "name": p.name,
@@ -114,17 +80,21 @@ pub struct AdminOptions {
 }
 
 struct Admin {
-    router: Arc<dyn Router>,
-    store: Arc<dyn Store>,
-    metrics: Arc<Metrics>,
+    /// Sends, closes, presence, health and metrics, on any host.
+    hub: Arc<Hub>,
     plugins: Arc<dyn PluginAdmin>,
     opts: AdminOptions,
 }
 
 /// Serves the admin API until `shutdown` is cancelled.
-pub async fn serve_admin(listener: TcpListener, parts: AdminParts, opts: AdminOptions, shutdown: CancellationToken) {
-    let AdminParts { router, store, metrics, plugins } = parts;
-    let admin = Arc::new(Admin { router, store, metrics, plugins, opts });
+pub async fn serve(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    plugins: Arc<dyn PluginAdmin>,
+    opts: AdminOptions,
+    shutdown: CancellationToken,
+) {
+    let admin = Arc::new(Admin { hub, plugins, opts });
     let tasks = TaskTracker::new();
     loop {
         let (stream, _) = tokio::select! {
@@ -232,7 +202,7 @@ impl Admin {
             .collect();
         let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
         if req.method() == Method::GET && segments == ["healthz"] {
-            let (healthy, body) = self.router.health();
+            let (healthy, body) = self.hub.health();
             let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
             return json_response(status, body);
         }
@@ -244,7 +214,7 @@ impl Admin {
         let method = req.method().clone();
         match (&method, segments.as_slice()) {
             (&Method::GET, ["metrics"]) => {
-                let mut resp = Response::new(Full::new(Bytes::from(self.metrics.render())));
+                let mut resp = Response::new(Full::new(Bytes::from(self.hub.metrics().render())));
                 resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
                 resp
             }
@@ -252,14 +222,14 @@ impl Admin {
                 let channel = channel.to_string();
                 match self.message_body(req).await {
                     Ok(msg) => {
-                        let delivered = self.router.publish(&channel, &msg);
+                        let delivered = self.hub.publish(&channel, msg);
                         json_response(StatusCode::OK, json!({ "channel": channel, "delivered": delivered }))
                     }
                     Err(resp) => resp,
                 }
             }
             (&Method::GET, ["channels", channel]) if !channel.is_empty() => {
-                match self.store.channel_members(channel).await {
+                match self.hub.store().channel_members(channel).await {
                     Ok(ids) => json_response(
                         StatusCode::OK,
                         json!({
@@ -303,7 +273,7 @@ impl Admin {
                     (&Method::GET, []) => self.connection(id).await,
                     (&Method::DELETE, []) => self.close(&req, id).await,
                     (&Method::POST, ["messages"]) => match self.message_body(req).await {
-                        Ok(msg) => match self.router.send(id, msg).await {
+                        Ok(msg) => match self.hub.send(id, msg).await {
                             Delivery::Queued | Delivery::DroppedOldest => {
                                 json_response(StatusCode::OK, json!({ "id": id.to_string(), "delivered": 1 }))
                             }
@@ -329,9 +299,9 @@ impl Admin {
     }
 
     async fn connection(&self, id: ConnId) -> Response<Full<Bytes>> {
-        match self.store.connection(id).await {
+        match self.hub.store().connection(id).await {
             Ok(Some(r)) => {
-                let seen = self.router.last_active(&[id]).await;
+                let seen = self.hub.last_active(&[id]).await;
                 json_response(StatusCode::OK, record_json(&r, seen.get(&id).copied()))
             }
             Ok(None) => gone(id),
@@ -351,11 +321,11 @@ impl Admin {
             Some(Ok(l)) if (1..=MAX_PAGE).contains(&l) => l,
             Some(_) => return error(StatusCode::BAD_REQUEST, "`limit` is 1..=1000"),
         };
-        match self.store.connections(route.as_deref(), after, limit).await {
+        match self.hub.store().connections(route.as_deref(), after, limit).await {
             Ok(records) => {
                 let next = (records.len() == limit).then(|| records.last().map(|r| r.id.to_string())).flatten();
                 let ids: Vec<ConnId> = records.iter().map(|r| r.id).collect();
-                let seen = self.router.last_active(&ids).await;
+                let seen = self.hub.last_active(&ids).await;
                 let list: Vec<Value> = records.iter().map(|r| record_json(r, seen.get(&r.id).copied())).collect();
                 json_response(StatusCode::OK, json!({ "connections": list, "next": next }))
             }
@@ -365,15 +335,15 @@ impl Admin {
 
     async fn close(&self, req: &Request<Incoming>, id: ConnId) -> Response<Full<Bytes>> {
         let code = match query_param(req, "code").map(|c| c.parse::<u16>()) {
-            None => 1000,
-            Some(Ok(c)) if c == 1000 || (3000..=4999).contains(&c) => c,
-            Some(_) => return error(StatusCode::BAD_REQUEST, "`code` is 1000 or 3000..=4999"),
+            None => close::NORMAL,
+            Some(Ok(c)) if close::may_request(c) => c,
+            Some(_) => return error(StatusCode::BAD_REQUEST, &format!("`code` is {}", close::REQUESTABLE)),
         };
         let reason = query_param(req, "reason").unwrap_or_default();
-        if reason.len() > 123 {
+        if reason.len() > close::MAX_REASON_BYTES {
             return error(StatusCode::BAD_REQUEST, "`reason` is at most 123 bytes");
         }
-        match self.router.close(id, code, &reason).await {
+        match self.hub.close(id, code, &reason).await {
             Delivery::Queued | Delivery::DroppedOldest | Delivery::Overflow => {
                 json_response(StatusCode::ACCEPTED, json!({ "id": id.to_string(), "closing": true, "code": code }))
             }
@@ -382,8 +352,8 @@ impl Admin {
         }
     }
 
-    /// The request body as a WebSocket message, by content type.
-    async fn message_body(&self, req: Request<Incoming>) -> Result<WsMessage, Response<Full<Bytes>>> {
+    /// The request body as a message, by content type.
+    async fn message_body(&self, req: Request<Incoming>) -> Result<Message, Response<Full<Bytes>>> {
         let content_type = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -404,9 +374,9 @@ impl Admin {
         if text {
             let s = String::from_utf8(body.to_vec())
                 .map_err(|_| error(StatusCode::BAD_REQUEST, "text/plain body is not UTF-8"))?;
-            Ok(WsMessage::text(s))
+            Ok(Message::Text(s))
         } else {
-            Ok(WsMessage::binary(body))
+            Ok(Message::Binary(body.to_vec()))
         }
     }
 }

@@ -19,21 +19,15 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tower::ServiceExt;
 
-use super::Shared;
-use super::connection::{self, CLOSE_HANDLER_ERROR};
-use super::dispatch::Dispatch;
-use super::policy::Place;
-use super::registry::QueuePolicy;
-use crate::events::OpenRequest;
+use super::{Listener, socket};
+use crate::close;
+use crate::handler::OpenRequest;
+use crate::hub::{Admission, Refused, Route};
 
 type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
-/// The places an open connection holds: one of the host's and, when the
-/// route is capped, one of the route's.
-pub(crate) type Places = (Place, Option<Place>);
-
 /// Serves HTTP on one TCP connection until it upgrades or ends.
-pub(crate) async fn serve_connection<D: Dispatch>(shared: Arc<Shared<D>>, mut stream: TcpStream, peer: SocketAddr) {
+pub(super) async fn serve_connection(shared: Arc<Listener>, mut stream: TcpStream, peer: SocketAddr) {
     let Some(_handshake) = shared.handshakes.acquire(shared.opts.max_handshakes) else {
         tracing::debug!(%peer, "too many connections in their handshake; refusing");
         let body = "too many connections in their handshake; retry later";
@@ -70,13 +64,9 @@ pub(crate) async fn serve_connection<D: Dispatch>(shared: Arc<Shared<D>>, mut st
     }
 }
 
-async fn handle<D: Dispatch>(
-    shared: Arc<Shared<D>>,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-) -> Result<Response<Body>, Infallible> {
-    if let Some((path, route)) = shared.dispatch.route(req.uri().path()) {
-        return Ok(upgrade(shared, req, peer, path, route).await);
+async fn handle(shared: Arc<Listener>, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, Infallible> {
+    if let Some(route) = shared.hub.route(req.uri().path()) {
+        return Ok(upgrade(shared, req, peer, route).await);
     }
     match &shared.static_files {
         Some(dir) => match dir.clone().oneshot(req).await {
@@ -103,13 +93,22 @@ fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &s
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// Checks the handshake, asks the handler, and answers 101 or its rejection.
-async fn upgrade<D: Dispatch>(
-    shared: Arc<Shared<D>>,
+fn refused(r: Refused) -> Response<Body> {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = plain(status, r.reason);
+    if r.retry_after {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+/// Checks the handshake, asks the hub to admit and open the connection, and
+/// answers 101 or the refusal.
+async fn upgrade(
+    shared: Arc<Listener>,
     mut req: Request<Incoming>,
     peer: SocketAddr,
-    path: Arc<str>,
-    route: D::Route,
+    route: Arc<Route>,
 ) -> Response<Body> {
     if !header_has_token(&req, header::UPGRADE, "websocket") || !header_has_token(&req, header::CONNECTION, "upgrade") {
         let mut resp = plain(StatusCode::UPGRADE_REQUIRED, "this path only speaks WebSocket");
@@ -129,105 +128,49 @@ async fn upgrade<D: Dispatch>(
     };
     let accept_key = derive_accept_key(key.as_bytes());
     let open = open_request(&req, peer);
-    let policy = D::policy(&route);
     let origin = req.headers().get(header::ORIGIN).map(|v| String::from_utf8_lossy(v.as_bytes()));
-    if !policy.admit_origin(origin.as_deref()) {
-        tracing::debug!(%peer, route = %path, origin = origin.as_deref(), "origin not allowed");
-        return plain(StatusCode::FORBIDDEN, "origin not allowed");
-    }
-    if let Err(why) = policy.check_offer(&open.subprotocols) {
-        return plain(StatusCode::BAD_REQUEST, why);
-    }
-    if !policy.admit_rate(peer.ip()) {
-        let mut resp = plain(StatusCode::TOO_MANY_REQUESTS, "too many new connections; retry later");
-        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return resp;
-    }
-    let Some(host_place) = shared.open.acquire(shared.opts.max_connections) else {
-        return plain(StatusCode::SERVICE_UNAVAILABLE, "the host is at its connection limit");
+    let admission = match shared.hub.admit(&route, peer.ip(), origin.as_deref(), &open.subprotocols) {
+        Ok(a) => a,
+        Err(r) => return refused(r),
     };
-    let route_place = match policy.max_connections {
-        Some(max) => {
-            let counter = shared.open_per_route.entry(path.clone()).or_default().clone();
-            match counter.acquire(max) {
-                Some(place) => Some(place),
-                None => return plain(StatusCode::SERVICE_UNAVAILABLE, "the route is at its connection limit"),
-            }
-        }
-        None => None,
-    };
-    let places = (host_place, route_place);
     let on_upgrade = hyper::upgrade::on(&mut req);
     // Run the open in its own task: if the client goes away mid-handshake,
     // hyper drops this future, but the open still completes and, if it was
     // accepted, the connection is closed with on-close like any other.
-    let opening =
-        shared.tasks.spawn(open_connection(shared.clone(), path, route, open, places, accept_key, on_upgrade));
-    opening.await.unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "handler error"))
+    let opening = shared.tasks.spawn(open_connection(shared.clone(), route, admission, open, accept_key, on_upgrade));
+    opening.await.unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, close::HANDLER_ERROR_REASON))
 }
 
-/// Asks the handler, then answers 101 (and starts the connection's task once
-/// the upgrade completes) or the handler's rejection.
-async fn open_connection<D: Dispatch>(
-    shared: Arc<Shared<D>>,
-    path: Arc<str>,
-    route: D::Route,
+/// Opens the connection through the hub, then answers 101 (and starts the
+/// connection's task once the upgrade completes) or the refusal.
+async fn open_connection(
+    shared: Arc<Listener>,
+    route: Arc<Route>,
+    admission: Admission,
     open: OpenRequest,
-    places: Places,
     accept_key: String,
     on_upgrade: hyper::upgrade::OnUpgrade,
 ) -> Response<Body> {
-    let policy = D::policy(&route);
-    let queue = QueuePolicy { capacity: policy.outbound_queue, slow_reader: policy.slow_reader };
-    let offered = open.subprotocols.clone();
-    let (id, inbox) = shared.registry.reserve(path.clone(), queue);
-    let accept = match shared.dispatch.open(&route, id, open).await {
-        Ok(Ok(accept)) => accept,
-        Ok(Err(reject)) => {
-            shared.registry.remove(id);
-            let status = StatusCode::from_u16(reject.status)
-                .ok()
-                .filter(|s| s.is_client_error() || s.is_server_error())
-                .unwrap_or(StatusCode::FORBIDDEN);
-            return plain(status, reject.reason);
-        }
-        Err(failure) => {
-            shared.registry.remove(id);
-            tracing::warn!(conn = id, route = %path, %failure, "on-open failed; refusing the connection");
-            return plain(StatusCode::INTERNAL_SERVER_ERROR, "handler error");
-        }
+    let opened = match shared.hub.open(route, admission, open).await {
+        Ok(opened) => opened,
+        Err(r) => return refused(r),
     };
-    let subprotocol = match policy.negotiate(&offered, accept.subprotocol.as_deref()) {
-        Ok(p) => p,
-        Err(why) => {
-            // The handler accepted, so its on-close must still run once.
-            shared.registry.remove(id);
-            tracing::warn!(conn = id, route = %path, why, "on-open chose a bad subprotocol; refusing the connection");
-            shared.dispatch.close(&route, id, CLOSE_HANDLER_ERROR, "handler error").await;
-            return plain(StatusCode::INTERNAL_SERVER_ERROR, "handler error");
-        }
-    };
-    shared.registry.activate(id);
-    shared.metrics.connections_total.with_label_values(&[&*path]).inc();
-    shared.metrics.connections_open.with_label_values(&[&*path]).inc();
-
+    let (conn, subprotocol) = (opened.conn, opened.subprotocol);
     let task_shared = shared.clone();
     shared.tasks.spawn(async move {
         let shared = task_shared;
         let ws = match on_upgrade.await.map(|u| u.downcast::<TokioIo<TcpStream>>()) {
             Ok(Ok(parts)) => {
                 let stream = parts.io.into_inner();
-                let config = Shared::<D>::ws_config(D::policy(&route));
+                let config = super::ws_config(conn.policy());
                 WebSocketStream::from_partially_read(stream, parts.read_buf.to_vec(), Role::Server, Some(config)).await
             }
             Ok(Err(_)) | Err(_) => {
-                shared.registry.remove(id);
-                shared.metrics.connections_open.with_label_values(&[&*path]).dec();
-                shared.dispatch.close(&route, id, 1006, "").await;
+                conn.close(close::ABNORMAL, "").await;
                 return;
             }
         };
-        connection::run(shared, ws, id, path, route, inbox, places).await;
+        socket::run(&shared, ws, conn).await;
     });
 
     let mut resp = Response::new(Full::new(Bytes::new()).map_err(|never| match never {}).boxed_unsync());

@@ -2,7 +2,6 @@
 //! handler in order, writes queued and direct replies, and ends the
 //! connection exactly once, whatever ends it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -11,25 +10,19 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, error::ProtocolError};
 
-use super::Shared;
-use super::dispatch::Dispatch;
-use super::http::Places;
-use super::registry::{CLOSE_POLICY, Inbox};
-use crate::events::{ConnId, Message};
+use super::Listener;
+use crate::close;
+use crate::handler::Message;
+use crate::hub::{Connection, Outbound};
 
 /// How long the closing handshake may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most queued messages written before the next flush.
 const WRITE_BATCH: usize = 64;
-
-/// Close code for a handler that failed.
-pub const CLOSE_HANDLER_ERROR: u16 = 1011;
-/// Close code when the host shuts down, and for a client that stopped
-/// answering pings or reached its route's maximum lifetime.
-pub const CLOSE_GOING_AWAY: u16 = 1001;
 
 /// How a connection ended.
 enum End {
@@ -43,21 +36,14 @@ enum End {
 
 type Ws = WebSocketStream<TcpStream>;
 
-/// Runs an accepted connection to its end, then calls the close handler once.
-pub(crate) async fn run<D: Dispatch>(
-    shared: Arc<Shared<D>>,
-    mut ws: Ws,
-    id: ConnId,
-    path: Arc<str>,
-    route: D::Route,
-    inbox: Inbox,
-    places: Places,
-) {
+/// Runs an accepted connection to its end, then closes it (once).
+pub(super) async fn run(shared: &Listener, mut ws: Ws, conn: Connection) {
+    let path = conn.route().path.clone();
     let stats = Stats {
-        received: shared.metrics.messages_in.with_label_values(&[&*path]),
-        sent: shared.metrics.messages_out.with_label_values(&[&*path]),
+        received: shared.hub.metrics().messages_in.with_label_values(&[&*path]),
+        sent: shared.hub.metrics().messages_out.with_label_values(&[&*path]),
     };
-    let end = serve(&shared, &mut ws, id, &path, &route, &inbox, &stats).await;
+    let end = serve(shared, &mut ws, &conn, &stats).await;
     let (code, reason) = match end {
         End::Host(code, reason) => {
             close_handshake(&mut ws, code, &reason).await;
@@ -68,12 +54,9 @@ pub(crate) async fn run<D: Dispatch>(
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.flush()).await;
             (code, reason)
         }
-        End::Gone => (1006, String::new()),
+        End::Gone => (close::ABNORMAL, String::new()),
     };
-    shared.registry.remove(id);
-    drop(places);
-    shared.metrics.connections_open.with_label_values(&[&*path]).dec();
-    Box::pin(shared.dispatch.close(&route, id, code, &reason)).await;
+    Box::pin(conn.close(code, &reason)).await;
 }
 
 /// Pre-resolved message counters of one connection's route.
@@ -96,16 +79,8 @@ impl Pings {
     }
 }
 
-async fn serve<D: Dispatch>(
-    shared: &Shared<D>,
-    ws: &mut Ws,
-    id: ConnId,
-    path: &Arc<str>,
-    route: &D::Route,
-    inbox: &Inbox,
-    stats: &Stats,
-) -> End {
-    let policy = D::policy(route);
+async fn serve(shared: &Listener, ws: &mut Ws, conn: &Connection, stats: &Stats) -> End {
+    let (policy, inbox, id, path) = (conn.policy(), conn.mailbox(), conn.id(), &conn.route().path);
     let mut pings = Pings { every: policy.ping_interval, allowed_misses: policy.missed_pongs, missed: 0 };
     let far = Instant::now() + Duration::from_secs(86_400 * 365);
     let ping_timer = tokio::time::sleep_until(pings.every.map_or(far, |d| Instant::now() + d));
@@ -130,22 +105,22 @@ async fn serve<D: Dispatch>(
         tokio::select! {
             biased;
             _ = &mut shutdown => {
-                return End::Host(CLOSE_GOING_AWAY, "server shutting down".into());
+                return End::Host(close::GOING_AWAY, "server shutting down".into());
             }
             _ = inbox.ready() => {}
             _ = &mut lifetime, if policy.max_lifetime.is_some() => {
-                return End::Host(CLOSE_GOING_AWAY, "connection lifetime reached".into());
+                return End::Host(close::GOING_AWAY, "connection lifetime reached".into());
             }
             _ = &mut ping_timer, if pings.every.is_some() => {
                 if pings.missed >= pings.allowed_misses {
                     tracing::debug!(conn = id, route = %path, missed = pings.missed, "client stopped answering pings");
-                    return End::Host(CLOSE_GOING_AWAY, "ping timeout".into());
+                    return End::Host(close::GOING_AWAY, "ping timeout".into());
                 }
                 pings.missed += 1;
                 match tokio::time::timeout(policy.write_timeout, ws.send(WsMessage::Ping(Default::default()))).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return End::Gone,
-                    Err(_) => return End::Host(CLOSE_POLICY, "client not reading".into()),
+                    Err(_) => return End::Host(close::POLICY, "client not reading".into()),
                 }
                 let every = pings.every.unwrap_or_default();
                 ping_timer.as_mut().reset(Instant::now() + every);
@@ -165,7 +140,7 @@ async fn serve<D: Dispatch>(
                     Some(Ok(WsMessage::Close(frame))) => {
                         let (code, reason) = frame
                             .map(|f| (u16::from(f.code), f.reason.as_str().to_owned()))
-                            .unwrap_or((1005, String::new()));
+                            .unwrap_or((close::NO_STATUS, String::new()));
                         return End::Client(code, reason);
                     }
                     Some(Err(e)) => return read_error(e),
@@ -175,19 +150,19 @@ async fn serve<D: Dispatch>(
                 inbox.touch();
                 // Boxed: the handler call is a large future, and an idle
                 // connection task should not carry its size.
-                match Box::pin(shared.dispatch.message(route, id, msg)).await {
+                match Box::pin(conn.message(msg)).await {
                     Ok(reply) => {
                         // Effects of this event aimed at this connection were
                         // queued first; keep their order before the reply.
                         inbox.take(&mut batch, usize::MAX);
-                        batch.extend(reply.map(to_ws));
+                        batch.extend(reply.map(Outbound::from));
                         if let Err(end) = write_all(ws, &mut batch, stats, policy.write_timeout).await {
                             return end;
                         }
                     }
                     Err(failure) => {
                         tracing::warn!(conn = id, route = %path, %failure, "on-message failed; closing the connection");
-                        return End::Host(CLOSE_HANDLER_ERROR, "handler error".into());
+                        return End::Host(close::HANDLER_ERROR, close::HANDLER_ERROR_REASON.into());
                     }
                 }
             }
@@ -200,55 +175,46 @@ fn read_error(e: WsError) -> End {
     match e {
         WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Io(_) => End::Gone,
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => End::Gone,
-        WsError::Capacity(_) => End::Host(1009, "message too big".into()),
-        WsError::Utf8(_) => End::Host(1007, "invalid UTF-8".into()),
-        WsError::Protocol(_) => End::Host(1002, "protocol error".into()),
+        WsError::Capacity(_) => End::Host(close::TOO_BIG, "message too big".into()),
+        WsError::Utf8(_) => End::Host(close::INVALID_PAYLOAD, "invalid UTF-8".into()),
+        WsError::Protocol(_) => End::Host(close::PROTOCOL_ERROR, "protocol error".into()),
         _ => End::Gone,
     }
 }
 
-/// Converts a host message into a WebSocket frame without copying.
-pub fn to_ws(msg: Message) -> WsMessage {
-    match msg {
-        Message::Text(t) => WsMessage::text(t),
-        Message::Binary(b) => WsMessage::binary(b),
-    }
-}
-
-/// The host message in a WebSocket data frame; `None` for control frames.
-pub fn from_ws(msg: &WsMessage) -> Option<Message> {
-    match msg {
-        WsMessage::Text(t) => Some(Message::Text(t.as_str().to_owned())),
-        WsMessage::Binary(b) => Some(Message::Binary(b.to_vec())),
-        _ => None,
-    }
+/// The WebSocket frame of an outgoing message: its payload is shared, not
+/// copied, and a text payload is not validated again (it is UTF-8 by
+/// construction).
+fn frame(msg: Outbound) -> WsMessage {
+    let data = if msg.is_text() { Data::Text } else { Data::Binary };
+    WsMessage::Frame(Frame::message(msg.payload().clone(), OpCode::Data(data), true))
 }
 
 async fn flush(ws: &mut Ws, limit: Duration) -> Result<(), End> {
     match tokio::time::timeout(limit, ws.flush()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(End::Gone),
-        Err(_) => Err(End::Host(CLOSE_POLICY, "client not reading".into())),
+        Err(_) => Err(End::Host(close::POLICY, "client not reading".into())),
     }
 }
 
 /// Writes the messages in `batch` (emptying it), then flushes once; the
 /// whole batch shares one write timeout.
-async fn write_all(ws: &mut Ws, batch: &mut Vec<WsMessage>, stats: &Stats, limit: Duration) -> Result<(), End> {
+async fn write_all(ws: &mut Ws, batch: &mut Vec<Outbound>, stats: &Stats, limit: Duration) -> Result<(), End> {
     if batch.is_empty() {
         return Ok(());
     }
     let n = batch.len();
     let write = async {
         for msg in batch.drain(..) {
-            ws.feed(msg).await?;
+            ws.feed(frame(msg)).await?;
         }
         ws.flush().await
     };
     match tokio::time::timeout(limit, write).await {
         Ok(Ok(())) => {}
         Ok(Err(_)) => return Err(End::Gone),
-        Err(_) => return Err(End::Host(CLOSE_POLICY, "client not reading".into())),
+        Err(_) => return Err(End::Host(close::POLICY, "client not reading".into())),
     }
     stats.sent.inc_by(n as u64);
     if batch.capacity() > 16 {

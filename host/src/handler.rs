@@ -1,29 +1,18 @@
-//! Plain types that cross between the server and the runtime.
+//! The seam between the core and the code that handles connections: the
+//! [`Handler`] trait and the plain types it takes and answers.
 //!
-//! Neither side's library types (Wasmtime bindings, tungstenite frames) appear
-//! here, so `server/` and `runtime/` stay independent of each other.
+//! A handler is told of three events per connection (open, message, close)
+//! and answers with a decision and the [`Effect`]s it asks for, which the
+//! hub applies after the event returns. The Wasm plugin slot is one
+//! implementation (`app::wasm_handler`); any other kind of handler (an HTTP
+//! backend) is another, chosen per route. No library type of either side
+//! (Wasmtime bindings, tungstenite frames) appears here.
 
 use std::sync::Arc;
 
-/// Identifies one connection; unique among the hosts sharing a store. The
-/// high [`HOST_BITS`] bits are the number of the host that holds it (0 for a
-/// host on its own), the rest count up from 1 on that host.
-pub type ConnId = u64;
+use async_trait::async_trait;
 
-/// Bits of a connection id that name its host.
-pub const HOST_BITS: u32 = 24;
-
-const LOCAL_BITS: u32 = 64 - HOST_BITS;
-
-/// The host that holds connection `id`.
-pub fn host_of(id: ConnId) -> u32 {
-    (id >> LOCAL_BITS) as u32
-}
-
-/// The id before the first one host `host` hands out.
-pub fn id_base(host: u32) -> ConnId {
-    u64::from(host) << LOCAL_BITS
-}
+pub use crate::conn_id::ConnId;
 
 /// One complete WebSocket message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -119,6 +108,20 @@ pub enum Effect {
     },
 }
 
+impl Effect {
+    /// The one connection this effect is for, or `None` for a fan-out
+    /// (publish, broadcast) that reaches every host's members.
+    pub fn recipient(&self) -> Option<ConnId> {
+        match self {
+            Effect::Emit { to, .. } => Some(*to),
+            Effect::Subscribe { conn, .. } | Effect::Unsubscribe { conn, .. } | Effect::Close { conn, .. } => {
+                Some(*conn)
+            }
+            Effect::Broadcast { .. } | Effect::Publish { .. } => None,
+        }
+    }
+}
+
 /// Why a handler event failed. The detail is for the log, never for clients.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerFailure {
@@ -128,4 +131,36 @@ pub enum HandlerFailure {
     /// The host could not run the handler (no instance could be made).
     #[error("handler unavailable: {0}")]
     Unavailable(String),
+}
+
+/// The outcome of one event: the handler's answer and the effects it asked
+/// for, in order.
+pub type Outcome<T> = Result<(T, Vec<Effect>), HandlerFailure>;
+
+/// Which connection, on which route, an event is about.
+#[derive(Clone, Debug)]
+pub struct EventContext {
+    /// The connection.
+    pub conn: ConnId,
+    /// The route it opened on.
+    pub route: Arc<str>,
+}
+
+/// The code behind a route: told of each connection's open, messages and
+/// close, one event at a time per connection.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// The name connections of this handler are recorded under (the
+    /// plugin's name): handlers act only on connections of their own name.
+    fn name(&self) -> Arc<str>;
+
+    /// A client asks to open a connection: accept (with a subprotocol and
+    /// metadata) or reject (with an HTTP status).
+    async fn open(&self, cx: &EventContext, req: OpenRequest) -> Outcome<Result<Accept, Reject>>;
+
+    /// A message arrived; the answer is the direct reply.
+    async fn message(&self, cx: &EventContext, msg: Message) -> Outcome<Option<Message>>;
+
+    /// The connection ended. Called exactly once per accepted connection.
+    async fn close(&self, cx: &EventContext, code: u16, reason: &str) -> Outcome<()>;
 }

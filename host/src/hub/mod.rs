@@ -1,0 +1,224 @@
+//! The transport-independent core: the routes, the registry of this host's
+//! connections and their mailboxes, each connection's life from admission
+//! to a close that happens exactly once, and where every effect goes (this
+//! host's registry, or another host through the [`Bus`]).
+//!
+//! Front ends (`transport/`) drive connections through [`Hub::admit`],
+//! [`Hub::open`] and the [`Connection`] it returns; the admin API sends
+//! through [`Hub::send`] and its siblings. Nothing here knows sockets,
+//! tungstenite, Wasm or Redis.
+//!
+//! - [`registry`]: mailboxes (bounded, with the slow-reader policy), route
+//!   and channel membership, and [`Registry::apply`], the one place an
+//!   effect reaches mailboxes.
+//! - [`admission`]: what a route allows its clients ([`ConnectionPolicy`])
+//!   and the connection caps.
+//! - [`lifecycle`]: admit, open, events, close exactly once.
+//! - [`bus`]: the [`Bus`] to other hosts ([`LocalBus`] when there are none).
+//! - [`outbound`]: a message as a mailbox holds it, shared by recipients.
+
+mod admission;
+mod bus;
+mod lifecycle;
+mod outbound;
+mod registry;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use serde_json::Value;
+
+pub use admission::{ConnectionPolicy, Counter, Place};
+pub use bus::{Bus, LocalBus, Unreachable};
+pub use lifecycle::{Admission, Connection, Opened, Refused};
+pub use outbound::Outbound;
+pub use registry::{Delivery, Inbox, Mailbox, QueuePolicy, Registry};
+
+use crate::conn_id::host_of;
+use crate::handler::{ConnId, Effect, Handler, Message};
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// How long the admin API waits for another host to say when its
+/// connections were last active.
+const ACTIVITY_WAIT: Duration = Duration::from_millis(500);
+
+/// One mounted route: its path, the handler behind it, and what it allows
+/// its clients.
+pub struct Route {
+    /// The path clients open.
+    pub path: Arc<str>,
+    /// The handler of its connections' events.
+    pub handler: Arc<dyn Handler>,
+    /// What it allows its clients.
+    pub policy: ConnectionPolicy,
+}
+
+/// The routes, this host's connections, and the way to the other hosts.
+pub struct Hub {
+    routes: ArcSwap<HashMap<Arc<str>, Arc<Route>>>,
+    registry: Arc<Registry>,
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    metrics: Arc<Metrics>,
+    /// Open connections on this host at once.
+    max_connections: usize,
+    open: Arc<admission::Counter>,
+    open_per_route: DashMap<Arc<str>, Arc<admission::Counter>>,
+}
+
+impl Hub {
+    /// A hub with no routes. `registry` hands out this host's ids; at most
+    /// `max_connections` are open at once.
+    pub fn new(
+        registry: Arc<Registry>,
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        metrics: Arc<Metrics>,
+        max_connections: usize,
+    ) -> Self {
+        Hub {
+            routes: ArcSwap::from_pointee(HashMap::new()),
+            registry,
+            store,
+            bus,
+            metrics,
+            max_connections,
+            open: Arc::default(),
+            open_per_route: DashMap::new(),
+        }
+    }
+
+    /// The route mounted at `path`. A connection keeps the route it opened
+    /// on, so a route removed later still serves it up to its close.
+    pub fn route(&self, path: &str) -> Option<Arc<Route>> {
+        self.routes.load().get(path).cloned()
+    }
+
+    /// Every mounted route.
+    pub fn routes(&self) -> Arc<HashMap<Arc<str>, Arc<Route>>> {
+        self.routes.load_full()
+    }
+
+    /// Mounts `routes` in place of the current ones; connections of the
+    /// routes that are gone are asked to close with `code`. The removed
+    /// paths, sorted.
+    pub fn set_routes(&self, routes: HashMap<Arc<str>, Arc<Route>>, code: u16, reason: &str) -> Vec<String> {
+        let old = self.routes.swap(Arc::new(routes));
+        let now = self.routes.load();
+        let mut removed: Vec<String> = old.keys().filter(|p| !now.contains_key(*p)).map(|p| p.to_string()).collect();
+        removed.sort();
+        for path in &removed {
+            let n = self.registry.close_route(path, code, reason);
+            tracing::info!(route = %path, connections = n, "route removed; closing its connections");
+        }
+        removed
+    }
+
+    /// This host's connections.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The store handlers and the admin API read.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The way to the other hosts.
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        &self.bus
+    }
+
+    /// The host's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Applies what a handler asked for, in order: an effect on another
+    /// host's connection goes to that host, a fan-out goes to every other
+    /// host and to this host's members, the rest to this host's registry.
+    pub fn apply(&self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect.recipient() {
+                Some(id) if !self.bus.is_local(id) => self.bus.forward(&effect),
+                Some(_) => {
+                    self.registry.apply(effect);
+                }
+                None => {
+                    self.bus.forward(&effect);
+                    self.registry.apply(effect);
+                }
+            }
+        }
+    }
+
+    /// Queues a message for connection `id`, on whichever host holds it.
+    pub async fn send(&self, id: ConnId, msg: Message) -> Delivery {
+        if self.bus.is_local(id) {
+            self.registry.send(id, msg.into())
+        } else {
+            self.to_remote(id, Effect::Emit { to: id, msg }).await
+        }
+    }
+
+    /// Asks connection `id`, on whichever host holds it, to close:
+    /// `Queued` when it is closing, `Gone` when no host holds it.
+    pub async fn close(&self, id: ConnId, code: u16, reason: &str) -> Delivery {
+        if !self.bus.is_local(id) {
+            return self.to_remote(id, Effect::Close { conn: id, code, reason: reason.to_string() }).await;
+        }
+        if self.registry.close(id, code, reason) { Delivery::Queued } else { Delivery::Gone }
+    }
+
+    /// Sends to a channel's members on every host; how many on this one.
+    pub fn publish(&self, channel: &str, msg: Message) -> usize {
+        let delivered = self.registry.publish(channel, &Outbound::from(msg.clone()));
+        self.bus.forward(&Effect::Publish { channel: channel.to_string(), msg });
+        delivered
+    }
+
+    /// When the clients of `ids` last sent a message (Unix milliseconds),
+    /// asked of the hosts holding them; ids no host answered for are left
+    /// out.
+    pub async fn last_active(&self, ids: &[ConnId]) -> HashMap<ConnId, u64> {
+        let mut seen = HashMap::new();
+        let mut remote: BTreeMap<u32, Vec<ConnId>> = BTreeMap::new();
+        for &id in ids {
+            if self.bus.is_local(id) {
+                seen.extend(self.registry.last_active_ms(id).map(|at| (id, at)));
+            } else {
+                remote.entry(host_of(id)).or_default().push(id);
+            }
+        }
+        let asked = remote.into_iter().map(|(host, conns)| self.bus.activity(host, conns, ACTIVITY_WAIT));
+        seen.extend(futures_util::future::join_all(asked).await.into_iter().flatten());
+        seen
+    }
+
+    /// Whether this host is healthy, and the details `/healthz` shows.
+    pub fn health(&self) -> (bool, Value) {
+        self.bus.health()
+    }
+
+    /// Sends an effect on another host's connection now, if any host holds
+    /// it.
+    async fn to_remote(&self, id: ConnId, effect: Effect) -> Delivery {
+        match self.store.connection_plugin(id).await {
+            Ok(None) => return Delivery::Gone,
+            Ok(Some(_)) => {}
+            Err(_) => return Delivery::Unreachable,
+        }
+        match self.bus.send_now(&effect).await {
+            Ok(true) => Delivery::Queued,
+            Ok(false) => Delivery::Gone,
+            Err(e) => {
+                tracing::warn!(conn = id, error = %e, "could not reach the connection's host");
+                Delivery::Unreachable
+            }
+        }
+    }
+}
