@@ -229,7 +229,7 @@ impl Admin {
                 }
             }
             (&Method::GET, ["channels", channel]) if !channel.is_empty() => {
-                match self.hub.store().channel_members(channel).await {
+                match self.hub.store().connections.members(channel).await {
                     Ok(ids) => json_response(
                         StatusCode::OK,
                         json!({
@@ -299,7 +299,7 @@ impl Admin {
     }
 
     async fn connection(&self, id: ConnId) -> Response<Full<Bytes>> {
-        match self.hub.store().connection(id).await {
+        match self.hub.store().connections.get(id).await {
             Ok(Some(r)) => {
                 let seen = self.hub.last_active(&[id]).await;
                 json_response(StatusCode::OK, record_json(&r, seen.get(&id).copied()))
@@ -321,7 +321,7 @@ impl Admin {
             Some(Ok(l)) if (1..=MAX_PAGE).contains(&l) => l,
             Some(_) => return error(StatusCode::BAD_REQUEST, "`limit` is 1..=1000"),
         };
-        match self.hub.store().connections(route.as_deref(), after, limit).await {
+        match self.hub.store().connections.list(route.as_deref(), after, limit).await {
             Ok(records) => {
                 let next = (records.len() == limit).then(|| records.last().map(|r| r.id.to_string())).flatten();
                 let ids: Vec<ConnId> = records.iter().map(|r| r.id).collect();

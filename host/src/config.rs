@@ -181,7 +181,7 @@ fn redis_url_is_valid(url: &str) -> Result<(), String> {
     use redis::IntoConnectionInfo;
     url.into_connection_info()
         .map(|_| ())
-        .map_err(|e| format!("`{}` is not a Redis URL: {e}", crate::store::redact(url)))
+        .map_err(|e| format!("`{}` is not a Redis URL: {e}", crate::cluster::redact(url)))
 }
 
 impl<'de> Deserialize<'de> for StoreChoice {

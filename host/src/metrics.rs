@@ -4,8 +4,8 @@
 //! counting a message is one atomic add, not a label lookup.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
-    exponential_buckets,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder, exponential_buckets,
 };
 
 /// Every metric the host exports.
@@ -94,9 +94,42 @@ impl Metrics {
         m
     }
 
-    /// Adds a metric kept elsewhere (the cluster's) to what `/metrics` shows.
-    pub fn register(&self, metric: Box<dyn prometheus::core::Collector>) {
-        self.registry.register(metric).expect("unique metric");
+    /// The metrics of a host that shares Redis with others, registered with
+    /// these; called once, by the cluster.
+    pub fn cluster(&self) -> ClusterMetrics {
+        let m = ClusterMetrics {
+            redis_up: IntGauge::new("wharf_redis_up", "1 when Redis answers and this host is subscribed")
+                .expect("valid metric"),
+            outages: IntCounter::new("wharf_redis_outages_total", "Times Redis became unreachable")
+                .expect("valid metric"),
+            hosts: IntGauge::new("wharf_cluster_hosts", "Hosts with a live heartbeat, this one included")
+                .expect("valid metric"),
+            sent: IntCounter::new("wharf_cluster_frames_sent_total", "Frames published to other hosts")
+                .expect("valid metric"),
+            received: IntCounter::new("wharf_cluster_frames_received_total", "Frames received from other hosts")
+                .expect("valid metric"),
+            undelivered: IntCounterVec::new(
+                Opts::new(
+                    "wharf_cluster_undelivered_total",
+                    "Cross-host deliveries that did not arrive, by reason (redis_unavailable, host_unreachable, queue_full, gone, malformed)",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+            reaped: IntCounter::new(
+                "wharf_cluster_reaped_connections_total",
+                "Connections of dead hosts removed from presence by this host",
+            )
+            .expect("valid metric"),
+        };
+        for g in [&m.redis_up, &m.hosts] {
+            self.registry.register(Box::new(g.clone())).expect("unique metric");
+        }
+        for c in [&m.outages, &m.sent, &m.received, &m.reaped] {
+            self.registry.register(Box::new(c.clone())).expect("unique metric");
+        }
+        self.registry.register(Box::new(m.undelivered.clone())).expect("unique metric");
+        m
     }
 
     /// The Prometheus text exposition of every metric.
@@ -105,6 +138,25 @@ impl Metrics {
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("encoding to memory");
         String::from_utf8(out).expect("the text format is UTF-8")
     }
+}
+
+/// The metrics of the link to the other hosts sharing Redis.
+#[derive(Clone)]
+pub struct ClusterMetrics {
+    /// 1 when Redis answers and this host is subscribed.
+    pub redis_up: IntGauge,
+    /// Times Redis became unreachable.
+    pub outages: IntCounter,
+    /// Hosts with a live heartbeat, this one included.
+    pub hosts: IntGauge,
+    /// Frames published to other hosts.
+    pub sent: IntCounter,
+    /// Frames received from other hosts.
+    pub received: IntCounter,
+    /// Cross-host deliveries that did not arrive, by reason.
+    pub undelivered: IntCounterVec,
+    /// Connections of dead hosts this host removed from presence.
+    pub reaped: IntCounter,
 }
 
 impl Default for Metrics {

@@ -30,7 +30,7 @@ use crate::conn_id::id_base;
 use crate::hub::{Bus, ConnectionPolicy, Hub, LocalBus, Registry};
 use crate::metrics::Metrics;
 use crate::runtime::{self, EngineOptions, EventCaps, Runtime, RuntimeOptions};
-use crate::store::{self as store_mod, RedisStore, Store, StoreKind};
+use crate::store::{self as store_mod, Store, StoreKind};
 use crate::transport::ws::{self, ServerOptions};
 
 pub use plugins::PluginSlot;
@@ -101,7 +101,7 @@ impl Running {
     }
 
     /// The store the host's handlers use.
-    pub fn store(&self) -> Arc<dyn Store> {
+    pub fn store(&self) -> Store {
         self.app.hub.store().clone()
     }
 
@@ -149,16 +149,16 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Arc<App>> {
     let dropped = metrics.outbound_dropped.clone();
     let context = || format!("config {}: store", config.source);
     let local = |kind| store_mod::open(&kind, &config.data_dir).with_context(context);
-    let (store, registry, bus): (Arc<dyn Store>, Arc<Registry>, Arc<dyn Bus>) = match &config.store.backend {
+    let (store, registry, bus): (Store, Arc<Registry>, Arc<dyn Bus>) = match &config.store.backend {
         StoreChoice::Embedded => (local(StoreKind::Embedded)?, Arc::new(Registry::new(dropped)), Arc::new(LocalBus)),
         StoreChoice::Memory => (local(StoreKind::Memory)?, Arc::new(Registry::new(dropped)), Arc::new(LocalBus)),
         StoreChoice::Redis(url) => {
             let ttl = Duration::from_millis(config.store.heartbeat_ttl_ms);
-            let redis = Arc::new(RedisStore::connect(url, ttl).await.with_context(context)?);
-            tracing::info!(host = redis.host(), url = %store_mod::redact(url), "joined the hosts sharing Redis");
-            let registry = Arc::new(Registry::new(dropped).ids_after(id_base(redis.host())));
-            let cluster = Cluster::start(redis.clone(), url, ttl, registry.clone(), &metrics)?;
-            (redis, registry, cluster)
+            let cluster = Cluster::connect(url, ttl, &metrics).await.with_context(context)?;
+            tracing::info!(host = cluster.host(), url = %crate::cluster::redact(url), "joined the hosts sharing Redis");
+            let registry = Arc::new(Registry::new(dropped).ids_after(id_base(cluster.host())));
+            cluster.start(registry.clone())?;
+            (cluster.store(), registry, cluster)
         }
     };
     let hub = Arc::new(Hub::new(registry, store, bus, metrics, config.limits.max_connections));
@@ -218,7 +218,7 @@ impl App {
     }
 
     /// The store handlers use.
-    pub fn store(&self) -> &Arc<dyn Store> {
+    pub fn store(&self) -> &Store {
         self.hub.store()
     }
 

@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
+use super::store::RecordChange;
 use crate::handler::{ConnId, Effect, Message};
-use crate::store::RecordChange;
 
 const VERSION: u8 = 1;
 

@@ -1,5 +1,6 @@
-//! Several hosts on one Redis: cross-host delivery, host liveness and the
-//! health of the Redis link.
+//! Several hosts on one Redis: the Redis back end of the store, cross-host
+//! delivery (the Redis [`Bus`]), host liveness and the health of the Redis
+//! link.
 //!
 //! Delivery uses Redis pub/sub, not streams. A WebSocket message is
 //! ephemeral and only useful to connections open now; pub/sub delivers each
@@ -19,47 +20,59 @@
 //!   active, with the answer on the asking host's channel.
 //!
 //! One task publishes everything a host sends, in order and pipelined, so
-//! each publisher's messages arrive in publish order everywhere. One task
-//! holds the subscription and reconnects with backoff. One task renews the
-//! heartbeat, removes dead hosts' connections ([`RedisStore::reap`]), and
-//! writes this host's records back after Redis lost them
-//! ([`RedisStore::resync`]).
+//! each publisher's messages arrive in publish order everywhere (`bus.rs`).
+//! One task holds the subscription, reconnects with backoff, and applies
+//! other hosts' effects to this host's registry. One task renews the
+//! heartbeat, removes dead hosts' connections and writes this host's
+//! records back after Redis lost them (`liveness.rs`).
+//!
+//! Each host registers under a number handed out by Redis (`INCR`), which is
+//! the high bits of every connection id it makes, so ids are unique across
+//! hosts and say which host holds the socket ([`crate::conn_id::host_of`]).
+//! The same Redis holds the store ([`RedisStore`], `store.rs`, with the Lua
+//! scripts of `scripts.rs`). No `redis` type leaves this module: the rest of
+//! the host sees a [`Store`] and a [`Bus`].
 
+mod bus;
 mod envelope;
+mod liveness;
+mod scripts;
+mod store;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use async_trait::async_trait;
-use futures_util::StreamExt;
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
 use redis::aio::ConnectionManager;
-use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub use envelope::{Envelope, Malformed};
+pub use store::{RecordChange, RedisStore};
 
-use crate::conn_id::host_of;
-use crate::handler::{ConnId, Effect};
-use crate::hub::{Bus, Registry, Unreachable};
-use crate::metrics::Metrics;
-use crate::store::{Beat, RedisStore, now_ms};
+use crate::conn_id::ConnId;
+use crate::hub::Registry;
+use crate::metrics::{ClusterMetrics, Metrics};
+use crate::store::{Store, now_ms};
+use bus::{Outbox, Outgoing};
 
 /// Frames waiting for the publisher task; past this they are counted as
 /// undelivered.
 const OUTBOUND_QUEUE: usize = 65_536;
-/// Most frames in one pipelined round trip.
-const MAX_BATCH: usize = 512;
-/// Longest wait between two attempts to reach Redis.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-const ALL: &str = "wharf:bus:all";
-
-fn host_channel(host: u32) -> String {
-    format!("wharf:bus:h:{host}")
+/// `url` without its password, for logs and errors.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
 }
 
 /// The state of this host's link to Redis.
@@ -106,78 +119,20 @@ impl Health {
     }
 }
 
-struct ClusterMetrics {
-    redis_up: IntGauge,
-    outages: IntCounter,
-    hosts: IntGauge,
-    sent: IntCounter,
-    received: IntCounter,
-    undelivered: IntCounterVec,
-    reaped: IntCounter,
-}
-
-impl ClusterMetrics {
-    fn new(metrics: &Metrics) -> Self {
-        let m = ClusterMetrics {
-            redis_up: IntGauge::new("wharf_redis_up", "1 when Redis answers and this host is subscribed")
-                .expect("valid metric"),
-            outages: IntCounter::new("wharf_redis_outages_total", "Times Redis became unreachable")
-                .expect("valid metric"),
-            hosts: IntGauge::new("wharf_cluster_hosts", "Hosts with a live heartbeat, this one included")
-                .expect("valid metric"),
-            sent: IntCounter::new("wharf_cluster_frames_sent_total", "Frames published to other hosts")
-                .expect("valid metric"),
-            received: IntCounter::new("wharf_cluster_frames_received_total", "Frames received from other hosts")
-                .expect("valid metric"),
-            undelivered: IntCounterVec::new(
-                Opts::new(
-                    "wharf_cluster_undelivered_total",
-                    "Cross-host deliveries that did not arrive, by reason (redis_unavailable, host_unreachable, queue_full, gone, malformed)",
-                ),
-                &["reason"],
-            )
-            .expect("valid metric"),
-            reaped: IntCounter::new(
-                "wharf_cluster_reaped_connections_total",
-                "Connections of dead hosts removed from presence by this host",
-            )
-            .expect("valid metric"),
-        };
-        metrics.register(Box::new(m.redis_up.clone()));
-        metrics.register(Box::new(m.outages.clone()));
-        metrics.register(Box::new(m.hosts.clone()));
-        metrics.register(Box::new(m.sent.clone()));
-        metrics.register(Box::new(m.received.clone()));
-        metrics.register(Box::new(m.undelivered.clone()));
-        metrics.register(Box::new(m.reaped.clone()));
-        m
-    }
-}
-
-enum Target {
-    All,
-    Host(u32),
-}
-
-enum Outgoing {
-    Frame {
-        target: Target,
-        frame: Vec<u8>,
-    },
-    /// Answered once every frame queued before it was published (or
-    /// counted as undelivered).
-    Flush(oneshot::Sender<()>),
-}
-
 /// (connection, when its client last sent a message) pairs.
 type Activity = Vec<(ConnId, u64)>;
 
-/// This host's membership in a group of hosts sharing one Redis.
+/// This host's membership in a group of hosts sharing one Redis: its store
+/// and its bus.
 pub struct Cluster {
     host: u32,
+    url: String,
+    heartbeat_ttl: Duration,
     store: Arc<RedisStore>,
     conn: ConnectionManager,
-    out: mpsc::Sender<Outgoing>,
+    outbox: Outbox,
+    /// The publisher's end of the outbox until [`Cluster::start`] takes it.
+    outgoing: Mutex<Option<mpsc::Receiver<Outgoing>>>,
     health: Health,
     metrics: ClusterMetrics,
     /// Stops the tasks; see [`Cluster::stop`].
@@ -188,390 +143,71 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Joins the hosts sharing `store`'s Redis at `url`: starts the
-    /// publisher, the subscription (which applies other hosts' effects to
-    /// `registry`) and the liveness tasks, which run until [`Cluster::stop`].
-    pub fn start(
-        store: Arc<RedisStore>,
-        url: &str,
-        heartbeat_ttl: Duration,
-        registry: Arc<Registry>,
-        metrics: &Metrics,
-    ) -> anyhow::Result<Arc<Cluster>> {
-        let shutdown = CancellationToken::new();
-        let client = redis::Client::open(url)?;
+    /// Connects to the Redis at `url`, takes a host number and registers
+    /// this host. Nothing runs until [`Cluster::start`].
+    pub async fn connect(url: &str, heartbeat_ttl: Duration, metrics: &Metrics) -> anyhow::Result<Arc<Cluster>> {
+        let metrics = metrics.cluster();
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let outbox = Outbox::new(tx, metrics.undelivered.with_label_values(&["queue_full"]));
+        let store = Arc::new(RedisStore::connect(url, heartbeat_ttl, outbox.clone()).await?);
         let health = Health::default();
         health.heartbeat_ok.store(true, Ordering::Release);
         health.live_hosts.store(1, Ordering::Release);
-        let cluster = Arc::new(Cluster {
+        let cluster = Cluster {
             host: store.host(),
+            url: url.to_string(),
+            heartbeat_ttl,
             conn: store.commands(),
             store,
-            out: tx,
+            outbox,
+            outgoing: Mutex::new(Some(rx)),
             health,
-            metrics: ClusterMetrics::new(metrics),
-            stop: shutdown.clone(),
+            metrics,
+            stop: CancellationToken::new(),
             asked: Mutex::default(),
             next_req: AtomicU64::new(0),
-        });
+        };
         cluster.health.set(&cluster.health.subscribed, false);
-        let weak = Arc::downgrade(&cluster);
-        cluster.store.on_remote_change(move |conn, change| {
-            if let Some(c) = weak.upgrade() {
-                c.enqueue(Target::Host(host_of(conn)), &Envelope::Record { conn, change });
-            }
-        });
-        tokio::spawn(cluster.clone().publish_loop(rx, shutdown.clone()));
-        tokio::spawn(cluster.clone().subscribe_loop(client, registry, shutdown.clone()));
-        tokio::spawn(cluster.clone().liveness_loop(heartbeat_ttl, shutdown));
-        Ok(cluster)
+        Ok(Arc::new(cluster))
+    }
+
+    /// This host's number: the high bits of the connection ids it makes.
+    pub fn host(&self) -> u32 {
+        self.host
+    }
+
+    /// The store every host shares: key/value and connection records in
+    /// Redis.
+    pub fn store(&self) -> Store {
+        Store { kv: self.store.clone(), connections: self.store.clone() }
+    }
+
+    /// Starts the publisher, the subscription (which applies other hosts'
+    /// effects to `registry`) and the liveness tasks, which run until
+    /// [`Cluster::stop`]. A second call does nothing.
+    pub fn start(self: &Arc<Self>, registry: Arc<Registry>) -> anyhow::Result<()> {
+        let Some(rx) = self.outgoing.lock().unwrap_or_else(|p| p.into_inner()).take() else { return Ok(()) };
+        let client = redis::Client::open(self.url.as_str())?;
+        tokio::spawn(self.clone().publish_loop(rx, self.stop.clone()));
+        tokio::spawn(self.clone().subscribe_loop(client, registry, self.stop.clone()));
+        tokio::spawn(self.clone().liveness_loop(self.heartbeat_ttl, self.stop.clone()));
+        Ok(())
     }
 
     /// Publishes what is already queued (the close handlers of a stopping
     /// host may have published), waiting at most two seconds for Redis to
     /// answer, then stops the tasks.
     pub async fn stop(&self) {
-        let (tx, flushed) = oneshot::channel();
-        let flush = async {
-            if self.out.send(Outgoing::Flush(tx)).await.is_ok() {
-                let _ = flushed.await;
+        if self.outgoing.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
+            let flush = self.outbox.flush();
+            if tokio::time::timeout(Duration::from_secs(2), flush).await.is_err() {
+                tracing::warn!("stopped before Redis took every frame this host had queued for other hosts");
             }
-        };
-        if tokio::time::timeout(Duration::from_secs(2), flush).await.is_err() {
-            tracing::warn!("stopped before Redis took every frame this host had queued for other hosts");
         }
         self.stop.cancel();
     }
 
-    /// The Redis link's state.
-    pub fn health_state(&self) -> &Health {
-        &self.health
-    }
-
-    fn enqueue(&self, target: Target, env: &Envelope) {
-        self.enqueue_frame(target, env.encode(self.host));
-    }
-
-    fn enqueue_frame(&self, target: Target, frame: Vec<u8>) {
-        if self.out.try_send(Outgoing::Frame { target, frame }).is_err() {
-            self.metrics.undelivered.with_label_values(&["queue_full"]).inc();
-        }
-    }
-
-    async fn publish_loop(self: Arc<Self>, mut rx: mpsc::Receiver<Outgoing>, shutdown: CancellationToken) {
-        let mut conn = self.conn.clone();
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        let mut frames = Vec::with_capacity(MAX_BATCH);
-        let mut failing = false;
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                n = rx.recv_many(&mut batch, MAX_BATCH) => if n == 0 { return },
-            }
-            let mut flushed = Vec::new();
-            for o in batch.drain(..) {
-                match o {
-                    Outgoing::Frame { target, frame } => frames.push((target, frame)),
-                    Outgoing::Flush(done) => flushed.push(done),
-                }
-            }
-            if !frames.is_empty() {
-                self.publish(&mut conn, &frames, &mut failing).await;
-                frames.clear();
-            }
-            for done in flushed {
-                let _ = done.send(());
-            }
-        }
-    }
-
-    /// Publishes `frames` in one pipelined round trip, counting what no
-    /// host received.
-    async fn publish(&self, conn: &mut ConnectionManager, frames: &[(Target, Vec<u8>)], failing: &mut bool) {
-        let undelivered =
-            |reason: &str, n: usize| self.metrics.undelivered.with_label_values(&[reason]).inc_by(n as u64);
-        if !self.health.heartbeat_ok.load(Ordering::Acquire) {
-            undelivered("redis_unavailable", frames.len());
-            return;
-        }
-        let mut pipe = redis::pipe();
-        for (target, frame) in frames {
-            match target {
-                Target::All => pipe.publish(ALL, frame),
-                Target::Host(h) => pipe.publish(host_channel(*h), frame),
-            };
-        }
-        match pipe.query_async::<Vec<i64>>(conn).await {
-            Ok(receivers) => {
-                *failing = false;
-                self.metrics.sent.inc_by(frames.len() as u64);
-                // Every live host listens on `all`, this one too when subscribed.
-                let subscribed = usize::from(self.health.subscribed.load(Ordering::Acquire));
-                let all = self.health.live_hosts() - 1 + subscribed;
-                let missing: usize = frames
-                    .iter()
-                    .zip(receivers)
-                    .map(|((target, _), got)| {
-                        let want = match target {
-                            Target::All => all,
-                            Target::Host(_) => 1,
-                        };
-                        want.saturating_sub(got.max(0) as usize)
-                    })
-                    .sum();
-                if missing > 0 {
-                    undelivered("host_unreachable", missing);
-                }
-            }
-            Err(e) => {
-                if !*failing {
-                    tracing::warn!(error = %e, frames = frames.len(), "could not publish to other hosts; counting what is lost");
-                    *failing = true;
-                }
-                undelivered("redis_unavailable", frames.len());
-            }
-        }
-    }
-
-    async fn subscribe_loop(
-        self: Arc<Self>,
-        client: redis::Client,
-        registry: Arc<Registry>,
-        shutdown: CancellationToken,
-    ) {
-        let mine = host_channel(self.host);
-        let mut backoff = Duration::from_millis(100);
-        let mut lost_at: Option<Instant> = None;
-        loop {
-            let attempt = async {
-                let mut ps = client.get_async_pubsub().await?;
-                ps.subscribe(ALL).await?;
-                ps.subscribe(&mine).await?;
-                redis::RedisResult::Ok(ps)
-            };
-            let ps = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = tokio::time::timeout(Duration::from_secs(2), attempt) => r,
-            };
-            match ps {
-                Ok(Ok(ps)) => {
-                    backoff = Duration::from_millis(100);
-                    if let Some(at) = lost_at.take() {
-                        tracing::info!(after_ms = at.elapsed().as_millis() as u64, "receiving from other hosts again");
-                    }
-                    self.health.set(&self.health.subscribed, true);
-                    self.refresh_up();
-                    let mut stream = ps.into_on_message();
-                    loop {
-                        let msg = tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            msg = stream.next() => msg,
-                        };
-                        let Some(msg) = msg else { break };
-                        self.receive(msg.get_channel_name() == ALL, msg.get_payload_bytes(), &registry);
-                    }
-                    self.health.set(&self.health.subscribed, false);
-                    self.refresh_up();
-                    tracing::warn!(
-                        "lost the Redis subscription; other hosts' messages do not reach this host until it is back"
-                    );
-                    lost_at = Some(Instant::now());
-                }
-                Ok(Err(e)) => tracing::debug!(error = %e, "subscribing to Redis failed"),
-                Err(_) => tracing::debug!("subscribing to Redis timed out"),
-            }
-            lost_at.get_or_insert_with(Instant::now);
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
-    }
-
-    fn receive(&self, on_all: bool, frame: &[u8], registry: &Registry) {
-        match Envelope::decode(frame) {
-            Ok((origin, _)) if on_all && origin == self.host => {}
-            Ok((_, Envelope::Record { conn, change })) => {
-                self.metrics.received.inc();
-                self.store.apply_remote_change(conn, &change);
-            }
-            Ok((origin, Envelope::ActivityQuery { req, conns })) => {
-                self.metrics.received.inc();
-                let seen = conns.into_iter().filter_map(|id| Some((id, registry.last_active_ms(id)?))).collect();
-                self.enqueue(Target::Host(origin), &Envelope::Activity { req, seen });
-            }
-            Ok((_, Envelope::Activity { req, seen })) => {
-                self.metrics.received.inc();
-                // No one waits any more when the answer came too late.
-                if let Some(asker) = self.asked.lock().unwrap_or_else(|p| p.into_inner()).remove(&req) {
-                    let _ = asker.send(seen);
-                }
-            }
-            Ok((_, Envelope::Effect(effect))) => {
-                self.metrics.received.inc();
-                if !registry.apply(effect) {
-                    self.metrics.undelivered.with_label_values(&["gone"]).inc();
-                }
-            }
-            Err(e) => {
-                self.metrics.undelivered.with_label_values(&["malformed"]).inc();
-                tracing::warn!(error = %e, "ignoring a frame from Redis");
-            }
-        }
-    }
-
     fn refresh_up(&self) {
         self.metrics.redis_up.set(i64::from(self.health.is_up()));
-    }
-
-    async fn liveness_loop(self: Arc<Self>, ttl: Duration, shutdown: CancellationToken) {
-        let tick = (ttl / 10).max(Duration::from_millis(100));
-        let beat_every = 2;
-        let mut n: u64 = 0;
-        let mut down_at: Option<Instant> = None;
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(tick) => {}
-            }
-            n += 1;
-            if n.is_multiple_of(beat_every) || down_at.is_some() {
-                // A heartbeat that hangs is a failed one: an outage must show
-                // within a beat, not after the client's reconnect attempts.
-                let beat = tokio::time::timeout(tick * beat_every as u32, self.store.heartbeat()).await;
-                let beat = beat.unwrap_or_else(|_| {
-                    Err(redis::RedisError::from(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "heartbeat timed out",
-                    )))
-                });
-                match beat {
-                    Ok(Beat::Taken) => {
-                        if !self.health.taken.swap(true, Ordering::AcqRel) {
-                            tracing::error!(
-                                host = self.host,
-                                "another host process holds this host's number (Redis lost its data and handed it out again): connection ids would collide; restart this host"
-                            );
-                        }
-                        self.health.set(&self.health.heartbeat_ok, true);
-                    }
-                    Ok(beat) => {
-                        if let Some(at) = down_at.take() {
-                            tracing::info!(after_ms = at.elapsed().as_millis() as u64, "Redis answers again");
-                        }
-                        self.health.set(&self.health.heartbeat_ok, true);
-                        self.store.set_reachable(true);
-                        if beat == Beat::Stale {
-                            match self.store.resync().await {
-                                Ok((written, removed)) => tracing::info!(
-                                    written,
-                                    removed,
-                                    host = self.host,
-                                    "wrote this host's connections back to Redis"
-                                ),
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "writing this host's connections back to Redis failed; retrying")
-                                }
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        if down_at.is_none() {
-                            tracing::warn!(error = %e, "Redis unreachable: serving this host's connections, counting what cannot reach other hosts, retrying");
-                            self.metrics.outages.inc();
-                            down_at = Some(Instant::now());
-                        }
-                        self.health.set(&self.health.heartbeat_ok, false);
-                        self.store.set_reachable(false);
-                    }
-                }
-                self.refresh_up();
-            }
-            if down_at.is_some() {
-                continue;
-            }
-            match self.store.reap().await {
-                Ok((live, reaped)) => {
-                    self.health.live_hosts.store(live, Ordering::Release);
-                    self.metrics.hosts.set(live as i64);
-                    for (host, conns) in reaped {
-                        tracing::info!(
-                            host,
-                            connections = conns,
-                            "a host stopped renewing its heartbeat; removed its connections"
-                        );
-                        self.metrics.reaped.inc_by(conns.max(0) as u64);
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "looking for dead hosts failed"),
-            }
-        }
-    }
-}
-
-#[async_trait]
-impl Bus for Cluster {
-    fn host(&self) -> u32 {
-        self.host
-    }
-
-    fn is_local(&self, id: ConnId) -> bool {
-        host_of(id) == self.host
-    }
-
-    fn forward(&self, effect: &Effect) {
-        let target = match effect.recipient() {
-            Some(id) => Target::Host(host_of(id)),
-            None => Target::All,
-        };
-        self.enqueue_frame(target, envelope::encode_effect(effect, self.host));
-    }
-
-    async fn send_now(&self, effect: &Effect) -> Result<bool, Unreachable> {
-        let Some(id) = effect.recipient() else { return Err(Unreachable("not an effect on one connection".into())) };
-        if !self.health.is_up() {
-            return Err(Unreachable("the link to Redis is down".into()));
-        }
-        let mut conn = self.conn.clone();
-        let receivers: i64 = redis::cmd("PUBLISH")
-            .arg(host_channel(host_of(id)))
-            .arg(envelope::encode_effect(effect, self.host))
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| Unreachable(format!("redis: {e}")))?;
-        self.metrics.sent.inc();
-        Ok(receivers > 0)
-    }
-
-    async fn activity(&self, host: u32, conns: Vec<ConnId>, wait: Duration) -> Vec<(ConnId, u64)> {
-        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
-        let (tx, answer) = oneshot::channel();
-        self.asked.lock().unwrap_or_else(|p| p.into_inner()).insert(req, tx);
-        self.enqueue(Target::Host(host), &Envelope::ActivityQuery { req, conns });
-        let answer = tokio::time::timeout(wait, answer).await;
-        self.asked.lock().unwrap_or_else(|p| p.into_inner()).remove(&req);
-        answer.ok().and_then(Result::ok).unwrap_or_default()
-    }
-
-    fn health(&self) -> (bool, Value) {
-        let h = &self.health;
-        let up = h.is_up();
-        (
-            up,
-            json!({
-                "status": if up { "ok" } else { "degraded" },
-                "redis": if h.number_taken() { "host number taken" } else if up { "up" } else { "unreachable" },
-                "redis_down_since": h.down_since_ms(),
-                "host": self.host,
-                "hosts": h.live_hosts(),
-            }),
-        )
-    }
-
-    async fn leave(&self) {
-        self.stop().await;
-        self.store.leave().await;
     }
 }

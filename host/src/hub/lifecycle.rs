@@ -114,7 +114,7 @@ impl Hub {
             metadata: Vec::new(),
             channels: Vec::new(),
         };
-        if let Err(e) = self.store.connection_open(record).await {
+        if let Err(e) = self.store.connections.open(record).await {
             self.registry.remove(id);
             tracing::warn!(conn = id, route = %route.path, error = %e, "could not record the connection; refusing it");
             return Err(Refused::handler_error(format!("recording the connection: {e}")));
@@ -122,7 +122,7 @@ impl Hub {
         let accept = match route.handler.open(&cx, req).await {
             Ok((Ok(accept), effects)) => {
                 for (key, value) in &accept.metadata {
-                    if let Err(e) = self.store.metadata_set(id, key, value).await {
+                    if let Err(e) = self.store.connections.metadata_set(id, key, value).await {
                         self.forget(id).await;
                         tracing::warn!(conn = id, route = %route.path, error = %e, "could not store the accepted metadata; refusing the connection");
                         return Err(Refused::handler_error(format!("storing the accepted metadata: {e}")));
@@ -163,7 +163,7 @@ impl Hub {
     /// Forgets a connection that was never accepted.
     async fn forget(&self, id: ConnId) {
         self.registry.remove(id);
-        let _ = self.store.connection_close(id).await;
+        let _ = self.store.connections.close(id).await;
     }
 
     /// Runs the handler's close of a connection that left the registry,
@@ -173,7 +173,7 @@ impl Hub {
             Ok(((), effects)) => self.apply(effects),
             Err(failure) => tracing::warn!(conn = cx.conn, route = %route.path, %failure, "on-close failed"),
         }
-        if let Err(e) = self.store.connection_close(cx.conn).await {
+        if let Err(e) = self.store.connections.close(cx.conn).await {
             tracing::warn!(conn = cx.conn, error = %e, "could not remove the connection's record");
         }
     }

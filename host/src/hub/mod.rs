@@ -61,7 +61,7 @@ pub struct Route {
 pub struct Hub {
     routes: ArcSwap<HashMap<Arc<str>, Arc<Route>>>,
     registry: Arc<Registry>,
-    store: Arc<dyn Store>,
+    store: Store,
     bus: Arc<dyn Bus>,
     metrics: Arc<Metrics>,
     /// Open connections on this host at once.
@@ -75,7 +75,7 @@ impl Hub {
     /// `max_connections` are open at once.
     pub fn new(
         registry: Arc<Registry>,
-        store: Arc<dyn Store>,
+        store: Store,
         bus: Arc<dyn Bus>,
         metrics: Arc<Metrics>,
         max_connections: usize,
@@ -124,7 +124,7 @@ impl Hub {
     }
 
     /// The store handlers and the admin API read.
-    pub fn store(&self) -> &Arc<dyn Store> {
+    pub fn store(&self) -> &Store {
         &self.store
     }
 
@@ -207,7 +207,7 @@ impl Hub {
     /// Sends an effect on another host's connection now, if any host holds
     /// it.
     async fn to_remote(&self, id: ConnId, effect: Effect) -> Delivery {
-        match self.store.connection_plugin(id).await {
+        match self.store.connections.plugin(id).await {
             Ok(None) => return Delivery::Gone,
             Ok(Some(_)) => {}
             Err(_) => return Delivery::Unreachable,

@@ -102,7 +102,7 @@ impl PluginEnv {
 
     /// A connection this plugin may act on: open, and served by this plugin.
     async fn own_connection(&self, conn: ConnId) -> Result<(), Error> {
-        match self.timed("connection_plugin", self.store.connection_plugin(conn)).await? {
+        match self.timed("connection_plugin", self.store.connections.plugin(conn)).await? {
             None => Err(Error::UnknownConnection),
             Some(p) if *p == *self.name => Ok(()),
             Some(_) => Err(Error::NotAllowed),
@@ -148,7 +148,7 @@ impl connections::Host for HostState {
         let env = self.env.clone();
         check_key(&key)?;
         env.own_connection(conn).await?;
-        env.timed("metadata_get", env.store.metadata_get(conn, &key)).await
+        env.timed("metadata_get", env.store.connections.metadata_get(conn, &key)).await
     }
 
     async fn set_metadata(&mut self, conn: ConnId, key: String, value: String) -> Result<(), Error> {
@@ -157,14 +157,14 @@ impl connections::Host for HostState {
         check_key(&key)?;
         self.check_value(value.len())?;
         env.own_connection(conn).await?;
-        env.timed("metadata_set", env.store.metadata_set(conn, &key, &value)).await
+        env.timed("metadata_set", env.store.connections.metadata_set(conn, &key, &value)).await
     }
 
     async fn info(&mut self, conn: ConnId) -> Result<types::ConnectionInfo, Error> {
         self.spend_store_op()?;
         let env = self.env.clone();
         env.own_connection(conn).await?;
-        let record = env.timed("connection", env.store.connection(conn)).await?.ok_or(Error::UnknownConnection)?;
+        let record = env.timed("connection", env.store.connections.get(conn)).await?.ok_or(Error::UnknownConnection)?;
         Ok(types::ConnectionInfo {
             id: record.id,
             route: record.route.to_string(),
@@ -178,7 +178,7 @@ impl connections::Host for HostState {
         let env = self.env.clone();
         check_key(&key)?;
         env.own_connection(conn).await?;
-        env.timed("metadata_delete", env.store.metadata_delete(conn, &key)).await
+        env.timed("metadata_delete", env.store.connections.metadata_delete(conn, &key)).await
     }
 }
 
@@ -195,7 +195,7 @@ impl channels::Host for HostState {
         check_channel(&channel)?;
         env.own_connection(conn).await?;
         // Presence changes now; delivery starts when the effect is applied.
-        env.timed("channel_subscribe", env.store.channel_subscribe(conn, &channel)).await?;
+        env.timed("channel_subscribe", env.store.connections.subscribe(conn, &channel)).await?;
         self.push(Effect::Subscribe { conn, channel })
     }
 
@@ -204,7 +204,7 @@ impl channels::Host for HostState {
         let env = self.env.clone();
         check_channel(&channel)?;
         env.own_connection(conn).await?;
-        env.timed("channel_unsubscribe", env.store.channel_unsubscribe(conn, &channel)).await?;
+        env.timed("channel_unsubscribe", env.store.connections.unsubscribe(conn, &channel)).await?;
         self.push(Effect::Unsubscribe { conn, channel })
     }
 
@@ -212,7 +212,7 @@ impl channels::Host for HostState {
         self.spend_store_op()?;
         check_channel(&channel)?;
         let env = self.env.clone();
-        let mut ids = env.timed("channel_members", env.store.channel_members(&channel)).await?;
+        let mut ids = env.timed("channel_members", env.store.connections.members(&channel)).await?;
         ids.truncate(MAX_MEMBERS);
         Ok(ids)
     }
@@ -229,7 +229,7 @@ impl kv::Host for HostState {
         self.spend_store_op()?;
         let env = self.env.clone();
         check_key(&key)?;
-        env.timed("kv_get", env.store.kv_get(&env.namespace, &key)).await
+        env.timed("kv_get", env.store.kv.get(&env.namespace, &key)).await
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> Result<(), Error> {
@@ -238,21 +238,21 @@ impl kv::Host for HostState {
         check_key(&key)?;
         self.check_value(value.len())?;
         let ttl = ttl_ms.map(Duration::from_millis);
-        env.timed("kv_set", env.store.kv_set(&env.namespace, &key, value, ttl)).await
+        env.timed("kv_set", env.store.kv.set(&env.namespace, &key, value, ttl)).await
     }
 
     async fn delete(&mut self, key: String) -> Result<bool, Error> {
         self.spend_store_op()?;
         let env = self.env.clone();
         check_key(&key)?;
-        env.timed("kv_delete", env.store.kv_delete(&env.namespace, &key)).await
+        env.timed("kv_delete", env.store.kv.delete(&env.namespace, &key)).await
     }
 
     async fn increment(&mut self, key: String, delta: i64) -> Result<i64, Error> {
         self.spend_store_op()?;
         let env = self.env.clone();
         check_key(&key)?;
-        env.timed("kv_increment", env.store.kv_increment(&env.namespace, &key, delta)).await
+        env.timed("kv_increment", env.store.kv.increment(&env.namespace, &key, delta)).await
     }
 
     async fn compare_and_swap(
@@ -266,7 +266,7 @@ impl kv::Host for HostState {
         check_key(&key)?;
         self.check_value(value.len())?;
         let ns = &env.namespace;
-        env.timed("kv_compare_and_swap", env.store.kv_compare_and_swap(ns, &key, expected.as_deref(), value)).await
+        env.timed("kv_compare_and_swap", env.store.kv.compare_and_swap(ns, &key, expected.as_deref(), value)).await
     }
 
     async fn list_keys(&mut self, prefix: String, cursor: Option<String>, limit: u32) -> Result<Vec<String>, Error> {
@@ -275,7 +275,7 @@ impl kv::Host for HostState {
         check_key(&prefix)?;
         let limit = limit.min(MAX_LIST) as usize;
         let ns = &env.namespace;
-        env.timed("kv_list_keys", env.store.kv_list_keys(ns, &prefix, cursor.as_deref(), limit)).await
+        env.timed("kv_list_keys", env.store.kv.list_keys(ns, &prefix, cursor.as_deref(), limit)).await
     }
 }
 

@@ -42,7 +42,7 @@ pub struct RuntimeOptions {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
-    store: Arc<dyn Store>,
+    store: Store,
     metrics: Arc<Metrics>,
     opts: RuntimeOptions,
     _ticker: engine::EpochTicker,
@@ -51,7 +51,7 @@ pub struct Runtime {
 impl Runtime {
     /// Builds the engine and links WASI (with nothing granted) and the Wharf
     /// imports.
-    pub fn new(opts: RuntimeOptions, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+    pub fn new(opts: RuntimeOptions, store: Store, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         let engine = engine::build(&opts.engine)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("linking WASI")?;

@@ -18,7 +18,7 @@ pub(crate) struct PluginEnv {
     /// The key/value namespace the plugin owns.
     pub namespace: String,
     /// The host's store.
-    pub store: Arc<dyn Store>,
+    pub store: Store,
     /// Per-event caps.
     pub caps: EventCaps,
     /// The host's metrics.

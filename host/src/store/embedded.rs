@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
-use super::kv::Kv;
+use super::Kv;
 use super::{StoreError, StoreResult, now_ms, parse_counter};
 
 /// Keys are `namespace \0 key`; values are an 8-byte big-endian expiry

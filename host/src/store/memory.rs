@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::kv::Kv;
+use super::Kv;
 use super::{StoreError, StoreResult, parse_counter};
 
 struct Entry {

@@ -1,23 +1,21 @@
-//! Host-owned state behind one trait: plugin key/value namespaces, the
-//! records of open connections (route, plugin, metadata) and channel
-//! membership (presence).
+//! Host-owned state, by concern: plugin key/value namespaces ([`Kv`]) and
+//! the records of open connections with their metadata and channel
+//! membership ([`Connections`]). A [`Store`] is one of each.
 //!
 //! Nothing here knows about Wasm or sockets; the runtime's host imports, the
-//! app and the admin API call into a [`Store`] through plain Rust types.
+//! hub and the admin API call in through plain Rust types.
 //!
-//! Back ends: [`memory`] (everything in process memory) and [`embedded`]
-//! (key/value in a redb database file, durable on acknowledgement) keep
-//! connection records and presence in memory, because connections live and
-//! die with the process that holds their sockets. [`RedisStore`] keeps
-//! everything in Redis, shared by several hosts.
+//! Back ends: key/value in memory ([`MemoryKv`]) or in a redb file, durable
+//! on acknowledgement ([`EmbeddedKv`]); connection records in this process's
+//! memory ([`Presence`]), because connections live and die with the process
+//! that holds their sockets. With several hosts, Redis holds both
+//! (`crate::cluster`).
 
 mod embedded;
-mod kv;
 mod memory;
 mod presence;
-mod redis;
 #[cfg(test)]
-mod suite;
+pub(crate) mod suite;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -27,15 +25,8 @@ use async_trait::async_trait;
 
 use crate::conn_id::ConnId;
 pub use embedded::EmbeddedKv;
-pub use kv::{Kv, LocalStore};
 pub use memory::MemoryKv;
-pub use redis::{Beat, RecordChange, RedisStore, redact};
-
-/// An in-memory store.
-pub type MemoryStore = LocalStore<MemoryKv>;
-
-/// A store whose key/value data lives in a redb file.
-pub type EmbeddedStore = LocalStore<EmbeddedKv>;
+pub use presence::Presence;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -73,52 +64,46 @@ pub struct ConnectionRecord {
     pub channels: Vec<String>,
 }
 
-/// Key/value namespaces, connection records and channel membership.
+/// Plugin key/value namespaces.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Kv: Send + Sync + 'static {
     /// Reads a key; `None` when absent or expired.
-    async fn kv_get(&self, ns: &str, key: &str) -> StoreResult<Option<Vec<u8>>>;
+    async fn get(&self, ns: &str, key: &str) -> StoreResult<Option<Vec<u8>>>;
     /// Writes a key, with an optional time to live. Durable when it returns,
     /// for back ends that are durable.
-    async fn kv_set(&self, ns: &str, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> StoreResult<()>;
+    async fn set(&self, ns: &str, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> StoreResult<()>;
     /// Removes a key; whether it existed.
-    async fn kv_delete(&self, ns: &str, key: &str) -> StoreResult<bool>;
+    async fn delete(&self, ns: &str, key: &str) -> StoreResult<bool>;
     /// Adds `delta` to a decimal counter (absent counts as 0); the new value.
-    async fn kv_increment(&self, ns: &str, key: &str, delta: i64) -> StoreResult<i64>;
+    async fn increment(&self, ns: &str, key: &str, delta: i64) -> StoreResult<i64>;
     /// Replaces the value if it equals `expected` (`None`: must be absent).
-    async fn kv_compare_and_swap(
-        &self,
-        ns: &str,
-        key: &str,
-        expected: Option<&[u8]>,
-        value: Vec<u8>,
-    ) -> StoreResult<bool>;
+    async fn compare_and_swap(&self, ns: &str, key: &str, expected: Option<&[u8]>, value: Vec<u8>)
+    -> StoreResult<bool>;
     /// Keys starting with `prefix`, ascending, after `cursor`, at most `limit`.
-    async fn kv_list_keys(
-        &self,
-        ns: &str,
-        prefix: &str,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> StoreResult<Vec<String>>;
+    async fn list_keys(&self, ns: &str, prefix: &str, cursor: Option<&str>, limit: usize) -> StoreResult<Vec<String>>;
+}
 
+/// The records of open connections: route, plugin, metadata and channel
+/// membership (presence).
+#[async_trait]
+pub trait Connections: Send + Sync + 'static {
     /// Records a connection that is opening.
-    async fn connection_open(&self, record: ConnectionRecord) -> StoreResult<()>;
+    async fn open(&self, record: ConnectionRecord) -> StoreResult<()>;
     /// Removes a connection's record, metadata and memberships; the record if
     /// it existed (so a second call returns `None`).
-    async fn connection_close(&self, id: ConnId) -> StoreResult<Option<ConnectionRecord>>;
+    async fn close(&self, id: ConnId) -> StoreResult<Option<ConnectionRecord>>;
     /// A connection's record.
-    async fn connection(&self, id: ConnId) -> StoreResult<Option<ConnectionRecord>>;
+    async fn get(&self, id: ConnId) -> StoreResult<Option<ConnectionRecord>>;
     /// Open connections, optionally of one route, with ids above `after`,
     /// ascending, at most `limit`.
-    async fn connections(
+    async fn list(
         &self,
         route: Option<&str>,
         after: Option<ConnId>,
         limit: usize,
     ) -> StoreResult<Vec<ConnectionRecord>>;
     /// The plugin serving a connection, `None` when it is not open.
-    async fn connection_plugin(&self, id: ConnId) -> StoreResult<Option<Arc<str>>>;
+    async fn plugin(&self, id: ConnId) -> StoreResult<Option<Arc<str>>>;
     /// One metadata value of an open connection.
     async fn metadata_get(&self, id: ConnId, key: &str) -> StoreResult<Option<String>>;
     /// Sets one metadata value of an open connection.
@@ -126,11 +111,21 @@ pub trait Store: Send + Sync + 'static {
     /// Removes one metadata value of an open connection.
     async fn metadata_delete(&self, id: ConnId, key: &str) -> StoreResult<()>;
     /// Adds an open connection to a channel (idempotent).
-    async fn channel_subscribe(&self, id: ConnId, channel: &str) -> StoreResult<()>;
+    async fn subscribe(&self, id: ConnId, channel: &str) -> StoreResult<()>;
     /// Removes a connection from a channel (a no-op when not a member).
-    async fn channel_unsubscribe(&self, id: ConnId, channel: &str) -> StoreResult<()>;
+    async fn unsubscribe(&self, id: ConnId, channel: &str) -> StoreResult<()>;
     /// The members of a channel, ascending.
-    async fn channel_members(&self, channel: &str) -> StoreResult<Vec<ConnId>>;
+    async fn members(&self, channel: &str) -> StoreResult<Vec<ConnId>>;
+}
+
+/// The host's state: key/value and connection records, each behind its own
+/// back end.
+#[derive(Clone)]
+pub struct Store {
+    /// Plugin key/value namespaces.
+    pub kv: Arc<dyn Kv>,
+    /// Connection records and presence.
+    pub connections: Arc<dyn Connections>,
 }
 
 /// Which back end to use.
@@ -142,12 +137,14 @@ pub enum StoreKind {
     Embedded,
 }
 
-/// Opens the local back end `kind`, with its files under `data_dir`.
-pub fn open(kind: &StoreKind, data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
-    Ok(match kind {
-        StoreKind::Memory => Arc::new(LocalStore::new(MemoryKv::default())),
-        StoreKind::Embedded => Arc::new(LocalStore::new(EmbeddedKv::open(data_dir)?)),
-    })
+/// Opens the local back end `kind`, with its files under `data_dir`;
+/// connection records are in this process's memory.
+pub fn open(kind: &StoreKind, data_dir: &Path) -> anyhow::Result<Store> {
+    let kv: Arc<dyn Kv> = match kind {
+        StoreKind::Memory => Arc::new(MemoryKv::default()),
+        StoreKind::Embedded => Arc::new(EmbeddedKv::open(data_dir)?),
+    };
+    Ok(Store { kv, connections: Arc::new(Presence::default()) })
 }
 
 /// Parses a stored counter value.

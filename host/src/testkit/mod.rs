@@ -290,13 +290,18 @@ async fn run_step(app: &Arc<App>, sim: &mut Sim, step: &Step, namespace: &str) -
         },
         Step::Close { client, code } => sim.close(client, *code).await,
         Step::Kv { key, equals } => {
-            let got = app.store().kv_get(namespace, key).await.map_err(|e| e.to_string())?;
+            let got = app.store().kv.get(namespace, key).await.map_err(|e| e.to_string())?;
             let got = got.map(|v| String::from_utf8_lossy(&v).into_owned());
             if got == *equals { Ok(()) } else { Err(format!("kv {key:?} is {got:?}, expected {equals:?}")) }
         }
         Step::Metadata { client, key, equals } => {
             let id = sim.id(client).ok_or_else(|| format!("client `{client}` never opened"))?;
-            let got = app.store().metadata_get(id, key).await.map_err(|e| format!("metadata of `{client}`: {e}"))?;
+            let got = app
+                .store()
+                .connections
+                .metadata_get(id, key)
+                .await
+                .map_err(|e| format!("metadata of `{client}`: {e}"))?;
             if got == *equals {
                 Ok(())
             } else {

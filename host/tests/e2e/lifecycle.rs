@@ -2,7 +2,6 @@
 //! traps and deadlines that close only their own connection with 1011, and
 //! `on-close` running exactly once however a connection ends.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::*;
@@ -16,14 +15,14 @@ fn faulty_and_echo() -> wharf::config::Config {
     config(&[("/faulty", "faulty"), ("/echo", "echo")], "")
 }
 
-async fn kv(store: &Arc<dyn Store>, key: &str) -> Option<String> {
-    let v = store.kv_get("faulty", key).await.unwrap()?;
+async fn kv(store: &Store, key: &str) -> Option<String> {
+    let v = store.kv.get("faulty", key).await.unwrap()?;
     Some(String::from_utf8(v).unwrap())
 }
 
 /// Waits until the faulty plugin has recorded `n` closes, then checks that
 /// no further close is recorded.
-async fn expect_closes(store: &Arc<dyn Store>, n: u32) {
+async fn expect_closes(store: &Store, n: u32) {
     eventually(|| async { (kv(store, "closed").await.as_deref() == Some(&n.to_string())).then_some(()) }).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(kv(store, "closed").await, Some(n.to_string()), "on-close ran more than once");
@@ -168,7 +167,7 @@ async fn on_close_runs_once_for_client_close_vanishing_and_handler_close() {
     assert_eq!(kv(&store, &format!("closed:{closed_id}")).await.as_deref(), Some("4000"));
     // Their metadata records are gone from the store.
     for id in [&polite_id, &vanishing_id, &closed_id] {
-        assert_eq!(store.connection(id.parse().unwrap()).await.unwrap(), None);
+        assert_eq!(store.connections.get(id.parse().unwrap()).await.unwrap(), None);
     }
     host.stop().await.unwrap();
 }
@@ -195,9 +194,9 @@ async fn shutdown_closes_every_connection_with_1001_and_runs_on_close() {
     tokio::time::timeout(WAIT, stopping).await.expect("shutdown finished").unwrap().unwrap();
 
     // Every on-close ran before the host stopped, exactly once.
-    assert_eq!(store.kv_get("faulty", "closed").await.unwrap(), Some(b"3".to_vec()));
+    assert_eq!(store.kv.get("faulty", "closed").await.unwrap(), Some(b"3".to_vec()));
     for id in ids {
-        assert_eq!(store.kv_get("faulty", &format!("closed:{id}")).await.unwrap(), Some(b"1001".to_vec()));
+        assert_eq!(store.kv.get("faulty", &format!("closed:{id}")).await.unwrap(), Some(b"1001".to_vec()));
     }
     // And the listener is gone.
     let gone = connect_async(format!("ws://{}/echo", echo.get_ref().get_ref().peer_addr().unwrap()).as_str()).await;

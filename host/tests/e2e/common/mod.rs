@@ -1,7 +1,7 @@
 //! Helpers for end-to-end tests: a real host on 127.0.0.1 port 0 running the
 //! real example components, and a real WebSocket client with timeouts.
 
-pub mod redis_server;
+pub use wharf_test_support::redis_server;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,6 +1,5 @@
 //! A real `redis-server` on a free loopback port, started and stopped by a
 //! test. Shared by the store suite (unit tests) and the multi-host tests.
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -1,25 +1,18 @@
-//! The Redis back end: key/value, connection records and presence shared by
-//! every host that names the same Redis database, so several hosts serve one
-//! application.
-//!
-//! Each host registers under a number handed out by Redis (`INCR`), which is
-//! the high bits of every connection id it makes, so ids are unique across
-//! hosts and say which host holds the socket ([`crate::conn_id::host_of`]).
-//! Each host renews a heartbeat key; any host removes the connections of a
-//! host whose heartbeat expired ([`RedisStore::reap`]).
+//! The Redis store of one host: key/value, connection records and presence
+//! shared by every host that names the same Redis database.
 //!
 //! The records of this host's own connections are also kept in memory (the
 //! same [`Presence`] the local back ends use). Reads of them never wait for
 //! Redis, and they keep working while Redis is unreachable: a change Redis
-//! did not take marks the store out of date, and [`RedisStore::resync`]
-//! writes every local record back once Redis answers again (also after a
-//! Redis restart that lost its data). Key/value and other hosts'
-//! connections need Redis and answer `Unavailable` without it.
+//! did not take marks the store out of date, and the liveness task's
+//! resync (`liveness.rs`) writes every local record back once Redis answers
+//! again (also after a Redis restart that lost its data). Key/value and
+//! other hosts' connections need Redis and answer `Unavailable` without it.
+//! A change this host makes to another host's connection is told to its
+//! holder through the outbox (`Envelope::Record`).
 
-mod scripts;
-
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -27,29 +20,17 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Value};
 
-use super::presence::Presence;
-use super::{ConnectionRecord, Store, StoreError, StoreResult};
+use super::bus::{Outbox, Target};
+use super::envelope::Envelope;
+use super::{redact, scripts};
 use crate::conn_id::{ConnId, HOST_BITS, host_of};
+use crate::store::{ConnectionRecord, Connections, Kv, Presence, StoreError, StoreResult};
 
 /// How long one Redis command may take before it counts as failed.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-/// Most times a resync writes one record that keeps changing under it.
-const MAX_REWRITES: u32 = 8;
 
 fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError::Unavailable(format!("redis: {e}"))
-}
-
-/// `url` without its password, for logs and errors.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_string(),
-    }
 }
 
 fn kv_key(ns: &str, key: &str) -> String {
@@ -78,7 +59,7 @@ fn bad_reply(what: &str) -> StoreError {
 }
 
 /// A record as the READ and CLOSE scripts return it.
-fn record_from(id: ConnId, v: Value) -> StoreResult<Option<ConnectionRecord>> {
+pub(super) fn record_from(id: ConnId, v: Value) -> StoreResult<Option<ConnectionRecord>> {
     let items = match v {
         Value::Nil => return Ok(None),
         Value::Array(items) if items.len() == 7 => items,
@@ -105,39 +86,29 @@ fn record_from(id: ConnId, v: Value) -> StoreResult<Option<ConnectionRecord>> {
 
 /// The Redis store of one host.
 pub struct RedisStore {
-    conn: ConnectionManager,
-    host: u32,
+    pub(super) conn: ConnectionManager,
+    pub(super) host: u32,
     /// This host's open connections (authoritative for them).
-    local: Presence,
+    pub(super) local: Presence,
     /// A change to a local record did not reach Redis.
-    stale: AtomicBool,
+    pub(super) stale: AtomicBool,
     /// Redis answered the last heartbeat; while it does not, operations
     /// that need Redis fail at once instead of waiting for a timeout.
-    reachable: AtomicBool,
-    heartbeat_ttl: Duration,
-    /// Told of each change this host makes to another host's connection.
-    notify: OnceLock<Box<dyn Fn(ConnId, RecordChange) + Send + Sync>>,
+    pub(super) reachable: AtomicBool,
+    pub(super) heartbeat_ttl: Duration,
+    /// Frames for other hosts: a change to another host's connection is
+    /// told to its holder.
+    outbox: Outbox,
     /// This process's mark on its heartbeat key, so that two processes
     /// never hold one host number unnoticed.
-    token: String,
-}
-
-/// What a heartbeat found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Beat {
-    /// Redis knows this host and has every local change.
-    Current,
-    /// Redis forgot this host or missed a local change: call
-    /// [`RedisStore::resync`].
-    Stale,
-    /// Another host process holds this host's number (Redis lost its data
-    /// and handed the number out again): connection ids would collide.
-    Taken,
+    pub(super) token: String,
 }
 
 impl RedisStore {
-    /// Connects to `url`, takes a host number and registers this host.
-    pub async fn connect(url: &str, heartbeat_ttl: Duration) -> anyhow::Result<RedisStore> {
+    /// Connects to `url`, takes a host number and registers this host;
+    /// changes to other hosts' connections are told to them through
+    /// `outbox`.
+    pub(super) async fn connect(url: &str, heartbeat_ttl: Duration, outbox: Outbox) -> anyhow::Result<RedisStore> {
         let shown = redact(url);
         let client = redis::Client::open(url).with_context(|| format!("`{shown}` is not a Redis URL"))?;
         let config = ConnectionManagerConfig::new()
@@ -161,7 +132,7 @@ impl RedisStore {
             stale: AtomicBool::new(false),
             reachable: AtomicBool::new(true),
             heartbeat_ttl,
-            notify: OnceLock::new(),
+            outbox,
             token,
         };
         // A number another process holds (handed out again by a Redis that
@@ -180,127 +151,14 @@ impl RedisStore {
     }
 
     /// A handle on the command connection (it reconnects by itself).
-    pub fn commands(&self) -> ConnectionManager {
+    pub(super) fn commands(&self) -> ConnectionManager {
         self.conn.clone()
-    }
-
-    /// How long the heartbeat key lives: short enough that a reaper ticking
-    /// every tenth of the TTL removes a dead host within the TTL.
-    fn alive_ms(&self) -> u64 {
-        (self.heartbeat_ttl.as_millis() as u64 * 7 / 10).max(500)
-    }
-
-    /// Registers this host; `false` when another process holds its number.
-    async fn register(&self) -> redis::RedisResult<bool> {
-        let mut conn = self.conn.clone();
-        let n: i64 =
-            scripts::REGISTER.arg(self.host).arg(self.alive_ms()).arg(&self.token).invoke_async(&mut conn).await?;
-        Ok(n == 1)
-    }
-
-    /// Renews this host's heartbeat.
-    pub async fn heartbeat(&self) -> redis::RedisResult<Beat> {
-        let mut conn = self.conn.clone();
-        let n: i64 =
-            scripts::HEARTBEAT.arg(self.host).arg(self.alive_ms()).arg(&self.token).invoke_async(&mut conn).await?;
-        Ok(match n {
-            -1 => Beat::Taken,
-            1 if !self.stale.load(Ordering::Acquire) => Beat::Current,
-            _ => Beat::Stale,
-        })
-    }
-
-    /// Registers this host again and makes Redis agree with the local
-    /// records: writes each one, removes this host's records that closed
-    /// meanwhile. How many records were written and removed.
-    pub async fn resync(&self) -> redis::RedisResult<(usize, usize)> {
-        self.stale.store(false, Ordering::Release);
-        let result = self.resync_inner().await;
-        if result.is_err() {
-            self.stale.store(true, Ordering::Release);
-        }
-        result
-    }
-
-    async fn resync_inner(&self) -> redis::RedisResult<(usize, usize)> {
-        if !self.register().await? {
-            return Err(redis::RedisError::from((redis::ErrorKind::Client, "another host holds this host's number")));
-        }
-        let mut conn = self.conn.clone();
-        let mut written = 0;
-        for mut record in self.local.all() {
-            // A change is made to the local copy first, then to Redis: when
-            // the copy still equals what was written, a change made meanwhile
-            // either is in what was written or reaches Redis after it.
-            let mut attempts = 0;
-            loop {
-                open_invocation(&record, self.host).invoke_async::<i64>(&mut conn).await?;
-                attempts += 1;
-                match self.local.get(record.id) {
-                    Some(now) if now == record => break,
-                    Some(now) if attempts < MAX_REWRITES => record = now,
-                    // Still changing: the next heartbeat resyncs again.
-                    Some(_) => {
-                        return Err(redis::RedisError::from((
-                            redis::ErrorKind::Client,
-                            "a connection kept changing while it was written",
-                        )));
-                    }
-                    // Closed while it was being written: take it out again.
-                    None => {
-                        scripts::CLOSE.arg(record.id).invoke_async::<Value>(&mut conn).await?;
-                        break;
-                    }
-                }
-            }
-            written += 1;
-        }
-        let held: Vec<ConnId> = conn.smembers(format!("wharf:h:{}:conns", self.host)).await?;
-        let mut removed = 0;
-        for id in held.into_iter().filter(|id| !self.local.contains(*id)) {
-            scripts::CLOSE.arg(id).invoke_async::<Value>(&mut conn).await?;
-            removed += 1;
-        }
-        Ok((written, removed))
-    }
-
-    /// Removes the connections of every host whose heartbeat expired.
-    /// Returns the live hosts (this one included) and the ids removed per
-    /// dead host.
-    pub async fn reap(&self) -> redis::RedisResult<(usize, Vec<(u32, i64)>)> {
-        let mut conn = self.conn.clone();
-        let hosts: Vec<u32> = conn.smembers("wharf:hosts").await?;
-        let mut live = 0;
-        let mut reaped = Vec::new();
-        for h in hosts {
-            if h == self.host {
-                live += 1;
-                continue;
-            }
-            let alive: bool = conn.exists(format!("wharf:h:{h}:alive")).await?;
-            if alive {
-                live += 1;
-                continue;
-            }
-            let n: i64 = scripts::REAP.arg(h).invoke_async(&mut conn).await?;
-            if n >= 0 {
-                reaped.push((h, n));
-            } else {
-                live += 1;
-            }
-        }
-        Ok((live.max(1), reaped))
-    }
-
-    /// Records whether Redis answers (the cluster's heartbeat decides).
-    pub fn set_reachable(&self, up: bool) {
-        self.reachable.store(up, Ordering::Release);
     }
 
     /// A failed command; a lost or refused connection or a timeout also
     /// marks Redis unreachable until the next heartbeat gets an answer, so
     /// that the calls after it do not each wait for a timeout.
-    fn failed(&self, e: redis::RedisError) -> StoreError {
+    pub(super) fn failed(&self, e: redis::RedisError) -> StoreError {
         if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
             self.reachable.store(false, Ordering::Release);
         }
@@ -308,17 +166,12 @@ impl RedisStore {
     }
 
     /// A connection to Redis, or `Unavailable` at once while it is down.
-    fn redis(&self) -> StoreResult<ConnectionManager> {
+    pub(super) fn redis(&self) -> StoreResult<ConnectionManager> {
         if self.reachable.load(Ordering::Acquire) {
             Ok(self.conn.clone())
         } else {
             Err(StoreError::Unavailable("redis: unreachable".into()))
         }
-    }
-
-    /// Is `id` held by this host (opened here and not closed)?
-    pub fn is_local(&self, id: ConnId) -> bool {
-        self.local.contains(id)
     }
 
     /// Runs a change of a local record against Redis; when Redis does not
@@ -339,7 +192,7 @@ impl RedisStore {
     }
 }
 
-fn open_invocation(r: &ConnectionRecord, host: u32) -> redis::ScriptInvocation<'static> {
+pub(super) fn open_invocation(r: &ConnectionRecord, host: u32) -> redis::ScriptInvocation<'static> {
     let mut inv = scripts::OPEN.prepare_invoke();
     inv.arg(r.id).arg(&*r.route).arg(&*r.plugin).arg(&r.remote_addr).arg(r.connected_at_ms).arg(host);
     inv.arg(r.metadata.len());
@@ -358,30 +211,16 @@ impl RedisStore {
     pub fn host(&self) -> u32 {
         self.host
     }
-
-    /// This host is stopping and every connection has closed: deregister
-    /// it, so other hosts need not wait for its heartbeat to expire.
-    pub async fn leave(&self) {
-        let Ok(mut conn) = self.redis() else { return };
-        let r: redis::RedisResult<()> = redis::pipe()
-            .del(format!("wharf:h:{}:alive", self.host))
-            .srem("wharf:hosts", self.host)
-            .query_async(&mut conn)
-            .await;
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "could not deregister this host from Redis; its heartbeat will expire");
-        }
-    }
 }
 
 #[async_trait]
-impl Store for RedisStore {
-    async fn kv_get(&self, ns: &str, key: &str) -> StoreResult<Option<Vec<u8>>> {
+impl Kv for RedisStore {
+    async fn get(&self, ns: &str, key: &str) -> StoreResult<Option<Vec<u8>>> {
         let mut conn = self.redis()?;
         conn.get(kv_key(ns, key)).await.map_err(|e| self.failed(e))
     }
 
-    async fn kv_set(&self, ns: &str, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> StoreResult<()> {
+    async fn set(&self, ns: &str, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> StoreResult<()> {
         let mut conn = self.redis()?;
         let ttl_ms = ttl.map_or(0, |t| (t.as_millis() as u64).max(1));
         scripts::KV_SET
@@ -396,7 +235,7 @@ impl Store for RedisStore {
             .map_err(|e| self.failed(e))
     }
 
-    async fn kv_delete(&self, ns: &str, key: &str) -> StoreResult<bool> {
+    async fn delete(&self, ns: &str, key: &str) -> StoreResult<bool> {
         let mut conn = self.redis()?;
         let n: i64 = scripts::KV_DELETE
             .key(kv_key(ns, key))
@@ -408,7 +247,7 @@ impl Store for RedisStore {
         Ok(n > 0)
     }
 
-    async fn kv_increment(&self, ns: &str, key: &str, delta: i64) -> StoreResult<i64> {
+    async fn increment(&self, ns: &str, key: &str, delta: i64) -> StoreResult<i64> {
         let mut conn = self.redis()?;
         let r: Vec<i64> = scripts::KV_INCREMENT
             .key(kv_key(ns, key))
@@ -424,7 +263,7 @@ impl Store for RedisStore {
         }
     }
 
-    async fn kv_compare_and_swap(
+    async fn compare_and_swap(
         &self,
         ns: &str,
         key: &str,
@@ -445,13 +284,7 @@ impl Store for RedisStore {
         Ok(n == 1)
     }
 
-    async fn kv_list_keys(
-        &self,
-        ns: &str,
-        prefix: &str,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> StoreResult<Vec<String>> {
+    async fn list_keys(&self, ns: &str, prefix: &str, cursor: Option<&str>, limit: usize) -> StoreResult<Vec<String>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -476,8 +309,11 @@ impl Store for RedisStore {
             .await
             .map_err(|e| self.failed(e))
     }
+}
 
-    async fn connection_open(&self, record: ConnectionRecord) -> StoreResult<()> {
+#[async_trait]
+impl Connections for RedisStore {
+    async fn open(&self, record: ConnectionRecord) -> StoreResult<()> {
         debug_assert_eq!(host_of(record.id), self.host, "a connection opens on the host that made its id");
         let r = match self.redis() {
             Ok(mut conn) => open_invocation(&record, self.host).invoke_async::<i64>(&mut conn).await.map(drop),
@@ -491,7 +327,7 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn connection_close(&self, id: ConnId) -> StoreResult<Option<ConnectionRecord>> {
+    async fn close(&self, id: ConnId) -> StoreResult<Option<ConnectionRecord>> {
         match self.local.close(id) {
             Some(record) => {
                 let r = match self.redis() {
@@ -512,7 +348,7 @@ impl Store for RedisStore {
         }
     }
 
-    async fn connection(&self, id: ConnId) -> StoreResult<Option<ConnectionRecord>> {
+    async fn get(&self, id: ConnId) -> StoreResult<Option<ConnectionRecord>> {
         match self.local.get(id) {
             Some(r) => Ok(Some(r)),
             None if host_of(id) == self.host => Ok(None),
@@ -520,7 +356,7 @@ impl Store for RedisStore {
         }
     }
 
-    async fn connections(
+    async fn list(
         &self,
         route: Option<&str>,
         after: Option<ConnId>,
@@ -546,7 +382,7 @@ impl Store for RedisStore {
         Ok(out)
     }
 
-    async fn connection_plugin(&self, id: ConnId) -> StoreResult<Option<Arc<str>>> {
+    async fn plugin(&self, id: ConnId) -> StoreResult<Option<Arc<str>>> {
         if let Some(p) = self.local.plugin(id) {
             return Ok(Some(p));
         }
@@ -581,15 +417,15 @@ impl Store for RedisStore {
         self.change(id, RecordChange::MetadataDelete { key: key.into() }).await
     }
 
-    async fn channel_subscribe(&self, id: ConnId, channel: &str) -> StoreResult<()> {
+    async fn subscribe(&self, id: ConnId, channel: &str) -> StoreResult<()> {
         self.change(id, RecordChange::Subscribe { channel: channel.into() }).await
     }
 
-    async fn channel_unsubscribe(&self, id: ConnId, channel: &str) -> StoreResult<()> {
+    async fn unsubscribe(&self, id: ConnId, channel: &str) -> StoreResult<()> {
         self.change(id, RecordChange::Unsubscribe { channel: channel.into() }).await
     }
 
-    async fn channel_members(&self, channel: &str) -> StoreResult<Vec<ConnId>> {
+    async fn members(&self, channel: &str) -> StoreResult<Vec<ConnId>> {
         let mut conn = self.redis()?;
         let mut ids: Vec<ConnId> = conn.smembers(format!("wharf:ch:{channel}")).await.map_err(|e| self.failed(e))?;
         ids.sort_unstable();
@@ -598,15 +434,9 @@ impl Store for RedisStore {
 }
 
 impl RedisStore {
-    /// Calls `hook` after this host changed another host's connection in
-    /// Redis, so that the holder can update its own copy.
-    pub fn on_remote_change(&self, hook: impl Fn(ConnId, RecordChange) + Send + Sync + 'static) {
-        let _ = self.notify.set(Box::new(hook));
-    }
-
     /// Applies a change another host already made in Redis to this host's
     /// copy of its connection `id`.
-    pub fn apply_remote_change(&self, id: ConnId, change: &RecordChange) {
+    pub(super) fn apply_remote_change(&self, id: ConnId, change: &RecordChange) {
         let _ = self.apply_local(id, change);
     }
 
@@ -664,9 +494,7 @@ impl RedisStore {
         if !open {
             return Err(StoreError::UnknownConnection);
         }
-        if let Some(notify) = self.notify.get() {
-            notify(id, change);
-        }
+        self.outbox.push(Target::Host(host_of(id)), Envelope::Record { conn: id, change }.encode(self.host));
         Ok(())
     }
 }

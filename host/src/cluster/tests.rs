@@ -1,0 +1,220 @@
+//! The Redis back end against a real `redis-server`: the store suite every
+//! back end passes, and what only several hosts on one Redis do (sharing
+//! records, unique ids, telling a holder of changes, reaping, resync, host
+//! numbers handed out twice).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::IntCounter;
+use tokio::sync::mpsc;
+use wharf_test_support::redis_server::RedisServer;
+
+use super::bus::{Outbox, Outgoing, Target};
+use super::envelope::Envelope;
+use super::liveness::Beat;
+use super::store::{RecordChange, RedisStore};
+use crate::conn_id::{ConnId, id_base};
+use crate::store::suite::{record, run};
+use crate::store::{ConnectionRecord, Store, StoreError};
+
+/// One host's Redis store, the same as a [`Store`], and what it queued for
+/// other hosts.
+async fn host(redis: &RedisServer) -> (Arc<RedisStore>, Store, mpsc::Receiver<Outgoing>) {
+    let (tx, rx) = mpsc::channel(1024);
+    let outbox = Outbox::new(tx, IntCounter::new("queue_full", "queue_full").unwrap());
+    let store = Arc::new(RedisStore::connect(&redis.url(), TTL, outbox).await.unwrap());
+    let s = Store { kv: store.clone(), connections: store.clone() };
+    (store, s, rx)
+}
+
+/// The envelopes queued so far, with the host each is for (`None`: all).
+fn drain(frames: &mut mpsc::Receiver<Outgoing>) -> Vec<(Option<u32>, Envelope)> {
+    let mut out = Vec::new();
+    while let Ok(o) = frames.try_recv() {
+        if let Outgoing::Frame { target, frame } = o {
+            let host = match target {
+                Target::All => None,
+                Target::Host(h) => Some(h),
+            };
+            out.push((host, Envelope::decode(&frame).expect("a valid frame").1));
+        }
+    }
+    out
+}
+
+const TTL: Duration = Duration::from_millis(1000);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_back_end_passes_the_suite() {
+    let redis = RedisServer::start();
+    let (store, s, _frames) = host(&redis).await;
+    run(s, store.host()).await;
+}
+
+fn remote_record(id: ConnId) -> ConnectionRecord {
+    ConnectionRecord {
+        metadata: vec![("name".into(), "ada".into())],
+        channels: vec!["room".into()],
+        ..record(id, "/chat")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_hosts_share_connections_and_get_unique_ids() {
+    let redis = RedisServer::start();
+    let (a, sa, _) = host(&redis).await;
+    let (b, sb, mut told) = host(&redis).await;
+    assert_ne!(a.host(), b.host(), "each host takes its own number");
+    let (ia, ib) = (id_base(a.host()) + 1, id_base(b.host()) + 1);
+    sa.connections.open(remote_record(ia)).await.unwrap();
+    sb.connections.open(record(ib, "/chat")).await.unwrap();
+
+    // B sees A's connection, its metadata and its membership, and may change them.
+    assert_eq!(sb.connections.get(ia).await.unwrap(), Some(remote_record(ia)));
+    assert_eq!(sb.connections.plugin(ia).await.unwrap().as_deref(), Some("p"));
+    assert_eq!(sb.connections.metadata_get(ia, "name").await.unwrap().as_deref(), Some("ada"));
+    sb.connections.subscribe(ib, "room").await.unwrap();
+    assert_eq!(sa.connections.members("room").await.unwrap(), [ia, ib]);
+    // A change to another host's connection is told to that host (a record
+    // envelope for its host channel in B's outbox), which reads its own
+    // connections from its copy.
+    sb.connections.metadata_set(ia, "seen", "yes").await.unwrap();
+    assert_eq!(sa.connections.metadata_get(ia, "seen").await.unwrap(), None, "not yet told");
+    let changes = drain(&mut told);
+    let seen = RecordChange::MetadataSet { key: "seen".into(), value: "yes".into() };
+    assert_eq!(changes, [(Some(a.host()), Envelope::Record { conn: ia, change: seen })]);
+    for (_, env) in &changes {
+        let Envelope::Record { conn, change } = env else { unreachable!("checked above") };
+        a.apply_remote_change(*conn, change);
+    }
+    assert_eq!(sa.connections.metadata_get(ia, "seen").await.unwrap().as_deref(), Some("yes"));
+    assert_eq!(sb.connections.metadata_get(ia, "seen").await.unwrap().as_deref(), Some("yes"));
+    sb.connections.subscribe(ia, "other").await.unwrap();
+    assert_eq!(drain(&mut told).len(), 1);
+    assert_eq!(sb.connections.close(ib).await.unwrap().map(|r| r.id), Some(ib));
+    sb.connections.open(record(ib, "/chat")).await.unwrap();
+    sb.connections.subscribe(ib, "room").await.unwrap();
+    assert!(drain(&mut told).is_empty(), "changes to its own connections are not told");
+    let listed: Vec<_> = sa.connections.list(Some("/chat"), None, 10).await.unwrap().iter().map(|r| r.id).collect();
+    assert_eq!(listed, [ia, ib]);
+    let first = sb.connections.list(Some("/chat"), None, 1).await.unwrap();
+    assert_eq!(first, [sb.connections.get(ia).await.unwrap().unwrap()], "a listed record is the whole record");
+    assert_eq!(first[0].metadata.len(), 2);
+
+    // Unknown ids on either side.
+    assert_eq!(sb.connections.metadata_get(ia + 100, "k").await, Err(StoreError::UnknownConnection));
+    assert_eq!(sb.connections.subscribe(ia + 100, "room").await, Err(StoreError::UnknownConnection));
+    assert_eq!(sa.connections.get(ia + 100).await.unwrap(), None);
+
+    assert_eq!(sb.connections.close(ib).await.unwrap().map(|r| r.id), Some(ib));
+    assert_eq!(sa.connections.members("room").await.unwrap(), [ia]);
+    assert_eq!(sa.connections.get(ib).await.unwrap(), None, "closed on B, gone for A");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_hosts_connections_are_reaped_and_a_live_host_resyncs() {
+    let redis = RedisServer::start();
+    let (a, sa, _) = host(&redis).await;
+    let (b, sb, _) = host(&redis).await;
+    let (ia, ib) = (id_base(a.host()) + 1, id_base(b.host()) + 1);
+    sa.connections.open(remote_record(ia)).await.unwrap();
+    sb.connections.open(remote_record(ib)).await.unwrap();
+    assert_eq!(b.reap().await.unwrap(), (2, vec![]), "both alive");
+
+    // A stops heartbeating (as after kill -9); B keeps going.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let reaped = loop {
+        assert_eq!(b.heartbeat().await.unwrap(), Beat::Current);
+        let (live, reaped) = b.reap().await.unwrap();
+        if !reaped.is_empty() {
+            assert_eq!(live, 1);
+            break reaped;
+        }
+        assert!(std::time::Instant::now() < deadline, "A was never reaped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(reaped, vec![(a.host(), 1)]);
+    assert_eq!(sb.connections.members("room").await.unwrap(), [ib]);
+    assert_eq!(sb.connections.get(ia).await.unwrap(), None);
+
+    // Redis loses everything; B's heartbeat notices and writes its records back.
+    let mut conn = b.commands();
+    let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    assert_eq!(b.heartbeat().await.unwrap(), Beat::Stale, "B knows it was forgotten");
+    assert_eq!(b.resync().await.unwrap(), (1, 0));
+    assert_eq!(b.heartbeat().await.unwrap(), Beat::Current);
+    assert_eq!(sa.connections.get(ib).await.unwrap(), Some(remote_record(ib)));
+    assert_eq!(sa.connections.members("room").await.unwrap(), [ib]);
+
+    // A change Redis does not take is kept locally and written later.
+    b.set_reachable(false);
+    sb.connections.metadata_set(ib, "k", "v").await.unwrap();
+    assert_eq!(sb.kv.get("n", "k").await, Err(StoreError::Unavailable("redis: unreachable".into())));
+    b.set_reachable(true);
+    assert_eq!(b.heartbeat().await.unwrap(), Beat::Stale, "a pending change asks for a resync");
+    b.resync().await.unwrap();
+    assert_eq!(sa.connections.metadata_get(ib, "k").await.unwrap().as_deref(), Some("v"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_made_while_a_resync_writes_the_records_are_kept() {
+    let redis = RedisServer::start();
+    let (a, sa, _) = host(&redis).await;
+    let (_, sb, _) = host(&redis).await;
+    let ids: Vec<ConnId> = (1..=200).map(|i| id_base(a.host()) + i).collect();
+    for &id in &ids {
+        sa.connections.open(record(id, "/chat")).await.unwrap();
+    }
+    // Redis loses everything; while A writes its records back, they change.
+    let mut conn = a.commands();
+    let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    assert_eq!(a.heartbeat().await.unwrap(), Beat::Stale);
+    let resync = tokio::spawn({
+        let a = a.clone();
+        async move { a.resync().await }
+    });
+    for (i, &id) in ids.iter().enumerate().rev() {
+        sa.connections.metadata_set(id, "n", &i.to_string()).await.unwrap();
+        if i % 2 == 0 {
+            sa.connections.subscribe(id, "room").await.unwrap();
+        }
+    }
+    assert_eq!(resync.await.unwrap().unwrap(), (200, 0));
+    assert_eq!(a.heartbeat().await.unwrap(), Beat::Current);
+    let mut lost = Vec::new();
+    for &id in &ids {
+        let here = sa.connections.get(id).await.unwrap().unwrap();
+        assert_eq!(here.metadata, [("n".to_string(), (id - ids[0]).to_string())]);
+        if sb.connections.get(id).await.unwrap().as_ref() != Some(&here) {
+            lost.push(id);
+        }
+    }
+    assert!(lost.is_empty(), "Redis lost the changes to {} of 200 records: {lost:?}", lost.len());
+    assert_eq!(sb.connections.members("room").await.unwrap().len(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_number_handed_out_twice_is_noticed() {
+    let redis = RedisServer::start();
+    let (a, _, _) = host(&redis).await;
+    // Redis loses everything, and a new host starts before A beats again:
+    // it is handed A's number.
+    let () = redis::cmd("FLUSHALL").query_async(&mut a.commands()).await.unwrap();
+    let (b, _, _) = host(&redis).await;
+    assert_eq!(b.host(), a.host());
+    assert_eq!(a.heartbeat().await.unwrap(), Beat::Taken);
+    assert!(a.resync().await.is_err(), "A cannot take the number back");
+    assert_eq!(b.heartbeat().await.unwrap(), Beat::Current);
+    // A host that is handed a held number skips it.
+    let () = redis::cmd("SET").arg("wharf:hosts:next").arg(0).query_async(&mut a.commands()).await.unwrap();
+    let (c, _, _) = host(&redis).await;
+    assert_ne!(c.host(), b.host());
+}
+
+#[test]
+fn redis_passwords_stay_out_of_logs() {
+    assert_eq!(super::redact("redis://:s3cret@10.0.0.5:6379/0"), "redis://:***@10.0.0.5:6379/0");
+    assert_eq!(super::redact("redis://app:s3cret@h:1/2"), "redis://app:***@h:1/2");
+    assert_eq!(super::redact("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+}
