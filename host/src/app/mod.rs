@@ -53,24 +53,14 @@ pub(crate) fn event_caps(limits: &Limits) -> EventCaps {
     }
 }
 
-/// The server's policy for a route with these global limits.
+/// The hub's policy for a route with these global limits.
 fn connection_policy(global: &Limits, route: &RouteConfig) -> ConnectionPolicy {
-    let l = global.for_route(&route.limits);
-    let ms = |v: u64| (v > 0).then(|| Duration::from_millis(v));
     ConnectionPolicy {
-        max_message_bytes: l.max_message_bytes,
-        outbound_queue: l.outbound_queue,
-        slow_reader: l.slow_reader,
-        ping_interval: ms(l.ping_interval_ms),
-        missed_pongs: l.missed_pongs,
-        max_lifetime: ms(l.max_lifetime_ms),
-        write_timeout: Duration::from_millis(l.write_timeout_ms),
         max_connections: route.limits.max_connections,
         origins: route.origins.clone(),
         subprotocols: route.subprotocols.clone(),
-        ..ConnectionPolicy::default()
+        ..ConnectionPolicy::from_limits(&global.for_route(&route.limits))
     }
-    .with_connect_rate(l.connect_rate, l.connect_burst)
 }
 
 /// The application: the hub, the plugins behind its routes, and the config

@@ -317,7 +317,42 @@ mod tests {
         assert_eq!(Envelope::decode(&frame), Err(Malformed("truncated")));
     }
 
+    fn message() -> impl Strategy<Value = Message> {
+        prop_oneof![
+            ".{0,40}".prop_map(Message::Text),
+            proptest::collection::vec(any::<u8>(), 0..40).prop_map(Message::Binary)
+        ]
+    }
+
+    fn effect() -> impl Strategy<Value = Effect> {
+        prop_oneof![
+            (".{0,20}", message()).prop_map(|(channel, msg)| Effect::Publish { channel, msg }),
+            (".{0,20}", message(), any::<Option<u64>>()).prop_map(|(route, msg, except)| Effect::Broadcast {
+                route: route.into(),
+                msg,
+                except
+            }),
+            (any::<u64>(), message()).prop_map(|(to, msg)| Effect::Emit { to, msg }),
+            (any::<u64>(), any::<u16>(), ".{0,20}").prop_map(|(conn, code, reason)| Effect::Close {
+                conn,
+                code,
+                reason
+            }),
+            (any::<u64>(), ".{0,20}").prop_map(|(conn, channel)| Effect::Subscribe { conn, channel }),
+            (any::<u64>(), ".{0,20}").prop_map(|(conn, channel)| Effect::Unsubscribe { conn, channel }),
+        ]
+    }
+
     proptest! {
+        /// Every effect crosses to another host as itself: what the
+        /// receiving host applies is what the sending host applied.
+        #[test]
+        fn every_effect_round_trips(effect in effect(), origin in any::<u32>()) {
+            let frame = encode_effect(&effect, origin);
+            prop_assert_eq!(&frame, &Envelope::Effect(effect.clone()).encode(origin));
+            prop_assert_eq!(Envelope::decode(&frame), Ok((origin, Envelope::Effect(effect))));
+        }
+
         #[test]
         fn random_frames_are_refused_without_panicking(frame in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = Envelope::decode(&frame);

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use governor::{DefaultKeyedRateLimiter, Quota};
 
-use crate::config::SlowReader;
+use crate::config::{Limits, SlowReader};
 
 /// Keyed limiters are swept of idle clients once they track this many.
 const LIMITER_SWEEP_AT: usize = 10_000;
@@ -45,24 +45,33 @@ pub struct ConnectionPolicy {
 }
 
 impl Default for ConnectionPolicy {
+    /// The policy of a route under the default limits.
     fn default() -> Self {
+        ConnectionPolicy::from_limits(&Limits::default())
+    }
+}
+
+impl ConnectionPolicy {
+    /// The policy of a route with these limits (the global ones with the
+    /// route's overrides); no connection cap, origin or subprotocol list.
+    pub fn from_limits(l: &Limits) -> Self {
+        let ms = |v: u64| (v > 0).then(|| Duration::from_millis(v));
         ConnectionPolicy {
-            max_message_bytes: 1 << 20,
-            outbound_queue: 1024,
-            slow_reader: SlowReader::Close,
-            ping_interval: Some(Duration::from_secs(30)),
-            missed_pongs: 2,
-            max_lifetime: None,
-            write_timeout: Duration::from_secs(10),
+            max_message_bytes: l.max_message_bytes,
+            outbound_queue: l.outbound_queue,
+            slow_reader: l.slow_reader,
+            ping_interval: ms(l.ping_interval_ms),
+            missed_pongs: l.missed_pongs,
+            max_lifetime: ms(l.max_lifetime_ms),
+            write_timeout: Duration::from_millis(l.write_timeout_ms),
             max_connections: None,
             origins: Vec::new(),
             subprotocols: Vec::new(),
             connect_rate: None,
         }
+        .with_connect_rate(l.connect_rate, l.connect_burst)
     }
-}
 
-impl ConnectionPolicy {
     /// Limits new connections from one IP address to `per_second`, with
     /// bursts of `burst` (at least 1); 0 turns the limit off.
     pub fn with_connect_rate(mut self, per_second: u32, burst: u32) -> Self {

@@ -222,3 +222,85 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::SlowReader;
+    use crate::conn_id::id_base;
+    use crate::store::StoreKind;
+
+    /// A bus for host 0 among others: records what it is asked to carry.
+    #[derive(Default)]
+    struct RecordingBus(Mutex<Vec<Effect>>);
+
+    #[async_trait]
+    impl Bus for RecordingBus {
+        fn host(&self) -> u32 {
+            0
+        }
+        fn is_local(&self, id: ConnId) -> bool {
+            host_of(id) == 0
+        }
+        fn forward(&self, effect: &Effect) {
+            self.0.lock().unwrap().push(effect.clone());
+        }
+        async fn send_now(&self, _effect: &Effect) -> Result<bool, Unreachable> {
+            Ok(true)
+        }
+        async fn activity(&self, _host: u32, _conns: Vec<ConnId>, _wait: Duration) -> Vec<(ConnId, u64)> {
+            Vec::new()
+        }
+        fn health(&self) -> (bool, Value) {
+            (true, json!({}))
+        }
+        async fn leave(&self) {}
+    }
+
+    fn text(s: &str) -> Message {
+        Message::Text(s.into())
+    }
+
+    #[test]
+    fn effects_go_to_this_host_other_hosts_or_both() {
+        let bus = Arc::new(RecordingBus::default());
+        let metrics = Arc::new(Metrics::new());
+        let registry = Arc::new(Registry::new(metrics.outbound_dropped.clone()));
+        let store = crate::store::open(&StoreKind::Memory, std::path::Path::new(".")).unwrap();
+        let hub = Hub::new(registry.clone(), store, bus.clone(), metrics, 10);
+        let queue = QueuePolicy { capacity: 8, slow_reader: SlowReader::Close };
+        let (here, inbox) = registry.reserve("/r".into(), queue);
+        registry.activate(here);
+        registry.subscribe(here, "room");
+        let there = id_base(3) + 1;
+
+        hub.apply(vec![
+            Effect::Emit { to: here, msg: text("local") },
+            Effect::Emit { to: there, msg: text("remote") },
+            Effect::Publish { channel: "room".into(), msg: text("everyone") },
+            Effect::Broadcast { route: "/r".into(), msg: text("route"), except: None },
+            Effect::Close { conn: there, code: 4000, reason: String::new() },
+        ]);
+        let mut got = Vec::new();
+        inbox.take(&mut got, usize::MAX);
+        let got: Vec<Message> = got.iter().map(Outbound::to_message).collect();
+        assert_eq!(got, [text("local"), text("everyone"), text("route")], "this host's share, in order");
+        let forwarded = bus.0.lock().unwrap().clone();
+        assert_eq!(
+            forwarded,
+            [
+                Effect::Emit { to: there, msg: text("remote") },
+                Effect::Publish { channel: "room".into(), msg: text("everyone") },
+                Effect::Broadcast { route: "/r".into(), msg: text("route"), except: None },
+                Effect::Close { conn: there, code: 4000, reason: String::new() },
+            ],
+            "what concerns other hosts, in order; nothing for this host's own connection"
+        );
+        assert_eq!(inbox.pending(), None, "the close was for the other host's connection");
+    }
+}

@@ -35,7 +35,7 @@ pub struct QueuePolicy {
 }
 
 #[derive(Default)]
-struct Mail {
+struct MailboxState {
     queue: VecDeque<Outbound>,
     close: Option<(u16, String)>,
 }
@@ -45,7 +45,7 @@ struct Mail {
 /// says (without the lock) that there is something to take, and `waker`
 /// holds the task's waker.
 pub struct Mailbox {
-    mail: Mutex<Mail>,
+    mail: Mutex<MailboxState>,
     ready: AtomicBool,
     waker: AtomicWaker,
     /// When the client last sent a message, in Unix milliseconds.
@@ -56,7 +56,7 @@ pub struct Mailbox {
 impl Mailbox {
     fn new(policy: QueuePolicy) -> Self {
         Mailbox {
-            mail: Mutex::new(Mail::default()),
+            mail: Mutex::new(MailboxState::default()),
             ready: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             last_active_ms: AtomicU64::new(crate::store::now_ms()),
@@ -64,7 +64,7 @@ impl Mailbox {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Mail> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MailboxState> {
         self.mail.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -151,7 +151,7 @@ impl Mailbox {
         self.drain(&mut self.lock(), out, max)
     }
 
-    fn drain(&self, mail: &mut Mail, out: &mut Vec<Outbound>, max: usize) -> usize {
+    fn drain(&self, mail: &mut MailboxState, out: &mut Vec<Outbound>, max: usize) -> usize {
         let n = mail.queue.len().min(max);
         out.extend(mail.queue.drain(..n));
         if mail.queue.is_empty() {

@@ -4,11 +4,11 @@
 //! Everything Wasmtime generates stays in this module; the rest of the host
 //! sees [`Plugin`], [`CallContext`] and the plain types of [`crate::handler`].
 
+mod allowlist;
 mod bindings;
+mod capabilities;
 mod engine;
 mod guest_output;
-mod host;
-mod imports;
 mod plugin;
 mod state;
 
@@ -18,13 +18,13 @@ use anyhow::Context;
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
 
+pub use allowlist::check as check_imports;
 pub use engine::{EPOCH_TICK, EngineOptions};
-pub use imports::check as check_imports;
 pub use plugin::{CallContext, Plugin};
 pub use state::EventCaps;
 
 use bindings::{Wharf, WharfPre};
-use state::{HostState, PluginEnv};
+use state::{InstanceState, PluginEnv};
 
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -41,7 +41,7 @@ pub struct RuntimeOptions {
 /// The engine, the linker with every host import, and the store handlers use.
 pub struct Runtime {
     engine: Engine,
-    linker: Linker<HostState>,
+    linker: Linker<InstanceState>,
     store: Store,
     metrics: Arc<Metrics>,
     opts: RuntimeOptions,
@@ -82,7 +82,7 @@ impl Runtime {
     ) -> anyhow::Result<Plugin> {
         let component = plugin::compile(&self.engine, bytes).context("not a valid component")?;
         let ty = component.component_type();
-        imports::check(ty.imports(&self.engine).map(|(name, _)| name)).map_err(anyhow::Error::msg)?;
+        allowlist::check(ty.imports(&self.engine).map(|(name, _)| name)).map_err(anyhow::Error::msg)?;
         let pre = self
             .linker
             .instantiate_pre(&component)

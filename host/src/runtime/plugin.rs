@@ -9,8 +9,8 @@ use wasmtime::component::Component;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use super::bindings::{Wharf, WharfPre, types};
-use super::host::{from_message, to_message};
-use super::state::{HostState, PluginEnv};
+use super::capabilities::{from_message, to_message};
+use super::state::{InstanceState, PluginEnv};
 use crate::handler::{Accept, EventContext, HandlerFailure, Message, OpenRequest, Outcome, Reject};
 
 /// How to run one event: whose it is, and whether on a fresh instance that
@@ -39,7 +39,7 @@ enum Event {
 }
 
 struct Instance {
-    store: Store<HostState>,
+    store: Store<InstanceState>,
     bindings: Wharf,
 }
 
@@ -47,7 +47,7 @@ struct Instance {
 pub struct Plugin {
     engine: Engine,
     stats: [EventStats; 3],
-    pre: WharfPre<HostState>,
+    pre: WharfPre<InstanceState>,
     env: Arc<PluginEnv>,
     pool: InstancePool,
 }
@@ -79,7 +79,7 @@ impl InstancePool {
 }
 
 impl Plugin {
-    pub(crate) fn new(engine: &Engine, pre: WharfPre<HostState>, env: Arc<PluginEnv>, pool_size: usize) -> Self {
+    pub(crate) fn new(engine: &Engine, pre: WharfPre<InstanceState>, env: Arc<PluginEnv>, pool_size: usize) -> Self {
         let stats = ["open", "message", "close"].map(|event| EventStats {
             seconds: env.metrics.handler_seconds.with_label_values(&[&*env.name, event]),
             traps: env.metrics.traps.with_label_values(&[&*env.name, event]),
@@ -151,13 +151,13 @@ impl Plugin {
     /// Gives the store a full event budget. The first tick comes after a
     /// part of [`super::EPOCH_TICK`], so one extra tick makes the budget at
     /// least the configured time, never less.
-    fn arm(&self, store: &mut Store<HostState>) {
+    fn arm(&self, store: &mut Store<InstanceState>) {
         store.data_mut().call.ticks_left = self.env.caps.deadline_ticks + 1;
         store.set_epoch_deadline(1);
     }
 
     async fn instantiate(&self) -> Result<Instance, HandlerFailure> {
-        let mut store = Store::new(&self.engine, HostState::new(self.env.clone()));
+        let mut store = Store::new(&self.engine, InstanceState::new(self.env.clone()));
         store.limiter(|s| &mut s.limits);
         // Every tick, yield to the scheduler so one busy handler cannot hold a
         // worker; when the event's ticks are spent, interrupt it (a trap).

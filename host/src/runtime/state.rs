@@ -80,7 +80,7 @@ impl Default for Call {
 }
 
 /// The data of one Store.
-pub(crate) struct HostState {
+pub(crate) struct InstanceState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub limits: StoreLimits,
@@ -88,7 +88,7 @@ pub(crate) struct HostState {
     pub call: Call,
 }
 
-impl HostState {
+impl InstanceState {
     /// A sandbox with no files, network, environment or arguments; its
     /// stdout and stderr go to the host log.
     pub fn new(env: Arc<PluginEnv>) -> Self {
@@ -99,7 +99,7 @@ impl HostState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        HostState {
+        InstanceState {
             wasi,
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
@@ -114,7 +114,7 @@ impl HostState {
     }
 }
 
-impl WasiView for HostState {
+impl WasiView for InstanceState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }

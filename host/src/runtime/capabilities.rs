@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::bindings::types::{Error, LogLevel};
 use super::bindings::wharf::handler::{channels, connections, kv, logging, types};
-use super::state::{HostState, PluginEnv};
+use super::state::{InstanceState, PluginEnv};
 use crate::close;
 use crate::handler::{ConnId, Effect, Message};
 use crate::store::{StoreError, StoreResult};
@@ -45,7 +45,7 @@ pub(crate) fn from_message(m: Message) -> types::Message {
     }
 }
 
-impl HostState {
+impl InstanceState {
     fn push(&mut self, effect: Effect) -> Result<(), Error> {
         if self.call.effects.len() >= self.env.caps.max_effects {
             return Err(Error::QuotaExceeded);
@@ -122,9 +122,9 @@ fn check_channel(channel: &str) -> Result<(), Error> {
     }
 }
 
-impl types::Host for HostState {}
+impl types::Host for InstanceState {}
 
-impl connections::Host for HostState {
+impl connections::Host for InstanceState {
     async fn emit(&mut self, conn: ConnId, msg: types::Message) -> Result<(), Error> {
         let env = self.env.clone();
         self.spend_message(&msg)?;
@@ -182,7 +182,7 @@ impl connections::Host for HostState {
     }
 }
 
-impl channels::Host for HostState {
+impl channels::Host for InstanceState {
     async fn broadcast(&mut self, msg: types::Message, except: Option<ConnId>) -> Result<(), Error> {
         self.spend_message(&msg)?;
         let route = self.call.route.clone();
@@ -224,7 +224,7 @@ impl channels::Host for HostState {
     }
 }
 
-impl kv::Host for HostState {
+impl kv::Host for InstanceState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, Error> {
         self.spend_store_op()?;
         let env = self.env.clone();
@@ -279,7 +279,7 @@ impl kv::Host for HostState {
     }
 }
 
-impl logging::Host for HostState {
+impl logging::Host for InstanceState {
     async fn log(&mut self, level: LogLevel, text: String) {
         let (plugin, conn) = (&*self.env.name, self.call.conn);
         match level {
@@ -289,5 +289,148 @@ impl logging::Host for HostState {
             LogLevel::Warn => tracing::warn!(target: "wharf::guest", plugin, conn, "{text}"),
             LogLevel::Error => tracing::error!(target: "wharf::guest", plugin, conn, "{text}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The trust boundary without Wasm: each import's checks of sizes,
+    //! close codes, ownership and the per-event caps, called as a guest
+    //! would call them.
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::runtime::EventCaps;
+    use crate::store::{ConnectionRecord, Store, StoreKind};
+
+    const MINE: ConnId = 1;
+    const THEIRS: ConnId = 2;
+    const NOBODY: ConnId = 99;
+
+    fn caps() -> EventCaps {
+        EventCaps {
+            max_message_bytes: 16,
+            max_messages: 3,
+            max_bytes: 40,
+            max_store_ops: 4,
+            max_value_bytes: 8,
+            max_effects: 5,
+            deadline_ticks: 1,
+            memory_bytes: 1 << 20,
+        }
+    }
+
+    fn record(id: ConnId, plugin: &str) -> ConnectionRecord {
+        ConnectionRecord {
+            id,
+            route: "/r".into(),
+            plugin: plugin.into(),
+            remote_addr: String::new(),
+            connected_at_ms: 0,
+            metadata: Vec::new(),
+            channels: Vec::new(),
+        }
+    }
+
+    /// An instance's state for plugin `p` during an event of connection
+    /// [`MINE`]; [`THEIRS`] belongs to plugin `q`.
+    async fn state(caps: EventCaps) -> InstanceState {
+        let store: Store = crate::store::open(&StoreKind::Memory, std::path::Path::new(".")).unwrap();
+        store.connections.open(record(MINE, "p")).await.unwrap();
+        store.connections.open(record(THEIRS, "q")).await.unwrap();
+        let env =
+            PluginEnv { name: Arc::from("p"), namespace: "p".into(), store, caps, metrics: Arc::new(Metrics::new()) };
+        let mut s = InstanceState::new(Arc::new(env));
+        s.call.begin(MINE, Arc::from("/r"));
+        s
+    }
+
+    fn text(n: usize) -> types::Message {
+        types::Message::Text("x".repeat(n))
+    }
+
+    #[tokio::test]
+    async fn close_takes_only_requestable_codes_and_short_reasons() {
+        let mut s = state(caps()).await;
+        async fn close(s: &mut InstanceState, code: u16, reason: &str) -> Result<(), Error> {
+            connections::Host::close(s, MINE, code, reason.to_string()).await
+        }
+        assert_eq!(close(&mut s, 1011, "").await, Err(Error::InvalidArgument), "1011 is the host's");
+        assert_eq!(close(&mut s, 1001, "").await, Err(Error::InvalidArgument));
+        assert_eq!(close(&mut s, 2999, "").await, Err(Error::InvalidArgument));
+        assert_eq!(close(&mut s, 4000, &"r".repeat(124)).await, Err(Error::TooLarge));
+        assert!(s.call.effects.is_empty(), "a refused close asks for nothing");
+        assert_eq!(close(&mut s, 4000, &"r".repeat(123)).await, Ok(()));
+        assert_eq!(close(&mut s, 1000, "bye").await, Ok(()));
+        assert_eq!(s.call.effects.len(), 2);
+        assert!(matches!(&s.call.effects[1], Effect::Close { conn: MINE, code: 1000, reason } if reason == "bye"));
+    }
+
+    #[tokio::test]
+    async fn a_plugin_acts_only_on_its_own_connections() {
+        let mut s = state(caps()).await;
+        assert_eq!(connections::Host::emit(&mut s, THEIRS, text(1)).await, Err(Error::NotAllowed));
+        assert_eq!(connections::Host::emit(&mut s, NOBODY, text(1)).await, Err(Error::UnknownConnection));
+        assert_eq!(connections::Host::close(&mut s, THEIRS, 1000, String::new()).await, Err(Error::NotAllowed));
+        let got = connections::Host::get_metadata(&mut s, THEIRS, "k".into()).await;
+        assert_eq!(got, Err(Error::NotAllowed));
+        let sub = channels::Host::subscribe(&mut s, THEIRS, "room".into()).await;
+        assert_eq!(sub, Err(Error::NotAllowed));
+        assert!(s.call.effects.is_empty());
+        assert_eq!(connections::Host::emit(&mut s, MINE, text(1)).await, Ok(()));
+        assert_eq!(s.call.effects, [Effect::Emit { to: MINE, msg: Message::Text("x".into()) }]);
+    }
+
+    #[tokio::test]
+    async fn messages_are_capped_in_size_count_and_bytes_per_event() {
+        let mut s = state(caps()).await;
+        assert_eq!(channels::Host::publish(&mut s, "c".into(), text(17)).await, Err(Error::TooLarge));
+        for _ in 0..2 {
+            assert_eq!(channels::Host::publish(&mut s, "c".into(), text(16)).await, Ok(()));
+        }
+        // 32 of 40 bytes spent: a 9-byte message is over the budget, an
+        // 8-byte one fits, then the count (3) is spent.
+        assert_eq!(channels::Host::broadcast(&mut s, text(9), None).await, Err(Error::QuotaExceeded));
+        assert_eq!(channels::Host::broadcast(&mut s, text(8), None).await, Ok(()));
+        assert_eq!(connections::Host::emit(&mut s, MINE, text(0)).await, Err(Error::QuotaExceeded));
+        assert_eq!(s.call.effects.len(), 3);
+        // The next event starts with a fresh budget.
+        s.call.begin(MINE, Arc::from("/r"));
+        assert_eq!(connections::Host::emit(&mut s, MINE, text(16)).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn store_operations_values_keys_and_channels_are_checked() {
+        let mut s = state(caps()).await;
+        assert_eq!(kv::Host::set(&mut s, "k".into(), vec![0; 9], None).await, Err(Error::TooLarge));
+        assert_eq!(kv::Host::get(&mut s, "k".repeat(1025)).await, Err(Error::TooLarge));
+        let meta = connections::Host::set_metadata(&mut s, MINE, "k".into(), "v".repeat(9)).await;
+        assert_eq!(meta, Err(Error::TooLarge));
+        // A refused operation still spends one of the event's four.
+        assert_eq!(kv::Host::get(&mut s, "k".into()).await, Ok(None));
+        assert_eq!(kv::Host::get(&mut s, "k".into()).await, Err(Error::QuotaExceeded));
+
+        let mut s = state(caps()).await;
+        assert_eq!(kv::Host::set(&mut s, "k".into(), vec![1; 8], None).await, Ok(()));
+        assert_eq!(kv::Host::get(&mut s, "k".into()).await, Ok(Some(vec![1; 8])));
+        assert_eq!(kv::Host::increment(&mut s, "k".into(), 1).await, Err(Error::InvalidArgument), "not a counter");
+        assert_eq!(channels::Host::members(&mut s, String::new()).await, Err(Error::InvalidArgument));
+        let mut s = state(caps()).await;
+        assert_eq!(channels::Host::publish(&mut s, "c".repeat(257), text(1)).await, Err(Error::TooLarge));
+        assert_eq!(channels::Host::publish(&mut s, String::new(), text(1)).await, Err(Error::InvalidArgument));
+    }
+
+    #[tokio::test]
+    async fn effects_of_any_kind_are_capped_per_event() {
+        let mut s = state(EventCaps { max_messages: 100, max_store_ops: 100, ..caps() }).await;
+        for i in 0..5 {
+            let r = channels::Host::subscribe(&mut s, MINE, format!("c{i}")).await;
+            assert_eq!(r, Ok(()), "effect {i}");
+        }
+        assert_eq!(channels::Host::unsubscribe(&mut s, MINE, "c0".into()).await, Err(Error::QuotaExceeded));
+        assert_eq!(connections::Host::emit(&mut s, MINE, text(1)).await, Err(Error::QuotaExceeded));
+        assert_eq!(s.call.effects.len(), 5);
     }
 }

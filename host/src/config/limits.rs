@@ -1,0 +1,203 @@
+//! Limits on handlers, connections and the host (`[limits]`), each with its
+//! default written once here, and the overrides a plugin
+//! (`[plugins.NAME.limits]`) or a route (`[routes.limits]`) may set.
+
+use serde::Deserialize;
+
+/// Handler limits one plugin may set for itself (`[plugins.NAME.limits]`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PluginLimits {
+    /// See [`Limits::event_timeout_ms`].
+    pub event_timeout_ms: Option<u64>,
+    /// See [`Limits::memory_mib`]; at most the global value.
+    pub memory_mib: Option<u64>,
+    /// See [`Limits::max_messages_per_event`].
+    pub max_messages_per_event: Option<u32>,
+    /// See [`Limits::max_bytes_per_event`].
+    pub max_bytes_per_event: Option<usize>,
+    /// See [`Limits::max_store_ops_per_event`].
+    pub max_store_ops_per_event: Option<u32>,
+    /// See [`Limits::max_value_bytes`].
+    pub max_value_bytes: Option<usize>,
+}
+
+/// Connection limits one route may set for itself (`[routes.limits]`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteLimits {
+    /// See [`Limits::max_message_bytes`].
+    pub max_message_bytes: Option<usize>,
+    /// See [`Limits::outbound_queue`].
+    pub outbound_queue: Option<usize>,
+    /// See [`Limits::slow_reader`].
+    pub slow_reader: Option<SlowReader>,
+    /// See [`Limits::ping_interval_ms`].
+    pub ping_interval_ms: Option<u64>,
+    /// See [`Limits::missed_pongs`].
+    pub missed_pongs: Option<u32>,
+    /// See [`Limits::max_lifetime_ms`].
+    pub max_lifetime_ms: Option<u64>,
+    /// See [`Limits::write_timeout_ms`].
+    pub write_timeout_ms: Option<u64>,
+    /// Open connections on this route at once; past it the handshake gets 503.
+    pub max_connections: Option<usize>,
+    /// See [`Limits::connect_rate`].
+    pub connect_rate: Option<u32>,
+    /// See [`Limits::connect_burst`].
+    pub connect_burst: Option<u32>,
+}
+
+/// What happens when a connection's outbound queue is full.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SlowReader {
+    /// Close the connection with 1008 (the default).
+    #[default]
+    Close,
+    /// Drop the oldest queued message to make room (counted in the metrics).
+    DropOldest,
+}
+
+/// Limits on handlers and connections (`[limits]`). Plugins override the
+/// handler limits, routes the connection limits.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Wall-clock budget of one handler event, in milliseconds; past it the
+    /// event is stopped and its connection closed with 1011.
+    pub event_timeout_ms: u64,
+    /// Linear memory cap of one instance, in MiB.
+    pub memory_mib: u64,
+    /// Warm instances kept per plugin.
+    pub instance_pool: usize,
+    /// Instances alive at once across all plugins (pooling allocator slots);
+    /// an event that finds none free fails with 1011.
+    pub max_instances: u32,
+    /// Messages (emit, broadcast, publish) one event may send.
+    pub max_messages_per_event: u32,
+    /// Bytes of messages one event may send.
+    pub max_bytes_per_event: usize,
+    /// Store operations (key/value, metadata, presence) one event may make.
+    pub max_store_ops_per_event: u32,
+    /// Largest key/value or metadata value.
+    pub max_value_bytes: usize,
+    /// Largest inbound message (and frame), in bytes; past it: close 1009.
+    pub max_message_bytes: usize,
+    /// Messages queued for one connection before it counts as a slow reader.
+    pub outbound_queue: usize,
+    /// What a full outbound queue does: `close` (1008) or `drop-oldest`.
+    pub slow_reader: SlowReader,
+    /// Server ping interval in milliseconds; 0 disables pings.
+    pub ping_interval_ms: u64,
+    /// Pings left unanswered (no frame at all from the client) before the
+    /// connection is closed with 1001.
+    pub missed_pongs: u32,
+    /// Longest a connection may stay open, in milliseconds (then 1001);
+    /// 0: no limit.
+    pub max_lifetime_ms: u64,
+    /// Longest a write to a client may block (its socket full because it
+    /// does not read), in milliseconds; then the connection is closed
+    /// (1008) and dropped.
+    pub write_timeout_ms: u64,
+    /// Time a client has to send its handshake request, in milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// TCP connections still in their HTTP handshake at once; past it a new
+    /// one gets 503 and is closed.
+    pub max_handshakes: usize,
+    /// Open WebSocket connections on this host at once; past it: 503.
+    pub max_connections: usize,
+    /// New WebSocket connections per second from one client IP address
+    /// (per route); past it: 429. 0: no limit.
+    pub connect_rate: u32,
+    /// Connections one client IP may open at once before `connect_rate`
+    /// applies; default: `connect_rate`.
+    pub connect_burst: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            event_timeout_ms: 100,
+            memory_mib: 64,
+            instance_pool: 16,
+            max_instances: 1000,
+            max_messages_per_event: 1000,
+            max_bytes_per_event: 16 << 20,
+            max_store_ops_per_event: 1000,
+            max_value_bytes: 1 << 20,
+            max_message_bytes: 1 << 20,
+            outbound_queue: 1024,
+            slow_reader: SlowReader::Close,
+            ping_interval_ms: 30_000,
+            missed_pongs: 2,
+            max_lifetime_ms: 0,
+            write_timeout_ms: 10_000,
+            handshake_timeout_ms: 10_000,
+            max_handshakes: 1024,
+            max_connections: 100_000,
+            connect_rate: 0,
+            connect_burst: 0,
+        }
+    }
+}
+
+impl Limits {
+    /// These limits with a plugin's overrides.
+    pub fn for_plugin(&self, o: &PluginLimits) -> Limits {
+        Limits {
+            event_timeout_ms: o.event_timeout_ms.unwrap_or(self.event_timeout_ms),
+            memory_mib: o.memory_mib.unwrap_or(self.memory_mib),
+            max_messages_per_event: o.max_messages_per_event.unwrap_or(self.max_messages_per_event),
+            max_bytes_per_event: o.max_bytes_per_event.unwrap_or(self.max_bytes_per_event),
+            max_store_ops_per_event: o.max_store_ops_per_event.unwrap_or(self.max_store_ops_per_event),
+            max_value_bytes: o.max_value_bytes.unwrap_or(self.max_value_bytes),
+            ..self.clone()
+        }
+    }
+
+    /// These limits with a route's overrides; the route's own connection
+    /// cap is [`RouteLimits::max_connections`].
+    pub fn for_route(&self, o: &RouteLimits) -> Limits {
+        Limits {
+            max_message_bytes: o.max_message_bytes.unwrap_or(self.max_message_bytes),
+            outbound_queue: o.outbound_queue.unwrap_or(self.outbound_queue),
+            slow_reader: o.slow_reader.unwrap_or(self.slow_reader),
+            ping_interval_ms: o.ping_interval_ms.unwrap_or(self.ping_interval_ms),
+            missed_pongs: o.missed_pongs.unwrap_or(self.missed_pongs),
+            max_lifetime_ms: o.max_lifetime_ms.unwrap_or(self.max_lifetime_ms),
+            write_timeout_ms: o.write_timeout_ms.unwrap_or(self.write_timeout_ms),
+            connect_rate: o.connect_rate.unwrap_or(self.connect_rate),
+            connect_burst: o.connect_burst.unwrap_or(self.connect_burst),
+            ..self.clone()
+        }
+    }
+
+    /// Checks every range; `prefix` is the table the limits came from.
+    pub(super) fn check(&self, prefix: &str) -> Result<(), (String, &'static str)> {
+        let l = self;
+        let checks: [(&str, bool, &'static str); 17] = [
+            ("event_timeout_ms", (1..=60_000).contains(&l.event_timeout_ms), "must be 1..=60000"),
+            ("memory_mib", (1..=4096).contains(&l.memory_mib), "must be 1..=4096"),
+            ("instance_pool", l.instance_pool <= 4096, "must be at most 4096"),
+            ("max_instances", (1..=20_000).contains(&l.max_instances), "must be 1..=20000"),
+            ("max_messages_per_event", (1..=100_000).contains(&l.max_messages_per_event), "must be 1..=100000"),
+            ("max_bytes_per_event", (1..=(1 << 30)).contains(&l.max_bytes_per_event), "must be 1..=1073741824"),
+            ("max_store_ops_per_event", (1..=100_000).contains(&l.max_store_ops_per_event), "must be 1..=100000"),
+            ("max_value_bytes", (1..=(64 << 20)).contains(&l.max_value_bytes), "must be 1..=67108864"),
+            ("max_message_bytes", (16..=(64 << 20)).contains(&l.max_message_bytes), "must be 16..=67108864"),
+            ("outbound_queue", (1..=1 << 20).contains(&l.outbound_queue), "must be 1..=1048576"),
+            ("ping_interval_ms", l.ping_interval_ms == 0 || l.ping_interval_ms >= 10, "must be 0 (off) or at least 10"),
+            ("missed_pongs", (1..=100).contains(&l.missed_pongs), "must be 1..=100"),
+            ("write_timeout_ms", (10..=600_000).contains(&l.write_timeout_ms), "must be 10..=600000"),
+            ("handshake_timeout_ms", (10..=600_000).contains(&l.handshake_timeout_ms), "must be 10..=600000"),
+            ("max_handshakes", (1..=1_000_000).contains(&l.max_handshakes), "must be 1..=1000000"),
+            ("max_connections", (1..=10_000_000).contains(&l.max_connections), "must be 1..=10000000"),
+            ("connect_burst", l.connect_burst <= 1_000_000, "must be at most 1000000"),
+        ];
+        match checks.into_iter().find(|(_, ok, _)| !ok) {
+            Some((key, _, reason)) => Err((format!("{prefix}.{key}"), reason)),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The typed TOML configuration, its loading and its validation.
+//!
+//! Parsing (`serde`, unknown keys refused) and validation (cross-references,
+//! ranges, files) are separate steps; both report the file and the key.
+//!
+//! - this module: the file's tables (listen, plugins, routes, admin) and
+//!   loading;
+//! - [`limits`]: every limit with its default, written once, and the
+//!   plugin and route overrides;
+//! - [`store`]: the choice of store back end;
+//! - `validate.rs`: cross-references and ranges.
+
+mod limits;
+mod store;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use limits::{Limits, PluginLimits, RouteLimits, SlowReader};
+pub use store::{DEFAULT_HEARTBEAT_TTL_MS, StoreChoice, StoreConfig};
+
+/// The default address of the WebSocket and HTTP listener.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The default address of the admin API.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
+
+/// A configuration error, naming the file and the key.
+#[derive(Debug, thiserror::Error)]
+#[error("config {file}: {key}: {reason}")]
+pub struct ConfigError {
+    /// The configuration file.
+    pub file: String,
+    /// The dotted key path, e.g. `routes[0].plugin`.
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where this config came from (a file path), for error messages.
+    #[serde(skip)]
+    pub source: String,
+    /// Address of the WebSocket/HTTP listener.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Directory served over HTTP at `/`, relative to the config file.
+    #[serde(default)]
+    pub static_dir: Option<PathBuf>,
+    /// Directory for host data (compile cache, embedded store), relative to
+    /// the working directory.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Compile cache directory; default `<data_dir>/cache`.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+    /// The store back end: `store = "embedded"` (default, durable),
+    /// `"memory"` or `"redis://HOST:PORT/DB"`, or a `[store]` table with
+    /// `backend` and `heartbeat_ttl_ms`.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// The admin HTTP API.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Global limits; routes may override some of them.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Plugins by name: which component file each one runs.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginConfig>,
+    /// WebSocket routes: a path served by a plugin.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// One plugin: a component and its settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// The component file (`.wasm`), relative to the config file.
+    pub component: PathBuf,
+    /// The key/value namespace; default: the plugin's own name. Plugins that
+    /// name the same namespace share it; a plugin cannot name another
+    /// plugin's default namespace.
+    #[serde(default)]
+    pub kv_namespace: Option<String>,
+    /// Handler limits of this plugin, overriding `[limits]`.
+    #[serde(default)]
+    pub limits: PluginLimits,
+}
+
+impl Config {
+    /// The key/value namespace of plugin `name`.
+    pub fn namespace_of<'a>(&'a self, name: &'a str) -> &'a str {
+        self.plugins.get(name).and_then(|p| p.kv_namespace.as_deref()).unwrap_or(name)
+    }
+
+    /// The compile cache directory.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir.clone().unwrap_or_else(|| self.data_dir.join("cache"))
+    }
+}
+
+/// The admin HTTP API.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Serve the admin API at all.
+    pub enabled: bool,
+    /// Its listen address; without a token it must be a loopback address.
+    pub listen: SocketAddr,
+    /// The bearer token (`WHARF_ADMIN_TOKEN` overrides it).
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { enabled: true, listen: DEFAULT_ADMIN_LISTEN.parse().expect("valid default"), token: None }
+    }
+}
+
+/// How instances are used for a route's events.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Instances {
+    /// Warm instances from a bounded per-plugin pool (the default).
+    #[default]
+    Pooled,
+    /// A fresh instance for every event, for strict isolation.
+    Fresh,
+}
+
+/// One WebSocket route.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The path, starting with `/`.
+    pub path: String,
+    /// The plugin that handles it (a key of `[plugins]`).
+    pub plugin: String,
+    /// `pooled` (default) or `fresh`.
+    #[serde(default)]
+    pub instances: Instances,
+    /// Allowed `Origin` header values (e.g. `https://example.com`); a
+    /// handshake with another Origin gets 403. Empty: any origin. A request
+    /// without an Origin header (not a browser) is allowed.
+    #[serde(default)]
+    pub origins: Vec<String>,
+    /// Subprotocols this route speaks. When set, a client that offers
+    /// subprotocols must offer one of them (else 400); the first one it
+    /// offers that is listed is chosen unless the handler chooses another
+    /// listed one. Empty: the handler alone decides.
+    #[serde(default)]
+    pub subprotocols: Vec<String>,
+    /// Connection limits of this route, overriding `[limits]`.
+    #[serde(default)]
+    pub limits: RouteLimits,
+}
+
+fn default_listen() -> SocketAddr {
+    DEFAULT_LISTEN.parse().expect("valid default address")
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(".wharf")
+}
+
+impl Config {
+    /// Reads, parses and validates a config file. Relative component and
+    /// static paths are resolved against the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: "(file)".into(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        let mut config = Config::parse(&text, &file)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        config.validate(&file)?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; `file` names the source in errors. Does not validate.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let err = |key: String, reason: String| ConfigError { file: file.to_string(), key, reason };
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| err("(syntax)".into(), one_line(e.message(), text, e.span())))?;
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            // An empty key (`"" = 1`) has an empty path: name the table.
+            let key = match e.path().to_string() {
+                p if p == "." || p.is_empty() => "(top level)".to_string(),
+                p => p,
+            };
+            let inner = e.into_inner();
+            err(key, one_line(inner.message(), text, inner.span()))
+        })?;
+        config.source = file.to_string();
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        for plugin in self.plugins.values_mut() {
+            plugin.component = base.join(&plugin.component);
+        }
+        if let Some(dir) = &self.static_dir {
+            self.static_dir = Some(base.join(dir));
+        }
+    }
+}
+
+/// Turns a parser message plus byte span into one line with line and column.
+fn one_line(message: &str, text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let message = message.trim();
+    match span {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("{message} (line {line}, column {column})")
+        }
+        None => message.to_string(),
+    }
+}

@@ -1,0 +1,218 @@
+//! Config parsing and validation, each refusal naming its file and key.
+
+use super::*;
+
+fn parse_err(text: &str) -> ConfigError {
+    Config::parse(text, "t.toml").and_then(|c| c.validate("t.toml").map(|_| c)).expect_err("config should be refused")
+}
+
+#[test]
+fn unknown_top_level_key_is_named() {
+    let e = parse_err("listen = \"127.0.0.1:1\"\nlisten_port = 3\n");
+    assert_eq!(e.file, "t.toml");
+    assert!(e.reason.contains("listen_port"), "{e}");
+    assert!(e.reason.contains("line 2"), "{e}");
+}
+
+#[test]
+fn bad_value_names_its_key() {
+    let e = parse_err("[limits]\nmemory_mib = \"lots\"\n");
+    assert_eq!(e.key, "limits.memory_mib", "{e}");
+    let e = parse_err("listen = \"not an address\"\n");
+    assert_eq!(e.key, "listen", "{e}");
+    let e = parse_err(
+        "[plugins.a]\ncomponent = \"a.wasm\"\n[[routes]]\npath = \"/a\"\nplugin = \"a\"\ninstances = \"sometimes\"\n",
+    );
+    assert_eq!(e.key, "routes[0].instances", "{e}");
+}
+
+#[test]
+fn validation_names_the_key() {
+    let e = parse_err("[[routes]]\npath = \"/a\"\nplugin = \"missing\"\n");
+    assert_eq!(e.key, "routes[0].plugin");
+    assert!(e.reason.contains("missing"));
+    let e = parse_err("[plugins.a]\ncomponent = \"a.wasm\"\n[[routes]]\npath = \"a\"\nplugin = \"a\"\n");
+    assert_eq!(e.key, "routes[0].path");
+    let e = parse_err("[limits]\nevent_timeout_ms = 0\n");
+    assert_eq!(e.key, "limits.event_timeout_ms");
+    let e = parse_err("[limits]\nmax_instances = 0\n");
+    assert_eq!(e.key, "limits.max_instances");
+    let text = "[plugins.a]\ncomponent = \"a.wasm\"\n[[routes]]\npath = \"/a\"\nplugin = \"a\"\n[[routes]]\npath = \"/a\"\nplugin = \"a\"\n";
+    assert_eq!(parse_err(text).key, "routes[1].path");
+}
+
+#[test]
+fn namespaces_are_shared_only_when_both_plugins_say_so() {
+    let base = "[plugins.a]\ncomponent = \"a.wasm\"\n[plugins.b]\ncomponent = \"b.wasm\"\n";
+    let e = parse_err(&format!("{base}kv_namespace = \"a\"\n"));
+    assert_eq!(e.key, "plugins.b.kv_namespace");
+    let ok = "[plugins.a]\ncomponent = \"a.wasm\"\nkv_namespace = \"shop\"\n[plugins.b]\ncomponent = \"b.wasm\"\nkv_namespace = \"shop\"\n";
+    let c = Config::parse(ok, "t.toml").unwrap();
+    c.validate("t.toml").unwrap();
+    assert_eq!(c.namespace_of("a"), c.namespace_of("b"));
+    let c = Config::parse(base, "t.toml").unwrap();
+    assert_ne!(c.namespace_of("a"), c.namespace_of("b"));
+    let e = parse_err("[plugins.\"bad name\"]\ncomponent = \"a.wasm\"\n");
+    assert_eq!(e.key, "plugins.bad name");
+}
+
+#[test]
+fn admin_without_token_stays_on_loopback() {
+    let e = parse_err("[admin]\nlisten = \"0.0.0.0:8081\"\n");
+    assert_eq!(e.key, "admin.listen");
+    let c = Config::parse("[admin]\nlisten = \"0.0.0.0:8081\"\ntoken = \"t\"\n", "t.toml").unwrap();
+    c.validate("t.toml").unwrap();
+    let e = parse_err("store = \"cloud\"\n");
+    assert_eq!(e.key, "store");
+}
+
+#[test]
+fn the_store_is_a_name_a_redis_url_or_a_table() {
+    let c = Config::parse("", "t.toml").unwrap();
+    assert_eq!(c.store, StoreConfig { backend: StoreChoice::Embedded, heartbeat_ttl_ms: 10_000 });
+    let c = Config::parse("store = \"memory\"\n", "t.toml").unwrap();
+    assert_eq!(c.store.backend, StoreChoice::Memory);
+    let c = Config::parse("store = \"redis://127.0.0.1:6379/2\"\n", "t.toml").unwrap();
+    assert_eq!(c.store.backend, StoreChoice::Redis("redis://127.0.0.1:6379/2".into()));
+    let table = "[store]\nbackend = \"redis://10.0.0.5:6380/0\"\nheartbeat_ttl_ms = 4000\n";
+    let c = Config::parse(table, "t.toml").unwrap();
+    c.validate("t.toml").unwrap();
+    assert_eq!(c.store.backend, StoreChoice::Redis("redis://10.0.0.5:6380/0".into()));
+    assert_eq!(c.store.heartbeat_ttl_ms, 4000);
+
+    let e = parse_err("store = \"redis://127.0.0.1:notaport/0\"\n");
+    assert_eq!(e.key, "store");
+    assert!(e.reason.contains("not a Redis URL"), "{e}");
+    let e = parse_err("[store]\nbackend = \"redis://h:1/0\"\nheartbeat_ttl_ms = 10\n");
+    assert_eq!(e.key, "store.heartbeat_ttl_ms");
+    let e = parse_err("[store]\nbackend = \"memory\"\nttl = 3\n");
+    assert!(e.key.starts_with("store"), "{e}");
+    assert!(e.reason.contains("ttl"), "{e}");
+    assert_eq!("redis://h:1/0".parse::<StoreChoice>(), Ok(StoreChoice::Redis("redis://h:1/0".into())));
+    assert!("postgres://h".parse::<StoreChoice>().unwrap_err().contains("redis://HOST:PORT/DB"));
+}
+
+#[test]
+fn plugin_and_route_limits_override_and_are_checked() {
+    let base = "[limits]\nmemory_mib = 32\nping_interval_ms = 1000\n[plugins.a]\ncomponent = \"a.wasm\"\n";
+    let route = "[[routes]]\npath = \"/a\"\nplugin = \"a\"\n";
+    let ok = format!(
+        "{base}[plugins.a.limits]\nevent_timeout_ms = 20\n{route}origins = [\"https://x.example\"]\n\
+         subprotocols = [\"v1\"]\n[routes.limits]\nping_interval_ms = 0\nslow_reader = \"drop-oldest\"\n"
+    );
+    let c = Config::parse(&ok, "t.toml").unwrap();
+    c.validate("t.toml").unwrap();
+    let plugin = c.limits.for_plugin(&c.plugins["a"].limits);
+    assert_eq!((plugin.event_timeout_ms, plugin.memory_mib), (20, 32));
+    let r = c.limits.for_route(&c.routes[0].limits);
+    assert_eq!((r.ping_interval_ms, r.slow_reader, r.memory_mib), (0, SlowReader::DropOldest, 32));
+
+    let e = parse_err(&format!("{base}[plugins.a.limits]\nmemory_mib = 64\n"));
+    assert_eq!(e.key, "plugins.a.limits.memory_mib");
+    assert!(e.reason.contains("at most limits.memory_mib (32)"), "{e}");
+    let e = parse_err(&format!("{base}[plugins.a.limits]\nevent_timeout_ms = 0\n"));
+    assert_eq!(e.key, "plugins.a.limits.event_timeout_ms");
+    let e = parse_err(&format!("{base}{route}[routes.limits]\nmissed_pongs = 0\n"));
+    assert_eq!(e.key, "routes[0].limits.missed_pongs");
+    let e = parse_err(&format!("{base}{route}[routes.limits]\nmax_connections = 0\n"));
+    assert_eq!(e.key, "routes[0].limits.max_connections");
+    let e = parse_err(&format!("{base}{route}origins = [\"x.example/\"]\n"));
+    assert_eq!(e.key, "routes[0].origins[0]");
+    let e = parse_err(&format!("{base}{route}subprotocols = [\"a b\"]\n"));
+    assert_eq!(e.key, "routes[0].subprotocols[0]");
+    let e = parse_err(&format!("{base}{route}[routes.limits]\nslow_reader = \"drop-newest\"\n"));
+    assert_eq!(e.key, "routes[0].limits.slow_reader");
+    let e = parse_err("[limits]\nwrite_timeout_ms = 1\n");
+    assert_eq!(e.key, "limits.write_timeout_ms");
+}
+
+#[test]
+fn an_empty_key_is_named_by_its_table() {
+    let e = parse_err("\"\" = 1\n");
+    assert_eq!(e.key, "(top level)", "{e}");
+    assert!(e.reason.contains("unknown field ``"), "{e}");
+}
+
+#[test]
+fn syntax_error_has_position() {
+    let e = parse_err("listen = \n");
+    assert_eq!(e.key, "(syntax)");
+    assert!(e.reason.contains("line 1"), "{e}");
+}
+
+mod fuzz {
+    use super::*;
+    use crate::fuzzing::{edits, mutate, tomlish};
+    use proptest::prelude::*;
+
+    const KEYS: &[&str] = &[
+        "listen",
+        "static_dir",
+        "store",
+        "data_dir",
+        "[limits]",
+        "[admin]",
+        "[plugins.a]",
+        "[[routes]]",
+        "[routes.limits]",
+        "[plugins.a.limits]",
+        "component",
+        "path",
+        "plugin",
+        "instances",
+        "origins",
+        "subprotocols",
+        "memory_mib",
+        "max_connections",
+        "ping_interval_ms",
+        "slow_reader",
+        "\"drop-oldest\"",
+        "\"/a\"",
+        "\"a\"",
+        "\"a.wasm\"",
+        "token",
+        "enabled",
+        "true",
+        "kv_namespace",
+        "connect_rate",
+    ];
+
+    /// Parsing and validating never panics; a refusal names the file, a
+    /// key and a reason, on one line.
+    fn check(text: &str) {
+        if let Err(e) = Config::parse(text, "fuzz.toml").and_then(|c| c.validate("fuzz.toml")) {
+            assert_eq!(e.file, "fuzz.toml");
+            assert!(!e.key.is_empty() && !e.reason.is_empty(), "{e:?}");
+            assert!(!e.to_string().contains('\n'), "one line: {e}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn edited_example_configs(edits in edits(6)) {
+            let text = include_str!("../../../examples/wharf.toml");
+            check(&mutate(text, &edits));
+        }
+
+        #[test]
+        fn token_soup(text in tomlish(KEYS)) {
+            check(&text);
+        }
+
+        #[test]
+        fn random_text(text in ".{0,200}") {
+            check(&text);
+        }
+    }
+}
+
+#[test]
+fn example_config_parses_and_validates() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wharf.toml");
+    let c = Config::load(&path).expect("examples/wharf.toml is valid");
+    let paths: Vec<_> = c.routes.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, ["/echo", "/chat", "/broadcast", "/counter"]);
+    assert!(c.static_dir.is_some());
+}

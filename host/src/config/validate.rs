@@ -1,0 +1,105 @@
+//! Validation of a parsed config: names, cross-references, ranges and
+//! files, each refusal naming the file and the key.
+
+use super::{Config, ConfigError};
+
+impl Config {
+    /// Checks cross-references and ranges; `file` names the source in errors.
+    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |key: String, reason: String| ConfigError { file: file.to_string(), key, reason };
+        for (name, plugin) in &self.plugins {
+            let valid = |n: &str| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !valid(name) {
+                return Err(err(
+                    format!("plugins.{name}"),
+                    "a plugin name uses only letters, digits, `-` and `_`".into(),
+                ));
+            }
+            if let Some(ns) = &plugin.kv_namespace {
+                if !valid(ns) {
+                    return Err(err(
+                        format!("plugins.{name}.kv_namespace"),
+                        "a namespace uses only letters, digits, `-` and `_`".into(),
+                    ));
+                }
+                if let Some(owner) = self.plugins.get(ns)
+                    && ns != name
+                    && owner.kv_namespace.is_none()
+                {
+                    return Err(err(
+                        format!("plugins.{name}.kv_namespace"),
+                        format!(
+                            "`{ns}` is plugin `{ns}`'s own namespace; to share it, set the same kv_namespace on both"
+                        ),
+                    ));
+                }
+            }
+        }
+        if self.admin.enabled && self.admin.token.is_none() && !self.admin.listen.ip().is_loopback() {
+            return Err(err(
+                "admin.listen".into(),
+                format!(
+                    "refusing to serve the admin API on non-loopback {} without a token (set WHARF_ADMIN_TOKEN or admin.token)",
+                    self.admin.listen
+                ),
+            ));
+        }
+        if self.admin.token.as_deref() == Some("") {
+            return Err(err("admin.token".into(), "must not be empty".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            if !route.path.starts_with('/') {
+                return Err(err(format!("routes[{i}].path"), format!("`{}` must start with `/`", route.path)));
+            }
+            if !seen.insert(route.path.as_str()) {
+                return Err(err(format!("routes[{i}].path"), format!("`{}` is mounted twice", route.path)));
+            }
+            if !self.plugins.contains_key(&route.plugin) {
+                return Err(err(
+                    format!("routes[{i}].plugin"),
+                    format!("no plugin named `{}` in [plugins]", route.plugin),
+                ));
+            }
+        }
+        if let Some(dir) = &self.static_dir
+            && !dir.is_dir()
+        {
+            return Err(err("static_dir".into(), format!("`{}` is not a directory", dir.display())));
+        }
+        if !(1_000..=3_600_000).contains(&self.store.heartbeat_ttl_ms) {
+            return Err(err("store.heartbeat_ttl_ms".into(), "must be 1000..=3600000".into()));
+        }
+        let limits_err = |(key, reason): (String, &str)| err(key, reason.to_string());
+        self.limits.check("limits").map_err(limits_err)?;
+        for (name, plugin) in &self.plugins {
+            self.limits.for_plugin(&plugin.limits).check(&format!("plugins.{name}.limits")).map_err(limits_err)?;
+            if plugin.limits.memory_mib.is_some_and(|m| m > self.limits.memory_mib) {
+                return Err(err(
+                    format!("plugins.{name}.limits.memory_mib"),
+                    format!("must be at most limits.memory_mib ({})", self.limits.memory_mib),
+                ));
+            }
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            self.limits.for_route(&route.limits).check(&format!("routes[{i}].limits")).map_err(limits_err)?;
+            if route.limits.max_connections == Some(0) {
+                return Err(err(format!("routes[{i}].limits.max_connections"), "must be at least 1".into()));
+            }
+            for (j, origin) in route.origins.iter().enumerate() {
+                if origin.is_empty() || origin.ends_with('/') || !origin.contains("://") {
+                    return Err(err(
+                        format!("routes[{i}].origins[{j}]"),
+                        format!("`{origin}` is not an origin like `https://example.com` (scheme, host, optional port)"),
+                    ));
+                }
+            }
+            for (j, p) in route.subprotocols.iter().enumerate() {
+                if p.is_empty() || !p.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b)) {
+                    return Err(err(format!("routes[{i}].subprotocols[{j}]"), format!("`{p}` is not a valid token")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
