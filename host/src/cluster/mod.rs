@@ -63,6 +63,13 @@ use bus::{Outbox, Outgoing};
 /// undelivered.
 const OUTBOUND_QUEUE: usize = 65_536;
 
+/// Checks that `url` is a Redis URL this host can connect to; the error
+/// shows it without its password.
+pub fn check_url(url: &str) -> Result<(), String> {
+    use redis::IntoConnectionInfo;
+    url.into_connection_info().map(|_| ()).map_err(|e| format!("`{}` is not a Redis URL: {e}", redact(url)))
+}
+
 /// `url` without its password, for logs and errors.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

@@ -24,19 +24,12 @@ impl std::str::FromStr for StoreChoice {
             "embedded" => Ok(StoreChoice::Embedded),
             "memory" => Ok(StoreChoice::Memory),
             url if url.starts_with("redis://") || url.starts_with("redis+unix://") => {
-                redis_url_is_valid(url)?;
+                crate::cluster::check_url(url)?;
                 Ok(StoreChoice::Redis(url.to_string()))
             }
             other => Err(format!("unknown store `{other}`: use `embedded`, `memory` or `redis://HOST:PORT/DB`")),
         }
     }
-}
-
-fn redis_url_is_valid(url: &str) -> Result<(), String> {
-    use redis::IntoConnectionInfo;
-    url.into_connection_info()
-        .map(|_| ())
-        .map_err(|e| format!("`{}` is not a Redis URL: {e}", crate::cluster::redact(url)))
 }
 
 impl<'de> Deserialize<'de> for StoreChoice {

@@ -465,14 +465,19 @@ mod tests {
         assert_eq!(inbox.lock().queue.capacity(), 0);
     }
 
+    /// Two accepted members of route `/r`.
+    fn two_members(r: &Registry) -> ((ConnId, Inbox), (ConnId, Inbox)) {
+        let q = queue(8, SlowReader::Close);
+        let (a, b) = (r.reserve("/r".into(), q), r.reserve("/r".into(), q));
+        r.activate(a.0);
+        r.activate(b.0);
+        (a, b)
+    }
+
     #[test]
     fn effects_reach_the_mailboxes_they_name() {
         let r = registry();
-        let q = queue(8, SlowReader::Close);
-        let (a, ia) = r.reserve("/r".into(), q);
-        let (b, ib) = r.reserve("/r".into(), q);
-        r.activate(a);
-        r.activate(b);
+        let ((a, ia), (b, ib)) = two_members(&r);
         assert!(r.apply(Effect::Emit { to: a, msg: msg("to a") }));
         assert!(!r.apply(Effect::Emit { to: 999, msg: msg("nobody") }), "no such connection here");
         assert!(r.apply(Effect::Broadcast { route: "/r".into(), msg: msg("all but b"), except: Some(b) }));
@@ -492,11 +497,7 @@ mod tests {
     #[test]
     fn a_broadcast_shares_one_payload() {
         let r = registry();
-        let q = queue(8, SlowReader::Close);
-        let (a, ia) = r.reserve("/r".into(), q);
-        let (b, ib) = r.reserve("/r".into(), q);
-        r.activate(a);
-        r.activate(b);
+        let ((_, ia), (_, ib)) = two_members(&r);
         r.apply(Effect::Broadcast { route: "/r".into(), msg: msg("shared"), except: None });
         let (ga, gb) = (drain(&ia), drain(&ib));
         assert_eq!(ga[0].payload().as_ptr(), gb[0].payload().as_ptr(), "encoded once");

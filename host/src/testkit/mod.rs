@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::app::App;
+use crate::close;
 use crate::config::{Config, StoreChoice};
 use crate::handler::Message;
 use crate::transport::sim::{Received, Sim};
@@ -227,7 +228,9 @@ async fn smoke(app: &Arc<App>, report: &mut Report) {
     check("binary message", sim.send("smoke", Message::Binary(vec![0, 1, 2, 255])).await, t.elapsed());
     let t = Instant::now();
     let closed = match sim.id("smoke") {
-        Some(_) => sim.close("smoke", 1000).await.or_else(|e| if e.contains("is closed") { Ok(()) } else { Err(e) }),
+        Some(_) => {
+            sim.close("smoke", close::NORMAL).await.or_else(|e| if e.contains("is closed") { Ok(()) } else { Err(e) })
+        }
         None => Ok(()),
     };
     check("close", closed, t.elapsed());
