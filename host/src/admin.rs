@@ -72,11 +72,14 @@ fn plugin_json(p: &PluginInfo) -> Value {
 /// Settings of the admin API.
 #[derive(Clone, Debug)]
 pub struct AdminOptions {
-    /// The bearer token; `None` means no authentication (loopback only,
-    /// enforced by config validation).
+    /// The bearer token; `None` means no authentication: the listener is on
+    /// loopback (enforced by config validation) and only requests from this
+    /// machine's own tools are served ([`local_request`]).
     pub token: Option<String>,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// Time a client has to send its request headers, and again its body.
+    pub request_timeout: Duration,
 }
 
 struct Admin {
@@ -111,12 +114,13 @@ pub async fn serve(
         let admin = admin.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
+            let header_timeout = admin.opts.request_timeout;
             let service = service_fn(move |req| {
                 let admin = admin.clone();
                 async move { Ok::<_, Infallible>(admin.handle(req).await) }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
+            builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             tokio::select! {
@@ -143,15 +147,57 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     json_response(status, json!({ "error": message }))
 }
 
-/// The whole body, at most `limit` bytes: 413 past the limit, 400 when the
-/// client stops sending it.
-async fn read_body(req: Request<Incoming>, limit: usize, what: &str) -> Result<Bytes, Response<Full<Bytes>>> {
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(body) => Ok(body.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+/// The whole body, at most `limit` bytes, within `timeout`: 413 past the
+/// limit, 408 when it takes longer, 400 when the client stops sending it.
+async fn read_body(
+    req: Request<Incoming>,
+    limit: usize,
+    what: &str,
+    timeout: Duration,
+) -> Result<Bytes, Response<Full<Bytes>>> {
+    match tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect()).await {
+        Ok(Ok(body)) => Ok(body.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             Err(error(StatusCode::PAYLOAD_TOO_LARGE, &format!("body larger than {what}")))
         }
-        Err(_) => Err(error(StatusCode::BAD_REQUEST, "could not read the request body")),
+        Ok(Err(_)) => Err(error(StatusCode::BAD_REQUEST, "could not read the request body")),
+        Err(_) => Err(error(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time")),
+    }
+}
+
+/// Whether `authority` (`host[:port]`, `[v6]:port`) names this machine:
+/// `localhost` or a loopback address.
+fn is_loopback_authority(authority: &str) -> bool {
+    let host = match authority.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((host, _)) => host,
+            None => return false,
+        },
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+            _ => authority,
+        },
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether a request may reach the admin API without a token: it names a
+/// loopback host (a web page that rebinds its own name to 127.0.0.1 still
+/// sends that name) and comes from no web page of another origin (a
+/// browser sends `Origin` with every cross-origin POST, even the "simple"
+/// ones that need no preflight).
+pub fn local_request(headers: &http::HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else { return false };
+    if !is_loopback_authority(host) {
+        return false;
+    }
+    match headers.get(header::ORIGIN) {
+        None => true,
+        Some(origin) => {
+            origin.to_str().ok().and_then(|o| o.split_once("://")).is_some_and(|(scheme, authority)| {
+                matches!(scheme, "http" | "https") && is_loopback_authority(authority)
+            })
+        }
     }
 }
 
@@ -201,6 +247,12 @@ impl Admin {
             .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
             .collect();
         let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+        if self.opts.token.is_none() && !local_request(req.headers()) {
+            return error(
+                StatusCode::FORBIDDEN,
+                "without a token the admin API serves only requests to a loopback host name (127.0.0.1, [::1], localhost) from no web page of another origin",
+            );
+        }
         if req.method() == Method::GET && segments == ["healthz"] {
             let (healthy, body) = self.hub.health();
             let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
@@ -255,7 +307,7 @@ impl Admin {
                 if self.plugins.get(&name).is_none() {
                     return error(StatusCode::NOT_FOUND, &format!("no plugin named `{name}`"));
                 }
-                let bytes = match read_body(req, MAX_COMPONENT_BYTES, "64 MiB").await {
+                let bytes = match read_body(req, MAX_COMPONENT_BYTES, "64 MiB", self.opts.request_timeout).await {
                     Ok(body) => body.to_vec(),
                     Err(resp) => return resp,
                 };
@@ -370,13 +422,44 @@ impl Admin {
                 ));
             }
         };
-        let body = read_body(req, self.opts.max_body_bytes, "limits.max_message_bytes").await?;
+        let body =
+            read_body(req, self.opts.max_body_bytes, "limits.max_message_bytes", self.opts.request_timeout).await?;
         if text {
             let s = String::from_utf8(body.to_vec())
                 .map_err(|_| error(StatusCode::BAD_REQUEST, "text/plain body is not UTF-8"))?;
             Ok(Message::Text(s))
         } else {
             Ok(Message::Binary(body.to_vec()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
+        pairs.iter().map(|(k, v)| (http::HeaderName::from_static(k), HeaderValue::from_str(v).unwrap())).collect()
+    }
+
+    #[test]
+    fn only_this_machines_tools_reach_a_tokenless_admin_api() {
+        for host in ["127.0.0.1:8081", "127.0.0.1", "127.9.9.9:1", "localhost:8081", "LOCALHOST", "[::1]:8081"] {
+            assert!(local_request(&headers(&[("host", host)])), "{host}");
+        }
+        for host in
+            ["evil.example", "evil.example:8081", "10.0.0.5:8081", "[::2]:8081", "localhost.evil.example", "[::1"]
+        {
+            assert!(!local_request(&headers(&[("host", host)])), "{host}");
+        }
+        assert!(!local_request(&headers(&[])), "no Host header");
+        let local = ("host", "127.0.0.1:8081");
+        assert!(local_request(&headers(&[local, ("origin", "http://localhost:3000")])));
+        assert!(local_request(&headers(&[local, ("origin", "https://127.0.0.1")])));
+        for origin in
+            ["http://evil.example", "null", "file://", "http://127.0.0.1.evil.example", "chrome-extension://x"]
+        {
+            assert!(!local_request(&headers(&[local, ("origin", origin)])), "{origin}");
         }
     }
 }

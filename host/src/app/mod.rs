@@ -169,7 +169,11 @@ async fn serve(app: Arc<App>, config: &Config, listener: TcpListener) -> anyhow:
             .await
             .with_context(|| format!("binding the admin API on {} (admin.listen)", config.admin.listen))?;
         let admin_addr = admin.local_addr()?;
-        let opts = AdminOptions { token: config.admin.token.clone(), max_body_bytes: config.limits.max_message_bytes };
+        let opts = AdminOptions {
+            token: config.admin.token.clone(),
+            max_body_bytes: config.limits.max_message_bytes,
+            request_timeout: Duration::from_millis(config.limits.handshake_timeout_ms),
+        };
         let plugins = Arc::new(plugins::AdminPlugins(app.clone()));
         tokio::spawn(crate::admin::serve(admin, app.hub.clone(), plugins, opts, shutdown.clone()));
         tracing::info!(addr = %admin_addr, auth = config.admin.token.is_some(), "admin API listening");

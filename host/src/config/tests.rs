@@ -127,6 +127,17 @@ fn plugin_and_route_limits_override_and_are_checked() {
 }
 
 #[test]
+fn an_admin_token_that_could_never_match_is_refused() {
+    for bad in ["", " ", "two words", "tab\tted", "caf\u{e9}", " padded "] {
+        let e = parse_err(&format!("[admin]\ntoken = {bad:?}\n"));
+        assert_eq!(e.key, "admin.token", "{bad:?}: {e}");
+        assert!(e.reason.contains("visible ASCII"), "{e}");
+    }
+    let c = Config::parse("[admin]\ntoken = \"s3cr3t-T0ken_with.symbols~\"\n", "t.toml").unwrap();
+    c.validate("t.toml").unwrap();
+}
+
+#[test]
 fn an_empty_key_is_named_by_its_table() {
     let e = parse_err("\"\" = 1\n");
     assert_eq!(e.key, "(top level)", "{e}");

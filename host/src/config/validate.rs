@@ -44,8 +44,13 @@ impl Config {
                 ),
             ));
         }
-        if self.admin.token.as_deref() == Some("") {
-            return Err(err("admin.token".into(), "must not be empty".into()));
+        if let Some(token) = &self.admin.token
+            && (token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(err(
+                "admin.token".into(),
+                "must be one or more visible ASCII characters without spaces, as sent in `Authorization: Bearer` (from admin.token or WHARF_ADMIN_TOKEN)".into(),
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, route) in self.routes.iter().enumerate() {

@@ -208,3 +208,70 @@ async fn oversized_bodies_are_refused_with_413() {
     assert_eq!(status, 200, "a body within the limit is accepted");
     host.stop().await.unwrap();
 }
+
+/// A text/plain POST to the room, as a web page can send one without a
+/// preflight, with this `Host` and `Origin`.
+fn room_post(host: &str, origin: Option<&str>) -> Vec<u8> {
+    let origin = origin.map(|o| format!("Origin: {o}\r\n")).unwrap_or_default();
+    format!(
+        "POST /channels/room/messages HTTP/1.1\r\nHost: {host}\r\n{origin}Content-Type: text/plain\r\n\
+         Content-Length: 5\r\nConnection: close\r\n\r\nhello"
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_only_this_machines_tools_are_served() {
+    let mut config = config(&[("/chat", "chat")], "");
+    config.admin.token = None;
+    let host = spawn(config).await;
+    let addr = host.admin_addr.unwrap();
+    let mut ws = connect(&host, "/chat").await;
+    let local = addr.to_string();
+
+    // A page of another origin, and a rebound name (Host: evil.example),
+    // are refused before anything is delivered or read.
+    for (host_header, origin) in [
+        (local.as_str(), Some("http://evil.example")),
+        (local.as_str(), Some("null")),
+        ("evil.example", Some("http://evil.example")),
+        ("evil.example", None),
+    ] {
+        let (status, body) = http_raw(addr, &room_post(host_header, origin)).await;
+        assert_eq!(status, 403, "Host {host_header}, Origin {origin:?}: {body}");
+        assert!(body.contains("loopback"), "{body}");
+    }
+    let list = b"GET /connections HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n";
+    assert_eq!(http_raw(addr, list).await.0, 403, "the connection list is not readable by a rebound name");
+    expect_silence(&mut ws, std::time::Duration::from_millis(300)).await;
+
+    // The machine's own tools (no Origin, or a page on localhost) are served.
+    let (status, body) = http_raw(addr, &room_post(&local, None)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(expect_text(&mut ws).await, "hello");
+    let (status, body) =
+        http_raw(addr, &room_post(&format!("localhost:{}", addr.port()), Some("http://localhost:3000"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(expect_text(&mut ws).await, "hello");
+    host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stalls_is_answered_408() {
+    let host = spawn(config(&[("/chat", "chat")], "[limits]\nhandshake_timeout_ms = 300")).await;
+    let addr = host.admin_addr.unwrap();
+    let stalled = format!(
+        "POST /channels/room/messages HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+         Content-Type: text/plain\r\nContent-Length: 100\r\n\r\nonly part of it"
+    );
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(stalled.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut resp = vec![0; 512];
+    let n = tokio::time::timeout(WAIT, tcp.read(&mut resp)).await.expect("answered before the test's wait").unwrap();
+    let resp = String::from_utf8_lossy(&resp[..n]);
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "answered after the request timeout, not never");
+    host.stop().await.unwrap();
+}

@@ -103,7 +103,6 @@ pub async fn http(
     token: Option<&str>,
     body: Option<(&str, &[u8])>,
 ) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(token) = token {
         req += &format!("Authorization: Bearer {token}\r\n");
@@ -113,9 +112,17 @@ pub async fn http(
         req += &format!("Content-Type: {}\r\n", body.0);
     }
     req += &format!("Content-Length: {}\r\n\r\n", body.1.len());
+    let mut raw = req.into_bytes();
+    raw.extend_from_slice(body.1);
+    http_raw(addr, &raw).await
+}
+
+/// Sends `request` as it is over a fresh connection; the status and body
+/// of the answer.
+pub async fn http_raw(addr: std::net::SocketAddr, request: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect to admin");
-    tcp.write_all(req.as_bytes()).await.unwrap();
-    tcp.write_all(body.1).await.unwrap();
+    tcp.write_all(request).await.unwrap();
     let mut resp = Vec::new();
     tokio::time::timeout(WAIT, tcp.read_to_end(&mut resp)).await.expect("admin answered in time").unwrap();
     let resp = String::from_utf8(resp).expect("UTF-8 response");
