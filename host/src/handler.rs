@@ -131,6 +131,10 @@ pub enum HandlerFailure {
     /// The host could not run the handler (no instance could be made).
     #[error("handler unavailable: {0}")]
     Unavailable(String),
+    /// The handler's answer broke a limit the host cannot answer with a WIT
+    /// error (a direct reply or accept metadata too large).
+    #[error("handler answer over a limit: {0}")]
+    OverLimit(String),
 }
 
 /// The outcome of one event: the handler's answer and the effects it asked

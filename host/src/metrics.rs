@@ -29,6 +29,9 @@ pub struct Metrics {
     pub store_errors: IntCounterVec,
     /// Queued messages dropped by the drop-oldest slow-reader policy.
     pub outbound_dropped: IntCounter,
+    /// Handler `log` lines dropped because their event's log budget was
+    /// spent, by plugin.
+    pub guest_log_dropped: IntCounterVec,
 }
 
 impl Metrics {
@@ -77,6 +80,14 @@ impl Metrics {
                 &["op"],
             )
             .expect("valid metric"),
+            guest_log_dropped: IntCounterVec::new(
+                Opts::new(
+                    "wharf_guest_log_dropped_total",
+                    "Handler log lines dropped because their event's log budget was spent",
+                ),
+                &["plugin"],
+            )
+            .expect("valid metric"),
             outbound_dropped: IntCounter::new(
                 "wharf_outbound_dropped_total",
                 "Queued messages dropped by the drop-oldest slow-reader policy",
@@ -85,7 +96,9 @@ impl Metrics {
             registry,
         };
         m.registry.register(Box::new(m.outbound_dropped.clone())).expect("unique metric");
-        for c in [&m.connections_total, &m.messages_in, &m.messages_out, &m.traps, &m.store_errors] {
+        for c in
+            [&m.connections_total, &m.messages_in, &m.messages_out, &m.traps, &m.store_errors, &m.guest_log_dropped]
+        {
             m.registry.register(Box::new(c.clone())).expect("unique metric");
         }
         m.registry.register(Box::new(m.connections_open.clone())).expect("unique metric");

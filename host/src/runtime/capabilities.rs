@@ -11,9 +11,12 @@ use crate::handler::{ConnId, Effect, Message};
 use crate::store::{StoreError, StoreResult};
 
 /// Longest key accepted by the key/value and metadata imports.
-const MAX_KEY_BYTES: usize = 1024;
+pub(crate) const MAX_KEY_BYTES: usize = 1024;
 /// Longest channel name.
 const MAX_CHANNEL_BYTES: usize = 256;
+/// Bytes of `log` lines one event may write to the host log; past it the
+/// event's further lines are dropped and counted.
+pub(crate) const MAX_LOG_BYTES_PER_EVENT: usize = 64 << 10;
 /// Most keys one `list-keys` call returns.
 const MAX_LIST: u32 = 1000;
 /// Most ids one `members` call returns.
@@ -279,15 +282,41 @@ impl kv::Host for InstanceState {
     }
 }
 
+/// The part of a `log` line the host writes: at most
+/// [`super::guest_output::MAX_LINE`] bytes, cut at a character boundary and
+/// marked when cut.
+fn fit_log_line(text: &str) -> std::borrow::Cow<'_, str> {
+    let max = super::guest_output::MAX_LINE;
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes, cut)", &text[..end], text.len()).into()
+}
+
 impl logging::Host for InstanceState {
     async fn log(&mut self, level: LogLevel, text: String) {
         let (plugin, conn) = (&*self.env.name, self.call.conn);
+        let line = fit_log_line(&text);
+        if self.call.log_bytes + line.len() > MAX_LOG_BYTES_PER_EVENT {
+            if self.call.log_bytes <= MAX_LOG_BYTES_PER_EVENT {
+                // Once per event: say so, then drop silently (counted).
+                self.call.log_bytes = MAX_LOG_BYTES_PER_EVENT + 1;
+                tracing::warn!(target: "wharf::guest", plugin, conn, "the event's log budget ({MAX_LOG_BYTES_PER_EVENT} bytes) is spent; its further lines are dropped");
+            }
+            self.env.metrics.guest_log_dropped.with_label_values(&[plugin]).inc();
+            return;
+        }
+        self.call.log_bytes += line.len();
         match level {
-            LogLevel::Trace => tracing::trace!(target: "wharf::guest", plugin, conn, "{text}"),
-            LogLevel::Debug => tracing::debug!(target: "wharf::guest", plugin, conn, "{text}"),
-            LogLevel::Info => tracing::info!(target: "wharf::guest", plugin, conn, "{text}"),
-            LogLevel::Warn => tracing::warn!(target: "wharf::guest", plugin, conn, "{text}"),
-            LogLevel::Error => tracing::error!(target: "wharf::guest", plugin, conn, "{text}"),
+            LogLevel::Trace => tracing::trace!(target: "wharf::guest", plugin, conn, "{line}"),
+            LogLevel::Debug => tracing::debug!(target: "wharf::guest", plugin, conn, "{line}"),
+            LogLevel::Info => tracing::info!(target: "wharf::guest", plugin, conn, "{line}"),
+            LogLevel::Warn => tracing::warn!(target: "wharf::guest", plugin, conn, "{line}"),
+            LogLevel::Error => tracing::error!(target: "wharf::guest", plugin, conn, "{line}"),
         }
     }
 }
@@ -420,6 +449,33 @@ mod tests {
         let mut s = state(caps()).await;
         assert_eq!(channels::Host::publish(&mut s, "c".repeat(257), text(1)).await, Err(Error::TooLarge));
         assert_eq!(channels::Host::publish(&mut s, String::new(), text(1)).await, Err(Error::InvalidArgument));
+    }
+
+    #[test]
+    fn a_long_log_line_is_cut_at_a_character_boundary() {
+        assert_eq!(fit_log_line("short"), "short");
+        let long = "é".repeat(3000); // 6,000 bytes
+        let cut = fit_log_line(&long);
+        assert!(cut.len() < 4096 + 32, "{}", cut.len());
+        assert!(cut.ends_with("… (6000 bytes, cut)"), "{}", &cut[cut.len() - 40..]);
+    }
+
+    #[tokio::test]
+    async fn an_events_log_lines_are_capped_in_bytes() {
+        let mut s = state(caps()).await;
+        let line = "l".repeat(4000);
+        for _ in 0..(MAX_LOG_BYTES_PER_EVENT / 4000) {
+            logging::Host::log(&mut s, LogLevel::Info, line.clone()).await;
+        }
+        let dropped = || s.env.metrics.guest_log_dropped.with_label_values(&["p"]).get();
+        assert_eq!(dropped(), 0, "within the budget");
+        for _ in 0..5 {
+            logging::Host::log(&mut s, LogLevel::Info, line.clone()).await;
+        }
+        assert_eq!(s.env.metrics.guest_log_dropped.with_label_values(&["p"]).get(), 5);
+        s.call.begin(MINE, Arc::from("/r"));
+        logging::Host::log(&mut s, LogLevel::Info, line.clone()).await;
+        assert_eq!(s.env.metrics.guest_log_dropped.with_label_values(&["p"]).get(), 5, "the next event has a budget");
     }
 
     #[tokio::test]

@@ -9,8 +9,9 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
-/// Longest line kept; the rest of a longer line is dropped.
-const MAX_LINE: usize = 4096;
+/// Longest line kept, of guest output and of the `log` import; the rest of
+/// a longer line is dropped.
+pub(crate) const MAX_LINE: usize = 4096;
 
 /// Which of the guest's output streams.
 #[derive(Clone, Copy, Debug)]

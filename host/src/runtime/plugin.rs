@@ -104,12 +104,66 @@ impl Plugin {
         let started = Instant::now();
         let mut inst = self.take(cx).await?;
         let r = inst.bindings.wharf_handler_handler().call_on_open(&mut inst.store, cx.event.conn, &req).await;
-        self.finish(inst, cx, Event::Open, started, r).map(|(r, fx)| {
-            let r = r
-                .map(|a| Accept { subprotocol: a.subprotocol, metadata: a.metadata })
-                .map_err(|j| Reject { status: j.status, reason: j.reason });
-            (r, fx)
-        })
+        let store_ops = inst.store.data().call.store_ops;
+        let (r, fx) = self.finish(inst, cx, Event::Open, started, r)?;
+        if let Ok(accept) = &r {
+            self.check_accept(&accept.metadata, store_ops)?;
+        }
+        let r = r
+            .map(|a| Accept { subprotocol: a.subprotocol, metadata: a.metadata })
+            .map_err(|j| Reject { status: j.status, reason: j.reason });
+        Ok((r, fx))
+    }
+
+    /// Accept metadata goes through the checks `set-metadata` makes: each
+    /// key and value within their sizes, and one store operation per entry
+    /// within what the event has left.
+    fn check_accept(&self, metadata: &[(String, String)], store_ops: u32) -> Result<(), HandlerFailure> {
+        let caps = &self.env.caps;
+        let over = |why: String| Err(HandlerFailure::OverLimit(format!("plugin `{}` on-open: {why}", self.env.name)));
+        if metadata.len() as u64 + u64::from(store_ops) > u64::from(caps.max_store_ops) {
+            return over(format!(
+                "{} accept metadata entries after {store_ops} store operations are over max_store_ops_per_event ({})",
+                metadata.len(),
+                caps.max_store_ops
+            ));
+        }
+        for (key, value) in metadata {
+            if key.len() > super::capabilities::MAX_KEY_BYTES {
+                return over(format!(
+                    "an accept metadata key of {} bytes is over {}",
+                    key.len(),
+                    super::capabilities::MAX_KEY_BYTES
+                ));
+            }
+            if value.len() > caps.max_value_bytes {
+                return over(format!(
+                    "an accept metadata value of {} bytes is over max_value_bytes ({})",
+                    value.len(),
+                    caps.max_value_bytes
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A direct reply is within `max_message_bytes`, like every message a
+    /// handler sends. (It is not counted against the event's byte budget:
+    /// a handler that spent the budget on emits may still answer.)
+    fn check_reply(&self, reply: &Option<types::Message>) -> Result<(), HandlerFailure> {
+        let len = match reply {
+            None => return Ok(()),
+            Some(types::Message::Text(t)) => t.len(),
+            Some(types::Message::Binary(b)) => b.len(),
+        };
+        let max = self.env.caps.max_message_bytes;
+        if len <= max {
+            return Ok(());
+        }
+        Err(HandlerFailure::OverLimit(format!(
+            "plugin `{}` on-message: a reply of {len} bytes is over max_message_bytes ({max})",
+            self.env.name
+        )))
     }
 
     /// Runs `on-message`; the answer is the direct reply.
@@ -118,7 +172,9 @@ impl Plugin {
         let started = Instant::now();
         let mut inst = self.take(cx).await?;
         let r = inst.bindings.wharf_handler_handler().call_on_message(&mut inst.store, cx.event.conn, &msg).await;
-        self.finish(inst, cx, Event::Message, started, r).map(|(reply, fx)| (reply.map(to_message), fx))
+        let (reply, fx) = self.finish(inst, cx, Event::Message, started, r)?;
+        self.check_reply(&reply)?;
+        Ok((reply.map(to_message), fx))
     }
 
     /// Runs `on-close`.

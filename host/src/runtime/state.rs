@@ -63,6 +63,8 @@ pub(crate) struct Call {
     pub bytes: usize,
     /// Store operations so far.
     pub store_ops: u32,
+    /// Bytes the `log` import wrote to the host log so far.
+    pub log_bytes: usize,
 }
 
 impl Call {
@@ -75,7 +77,16 @@ impl Call {
 
 impl Default for Call {
     fn default() -> Self {
-        Call { conn: 0, route: Arc::from(""), effects: Vec::new(), ticks_left: 0, messages: 0, bytes: 0, store_ops: 0 }
+        Call {
+            conn: 0,
+            route: Arc::from(""),
+            effects: Vec::new(),
+            ticks_left: 0,
+            messages: 0,
+            bytes: 0,
+            store_ops: 0,
+            log_bytes: 0,
+        }
     }
 }
 

@@ -141,3 +141,58 @@ async fn a_component_that_wants_files_is_refused_at_load_naming_the_import() {
     assert_eq!(info["generation"], 1, "nothing was swapped");
     host.stop().await.unwrap();
 }
+
+/// The HTTP status a handshake on `path` was refused with (`None`: accepted).
+async fn refused_with(host: &wharf::app::Running, path: &str) -> Option<u16> {
+    let url = format!("ws://{}{path}", host.addr);
+    match tokio_tungstenite::connect_async(url).await {
+        Ok(_) => None,
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Some(resp.status().as_u16()),
+        Err(e) => panic!("handshake on {path} failed: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handlers_answers_go_through_the_limits_its_calls_do() {
+    let host = spawn(config_from(SANDBOX)).await;
+    let probe = EchoProbe::start(&host, "/echo").await;
+
+    // A direct reply is a message: within max_message_bytes (1 MiB), or
+    // the event fails (1011) and nothing of it is sent.
+    let mut ws = connect(&host, "/faulty").await;
+    assert_eq!(ask(&mut ws, "reply:1048576").await.len(), 1 << 20);
+    send_text(&mut ws, "reply:1048577").await;
+    assert_eq!(expect_close(&mut ws).await, 1011, "over max_message_bytes");
+    let mut ws = connect(&host, "/faulty").await;
+    send_text(&mut ws, "reply:20000000").await;
+    assert_eq!(expect_close(&mut ws).await, 1011);
+
+    // Accept metadata goes through set-metadata's checks: values within
+    // max_value_bytes (65,536), one store operation each (20 per event).
+    assert_eq!(refused_with(&host, "/faulty?meta=20&meta-bytes=65536").await, None);
+    assert_eq!(refused_with(&host, "/faulty?meta=21&meta-bytes=1").await, Some(500));
+    assert_eq!(refused_with(&host, "/faulty?meta=1&meta-bytes=65537").await, Some(500));
+    let (status, json) = admin(&host, "GET", "/connections?route=/faulty", None).await;
+    assert_eq!(status, 200);
+    let open = json["connections"].as_array().unwrap();
+    assert!(open.iter().all(|c| c["metadata"].as_object().unwrap().len() <= 20), "no refused open left a record");
+
+    // A log flood of 4 MB in one event writes at most the event's budget.
+    let mut ws = connect(&host, "/faulty").await;
+    assert_eq!(ask(&mut ws, "log-flood").await, "logged");
+    let (_, metrics) = admin(&host, "GET", "/metrics", None).await;
+    let metrics = metrics.as_str().unwrap().to_string();
+    let dropped: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("wharf_guest_log_dropped_total{plugin=\"faulty\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .expect("the dropped lines are counted");
+    // 64 KiB of 4,000-byte lines is 16 lines; the other 984 are dropped.
+    assert_eq!(dropped, 984.0, "{metrics}");
+
+    let before = probe.answered();
+    probe.answers_after(before).await;
+    let (answered, _) = probe.finish().await;
+    assert!(answered > 0);
+    host.stop().await.unwrap();
+}

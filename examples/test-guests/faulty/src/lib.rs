@@ -7,7 +7,10 @@
 //! `flood:BYTES` emits messages of that size to itself until the host says
 //! no and replies with how many went out and why, `kv-flood` does the same
 //! with key/value writes, `bigkv:BYTES` stores a value of that size, and
-//! `env` reports what the sandbox's environment holds. It rejects an open whose
+//! `env` reports what the sandbox's environment holds, `reply:BYTES` answers
+//! with a reply of that size, `log-flood` writes 1,000 log lines of 4,000
+//! bytes. It accepts with `meta=N` metadata entries of `meta-bytes=BYTES`
+//! each when the query asks for them. It rejects an open whose
 //! query says `reject=STATUS`, records every close in key/value (`closed` is
 //! a counter, `closed:<id>` the code), and replies to `closes?` with the
 //! counter so tests can see that `on-close` ran exactly once. `get:KEY` and
@@ -35,6 +38,13 @@ impl Handler for Faulty {
         }
         if req.query_param("panic-open").is_some() {
             panic!("asked to panic in on-open");
+        }
+        if let Some(n) = req.query_param("meta") {
+            let size = req.query_param("meta-bytes").and_then(|b| b.parse().ok()).unwrap_or(1);
+            let value = "m".repeat(size);
+            let accept =
+                (0..n.parse().unwrap_or(0)).fold(Accept::default(), |a, i| a.metadata(format!("k{i}"), value.clone()));
+            return Ok(accept);
         }
         if let Some(p) = req.query_param("subprotocol") {
             return Ok(Accept::default().subprotocol(p).metadata("opened", conn.id().to_string()));
@@ -88,6 +98,14 @@ impl Handler for Faulty {
                     Ok(()) => "stored".to_string(),
                     Err(e) => e.to_string(),
                 }))
+            }
+            Some(cmd) if cmd.starts_with("reply:") => Some(Message::text("r".repeat(cmd[6..].parse().unwrap_or(0)))),
+            Some("log-flood") => {
+                let line = "l".repeat(4000);
+                for _ in 0..1000 {
+                    wharf_guest::log::info(&line);
+                }
+                Some(Message::text("logged"))
             }
             Some("env") => Some(Message::text(format!(
                 "vars={} args={} home={}",
