@@ -222,7 +222,7 @@ impl Kv for RedisStore {
 
     async fn set(&self, ns: &str, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> StoreResult<()> {
         let mut conn = self.redis()?;
-        let ttl_ms = ttl.map_or(0, |t| (t.as_millis() as u64).max(1));
+        let ttl_ms = ttl.map_or(0, crate::store::ttl_ms);
         scripts::KV_SET
             .key(kv_key(ns, key))
             .key(kv_index(ns))

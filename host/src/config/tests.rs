@@ -138,6 +138,30 @@ fn an_admin_token_that_could_never_match_is_refused() {
 }
 
 #[test]
+fn a_route_path_that_could_never_match_is_refused() {
+    let plugin = "[plugins.a]\ncomponent = \"a.wasm\"\n";
+    for bad in ["/a?b", "/a#top", "/a b", "/a\tb"] {
+        let e = parse_err(&format!("{plugin}[[routes]]\npath = {bad:?}\nplugin = \"a\"\n"));
+        assert_eq!(e.key, "routes[0].path", "{bad:?}: {e}");
+        assert!(e.reason.contains("not a path"), "{e}");
+    }
+}
+
+#[test]
+fn static_dir_is_neither_the_root_nor_around_the_data() {
+    let e = parse_err("static_dir = \"/\"\n");
+    assert_eq!(e.key, "static_dir", "{e}");
+    assert!(e.reason.contains("whole filesystem"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().display();
+    let e = parse_err(&format!("static_dir = \"{site}\"\ndata_dir = \"{site}/data\"\n"));
+    assert_eq!(e.key, "static_dir", "{e}");
+    assert!(e.reason.contains("contains the data directory"), "{e}");
+    let ok = format!("static_dir = \"{site}\"\ndata_dir = \"{}\"\n", std::env::temp_dir().join("elsewhere").display());
+    Config::parse(&ok, "t.toml").unwrap().validate("t.toml").unwrap();
+}
+
+#[test]
 fn an_empty_key_is_named_by_its_table() {
     let e = parse_err("\"\" = 1\n");
     assert_eq!(e.key, "(top level)", "{e}");

@@ -57,6 +57,15 @@ impl Config {
             if !route.path.starts_with('/') {
                 return Err(err(format!("routes[{i}].path"), format!("`{}` must start with `/`", route.path)));
             }
+            if route.path.contains(['?', '#']) || route.path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(err(
+                    format!("routes[{i}].path"),
+                    format!(
+                        "`{}` is not a path: no `?`, `#`, spaces or control characters (routes match the path alone; the query goes to on-open)",
+                        route.path
+                    ),
+                ));
+            }
             if !seen.insert(route.path.as_str()) {
                 return Err(err(format!("routes[{i}].path"), format!("`{}` is mounted twice", route.path)));
             }
@@ -67,10 +76,25 @@ impl Config {
                 ));
             }
         }
-        if let Some(dir) = &self.static_dir
-            && !dir.is_dir()
-        {
-            return Err(err("static_dir".into(), format!("`{}` is not a directory", dir.display())));
+        if let Some(dir) = &self.static_dir {
+            if !dir.is_dir() {
+                return Err(err("static_dir".into(), format!("`{}` is not a directory", dir.display())));
+            }
+            // Everything below it is served to anyone: not the whole
+            // filesystem, and not the host's own data (the store, the cache).
+            let served = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+            if served.parent().is_none() {
+                return Err(err("static_dir".into(), "`/` would serve the whole filesystem".into()));
+            }
+            let data = std::fs::canonicalize(&self.data_dir)
+                .or_else(|_| std::path::absolute(&self.data_dir))
+                .unwrap_or_else(|_| self.data_dir.clone());
+            if data.starts_with(&served) {
+                return Err(err(
+                    "static_dir".into(),
+                    format!("`{}` contains the data directory `{}`", dir.display(), self.data_dir.display()),
+                ));
+            }
         }
         if !(1_000..=3_600_000).contains(&self.store.heartbeat_ttl_ms) {
             return Err(err("store.heartbeat_ttl_ms".into(), "must be 1000..=3600000".into()));

@@ -223,7 +223,7 @@ impl Kv for EmbeddedKv {
 
     async fn set(&self, ns: &str, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> StoreResult<()> {
         // A TTL rounds up to a whole millisecond and never means "no expiry".
-        let expires = ttl.map_or(0, |d| now_ms() + (d.as_millis() as u64).max(1));
+        let expires = ttl.map_or(0, |d| now_ms() + super::ttl_ms(d));
         self.write(Op::Set { key: full_key(ns, key), value, expires }).await.map(|_| ())
     }
 

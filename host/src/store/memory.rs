@@ -49,7 +49,7 @@ impl Kv for MemoryKv {
     }
 
     async fn set(&self, ns: &str, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> StoreResult<()> {
-        let expires = ttl.map(|d| Instant::now() + d);
+        let expires = ttl.map(|d| Instant::now() + Duration::from_millis(super::ttl_ms(d)));
         self.with_ns(ns, |m| m.insert(key.to_string(), Entry { value, expires }));
         Ok(())
     }

@@ -69,8 +69,8 @@ pub struct ConnectionRecord {
 pub trait Kv: Send + Sync + 'static {
     /// Reads a key; `None` when absent or expired.
     async fn get(&self, ns: &str, key: &str) -> StoreResult<Option<Vec<u8>>>;
-    /// Writes a key, with an optional time to live. Durable when it returns,
-    /// for back ends that are durable.
+    /// Writes a key, with an optional time to live (at most [`MAX_TTL`]).
+    /// Durable when it returns, for back ends that are durable.
     async fn set(&self, ns: &str, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> StoreResult<()>;
     /// Removes a key; whether it existed.
     async fn delete(&self, ns: &str, key: &str) -> StoreResult<bool>;
@@ -126,6 +126,16 @@ pub struct Store {
     pub kv: Arc<dyn Kv>,
     /// Connection records and presence.
     pub connections: Arc<dyn Connections>,
+}
+
+/// The longest time to live a key keeps: a longer one (up to `u64::MAX`
+/// milliseconds, which would overflow a deadline) is taken as this.
+pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// A time to live as the back ends store it: at most [`MAX_TTL`], at least
+/// one millisecond.
+pub(crate) fn ttl_ms(ttl: Duration) -> u64 {
+    (ttl.min(MAX_TTL).as_millis() as u64).max(1)
 }
 
 /// Which back end to use.

@@ -58,6 +58,9 @@ async fn increment_cas_and_ttl(s: &Store) {
     assert_eq!(s.kv.get("n", "e").await.unwrap(), None);
     assert_eq!(s.kv.get("n", "tc").await.unwrap(), None);
     assert!(!s.kv.delete("n", "e").await.unwrap(), "an expired key does not count as deleted");
+    // The longest TTL a guest can ask for neither overflows nor loses the value.
+    s.kv.set("n", "forever", b"v".to_vec(), Some(Duration::from_millis(u64::MAX))).await.unwrap();
+    assert_eq!(s.kv.get("n", "forever").await.unwrap(), Some(b"v".to_vec()));
     assert!(s.kv.delete("n", "t").await.unwrap());
     assert!(!s.kv.delete("n", "t").await.unwrap());
 }

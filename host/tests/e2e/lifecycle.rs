@@ -238,3 +238,34 @@ async fn a_client_that_vanishes_during_on_open_still_gets_exactly_one_on_close()
     expect_closes(&host.store(), 1).await;
     host.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_files_serve_no_dotfiles_and_nothing_outside_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("public");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    std::fs::write(root.join("a.txt"), "served").unwrap();
+    std::fs::write(root.join("sub/b.txt"), "also served").unwrap();
+    std::fs::write(root.join(".env"), "SECRET=1").unwrap();
+    std::fs::create_dir_all(root.join(".git")).unwrap();
+    std::fs::write(root.join(".git/config"), "[remote]").unwrap();
+    let outside = dir.path().join("outside.txt");
+    std::fs::write(&outside, "not for the web").unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("leak.txt")).unwrap();
+    std::os::unix::fs::symlink(dir.path(), root.join("up")).unwrap();
+    std::os::unix::fs::symlink(root.join("a.txt"), root.join("alias.txt")).unwrap();
+
+    let mut config = config(&[("/echo", "echo")], "");
+    config.static_dir = Some(root);
+    let host = spawn(config).await;
+    for (path, want) in [("/a.txt", "served"), ("/sub/b.txt", "also served"), ("/alias.txt", "served")] {
+        assert_eq!(http(host.addr, "GET", path, None, None).await, (200, want.to_string()), "{path}");
+    }
+    for path in ["/.env", "/.git/config", "/sub/../.env", "/%2eenv", "/leak.txt", "/up/outside.txt"]
+    {
+        let (status, body) = http(host.addr, "GET", path, None, None).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(!body.contains("SECRET") && !body.contains("not for the web"), "{path}: {body}");
+    }
+    host.stop().await.unwrap();
+}

@@ -69,11 +69,11 @@ async fn handle(shared: Arc<Listener>, req: Request<Incoming>, peer: SocketAddr)
         return Ok(upgrade(shared, req, peer, route).await);
     }
     match &shared.static_files {
-        Some(dir) => match dir.clone().oneshot(req).await {
+        Some(files) if files.allows(req.uri().path()).await => match files.serve.clone().oneshot(req).await {
             Ok(resp) => Ok(resp.map(|b| b.boxed_unsync())),
             Err(never) => match never {},
         },
-        None => Ok(plain(StatusCode::NOT_FOUND, "not found")),
+        _ => Ok(plain(StatusCode::NOT_FOUND, "not found")),
     }
 }
 

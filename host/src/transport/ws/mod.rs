@@ -54,12 +54,43 @@ pub struct ServerOptions {
 /// What the listener and every connection task share.
 struct Listener {
     hub: Arc<Hub>,
-    static_files: Option<tower_http::services::ServeDir>,
+    static_files: Option<StaticFiles>,
     opts: ServerOptions,
     /// TCP connections in their HTTP phase.
     handshakes: Arc<crate::hub::Counter>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+}
+
+/// The directory served at `/`: its files, never a dotfile (`.env`,
+/// `.git/config`) and never a file a symlink leads to outside it.
+struct StaticFiles {
+    root: PathBuf,
+    serve: tower_http::services::ServeDir,
+}
+
+impl StaticFiles {
+    fn new(dir: &std::path::Path) -> Self {
+        let root = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        StaticFiles { serve: tower_http::services::ServeDir::new(&root), root }
+    }
+
+    /// Whether the request path may be served: no segment starts with `.`,
+    /// and the file it names (if it exists) is inside the directory once
+    /// symlinks are resolved.
+    async fn allows(&self, uri_path: &str) -> bool {
+        let decoded = percent_encoding::percent_decode_str(uri_path).decode_utf8_lossy();
+        let segments: Vec<&str> = decoded.split('/').filter(|s| !s.is_empty()).collect();
+        if segments.iter().any(|s| s.starts_with('.') || s.contains('\\')) {
+            return false;
+        }
+        let path = segments.iter().fold(self.root.clone(), |p, s| p.join(s));
+        match tokio::fs::canonicalize(&path).await {
+            Ok(real) => real.starts_with(&self.root),
+            // Not there: the file server answers 404.
+            Err(_) => true,
+        }
+    }
 }
 
 /// The WebSocket settings of a connection under `policy`.
@@ -81,7 +112,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let shared = Arc::new(Listener {
         hub,
-        static_files: opts.static_dir.clone().map(tower_http::services::ServeDir::new),
+        static_files: opts.static_dir.as_deref().map(StaticFiles::new),
         opts,
         handshakes: Arc::default(),
         shutdown: shutdown.clone(),
