@@ -186,6 +186,7 @@ async fn serve(app: Arc<App>, config: &Config, listener: TcpListener) -> anyhow:
         static_dir: config.static_dir.clone(),
         handshake_timeout: Duration::from_millis(config.limits.handshake_timeout_ms),
         max_handshakes: config.limits.max_handshakes,
+        max_handshakes_per_ip: config.limits.max_handshakes_per_ip,
     };
     let token = shutdown.clone();
     let (hub, leaving) = (app.hub.clone(), app.clone());

@@ -105,13 +105,20 @@ pub struct Limits {
     /// TCP connections still in their HTTP handshake at once; past it a new
     /// one gets 503 and is closed.
     pub max_handshakes: usize,
+    /// Of those, how many one client IP address may hold, so that one
+    /// address sending partial requests (slowloris) cannot take them all;
+    /// past it its new connections get 503.
+    pub max_handshakes_per_ip: usize,
     /// Open WebSocket connections on this host at once; past it: 503.
     pub max_connections: usize,
     /// New WebSocket connections per second from one client IP address
-    /// (per route); past it: 429. 0: no limit.
+    /// (per route); past it: 429. 0: no limit. The default (1,000/s after a
+    /// burst of 2,000) lets a NAT of many users reconnect at once after an
+    /// outage, and stops one machine from opening tens of thousands per
+    /// second.
     pub connect_rate: u32,
     /// Connections one client IP may open at once before `connect_rate`
-    /// applies; default: `connect_rate`.
+    /// applies; 0: `connect_rate`.
     pub connect_burst: u32,
 }
 
@@ -135,9 +142,10 @@ impl Default for Limits {
             write_timeout_ms: 10_000,
             handshake_timeout_ms: 10_000,
             max_handshakes: 1024,
+            max_handshakes_per_ip: 64,
             max_connections: 100_000,
-            connect_rate: 0,
-            connect_burst: 0,
+            connect_rate: 1000,
+            connect_burst: 2000,
         }
     }
 }
@@ -176,7 +184,7 @@ impl Limits {
     /// Checks every range; `prefix` is the table the limits came from.
     pub(super) fn check(&self, prefix: &str) -> Result<(), (String, &'static str)> {
         let l = self;
-        let checks: [(&str, bool, &'static str); 17] = [
+        let checks: [(&str, bool, &'static str); 18] = [
             ("event_timeout_ms", (1..=60_000).contains(&l.event_timeout_ms), "must be 1..=60000"),
             ("memory_mib", (1..=4096).contains(&l.memory_mib), "must be 1..=4096"),
             ("instance_pool", l.instance_pool <= 4096, "must be at most 4096"),
@@ -192,6 +200,7 @@ impl Limits {
             ("write_timeout_ms", (10..=600_000).contains(&l.write_timeout_ms), "must be 10..=600000"),
             ("handshake_timeout_ms", (10..=600_000).contains(&l.handshake_timeout_ms), "must be 10..=600000"),
             ("max_handshakes", (1..=1_000_000).contains(&l.max_handshakes), "must be 1..=1000000"),
+            ("max_handshakes_per_ip", (1..=1_000_000).contains(&l.max_handshakes_per_ip), "must be 1..=1000000"),
             ("max_connections", (1..=10_000_000).contains(&l.max_connections), "must be 1..=10000000"),
             ("connect_burst", l.connect_burst <= 1_000_000, "must be at most 1000000"),
         ];

@@ -149,6 +149,36 @@ impl Counter {
     }
 }
 
+/// A [`Counter`] per key (a client IP address), so that one key cannot take
+/// a whole cap. Keys whose places are all given back are forgotten once the
+/// map grows past [`LIMITER_SWEEP_AT`].
+pub struct KeyedCounter<K> {
+    counters: dashmap::DashMap<K, Arc<Counter>>,
+}
+
+impl<K> Default for KeyedCounter<K>
+where
+    K: Eq + std::hash::Hash,
+{
+    fn default() -> Self {
+        KeyedCounter { counters: dashmap::DashMap::new() }
+    }
+}
+
+impl<K> KeyedCounter<K>
+where
+    K: Eq + std::hash::Hash + Clone,
+{
+    /// Takes one of `key`'s places if it holds fewer than `max`.
+    pub fn acquire(&self, key: K, max: usize) -> Option<Place> {
+        let counter = self.counters.entry(key).or_default().clone();
+        if self.counters.len() > LIMITER_SWEEP_AT {
+            self.counters.retain(|_, c| c.0.load(Ordering::Acquire) > 0 || Arc::strong_count(c) > 1);
+        }
+        counter.acquire(max)
+    }
+}
+
 /// One taken place of a [`Counter`], given back on drop.
 #[derive(Debug)]
 pub struct Place(Arc<Counter>);
@@ -209,6 +239,27 @@ mod tests {
         assert!(p.admit_rate(b), "another client has its own budget");
         let off = ConnectionPolicy::default().with_connect_rate(0, 0);
         assert!((0..100).all(|_| off.admit_rate(a)));
+    }
+
+    #[test]
+    fn each_key_has_its_own_share() {
+        let k = KeyedCounter::default();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let held: Vec<Place> = (0..3).map(|_| k.acquire(a, 3).expect("within a's share")).collect();
+        assert!(k.acquire(a, 3).is_none(), "a's share is taken");
+        assert!(k.acquire(b, 3).is_some(), "b has its own");
+        drop(held);
+        assert!(k.acquire(a, 3).is_some(), "given back on drop");
+    }
+
+    #[test]
+    fn new_connections_from_one_address_are_rate_limited_by_default() {
+        let p = ConnectionPolicy::default();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let admitted = (0..3000).filter(|_| p.admit_rate(a)).count();
+        assert!((2000..2100).contains(&admitted), "a burst of 2,000 then 1,000/s: {admitted}");
+        assert!(p.admit_rate("10.0.0.2".parse().unwrap()), "another address has its own budget");
     }
 
     #[test]

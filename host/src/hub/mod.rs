@@ -31,7 +31,7 @@ use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use serde_json::Value;
 
-pub use admission::{ConnectionPolicy, Counter, Place};
+pub use admission::{ConnectionPolicy, Counter, KeyedCounter, Place};
 pub use bus::{Bus, LocalBus, Unreachable};
 pub use lifecycle::{Admission, Connection, Opened, Refused};
 pub use outbound::Outbound;

@@ -261,8 +261,7 @@ async fn static_files_serve_no_dotfiles_and_nothing_outside_the_directory() {
     for (path, want) in [("/a.txt", "served"), ("/sub/b.txt", "also served"), ("/alias.txt", "served")] {
         assert_eq!(http(host.addr, "GET", path, None, None).await, (200, want.to_string()), "{path}");
     }
-    for path in ["/.env", "/.git/config", "/sub/../.env", "/%2eenv", "/leak.txt", "/up/outside.txt"]
-    {
+    for path in ["/.env", "/.git/config", "/sub/../.env", "/%2eenv", "/leak.txt", "/up/outside.txt"] {
         let (status, body) = http(host.addr, "GET", path, None, None).await;
         assert_eq!(status, 404, "{path}: {body}");
         assert!(!body.contains("SECRET") && !body.contains("not for the web"), "{path}: {body}");

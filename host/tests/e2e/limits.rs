@@ -370,3 +370,52 @@ subprotocols = ["chat.v1", "chat.v2"]
     assert_eq!(ask(&mut ws, "plain").await, "plain");
     host.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_handshake_place() {
+    let body = r#"
+[limits]
+handshake_timeout_ms = 5000
+max_handshakes = 40
+max_handshakes_per_ip = 8
+[plugins.echo]
+component = @echo@
+[[routes]]
+path = "/echo"
+plugin = "echo"
+"#;
+    let host = spawn(config_from(body)).await;
+    // 127.0.0.1 opens 30 connections and sends half a request on each
+    // (slowloris): it holds its 8 places, the rest are refused at once.
+    let mut partial = Vec::new();
+    for _ in 0..30 {
+        let mut tcp = TcpStream::connect(host.addr).await.unwrap();
+        tcp.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        partial.push(tcp);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut refused = 0;
+    for tcp in &mut partial {
+        let mut buf = [0u8; 64];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), tcp.read(&mut buf)).await
+            && buf[..n].starts_with(b"HTTP/1.1 503")
+        {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 22, "all but its 8 places are refused");
+    // Another address still gets a place, opens a WebSocket and is answered.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let stream = socket.connect(host.addr).await.expect("connect from 127.0.0.2");
+    let url = format!("ws://{}/echo", host.addr);
+    let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+    let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(url, stream))
+        .await
+        .expect("upgraded in time")
+        .expect("127.0.0.2 is not held back by 127.0.0.1's partial requests");
+    send_text(&mut ws, "hello").await;
+    assert_eq!(expect_text(&mut ws).await, "hello");
+    drop(partial);
+    host.stop().await.unwrap();
+}

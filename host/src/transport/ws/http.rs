@@ -28,7 +28,11 @@ type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// Serves HTTP on one TCP connection until it upgrades or ends.
 pub(super) async fn serve_connection(shared: Arc<Listener>, mut stream: TcpStream, peer: SocketAddr) {
-    let Some(_handshake) = shared.handshakes.acquire(shared.opts.max_handshakes) else {
+    // The per-address share first, so that one address holding its share
+    // takes none of the places others need.
+    let per_ip = shared.handshakes_per_ip.acquire(peer.ip(), shared.opts.max_handshakes_per_ip);
+    let handshake = per_ip.and_then(|own| Some((own, shared.handshakes.acquire(shared.opts.max_handshakes)?)));
+    let Some(_places) = handshake else {
         tracing::debug!(%peer, "too many connections in their handshake; refusing");
         let body = "too many connections in their handshake; retry later";
         let answer = format!(

@@ -49,6 +49,8 @@ pub struct ServerOptions {
     pub handshake_timeout: Duration,
     /// TCP connections still in their HTTP phase at once; past it: 503.
     pub max_handshakes: usize,
+    /// Of those, how many one client IP may hold; past it: 503.
+    pub max_handshakes_per_ip: usize,
 }
 
 /// What the listener and every connection task share.
@@ -56,8 +58,9 @@ struct Listener {
     hub: Arc<Hub>,
     static_files: Option<StaticFiles>,
     opts: ServerOptions,
-    /// TCP connections in their HTTP phase.
+    /// TCP connections in their HTTP phase, in all and per client IP.
     handshakes: Arc<crate::hub::Counter>,
+    handshakes_per_ip: crate::hub::KeyedCounter<std::net::IpAddr>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -115,6 +118,7 @@ pub async fn serve(
         static_files: opts.static_dir.as_deref().map(StaticFiles::new),
         opts,
         handshakes: Arc::default(),
+        handshakes_per_ip: crate::hub::KeyedCounter::default(),
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
     });
