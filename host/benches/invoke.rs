@@ -30,6 +30,8 @@ fn echo_plugin(rt: &tokio::runtime::Runtime) -> (Runtime, wharf::runtime::Plugin
             cache_dir: Some(root.join("target/test-data/cache")),
         },
         instance_pool: 4,
+        memory_budget_bytes: 1 << 30,
+        pool_growth_bytes: 4 << 20,
     };
     let runtime = Runtime::new(opts, store, Arc::new(Metrics::new())).expect("runtime");
     let caps = EventCaps {

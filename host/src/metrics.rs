@@ -29,6 +29,8 @@ pub struct Metrics {
     pub store_errors: IntCounterVec,
     /// Queued messages dropped by the drop-oldest slow-reader policy.
     pub outbound_dropped: IntCounter,
+    /// Linear memory the live instances hold together, in bytes.
+    pub instance_memory_bytes: IntGauge,
     /// Handler `log` lines dropped because their event's log budget was
     /// spent, by plugin.
     pub guest_log_dropped: IntCounterVec,
@@ -88,6 +90,11 @@ impl Metrics {
                 &["plugin"],
             )
             .expect("valid metric"),
+            instance_memory_bytes: IntGauge::new(
+                "wharf_instance_memory_bytes",
+                "Linear memory the live handler instances hold together (limits.instance_memory_mib bounds it)",
+            )
+            .expect("valid metric"),
             outbound_dropped: IntCounter::new(
                 "wharf_outbound_dropped_total",
                 "Queued messages dropped by the drop-oldest slow-reader policy",
@@ -96,6 +103,7 @@ impl Metrics {
             registry,
         };
         m.registry.register(Box::new(m.outbound_dropped.clone())).expect("unique metric");
+        m.registry.register(Box::new(m.instance_memory_bytes.clone())).expect("unique metric");
         for c in
             [&m.connections_total, &m.messages_in, &m.messages_out, &m.traps, &m.store_errors, &m.guest_log_dropped]
         {

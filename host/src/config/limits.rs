@@ -71,6 +71,13 @@ pub struct Limits {
     pub memory_mib: u64,
     /// Warm instances kept per plugin.
     pub instance_pool: usize,
+    /// Linear memory all live instances of every plugin may hold together,
+    /// in MiB; a grow past it fails inside the guest. At most the machine's
+    /// memory (checked at start-up).
+    pub instance_memory_mib: u64,
+    /// A warm instance whose memory grew by more than this many MiB during
+    /// its event is dropped instead of kept in the pool.
+    pub pool_growth_mib: u64,
     /// Instances alive at once across all plugins (pooling allocator slots);
     /// an event that finds none free fails with 1011.
     pub max_instances: u32,
@@ -128,6 +135,8 @@ impl Default for Limits {
             event_timeout_ms: 100,
             memory_mib: 64,
             instance_pool: 16,
+            instance_memory_mib: 2048,
+            pool_growth_mib: 4,
             max_instances: 1000,
             max_messages_per_event: 1000,
             max_bytes_per_event: 16 << 20,
@@ -184,10 +193,12 @@ impl Limits {
     /// Checks every range; `prefix` is the table the limits came from.
     pub(super) fn check(&self, prefix: &str) -> Result<(), (String, &'static str)> {
         let l = self;
-        let checks: [(&str, bool, &'static str); 18] = [
+        let checks: [(&str, bool, &'static str); 20] = [
             ("event_timeout_ms", (1..=60_000).contains(&l.event_timeout_ms), "must be 1..=60000"),
             ("memory_mib", (1..=4096).contains(&l.memory_mib), "must be 1..=4096"),
             ("instance_pool", l.instance_pool <= 4096, "must be at most 4096"),
+            ("instance_memory_mib", (1..=1 << 24).contains(&l.instance_memory_mib), "must be 1..=16777216"),
+            ("pool_growth_mib", l.pool_growth_mib <= 4096, "must be at most 4096"),
             ("max_instances", (1..=20_000).contains(&l.max_instances), "must be 1..=20000"),
             ("max_messages_per_event", (1..=100_000).contains(&l.max_messages_per_event), "must be 1..=100000"),
             ("max_bytes_per_event", (1..=(1 << 30)).contains(&l.max_bytes_per_event), "must be 1..=1073741824"),

@@ -162,6 +162,16 @@ fn static_dir_is_neither_the_root_nor_around_the_data() {
 }
 
 #[test]
+fn the_instance_memory_budget_fits_the_machine_and_one_instance() {
+    let e = parse_err("[limits]\ninstance_memory_mib = 16000000\n");
+    assert_eq!(e.key, "limits.instance_memory_mib", "{e}");
+    assert!(e.reason.contains("this machine's memory"), "{e}");
+    let e = parse_err("[limits]\nmemory_mib = 64\ninstance_memory_mib = 32\n");
+    assert_eq!(e.key, "limits.instance_memory_mib", "{e}");
+    assert!(e.reason.contains("at least limits.memory_mib (64)"), "{e}");
+}
+
+#[test]
 fn an_empty_key_is_named_by_its_table() {
     let e = parse_err("\"\" = 1\n");
     assert_eq!(e.key, "(top level)", "{e}");

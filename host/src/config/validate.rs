@@ -101,6 +101,23 @@ impl Config {
         }
         let limits_err = |(key, reason): (String, &str)| err(key, reason.to_string());
         self.limits.check("limits").map_err(limits_err)?;
+        if self.limits.instance_memory_mib < self.limits.memory_mib {
+            return Err(err(
+                "limits.instance_memory_mib".into(),
+                format!(
+                    "must be at least limits.memory_mib ({}): one instance could never grow to its cap",
+                    self.limits.memory_mib
+                ),
+            ));
+        }
+        if let Some(machine) = machine_memory_mib()
+            && self.limits.instance_memory_mib > machine
+        {
+            return Err(err(
+                "limits.instance_memory_mib".into(),
+                format!("{} MiB is more than this machine's memory ({machine} MiB)", self.limits.instance_memory_mib),
+            ));
+        }
         for (name, plugin) in &self.plugins {
             self.limits.for_plugin(&plugin.limits).check(&format!("plugins.{name}.limits")).map_err(limits_err)?;
             if plugin.limits.memory_mib.is_some_and(|m| m > self.limits.memory_mib) {
@@ -131,4 +148,12 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// This machine's memory in MiB (`MemTotal`), where `/proc` says.
+fn machine_memory_mib() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 =
+        info.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib / 1024)
 }

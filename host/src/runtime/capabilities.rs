@@ -369,8 +369,17 @@ mod tests {
         let store: Store = crate::store::open(&StoreKind::Memory, std::path::Path::new(".")).unwrap();
         store.connections.open(record(MINE, "p")).await.unwrap();
         store.connections.open(record(THEIRS, "q")).await.unwrap();
-        let env =
-            PluginEnv { name: Arc::from("p"), namespace: "p".into(), store, caps, metrics: Arc::new(Metrics::new()) };
+        let metrics = Arc::new(Metrics::new());
+        let budget = Arc::new(crate::runtime::MemoryBudget::new(1 << 30, metrics.instance_memory_bytes.clone()));
+        let env = PluginEnv {
+            name: Arc::from("p"),
+            namespace: "p".into(),
+            store,
+            caps,
+            metrics,
+            budget,
+            pool_growth_bytes: 4 << 20,
+        };
         let mut s = InstanceState::new(Arc::new(env));
         s.call.begin(MINE, Arc::from("/r"));
         s

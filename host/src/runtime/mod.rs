@@ -9,6 +9,7 @@ mod bindings;
 mod capabilities;
 mod engine;
 mod guest_output;
+mod memory;
 mod plugin;
 mod state;
 
@@ -20,6 +21,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 pub use allowlist::check as check_imports;
 pub use engine::{EPOCH_TICK, EngineOptions};
+pub use memory::MemoryBudget;
 pub use plugin::{CallContext, Plugin};
 pub use state::EventCaps;
 
@@ -36,6 +38,11 @@ pub struct RuntimeOptions {
     pub engine: EngineOptions,
     /// Warm instances kept per plugin.
     pub instance_pool: usize,
+    /// Linear memory all live instances may hold together, in bytes.
+    pub memory_budget_bytes: usize,
+    /// A warm instance whose memory grew by more than this many bytes
+    /// during its events is dropped instead of pooled.
+    pub pool_growth_bytes: usize,
 }
 
 /// The engine, the linker with every host import, and the store handlers use.
@@ -44,6 +51,7 @@ pub struct Runtime {
     linker: Linker<InstanceState>,
     store: Store,
     metrics: Arc<Metrics>,
+    budget: Arc<MemoryBudget>,
     opts: RuntimeOptions,
     _ticker: engine::EpochTicker,
 }
@@ -59,7 +67,8 @@ impl Runtime {
             .map_err(anyhow::Error::from)
             .context("linking the Wharf world")?;
         let ticker = engine::EpochTicker::start(&engine);
-        Ok(Runtime { engine, linker, store, metrics, opts, _ticker: ticker })
+        let budget = Arc::new(MemoryBudget::new(opts.memory_budget_bytes, metrics.instance_memory_bytes.clone()));
+        Ok(Runtime { engine, linker, store, metrics, budget, opts, _ticker: ticker })
     }
 
     /// The names of everything a component imports, after checking that it
@@ -97,6 +106,8 @@ impl Runtime {
             store: self.store.clone(),
             caps: EventCaps { memory_bytes: caps.memory_bytes.min(self.opts.engine.memory_bytes), ..caps },
             metrics: self.metrics.clone(),
+            budget: self.budget.clone(),
+            pool_growth_bytes: self.opts.pool_growth_bytes,
         });
         Ok(Plugin::new(&self.engine, pre, env, self.opts.instance_pool))
     }

@@ -229,6 +229,7 @@ impl Plugin {
             .instantiate_async(&mut store)
             .await
             .map_err(|e| HandlerFailure::Unavailable(format!("instantiating plugin {}: {e:#}", self.env.name)))?;
+        store.data_mut().limits.settle();
         Ok(Instance { store, bindings })
     }
 
@@ -246,7 +247,9 @@ impl Plugin {
         let effects = std::mem::take(&mut inst.store.data_mut().call.effects);
         match r {
             Ok(v) => {
-                if !cx.fresh {
+                // An instance whose memory grew a lot keeps it while pooled:
+                // drop it, so the memory goes back to the budget.
+                if !cx.fresh && inst.store.data().limits.grown() <= self.env.pool_growth_bytes {
                     self.pool.push(inst);
                 }
                 Ok((v, effects))

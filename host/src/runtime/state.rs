@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 
 use super::guest_output::{GuestOutput, Stream};
@@ -23,6 +22,11 @@ pub(crate) struct PluginEnv {
     pub caps: EventCaps,
     /// The host's metrics.
     pub metrics: Arc<Metrics>,
+    /// Linear memory all instances may hold together.
+    pub budget: Arc<super::memory::MemoryBudget>,
+    /// A warm instance whose memory grew by more than this during its
+    /// events is dropped instead of pooled.
+    pub pool_growth_bytes: usize,
 }
 
 /// Bounds on what one event of a plugin may ask of the host. Past a cap the
@@ -94,7 +98,7 @@ impl Default for Call {
 pub(crate) struct InstanceState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub limits: StoreLimits,
+    pub limits: super::memory::Limiter,
     pub env: Arc<PluginEnv>,
     pub call: Call,
 }
@@ -113,12 +117,7 @@ impl InstanceState {
         InstanceState {
             wasi,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(env.caps.memory_bytes)
-                .instances(8)
-                .tables(16)
-                .memories(2)
-                .build(),
+            limits: super::memory::Limiter::new(env.caps.memory_bytes, env.budget.clone()),
             env,
             call: Call::default(),
         }

@@ -318,6 +318,13 @@ connect_burst = 2
     let mut c = eventually(|| async { connect_async(url("/echo").as_str()).await.ok().map(|(ws, _)| ws) }).await;
     assert_eq!(ask(&mut c, "again").await, "again");
     drop((one, a, c));
+    // Their places are free once their records are gone (places are given
+    // back first): only then would a refused open not spend a rate token.
+    eventually(|| async {
+        let (_, json) = admin(&host, "GET", "/connections", None).await;
+        json["connections"].as_array()?.is_empty().then_some(())
+    })
+    .await;
 
     // Rate: a burst of two from one address, then 429 until the next second.
     let opened = eventually(|| async {

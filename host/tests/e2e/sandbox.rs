@@ -196,3 +196,63 @@ async fn a_handlers_answers_go_through_the_limits_its_calls_do() {
     assert!(answered > 0);
     host.stop().await.unwrap();
 }
+
+/// The linear memory the host's instances hold, from `/metrics`.
+async fn instance_memory(host: &wharf::app::Running) -> u64 {
+    let (_, metrics) = admin(host, "GET", "/metrics", None).await;
+    let metrics = metrics.as_str().unwrap().to_string();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wharf_instance_memory_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no wharf_instance_memory_bytes in {metrics}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_memory_is_bounded_in_total_and_given_back() {
+    let body = r#"
+[limits]
+memory_mib = 16
+instance_memory_mib = 40
+[plugins.faulty]
+component = @faulty@
+[plugins.echo]
+component = @echo@
+[[routes]]
+path = "/faulty"
+plugin = "faulty"
+[[routes]]
+path = "/echo"
+plugin = "echo"
+"#;
+    let host = spawn(config_from(body)).await;
+    let probe = EchoProbe::start(&host, "/echo").await;
+    // Six memory bombs at once want 96 MiB; the host's instances may hold
+    // 40 MiB together. Each bomb fails (1011); the echo client is answered.
+    let mut bombs = Vec::new();
+    for _ in 0..6 {
+        bombs.push(connect(&host, "/faulty").await);
+    }
+    for ws in &mut bombs {
+        send_text(ws, "bomb").await;
+    }
+    for ws in &mut bombs {
+        assert_eq!(expect_close(ws).await, 1011);
+    }
+    let held = instance_memory(&host).await;
+    assert!(held <= 40 << 20, "{held} bytes held");
+    probe.answers_after(probe.answered()).await;
+
+    // An event that grows its instance by 8 MB and succeeds: the instance
+    // is dropped afterwards, not kept warm with that memory.
+    let mut ws = connect(&host, "/faulty").await;
+    let first: u32 = ask(&mut ws, "count").await.parse().unwrap();
+    assert_eq!(ask(&mut ws, "count").await, (first + 1).to_string(), "a warm instance is reused");
+    let before = instance_memory(&host).await;
+    assert_eq!(ask(&mut ws, "bigkv:8000000").await, "too large");
+    let after = instance_memory(&host).await;
+    assert!(after <= before + (1 << 20), "the grown instance kept its memory: {before} -> {after} bytes");
+    assert_eq!(ask(&mut ws, "still here").await, "still here");
+    probe.finish().await;
+    host.stop().await.unwrap();
+}
