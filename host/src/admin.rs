@@ -392,7 +392,7 @@ impl Admin {
             Some(_) => return error(StatusCode::BAD_REQUEST, &format!("`code` is {}", close::REQUESTABLE)),
         };
         let reason = query_param(req, "reason").unwrap_or_default();
-        if reason.len() > close::MAX_REASON_BYTES {
+        if let Err(close::Refusal::ReasonTooLong) = close::check_request(code, &reason) {
             return error(StatusCode::BAD_REQUEST, "`reason` is at most 123 bytes");
         }
         match self.hub.close(id, code, &reason).await {

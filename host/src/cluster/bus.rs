@@ -251,10 +251,6 @@ impl Cluster {
 
 #[async_trait]
 impl Bus for Cluster {
-    fn host(&self) -> u32 {
-        self.host
-    }
-
     fn is_local(&self, id: ConnId) -> bool {
         host_of(id) == self.host
     }

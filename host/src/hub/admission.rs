@@ -173,7 +173,8 @@ where
     pub fn acquire(&self, key: K, max: usize) -> Option<Place> {
         let counter = self.counters.entry(key).or_default().clone();
         if self.counters.len() > LIMITER_SWEEP_AT {
-            self.counters.retain(|_, c| c.0.load(Ordering::Acquire) > 0 || Arc::strong_count(c) > 1);
+            // Each taken place holds its counter: a key none holds is free.
+            self.counters.retain(|_, c| Arc::strong_count(c) > 1);
         }
         counter.acquire(max)
     }

@@ -18,10 +18,6 @@ pub struct Unreachable(pub String);
 /// Carries effects to the other hosts.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
-    /// This host's number among the hosts (0 when on its own): the high
-    /// bits of the connection ids it makes.
-    fn host(&self) -> u32;
-
     /// Whether connection `id` is held by this host.
     fn is_local(&self, id: ConnId) -> bool;
 
@@ -54,10 +50,6 @@ pub struct LocalBus;
 
 #[async_trait]
 impl Bus for LocalBus {
-    fn host(&self) -> u32 {
-        0
-    }
-
     fn is_local(&self, _id: ConnId) -> bool {
         true
     }

@@ -241,9 +241,6 @@ mod tests {
 
     #[async_trait]
     impl Bus for RecordingBus {
-        fn host(&self) -> u32 {
-            0
-        }
         fn is_local(&self, id: ConnId) -> bool {
             host_of(id) == 0
         }

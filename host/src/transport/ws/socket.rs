@@ -148,9 +148,9 @@ async fn serve(shared: &Listener, ws: &mut Ws, conn: &Connection, stats: &Stats)
                 };
                 stats.received.inc();
                 inbox.touch();
-                // Boxed: the handler call is a large future, and an idle
-                // connection task should not carry its size.
-                match Box::pin(conn.message(msg)).await {
+                // The handler's future is boxed behind the `Handler` trait,
+                // so an idle connection task does not carry its size.
+                match conn.message(msg).await {
                     Ok(reply) => {
                         // Effects of this event aimed at this connection were
                         // queued first; keep their order before the reply.
