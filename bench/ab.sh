@@ -7,6 +7,9 @@
 #
 #   bench/ab.sh BEFORE_BINARY AFTER_BINARY [ROUNDS] [SECS] > runs.jsonl
 #
+# BEFORE_CONFIG / AFTER_CONFIG name another config for one of them (an
+# older binary may not know a key the current bench/wharf.toml sets).
+#
 # Needs the release guests (`make guests`) and `target/release/wharf-bench`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,10 +23,11 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 declare -A port pid
 for name in before after; do
-  bin=$before; [ "$name" = after ] && bin=$after
+  bin=$before config=${BEFORE_CONFIG:-bench/wharf.toml}
+  [ "$name" = after ] && bin=$after config=${AFTER_CONFIG:-bench/wharf.toml}
   port[$name]=$(free_port)
   data=$(mktemp -d)
-  $pin_server "$bin" serve --config bench/wharf.toml --listen "127.0.0.1:${port[$name]}" --store memory \
+  $pin_server "$bin" serve --config "$config" --listen "127.0.0.1:${port[$name]}" --store memory \
     --data-dir "$data" >/dev/null 2>&1 &
   pid[$name]=$!; pids+=("$!")
 done
