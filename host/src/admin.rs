@@ -326,7 +326,7 @@ impl Admin {
                     (&Method::DELETE, []) => self.close(&req, id).await,
                     (&Method::POST, ["messages"]) => match self.message_body(req).await {
                         Ok(msg) => match self.hub.send(id, msg).await {
-                            Delivery::Queued | Delivery::DroppedOldest => {
+                            Delivery::Queued | Delivery::DroppedOldest(_) => {
                                 json_response(StatusCode::OK, json!({ "id": id.to_string(), "delivered": 1 }))
                             }
                             Delivery::Overflow => error(
@@ -396,7 +396,7 @@ impl Admin {
             return error(StatusCode::BAD_REQUEST, "`reason` is at most 123 bytes");
         }
         match self.hub.close(id, code, &reason).await {
-            Delivery::Queued | Delivery::DroppedOldest | Delivery::Overflow => {
+            Delivery::Queued | Delivery::DroppedOldest(_) | Delivery::Overflow => {
                 json_response(StatusCode::ACCEPTED, json!({ "id": id.to_string(), "closing": true, "code": code }))
             }
             Delivery::Gone => gone(id),

@@ -30,6 +30,8 @@ pub struct RouteLimits {
     pub max_message_bytes: Option<usize>,
     /// See [`Limits::outbound_queue`].
     pub outbound_queue: Option<usize>,
+    /// See [`Limits::outbound_queue_bytes`].
+    pub outbound_queue_bytes: Option<usize>,
     /// See [`Limits::slow_reader`].
     pub slow_reader: Option<SlowReader>,
     /// See [`Limits::ping_interval_ms`].
@@ -93,6 +95,12 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Messages queued for one connection before it counts as a slow reader.
     pub outbound_queue: usize,
+    /// Payload bytes queued for one connection before it counts as a slow
+    /// reader (a message larger than this still goes to an empty queue).
+    /// Bounding bytes rather than messages absorbs bursts of small messages
+    /// (16,384 of 64 bytes fit) while a reader that stops reading pins at
+    /// most about this much.
+    pub outbound_queue_bytes: usize,
     /// What a full outbound queue does: `close` (1008) or `drop-oldest`.
     pub slow_reader: SlowReader,
     /// Server ping interval in milliseconds; 0 disables pings.
@@ -143,7 +151,8 @@ impl Default for Limits {
             max_store_ops_per_event: 1000,
             max_value_bytes: 1 << 20,
             max_message_bytes: 1 << 20,
-            outbound_queue: 1024,
+            outbound_queue: 16_384,
+            outbound_queue_bytes: 1 << 20,
             slow_reader: SlowReader::Close,
             ping_interval_ms: 30_000,
             missed_pongs: 2,
@@ -179,6 +188,7 @@ impl Limits {
         Limits {
             max_message_bytes: o.max_message_bytes.unwrap_or(self.max_message_bytes),
             outbound_queue: o.outbound_queue.unwrap_or(self.outbound_queue),
+            outbound_queue_bytes: o.outbound_queue_bytes.unwrap_or(self.outbound_queue_bytes),
             slow_reader: o.slow_reader.unwrap_or(self.slow_reader),
             ping_interval_ms: o.ping_interval_ms.unwrap_or(self.ping_interval_ms),
             missed_pongs: o.missed_pongs.unwrap_or(self.missed_pongs),
@@ -193,7 +203,7 @@ impl Limits {
     /// Checks every range; `prefix` is the table the limits came from.
     pub(super) fn check(&self, prefix: &str) -> Result<(), (String, &'static str)> {
         let l = self;
-        let checks: [(&str, bool, &'static str); 20] = [
+        let checks: [(&str, bool, &'static str); 21] = [
             ("event_timeout_ms", (1..=60_000).contains(&l.event_timeout_ms), "must be 1..=60000"),
             ("memory_mib", (1..=4096).contains(&l.memory_mib), "must be 1..=4096"),
             ("instance_pool", l.instance_pool <= 4096, "must be at most 4096"),
@@ -206,6 +216,7 @@ impl Limits {
             ("max_value_bytes", (1..=(64 << 20)).contains(&l.max_value_bytes), "must be 1..=67108864"),
             ("max_message_bytes", (16..=(64 << 20)).contains(&l.max_message_bytes), "must be 16..=67108864"),
             ("outbound_queue", (1..=1 << 20).contains(&l.outbound_queue), "must be 1..=1048576"),
+            ("outbound_queue_bytes", (1..=1 << 30).contains(&l.outbound_queue_bytes), "must be 1..=1073741824"),
             ("ping_interval_ms", l.ping_interval_ms == 0 || l.ping_interval_ms >= 10, "must be 0 (off) or at least 10"),
             ("missed_pongs", (1..=100).contains(&l.missed_pongs), "must be 1..=100"),
             ("write_timeout_ms", (10..=600_000).contains(&l.write_timeout_ms), "must be 10..=600000"),

@@ -24,6 +24,8 @@ pub struct ConnectionPolicy {
     pub max_message_bytes: usize,
     /// Messages queued for one connection.
     pub outbound_queue: usize,
+    /// Payload bytes queued for one connection.
+    pub outbound_queue_bytes: usize,
     /// What a full queue does.
     pub slow_reader: SlowReader,
     /// Server ping interval; `None` disables pings.
@@ -59,6 +61,7 @@ impl ConnectionPolicy {
         ConnectionPolicy {
             max_message_bytes: l.max_message_bytes,
             outbound_queue: l.outbound_queue,
+            outbound_queue_bytes: l.outbound_queue_bytes,
             slow_reader: l.slow_reader,
             ping_interval: ms(l.ping_interval_ms),
             missed_pongs: l.missed_pongs,

@@ -101,7 +101,11 @@ impl Hub {
         req: OpenRequest,
     ) -> Result<Opened, Refused> {
         let policy = &route.policy;
-        let queue = QueuePolicy { capacity: policy.outbound_queue, slow_reader: policy.slow_reader };
+        let queue = QueuePolicy {
+            capacity: policy.outbound_queue,
+            max_bytes: policy.outbound_queue_bytes,
+            slow_reader: policy.slow_reader,
+        };
         let (id, inbox) = self.registry.reserve(route.path.clone(), queue);
         let cx = EventContext { conn: id, route: route.path.clone() };
         let offered = req.subprotocols.clone();

@@ -2,10 +2,11 @@
 //! (outbound queue and close request), route membership and channel
 //! membership.
 //!
-//! Delivery never waits: a message goes into the recipient's bounded queue.
-//! A recipient whose queue is full is a slow reader, and its route's policy
-//! applies: close it (1008), or drop its oldest queued message. Only the
-//! connection's own task writes to its socket.
+//! Delivery never waits: a message goes into the recipient's queue, bounded
+//! in messages and in payload bytes. A recipient whose queue is full is a
+//! slow reader, and its route's policy applies: close it (1008), or drop its
+//! oldest queued messages. Only the connection's own task writes to its
+//! socket.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -30,6 +31,10 @@ const SHRINK_ABOVE: usize = 64;
 pub struct QueuePolicy {
     /// Most queued messages.
     pub capacity: usize,
+    /// Most queued payload bytes. A message larger than this is still
+    /// queued when the queue is empty, so any message within the route's
+    /// size limit can be delivered.
+    pub max_bytes: usize,
     /// What a full queue does.
     pub slow_reader: SlowReader,
 }
@@ -37,6 +42,8 @@ pub struct QueuePolicy {
 #[derive(Default)]
 struct MailboxState {
     queue: VecDeque<Outbound>,
+    /// Payload bytes in `queue`.
+    bytes: usize,
     close: Option<(u16, String)>,
 }
 
@@ -109,8 +116,7 @@ impl Mailbox {
             return Delivery::Gone;
         }
         let was_empty = mail.queue.is_empty();
-        let delivery = if mail.queue.len() < self.policy.capacity {
-            mail.queue.push_back(msg);
+        let delivery = if self.fits(&mail, msg.len()) {
             Delivery::Queued
         } else {
             match self.policy.slow_reader {
@@ -121,18 +127,29 @@ impl Mailbox {
                     return Delivery::Overflow;
                 }
                 SlowReader::DropOldest => {
-                    mail.queue.pop_front();
-                    mail.queue.push_back(msg);
-                    Delivery::DroppedOldest
+                    let mut dropped = 0;
+                    while !self.fits(&mail, msg.len()) {
+                        let Some(old) = mail.queue.pop_front() else { break };
+                        mail.bytes -= old.len();
+                        dropped += 1;
+                    }
+                    Delivery::DroppedOldest(dropped)
                 }
             }
         };
+        mail.bytes += msg.len();
+        mail.queue.push_back(msg);
         self.ready.store(true, Ordering::Release);
         drop(mail);
         if was_empty {
             self.waker.wake();
         }
         delivery
+    }
+
+    /// Whether a message of `len` bytes fits beside what is queued.
+    fn fits(&self, mail: &MailboxState, len: usize) -> bool {
+        mail.queue.is_empty() || (mail.queue.len() < self.policy.capacity && mail.bytes + len <= self.policy.max_bytes)
     }
 
     /// The pending close request, or else up to `max` queued messages
@@ -153,7 +170,10 @@ impl Mailbox {
 
     fn drain(&self, mail: &mut MailboxState, out: &mut Vec<Outbound>, max: usize) -> usize {
         let n = mail.queue.len().min(max);
-        out.extend(mail.queue.drain(..n));
+        for msg in mail.queue.drain(..n) {
+            mail.bytes -= msg.len();
+            out.push(msg);
+        }
         if mail.queue.is_empty() {
             if mail.close.is_none() {
                 self.ready.store(false, Ordering::Release);
@@ -171,8 +191,9 @@ impl Mailbox {
 pub enum Delivery {
     /// Queued for the connection's task.
     Queued,
-    /// Queued, and the oldest queued message was dropped to make room.
-    DroppedOldest,
+    /// Queued, and this many of the oldest queued messages were dropped to
+    /// make room.
+    DroppedOldest(u64),
     /// The connection's queue was full: it is being closed as a slow reader.
     Overflow,
     /// No such connection, or it is closing.
@@ -261,8 +282,8 @@ impl Registry {
             Some(e) => e.outbox.push(msg),
             None => Delivery::Gone,
         };
-        if delivery == Delivery::DroppedOldest {
-            self.dropped.inc();
+        if let Delivery::DroppedOldest(n) = delivery {
+            self.dropped.inc_by(n);
         }
         delivery
     }
@@ -357,9 +378,9 @@ impl Registry {
             }
             match outbox.push(msg.clone()) {
                 Delivery::Queued => queued += 1,
-                Delivery::DroppedOldest => {
+                Delivery::DroppedOldest(n) => {
                     queued += 1;
-                    dropped += 1;
+                    dropped += n;
                 }
                 Delivery::Overflow | Delivery::Gone | Delivery::Unreachable => {}
             }
@@ -386,7 +407,7 @@ mod tests {
     }
 
     fn queue(capacity: usize, slow_reader: SlowReader) -> QueuePolicy {
-        QueuePolicy { capacity, slow_reader }
+        QueuePolicy { capacity, max_bytes: usize::MAX, slow_reader }
     }
 
     fn drain(inbox: &Inbox) -> Vec<Outbound> {
@@ -445,11 +466,41 @@ mod tests {
         r.activate(a);
         assert_eq!(r.send(a, text("1")), Delivery::Queued);
         assert_eq!(r.send(a, text("2")), Delivery::Queued);
-        assert_eq!(r.send(a, text("3")), Delivery::DroppedOldest);
+        assert_eq!(r.send(a, text("3")), Delivery::DroppedOldest(1));
         assert_eq!(r.broadcast("/r", &text("4"), None), 1);
         assert_eq!(inbox.pending(), None, "not closed");
         assert_eq!(drain(&inbox), [text("3"), text("4")]);
         assert_eq!(r.dropped.get(), 2);
+    }
+
+    #[test]
+    fn a_queue_is_bounded_in_bytes_too() {
+        let r = registry();
+        let policy = QueuePolicy { capacity: 100, max_bytes: 10, slow_reader: SlowReader::Close };
+        let (a, inbox) = r.reserve("/r".into(), policy);
+        assert_eq!(r.send(a, text("12345")), Delivery::Queued);
+        assert_eq!(r.send(a, text("67890")), Delivery::Queued, "10 of 10 bytes");
+        let mut out = Vec::new();
+        inbox.take(&mut out, 1);
+        assert_eq!(r.send(a, text("abcde")), Delivery::Queued, "taking one gave its bytes back");
+        assert_eq!(r.send(a, text("x")), Delivery::Overflow, "11 bytes");
+        assert_eq!(inbox.pending(), Some((close::POLICY, "outbound queue full".into())));
+
+        let (b, inbox) = r.reserve("/r".into(), policy);
+        assert_eq!(r.send(b, text(&"L".repeat(50))), Delivery::Queued, "an empty queue takes a larger message");
+        inbox.take(&mut out, usize::MAX);
+        for m in ["1234", "5678", "90"] {
+            assert_eq!(r.send(b, text(m)), Delivery::Queued);
+        }
+        let policy = QueuePolicy { slow_reader: SlowReader::DropOldest, ..policy };
+        let (c, inbox_c) = r.reserve("/r".into(), policy);
+        for m in ["1234", "5678", "90"] {
+            r.send(c, text(m));
+        }
+        assert_eq!(r.send(c, text("abcdefgh")), Delivery::DroppedOldest(2), "dropped until 8 bytes fit");
+        assert_eq!(drain(&inbox_c), [text("90"), text("abcdefgh")]);
+        assert_eq!(r.dropped.get(), 2);
+        assert_eq!(inbox.pending(), None);
     }
 
     #[test]

@@ -172,6 +172,11 @@ plugin = "faulty"
 outbound_queue = 4
 slow_reader = "drop-oldest"
 [[routes]]
+path = "/bytes"
+plugin = "faulty"
+[routes.limits]
+outbound_queue_bytes = 100
+[[routes]]
 path = "/broadcast"
 plugin = "broadcast"
 [routes.limits]
@@ -196,6 +201,21 @@ ping_interval_ms = 0
     assert_eq!(code, Some(1008));
     assert!(received <= 5, "at most the queue and the direct reply ({received})");
     assert_eq!(recorded_close(&host, &id).await, "1008");
+
+    // The queue is bounded in bytes as well: two 40-byte messages fit in
+    // 100 bytes (with 16,384 message places), the third closes 1008.
+    let mut ws = connect(&host, "/bytes").await;
+    send_text(&mut ws, "flood:40").await;
+    let mut received = 0;
+    let code = loop {
+        match next_data(&mut ws).await {
+            Message::Text(_) => received += 1,
+            Message::Close(frame) => break frame.map(|f| u16::from(f.code)),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(1008));
+    assert!(received <= 3, "at most two queued and the direct reply ({received})");
 
     // With drop-oldest it stays open and gets the newest four, then the reply.
     let mut ws = connect(&host, "/drops").await;
