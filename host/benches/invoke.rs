@@ -22,7 +22,7 @@ fn echo_plugin(rt: &tokio::runtime::Runtime) -> (Runtime, wharf::runtime::Plugin
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let bytes = std::fs::read(root.join("target/wasm32-wasip2/release/echo.wasm"))
         .expect("build the guest components first with `make guests`");
-    let store = wharf::store::open(&StoreKind::Memory, Path::new(".")).expect("memory store");
+    let store = wharf::store::open(&StoreKind::Memory, Path::new("."), Default::default()).expect("memory store");
     let opts = RuntimeOptions {
         engine: EngineOptions {
             max_instances: 100,

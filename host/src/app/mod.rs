@@ -138,13 +138,14 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Arc<App>> {
     let metrics = Arc::new(Metrics::new());
     let dropped = metrics.outbound_dropped.clone();
     let context = || format!("config {}: store", config.source);
-    let local = |kind| store_mod::open(&kind, &config.data_dir).with_context(context);
+    let local = |kind| store_mod::open(&kind, &config.data_dir, config.limits.record_caps()).with_context(context);
     let (store, registry, bus): (Store, Arc<Registry>, Arc<dyn Bus>) = match &config.store.backend {
         StoreChoice::Embedded => (local(StoreKind::Embedded)?, Arc::new(Registry::new(dropped)), Arc::new(LocalBus)),
         StoreChoice::Memory => (local(StoreKind::Memory)?, Arc::new(Registry::new(dropped)), Arc::new(LocalBus)),
         StoreChoice::Redis(url) => {
             let ttl = Duration::from_millis(config.store.heartbeat_ttl_ms);
-            let cluster = Cluster::connect(url, ttl, &metrics).await.with_context(context)?;
+            let cluster =
+                Cluster::connect(url, ttl, config.limits.record_caps(), &metrics).await.with_context(context)?;
             tracing::info!(host = cluster.host(), url = %crate::cluster::redact(url), "joined the hosts sharing Redis");
             let registry = Arc::new(Registry::new(dropped).ids_after(id_base(cluster.host())));
             cluster.start(registry.clone())?;

@@ -56,7 +56,7 @@ pub use store::{RecordChange, RedisStore};
 use crate::conn_id::ConnId;
 use crate::hub::Registry;
 use crate::metrics::{ClusterMetrics, Metrics};
-use crate::store::{Store, now_ms};
+use crate::store::{RecordCaps, Store, now_ms};
 use bus::{Outbox, Outgoing};
 
 /// Frames waiting for the publisher task; past this they are counted as
@@ -152,11 +152,16 @@ pub struct Cluster {
 impl Cluster {
     /// Connects to the Redis at `url`, takes a host number and registers
     /// this host. Nothing runs until [`Cluster::start`].
-    pub async fn connect(url: &str, heartbeat_ttl: Duration, metrics: &Metrics) -> anyhow::Result<Arc<Cluster>> {
+    pub async fn connect(
+        url: &str,
+        heartbeat_ttl: Duration,
+        caps: RecordCaps,
+        metrics: &Metrics,
+    ) -> anyhow::Result<Arc<Cluster>> {
         let metrics = metrics.cluster();
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         let outbox = Outbox::new(tx, metrics.undelivered.with_label_values(&["queue_full"]));
-        let store = Arc::new(RedisStore::connect(url, heartbeat_ttl, outbox.clone()).await?);
+        let store = Arc::new(RedisStore::connect(url, heartbeat_ttl, caps, outbox.clone()).await?);
         let health = Health::default();
         health.heartbeat_ok.store(true, Ordering::Release);
         health.live_hosts.store(1, Ordering::Release);

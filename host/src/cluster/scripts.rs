@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `kv:{len}:{ns}:{key}` | string | a value (with its TTL) |
 //! | `kvi:{len}:{ns}` | sorted set, score 0 | the namespace's keys, for ordered `list-keys` |
-//! | `c:{id}` | hash | route, plugin, addr, at, host of an open connection |
+//! | `c:{id}` | hash | route, plugin, addr, at, host of an open connection; `mbytes`, the bytes of its metadata |
 //! | `cm:{id}` / `cmo:{id}` | hash / list | its metadata / the metadata keys in insertion order |
 //! | `cc:{id}` | list | its channels, in subscription order |
 //! | `ch:{name}` | set | a channel's members |
@@ -64,11 +64,14 @@ redis.call('ZADD', 'wharf:rc:' .. ARGV[2], 0, padded)
 redis.call('SADD', 'wharf:h:' .. ARGV[6] .. ':conns', id)
 local n = tonumber(ARGV[7])
 local i = 8
+local bytes = 0
 for _ = 1, n do
   redis.call('HSET', 'wharf:cm:' .. id, ARGV[i], ARGV[i + 1])
   redis.call('RPUSH', 'wharf:cmo:' .. id, ARGV[i])
+  bytes = bytes + #ARGV[i] + #ARGV[i + 1]
   i = i + 2
 end
+redis.call('HSET', 'wharf:c:' .. id, 'mbytes', bytes)
 while i <= #ARGV do
   redis.call('RPUSH', 'wharf:cc:' .. id, ARGV[i])
   redis.call('SADD', 'wharf:ch:' .. ARGV[i], id)
@@ -97,33 +100,47 @@ return out"#
     ))
 });
 
-/// Metadata of an open connection: `{0}` when it is not open, else
-/// `{1, value-or-nil}` for get and `{1}` for set and delete.
-/// ARGV: op (`get`, `set`, `del`), id, key, value.
+/// Metadata of an open connection: `{0}` when it is not open, `{2}` when a
+/// set would pass the caps, else `{1, value-or-nil}` for get and `{1}` for
+/// set and delete.
+/// ARGV: op (`get`, `set`, `del`), id, key, value, most keys, most bytes.
 pub static METADATA: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local op, id, k = ARGV[1], ARGV[2], ARGV[3]
-if redis.call('EXISTS', 'wharf:c:' .. id) == 0 then return {0} end
-if op == 'get' then return {1, redis.call('HGET', 'wharf:cm:' .. id, k)} end
+local c, cm = 'wharf:c:' .. id, 'wharf:cm:' .. id
+if redis.call('EXISTS', c) == 0 then return {0} end
+if op == 'get' then return {1, redis.call('HGET', cm, k)} end
+local exists = redis.call('HEXISTS', cm, k) == 1
+local old = exists and (#k + redis.call('HSTRLEN', cm, k)) or 0
+local used = tonumber(redis.call('HGET', c, 'mbytes') or '0')
 if op == 'set' then
-  if redis.call('HSET', 'wharf:cm:' .. id, k, ARGV[4]) == 1 then redis.call('RPUSH', 'wharf:cmo:' .. id, k) end
-else
-  if redis.call('HDEL', 'wharf:cm:' .. id, k) == 1 then redis.call('LREM', 'wharf:cmo:' .. id, 0, k) end
+  local bytes = used - old + #k + #ARGV[4]
+  if (not exists and redis.call('HLEN', cm) >= tonumber(ARGV[5])) or bytes > tonumber(ARGV[6]) then return {2} end
+  redis.call('HSET', c, 'mbytes', bytes)
+  if redis.call('HSET', cm, k, ARGV[4]) == 1 then redis.call('RPUSH', 'wharf:cmo:' .. id, k) end
+elseif exists then
+  redis.call('HDEL', cm, k)
+  redis.call('LREM', 'wharf:cmo:' .. id, 0, k)
+  redis.call('HSET', c, 'mbytes', used - old)
 end
 return {1}"#,
     )
 });
 
-/// Channel membership of an open connection: 0 when it is not open.
-/// ARGV: op (`sub`, `unsub`), id, channel.
+/// Channel membership of an open connection: 0 when it is not open, 2 when
+/// a subscribe would pass the cap. ARGV: op (`sub`, `unsub`), id, channel,
+/// most channels.
 pub static MEMBERSHIP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local op, id, ch = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('EXISTS', 'wharf:c:' .. id) == 0 then return 0 end
 if op == 'sub' then
-  if redis.call('SADD', 'wharf:ch:' .. ch, id) == 1 then redis.call('RPUSH', 'wharf:cc:' .. id, ch) end
+  if redis.call('SISMEMBER', 'wharf:ch:' .. ch, id) == 1 then return 1 end
+  if redis.call('LLEN', 'wharf:cc:' .. id) >= tonumber(ARGV[4]) then return 2 end
+  redis.call('SADD', 'wharf:ch:' .. ch, id)
+  redis.call('RPUSH', 'wharf:cc:' .. id, ch)
 else
   redis.call('SREM', 'wharf:ch:' .. ch, id)
   redis.call('LREM', 'wharf:cc:' .. id, 0, ch)

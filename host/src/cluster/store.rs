@@ -24,7 +24,7 @@ use super::bus::{Outbox, Target};
 use super::envelope::Envelope;
 use super::{redact, scripts};
 use crate::conn_id::{ConnId, HOST_BITS, host_of};
-use crate::store::{ConnectionRecord, Connections, Kv, Presence, StoreError, StoreResult};
+use crate::store::{ConnectionRecord, Connections, Kv, Presence, RecordCaps, StoreError, StoreResult};
 
 /// How long one Redis command may take before it counts as failed.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -102,13 +102,20 @@ pub struct RedisStore {
     /// This process's mark on its heartbeat key, so that two processes
     /// never hold one host number unnoticed.
     pub(super) token: String,
+    /// What each connection's record may hold.
+    caps: RecordCaps,
 }
 
 impl RedisStore {
     /// Connects to `url`, takes a host number and registers this host;
     /// changes to other hosts' connections are told to them through
     /// `outbox`.
-    pub(super) async fn connect(url: &str, heartbeat_ttl: Duration, outbox: Outbox) -> anyhow::Result<RedisStore> {
+    pub(super) async fn connect(
+        url: &str,
+        heartbeat_ttl: Duration,
+        caps: RecordCaps,
+        outbox: Outbox,
+    ) -> anyhow::Result<RedisStore> {
         let shown = redact(url);
         let client = redis::Client::open(url).with_context(|| format!("`{shown}` is not a Redis URL"))?;
         let config = ConnectionManagerConfig::new()
@@ -128,12 +135,13 @@ impl RedisStore {
         let mut store = RedisStore {
             conn: conn.clone(),
             host: 0,
-            local: Presence::default(),
+            local: Presence::new(caps),
             stale: AtomicBool::new(false),
             reachable: AtomicBool::new(true),
             heartbeat_ttl,
             outbox,
             token,
+            caps,
         };
         // A number another process holds (handed out again by a Redis that
         // lost its data) is skipped.
@@ -437,14 +445,15 @@ impl RedisStore {
     /// Applies a change another host already made in Redis to this host's
     /// copy of its connection `id`.
     pub(super) fn apply_remote_change(&self, id: ConnId, change: &RecordChange) {
-        let _ = self.apply_local(id, change);
+        let _ = self.apply_local(id, change, false);
     }
 
-    fn apply_local(&self, id: ConnId, change: &RecordChange) -> StoreResult<()> {
+    /// A change to this host's copy; `checked`: within the caps.
+    fn apply_local(&self, id: ConnId, change: &RecordChange, checked: bool) -> StoreResult<()> {
         match change {
-            RecordChange::MetadataSet { key, value } => self.local.metadata_set(id, key, value),
+            RecordChange::MetadataSet { key, value } => self.local.metadata_set(id, key, value, checked),
             RecordChange::MetadataDelete { key } => self.local.metadata_delete(id, key),
-            RecordChange::Subscribe { channel } => self.local.subscribe(id, channel),
+            RecordChange::Subscribe { channel } => self.local.subscribe(id, channel, checked),
             RecordChange::Unsubscribe { channel } => self.local.unsubscribe(id, channel),
         }
     }
@@ -453,30 +462,34 @@ impl RedisStore {
     /// and in Redis when the connection is local, in Redis (then told to
     /// the holder) when it is another host's.
     async fn change(&self, id: ConnId, change: RecordChange) -> StoreResult<()> {
+        let local = self.local.contains(id);
+        // This host's copy is authoritative for its own connections and
+        // checks the caps itself; Redis mirrors it whatever it holds.
+        let caps = if local { RecordCaps::UNLIMITED } else { self.caps };
         let script = match &change {
             RecordChange::MetadataSet { key, value } => {
                 let mut s = scripts::METADATA.prepare_invoke();
-                s.arg("set").arg(id).arg(key).arg(value);
+                s.arg("set").arg(id).arg(key).arg(value).arg(caps.max_metadata_keys).arg(caps.max_metadata_bytes);
                 s
             }
             RecordChange::MetadataDelete { key } => {
                 let mut s = scripts::METADATA.prepare_invoke();
-                s.arg("del").arg(id).arg(key).arg("");
+                s.arg("del").arg(id).arg(key).arg("").arg(0).arg(0);
                 s
             }
             RecordChange::Subscribe { channel } => {
                 let mut s = scripts::MEMBERSHIP.prepare_invoke();
-                s.arg("sub").arg(id).arg(channel);
+                s.arg("sub").arg(id).arg(channel).arg(caps.max_channels);
                 s
             }
             RecordChange::Unsubscribe { channel } => {
                 let mut s = scripts::MEMBERSHIP.prepare_invoke();
-                s.arg("unsub").arg(id).arg(channel);
+                s.arg("unsub").arg(id).arg(channel).arg(0);
                 s
             }
         };
-        if self.local.contains(id) {
-            self.apply_local(id, &change)?;
+        if local {
+            self.apply_local(id, &change, true)?;
             match self.redis() {
                 Ok(mut conn) => self.mirror("change", script.invoke_async::<Value>(&mut conn).await),
                 Err(_) => self.stale.store(true, Ordering::Release),
@@ -486,13 +499,18 @@ impl RedisStore {
         if host_of(id) == self.host {
             return Err(StoreError::UnknownConnection);
         }
-        let open = match script.invoke_async::<Value>(&mut self.redis()?).await.map_err(|e| self.failed(e))? {
-            Value::Int(n) => n == 1,
-            Value::Array(v) => matches!(v.first(), Some(Value::Int(1))),
+        let answer = match script.invoke_async::<Value>(&mut self.redis()?).await.map_err(|e| self.failed(e))? {
+            Value::Int(n) => n,
+            Value::Array(v) => match v.first() {
+                Some(Value::Int(n)) => *n,
+                _ => return Err(bad_reply("change")),
+            },
             _ => return Err(bad_reply("change")),
         };
-        if !open {
-            return Err(StoreError::UnknownConnection);
+        match answer {
+            1 => {}
+            2 => return Err(StoreError::QuotaExceeded),
+            _ => return Err(StoreError::UnknownConnection),
         }
         self.outbox.push(Target::Host(host_of(id)), Envelope::Record { conn: id, change }.encode(self.host));
         Ok(())

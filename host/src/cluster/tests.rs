@@ -16,14 +16,14 @@ use super::liveness::Beat;
 use super::store::{RecordChange, RedisStore};
 use crate::conn_id::{ConnId, id_base};
 use crate::store::suite::{record, run};
-use crate::store::{ConnectionRecord, Store, StoreError};
+use crate::store::{ConnectionRecord, RecordCaps, Store, StoreError};
 
 /// One host's Redis store, the same as a [`Store`], and what it queued for
 /// other hosts.
 async fn host(redis: &RedisServer) -> (Arc<RedisStore>, Store, mpsc::Receiver<Outgoing>) {
     let (tx, rx) = mpsc::channel(1024);
     let outbox = Outbox::new(tx, IntCounter::new("queue_full", "queue_full").unwrap());
-    let store = Arc::new(RedisStore::connect(&redis.url(), TTL, outbox).await.unwrap());
+    let store = Arc::new(RedisStore::connect(&redis.url(), TTL, RecordCaps::default(), outbox).await.unwrap());
     let s = Store { kv: store.clone(), connections: store.clone() };
     (store, s, rx)
 }
@@ -110,6 +110,38 @@ async fn redis_hosts_share_connections_and_get_unique_ids() {
     assert_eq!(sb.connections.close(ib).await.unwrap().map(|r| r.id), Some(ib));
     assert_eq!(sa.connections.members("room").await.unwrap(), [ia]);
     assert_eq!(sa.connections.get(ib).await.unwrap(), None, "closed on B, gone for A");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_hosts_changes_are_held_to_the_same_caps() {
+    let redis = RedisServer::start();
+    let (a, sa, _) = host(&redis).await;
+    let (_b, sb, _told) = host(&redis).await;
+    let ia = id_base(a.host()) + 1;
+    // The opening record's metadata counts (remote_record has one entry).
+    sa.connections.open(remote_record(ia)).await.unwrap();
+    for i in 0..62 {
+        sa.connections.metadata_set(ia, &format!("k{i}"), "v").await.unwrap();
+    }
+    // 63 keys set on A (its copy checks, Redis mirrors): B may add one.
+    sb.connections.metadata_set(ia, "from-b", "v").await.unwrap();
+    assert_eq!(sb.connections.metadata_set(ia, "too-many", "v").await, Err(StoreError::QuotaExceeded));
+    sb.connections.metadata_set(ia, "k0", "replaced").await.expect("replacing adds no key");
+    // Bytes set on A count for B: 60 KiB there, 5 KiB more does not fit.
+    sa.connections.metadata_set(ia, "k1", &"b".repeat(60 << 10)).await.unwrap();
+    assert_eq!(sb.connections.metadata_set(ia, "k2", &"b".repeat(5 << 10)).await, Err(StoreError::QuotaExceeded));
+    sa.connections.metadata_delete(ia, "k1").await.unwrap();
+    sb.connections.metadata_set(ia, "k2", &"b".repeat(5 << 10)).await.expect("A's delete gave the bytes back");
+    // Channels: remote_record is in one; A adds 126, B the last.
+    for i in 0..126 {
+        sa.connections.subscribe(ia, &format!("ch{i}")).await.unwrap();
+    }
+    sb.connections.subscribe(ia, "from-b").await.unwrap();
+    sb.connections.subscribe(ia, "ch3").await.expect("a channel it is in");
+    assert_eq!(sb.connections.subscribe(ia, "one-more").await, Err(StoreError::QuotaExceeded));
+    assert!(sb.connections.members("one-more").await.unwrap().is_empty());
+    let seen_by_b = sb.connections.get(ia).await.unwrap().unwrap();
+    assert_eq!((seen_by_b.metadata.len(), seen_by_b.channels.len()), (63, 128), "64 keys less k1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

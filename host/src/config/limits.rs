@@ -126,6 +126,14 @@ pub struct Limits {
     pub max_handshakes_per_ip: usize,
     /// Open WebSocket connections on this host at once; past it: 503.
     pub max_connections: usize,
+    /// Metadata keys one connection may hold; past it `set-metadata`
+    /// returns `quota-exceeded` (an accept with more is refused, 500).
+    pub max_metadata_keys: usize,
+    /// Bytes of metadata keys and values one connection may hold.
+    pub max_metadata_bytes: usize,
+    /// Channels one connection may be a member of; past it `subscribe`
+    /// returns `quota-exceeded`.
+    pub max_channels_per_connection: usize,
     /// New WebSocket connections per second from one client IP address
     /// (per route); past it: 429. 0: no limit. The default (1,000/s after a
     /// burst of 2,000) lets a NAT of many users reconnect at once after an
@@ -162,6 +170,9 @@ impl Default for Limits {
             max_handshakes: 1024,
             max_handshakes_per_ip: 64,
             max_connections: 100_000,
+            max_metadata_keys: 64,
+            max_metadata_bytes: 64 << 10,
+            max_channels_per_connection: 128,
             connect_rate: 1000,
             connect_burst: 2000,
         }
@@ -169,6 +180,15 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// What one connection's record may hold.
+    pub fn record_caps(&self) -> crate::store::RecordCaps {
+        crate::store::RecordCaps {
+            max_metadata_keys: self.max_metadata_keys,
+            max_metadata_bytes: self.max_metadata_bytes,
+            max_channels: self.max_channels_per_connection,
+        }
+    }
+
     /// These limits with a plugin's overrides.
     pub fn for_plugin(&self, o: &PluginLimits) -> Limits {
         Limits {
@@ -203,7 +223,7 @@ impl Limits {
     /// Checks every range; `prefix` is the table the limits came from.
     pub(super) fn check(&self, prefix: &str) -> Result<(), (String, &'static str)> {
         let l = self;
-        let checks: [(&str, bool, &'static str); 21] = [
+        let checks: [(&str, bool, &'static str); 24] = [
             ("event_timeout_ms", (1..=60_000).contains(&l.event_timeout_ms), "must be 1..=60000"),
             ("memory_mib", (1..=4096).contains(&l.memory_mib), "must be 1..=4096"),
             ("instance_pool", l.instance_pool <= 4096, "must be at most 4096"),
@@ -224,6 +244,13 @@ impl Limits {
             ("max_handshakes", (1..=1_000_000).contains(&l.max_handshakes), "must be 1..=1000000"),
             ("max_handshakes_per_ip", (1..=1_000_000).contains(&l.max_handshakes_per_ip), "must be 1..=1000000"),
             ("max_connections", (1..=10_000_000).contains(&l.max_connections), "must be 1..=10000000"),
+            ("max_metadata_keys", (1..=100_000).contains(&l.max_metadata_keys), "must be 1..=100000"),
+            ("max_metadata_bytes", (1..=(64 << 20)).contains(&l.max_metadata_bytes), "must be 1..=67108864"),
+            (
+                "max_channels_per_connection",
+                (1..=100_000).contains(&l.max_channels_per_connection),
+                "must be 1..=100000",
+            ),
             ("connect_burst", l.connect_burst <= 1_000_000, "must be at most 1000000"),
         ];
         match checks.into_iter().find(|(_, ok, _)| !ok) {

@@ -268,7 +268,7 @@ mod tests {
         let bus = Arc::new(RecordingBus::default());
         let metrics = Arc::new(Metrics::new());
         let registry = Arc::new(Registry::new(metrics.outbound_dropped.clone()));
-        let store = crate::store::open(&StoreKind::Memory, std::path::Path::new(".")).unwrap();
+        let store = crate::store::open(&StoreKind::Memory, std::path::Path::new("."), Default::default()).unwrap();
         let hub = Hub::new(registry.clone(), store, bus.clone(), metrics, 10);
         let queue = QueuePolicy { capacity: 8, max_bytes: 1 << 20, slow_reader: SlowReader::Close };
         let (here, inbox) = registry.reserve("/r".into(), queue);

@@ -8,7 +8,7 @@
 //! oldest queued messages. Only the connection's own task writes to its
 //! socket.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -209,7 +209,7 @@ type Outbox = Arc<Mailbox>;
 struct Entry {
     outbox: Outbox,
     route: Arc<str>,
-    channels: Vec<String>,
+    channels: HashSet<String>,
 }
 
 /// The receiving side handed to a connection's task.
@@ -249,7 +249,7 @@ impl Registry {
     pub(crate) fn reserve(&self, route: Arc<str>, queue: QueuePolicy) -> (ConnId, Inbox) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mailbox = Arc::new(Mailbox::new(queue));
-        self.conns.insert(id, Entry { outbox: mailbox.clone(), route, channels: Vec::new() });
+        self.conns.insert(id, Entry { outbox: mailbox.clone(), route, channels: HashSet::new() });
         (id, mailbox)
     }
 
@@ -297,8 +297,8 @@ impl Registry {
     /// Adds a connection to a channel; whether the connection is registered.
     pub fn subscribe(&self, id: ConnId, channel: &str) -> bool {
         let Some(mut e) = self.conns.get_mut(&id) else { return false };
-        if !e.channels.iter().any(|c| c == channel) {
-            e.channels.push(channel.to_string());
+        if !e.channels.contains(channel) {
+            e.channels.insert(channel.to_string());
             self.channels.entry(channel.to_string()).or_default().insert(id, e.outbox.clone());
         }
         true
@@ -307,7 +307,9 @@ impl Registry {
     /// Removes a connection from a channel.
     pub fn unsubscribe(&self, id: ConnId, channel: &str) {
         let Some(mut e) = self.conns.get_mut(&id) else { return };
-        e.channels.retain(|c| c != channel);
+        if !e.channels.remove(channel) {
+            return;
+        }
         self.channels.remove_if_mut(channel, |_, members| {
             members.remove(&id);
             members.is_empty()

@@ -27,6 +27,7 @@ fn store_error(e: StoreError) -> Error {
     match e {
         StoreError::UnknownConnection => Error::UnknownConnection,
         StoreError::NotACounter => Error::InvalidArgument,
+        StoreError::QuotaExceeded => Error::QuotaExceeded,
         StoreError::Unavailable(detail) => {
             tracing::warn!(%detail, "store unavailable during a handler call");
             Error::Unavailable
@@ -366,7 +367,8 @@ mod tests {
     /// An instance's state for plugin `p` during an event of connection
     /// [`MINE`]; [`THEIRS`] belongs to plugin `q`.
     async fn state(caps: EventCaps) -> InstanceState {
-        let store: Store = crate::store::open(&StoreKind::Memory, std::path::Path::new(".")).unwrap();
+        let store: Store =
+            crate::store::open(&StoreKind::Memory, std::path::Path::new("."), Default::default()).unwrap();
         store.connections.open(record(MINE, "p")).await.unwrap();
         store.connections.open(record(THEIRS, "q")).await.unwrap();
         let metrics = Arc::new(Metrics::new());

@@ -37,6 +37,9 @@ pub enum StoreError {
     /// A counter's current value is not a decimal integer, or would overflow.
     #[error("value is not a valid counter")]
     NotACounter,
+    /// The change would take the connection or namespace past its caps.
+    #[error("quota exceeded")]
+    QuotaExceeded,
     /// The back end could not complete the operation.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -62,6 +65,31 @@ pub struct ConnectionRecord {
     pub metadata: Vec<(String, String)>,
     /// Channels it is a member of, in subscription order.
     pub channels: Vec<String>,
+}
+
+/// How much one connection's record may hold; a change past it fails with
+/// [`StoreError::QuotaExceeded`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordCaps {
+    /// Metadata keys.
+    pub max_metadata_keys: usize,
+    /// Bytes of metadata keys and values together.
+    pub max_metadata_bytes: usize,
+    /// Channels it is a member of.
+    pub max_channels: usize,
+}
+
+impl RecordCaps {
+    /// No caps (a copy of a record checked elsewhere).
+    pub const UNLIMITED: RecordCaps =
+        RecordCaps { max_metadata_keys: usize::MAX, max_metadata_bytes: usize::MAX, max_channels: usize::MAX };
+}
+
+impl Default for RecordCaps {
+    /// The caps of the default limits.
+    fn default() -> Self {
+        crate::config::Limits::default().record_caps()
+    }
 }
 
 /// Plugin key/value namespaces.
@@ -106,11 +134,13 @@ pub trait Connections: Send + Sync + 'static {
     async fn plugin(&self, id: ConnId) -> StoreResult<Option<Arc<str>>>;
     /// One metadata value of an open connection.
     async fn metadata_get(&self, id: ConnId, key: &str) -> StoreResult<Option<String>>;
-    /// Sets one metadata value of an open connection.
+    /// Sets one metadata value of an open connection, within its
+    /// [`RecordCaps`].
     async fn metadata_set(&self, id: ConnId, key: &str, value: &str) -> StoreResult<()>;
     /// Removes one metadata value of an open connection.
     async fn metadata_delete(&self, id: ConnId, key: &str) -> StoreResult<()>;
-    /// Adds an open connection to a channel (idempotent).
+    /// Adds an open connection to a channel (idempotent), within its
+    /// [`RecordCaps`].
     async fn subscribe(&self, id: ConnId, channel: &str) -> StoreResult<()>;
     /// Removes a connection from a channel (a no-op when not a member).
     async fn unsubscribe(&self, id: ConnId, channel: &str) -> StoreResult<()>;
@@ -148,13 +178,13 @@ pub enum StoreKind {
 }
 
 /// Opens the local back end `kind`, with its files under `data_dir`;
-/// connection records are in this process's memory.
-pub fn open(kind: &StoreKind, data_dir: &Path) -> anyhow::Result<Store> {
+/// connection records are in this process's memory, within `caps`.
+pub fn open(kind: &StoreKind, data_dir: &Path, caps: RecordCaps) -> anyhow::Result<Store> {
     let kv: Arc<dyn Kv> = match kind {
         StoreKind::Memory => Arc::new(MemoryKv::default()),
         StoreKind::Embedded => Arc::new(EmbeddedKv::open(data_dir)?),
     };
-    Ok(Store { kv, connections: Arc::new(Presence::default()) })
+    Ok(Store { kv, connections: Arc::new(Presence::new(caps)) })
 }
 
 /// Parses a stored counter value.

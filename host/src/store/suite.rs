@@ -25,6 +25,7 @@ pub(crate) async fn run(s: Store, host: u32) {
     increment_cas_and_ttl(&s).await;
     list_keys_pages_by_prefix(&s).await;
     metadata_and_presence_live_with_the_connection(&s, host).await;
+    records_are_capped(&s, id_base(host) + 3).await;
     concurrent_increments_are_atomic(s).await;
 }
 
@@ -105,6 +106,44 @@ async fn metadata_and_presence_live_with_the_connection(s: &Store, host: u32) {
     s.connections.close(c2).await.unwrap();
 }
 
+/// The default [`super::RecordCaps`]: 64 metadata keys, 64 KiB of
+/// metadata, 128 channels per connection; connection `id` is opened here.
+pub(crate) async fn records_are_capped(s: &Store, id: ConnId) {
+    s.connections.open(record(id, "/caps")).await.unwrap();
+    let c = &s.connections;
+    for i in 0..64 {
+        c.metadata_set(id, &format!("k{i}"), "v").await.unwrap();
+    }
+    assert_eq!(c.metadata_set(id, "one-more", "v").await, Err(StoreError::QuotaExceeded));
+    c.metadata_set(id, "k0", "replaced").await.expect("replacing a key adds none");
+    c.metadata_delete(id, "k1").await.unwrap();
+    c.metadata_set(id, "one-more", "v").await.expect("a deleted key made room");
+    // Bytes: 64 KiB of keys and values together. The 64 entries hold
+    // about 300 bytes; one value of 64 KiB does not fit beside them.
+    assert_eq!(c.metadata_set(id, "k2", &"b".repeat(64 << 10)).await, Err(StoreError::QuotaExceeded));
+    assert_eq!(c.metadata_get(id, "k2").await.unwrap().as_deref(), Some("v"), "a refused set changes nothing");
+    c.metadata_set(id, "k2", &"b".repeat(60 << 10)).await.expect("60 KiB fits");
+    assert_eq!(c.metadata_set(id, "k3", &"b".repeat(5 << 10)).await, Err(StoreError::QuotaExceeded));
+    c.metadata_delete(id, "k2").await.unwrap();
+    c.metadata_set(id, "k3", &"b".repeat(5 << 10)).await.expect("a deleted value gave its bytes back");
+    let record = c.get(id).await.unwrap().unwrap();
+    assert_eq!(record.metadata.len(), 63, "64, less k2");
+    assert_eq!(record.metadata[0], ("k0".to_string(), "replaced".to_string()), "insertion order kept");
+    assert_eq!(record.metadata.last().unwrap().0, "one-more");
+
+    for i in 0..128 {
+        c.subscribe(id, &format!("ch{i}")).await.unwrap();
+    }
+    c.subscribe(id, "ch5").await.expect("a channel it is in costs nothing");
+    assert_eq!(c.subscribe(id, "ch128").await, Err(StoreError::QuotaExceeded));
+    assert!(c.members("ch128").await.unwrap().is_empty());
+    c.unsubscribe(id, "ch0").await.unwrap();
+    c.subscribe(id, "ch128").await.expect("leaving one made room");
+    let record = c.get(id).await.unwrap().unwrap();
+    assert_eq!((record.channels.len(), record.channels.last().map(String::as_str)), (128, Some("ch128")));
+    c.close(id).await.unwrap();
+}
+
 async fn concurrent_increments_are_atomic(s: Store) {
     let tasks: Vec<_> = (0..8)
         .map(|_| {
@@ -124,24 +163,24 @@ async fn concurrent_increments_are_atomic(s: Store) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_back_end_passes_the_suite() {
-    run(super::open(&super::StoreKind::Memory, std::path::Path::new("unused")).unwrap(), 0).await;
+    run(super::open(&super::StoreKind::Memory, std::path::Path::new("unused"), Default::default()).unwrap(), 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_back_end_passes_the_suite() {
     let dir = tempfile::tempdir().unwrap();
-    run(super::open(&super::StoreKind::Embedded, dir.path()).unwrap(), 0).await;
+    run(super::open(&super::StoreKind::Embedded, dir.path(), Default::default()).unwrap(), 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_data_survives_reopening() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let s = super::open(&super::StoreKind::Embedded, dir.path()).unwrap();
+        let s = super::open(&super::StoreKind::Embedded, dir.path(), Default::default()).unwrap();
         assert_eq!(s.kv.increment("p", "hits", 41).await.unwrap(), 41);
         s.kv.set("p", "name", b"wharf".to_vec(), None).await.unwrap();
     }
-    let s = super::open(&super::StoreKind::Embedded, dir.path()).unwrap();
+    let s = super::open(&super::StoreKind::Embedded, dir.path(), Default::default()).unwrap();
     assert_eq!(s.kv.increment("p", "hits", 1).await.unwrap(), 42);
     assert_eq!(s.kv.get("p", "name").await.unwrap(), Some(b"wharf".to_vec()));
 }
@@ -150,12 +189,14 @@ async fn embedded_data_survives_reopening() {
 fn a_corrupt_or_unusable_data_dir_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(super::embedded::FILE_NAME), vec![0x5a; 8192]).unwrap();
-    let e = super::open(&super::StoreKind::Embedded, dir.path()).err().expect("garbage is refused");
+    let e = super::open(&super::StoreKind::Embedded, dir.path(), Default::default()).err().expect("garbage is refused");
     let msg = format!("{e:#}");
     assert!(msg.contains("wharf.redb"), "{msg}");
 
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, b"x").unwrap();
-    let e = super::open(&super::StoreKind::Embedded, &file).err().expect("a file as data dir is refused");
+    let e = super::open(&super::StoreKind::Embedded, &file, Default::default())
+        .err()
+        .expect("a file as data dir is refused");
     assert!(format!("{e:#}").contains("creating the data directory"), "{e:#}");
 }

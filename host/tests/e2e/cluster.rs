@@ -196,11 +196,6 @@ async fn relay_id(ws: &mut Client) -> String {
     expect_text(ws).await.strip_prefix("id:").expect("the relay handler's greeting").to_string()
 }
 
-async fn ask(ws: &mut Client, text: &str) -> String {
-    send_text(ws, text).await;
-    expect_text(ws).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handlers_act_on_connections_held_by_another_host() {
     let redis = RedisServer::start();

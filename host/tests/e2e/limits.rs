@@ -15,11 +15,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-async fn ask(ws: &mut Client, text: &str) -> String {
-    send_text(ws, text).await;
-    expect_text(ws).await
-}
-
 /// The close code `faulty`'s on-close recorded for connection `id`, asked on
 /// the unlimited `/faulty` route; waits until it is recorded.
 async fn recorded_close(host: &wharf::app::Running, id: &str) -> String {
@@ -444,5 +439,56 @@ plugin = "echo"
     send_text(&mut ws, "hello").await;
     assert_eq!(expect_text(&mut ws).await, "hello");
     drop(partial);
+    host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connections_metadata_and_channels_are_capped() {
+    let body = r#"
+[limits]
+max_metadata_keys = 4
+max_metadata_bytes = 64
+max_channels_per_connection = 3
+[plugins.faulty]
+component = @faulty@
+[[routes]]
+path = "/faulty"
+plugin = "faulty"
+"#;
+    let host = spawn(config_from(body)).await;
+    let mut ws = connect(&host, "/faulty").await;
+    for k in ["a", "b", "c", "d"] {
+        assert_eq!(ask(&mut ws, &format!("meta:{k}=1")).await, "ok");
+    }
+    assert_eq!(ask(&mut ws, "meta:e=1").await, "quota exceeded", "a fifth key");
+    assert_eq!(ask(&mut ws, "meta:a=2").await, "ok", "replacing a key");
+    // Keys and values of 1 byte: 8 of 64 bytes; a's value may grow to 57.
+    assert_eq!(ask(&mut ws, &format!("meta:a={}", "v".repeat(58))).await, "quota exceeded");
+    assert_eq!(ask(&mut ws, &format!("meta:a={}", "v".repeat(57))).await, "ok");
+    for ch in ["x", "y", "z"] {
+        assert_eq!(ask(&mut ws, &format!("join:{ch}")).await, "ok");
+    }
+    assert_eq!(ask(&mut ws, "join:x").await, "ok", "a channel it is in");
+    assert_eq!(ask(&mut ws, "join:w").await, "quota exceeded", "a fourth channel");
+    let id = ask(&mut ws, "whoami").await;
+    let (_, record) = admin(&host, "GET", &format!("/connections/{id}"), None).await;
+    assert_eq!(record["metadata"].as_object().unwrap().len(), 4, "{record}");
+    assert_eq!(record["channels"], serde_json::json!(["x", "y", "z"]));
+    assert_eq!(ask(&mut ws, "still open").await, "still open", "a refused call fails only that call");
+
+    // An accept past the caps is refused (500) and leaves no record.
+    let refused = |path: &'static str| {
+        let url = format!("ws://{}{path}", host.addr);
+        async move {
+            match tokio_tungstenite::connect_async(url).await {
+                Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+                other => panic!("{path}: expected a refusal, got {:?}", other.map(|_| ())),
+            }
+        }
+    };
+    assert_eq!(refused("/faulty?meta=5").await, 500, "five keys");
+    assert_eq!(refused("/faulty?meta=1&meta-bytes=70").await, 500, "over 64 bytes");
+    let (_, listed) = admin(&host, "GET", "/connections", None).await;
+    assert_eq!(listed["connections"].as_array().unwrap().len(), 1, "{listed}");
     host.stop().await.unwrap();
 }

@@ -33,11 +33,6 @@ fn replace(file: &Path, bytes: &[u8]) {
     std::fs::rename(&tmp, file).unwrap();
 }
 
-async fn ask(ws: &mut Client, text: &str) -> String {
-    send_text(ws, text).await;
-    expect_text(ws).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swapping_under_load_drops_nothing() {
     let dir = tempfile::tempdir().unwrap();

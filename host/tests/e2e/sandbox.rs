@@ -7,6 +7,9 @@ use crate::common::*;
 
 /// `faulty` with tight per-plugin limits beside a plain `echo` route.
 const SANDBOX: &str = r#"
+[limits]
+max_metadata_bytes = 2000000
+
 [plugins.faulty]
 component = @faulty@
 [plugins.faulty.limits]
@@ -27,11 +30,6 @@ plugin = "faulty"
 path = "/echo"
 plugin = "echo"
 "#;
-
-async fn ask(ws: &mut Client, text: &str) -> String {
-    send_text(ws, text).await;
-    expect_text(ws).await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_misbehaving_handler_fails_only_its_own_event() {
@@ -168,7 +166,9 @@ async fn a_handlers_answers_go_through_the_limits_its_calls_do() {
     assert_eq!(expect_close(&mut ws).await, 1011);
 
     // Accept metadata goes through set-metadata's checks: values within
-    // max_value_bytes (65,536), one store operation each (20 per event).
+    // max_value_bytes (65,536), one store operation each (20 per event),
+    // and the connection's caps (max_metadata_bytes is raised here; the
+    // limits tests check the caps).
     assert_eq!(refused_with(&host, "/faulty?meta=20&meta-bytes=65536").await, None);
     assert_eq!(refused_with(&host, "/faulty?meta=21&meta-bytes=1").await, Some(500));
     assert_eq!(refused_with(&host, "/faulty?meta=1&meta-bytes=65537").await, Some(500));

@@ -148,6 +148,10 @@ impl Handler for Faulty {
                     Err(e) => e.to_string(),
                 }))
             }
+            Some(cmd) if cmd.starts_with("meta:") => {
+                let (k, v) = cmd[5..].split_once('=').unwrap_or((&cmd[5..], ""));
+                Some(Message::text(conn.set_metadata(k, v).map_or_else(|e| e.to_string(), |()| "ok".into())))
+            }
             Some("bye") => {
                 let _ = conn.close(4000, "bye");
                 None

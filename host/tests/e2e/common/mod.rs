@@ -193,6 +193,12 @@ pub async fn send_text(ws: &mut Client, text: &str) {
 }
 
 /// Waits for the server's close frame; its code.
+/// Sends `text` and returns the text that comes back.
+pub async fn ask(ws: &mut Client, text: &str) -> String {
+    send_text(ws, text).await;
+    expect_text(ws).await
+}
+
 pub async fn expect_close(ws: &mut Client) -> u16 {
     match next_data(ws).await {
         Message::Close(Some(frame)) => u16::from(frame.code),
