@@ -492,3 +492,41 @@ plugin = "faulty"
     assert_eq!(listed["connections"].as_array().unwrap().len(), 1, "{listed}");
     host.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_floods_pings_is_closed_and_one_that_pings_is_answered() {
+    let host = spawn(config_from(TIMERS)).await;
+    // Ten pings get ten pongs, and the connection stays.
+    let mut ws = connect(&host, "/faulty").await;
+    for i in 0..10u8 {
+        ws.send(Message::Ping(vec![i].into())).await.unwrap();
+    }
+    for i in 0..10u8 {
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Ok(Some(Ok(Message::Pong(p)))) => assert_eq!(p.as_ref(), [i], "pong {i}"),
+            other => panic!("expected a pong, got {other:?}"),
+        }
+    }
+    assert_eq!(ask(&mut ws, "still open").await, "still open");
+    // 300 pings at once: past 100 in a second the host closes with 1008.
+    let id = ask(&mut ws, "whoami").await;
+    for _ in 0..300 {
+        if ws.send(Message::Ping(Default::default())).await.is_err() {
+            break;
+        }
+    }
+    let code = tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("closed in time");
+    assert_eq!(code, Some(1008));
+    assert_eq!(recorded_close(&host, &id).await, "1008");
+    host.stop().await.unwrap();
+}

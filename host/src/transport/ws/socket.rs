@@ -23,6 +23,9 @@ use crate::hub::{Connection, Outbound};
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most queued messages written before the next flush.
 const WRITE_BATCH: usize = 64;
+/// Pings a client may send in one second; each makes the host write a
+/// pong, so past it the connection is closed (1008).
+const CLIENT_PINGS_PER_SECOND: u32 = 100;
 
 /// How a connection ended.
 enum End {
@@ -66,10 +69,13 @@ struct Stats {
 }
 
 /// Server pings: when the next one is due and how many went unanswered.
+/// Client pings: how many arrived in the current one-second window.
 struct Pings {
     every: Option<Duration>,
     allowed_misses: u32,
     missed: u32,
+    window: Instant,
+    received: u32,
 }
 
 impl Pings {
@@ -77,11 +83,27 @@ impl Pings {
     fn heard(&mut self) {
         self.missed = 0;
     }
+
+    /// Counts a ping from the client; whether it is within the rate.
+    fn client_ping(&mut self) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.window) >= Duration::from_secs(1) {
+            (self.window, self.received) = (now, 0);
+        }
+        self.received += 1;
+        self.received <= CLIENT_PINGS_PER_SECOND
+    }
 }
 
 async fn serve(shared: &Listener, ws: &mut Ws, conn: &Connection, stats: &Stats) -> End {
     let (policy, inbox, id, path) = (conn.policy(), conn.mailbox(), conn.id(), &conn.route().path);
-    let mut pings = Pings { every: policy.ping_interval, allowed_misses: policy.missed_pongs, missed: 0 };
+    let mut pings = Pings {
+        every: policy.ping_interval,
+        allowed_misses: policy.missed_pongs,
+        missed: 0,
+        window: Instant::now(),
+        received: 0,
+    };
     let far = Instant::now() + Duration::from_secs(86_400 * 365);
     let ping_timer = tokio::time::sleep_until(pings.every.map_or(far, |d| Instant::now() + d));
     let lifetime = tokio::time::sleep_until(policy.max_lifetime.map_or(far, |d| Instant::now() + d));
@@ -130,6 +152,10 @@ async fn serve(shared: &Listener, ws: &mut Ws, conn: &Connection, stats: &Stats)
                 let msg = match frame {
                     Some(Ok(WsMessage::Text(t))) => Message::Text(t.as_str().to_owned()),
                     Some(Ok(WsMessage::Binary(b))) => Message::Binary(b.to_vec()),
+                    Some(Ok(WsMessage::Ping(_))) if !pings.client_ping() => {
+                        tracing::debug!(conn = id, route = %path, "client sent more than {CLIENT_PINGS_PER_SECOND} pings in a second");
+                        return End::Host(close::POLICY, "too many pings".into());
+                    }
                     Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {
                         // A ping's pong is queued by tungstenite; send it now.
                         if let Err(end) = flush(ws, policy.write_timeout).await {
