@@ -92,21 +92,36 @@ impl InstanceState {
 }
 
 impl PluginEnv {
-    /// Runs a store operation, recording its latency and failures; maps its
-    /// error for the guest.
-    async fn timed<T>(&self, op: &'static str, f: impl Future<Output = StoreResult<T>>) -> Result<T, Error> {
+    /// Runs a store operation within the event's deadline, recording its
+    /// latency and failures; maps its error for the guest. One still waiting
+    /// at the deadline answers `unavailable` then (and one made after it at
+    /// once), so a stalled store cannot hold an event past its time.
+    async fn timed<T>(
+        &self,
+        deadline: tokio::time::Instant,
+        op: &'static str,
+        f: impl Future<Output = StoreResult<T>>,
+    ) -> Result<T, Error> {
+        let env = self;
         let started = Instant::now();
-        let r = f.await;
-        self.metrics.store_seconds.with_label_values(&[op]).observe(started.elapsed().as_secs_f64());
+        let r = match tokio::time::timeout_at(deadline, f).await {
+            Ok(r) => r,
+            Err(_) => {
+                env.metrics.store_errors.with_label_values(&[op]).inc();
+                tracing::warn!(plugin = %env.name, op, "a store operation was still waiting at the event's deadline");
+                return Err(Error::Unavailable);
+            }
+        };
+        env.metrics.store_seconds.with_label_values(&[op]).observe(started.elapsed().as_secs_f64());
         if r.is_err() {
-            self.metrics.store_errors.with_label_values(&[op]).inc();
+            env.metrics.store_errors.with_label_values(&[op]).inc();
         }
         r.map_err(store_error)
     }
 
     /// A connection this plugin may act on: open, and served by this plugin.
-    async fn own_connection(&self, conn: ConnId) -> Result<(), Error> {
-        match self.timed("connection_plugin", self.store.connections.plugin(conn)).await? {
+    async fn own_connection(&self, deadline: tokio::time::Instant, conn: ConnId) -> Result<(), Error> {
+        match self.timed(deadline, "connection_plugin", self.store.connections.plugin(conn)).await? {
             None => Err(Error::UnknownConnection),
             Some(p) if *p == *self.name => Ok(()),
             Some(_) => Err(Error::NotAllowed),
@@ -132,7 +147,7 @@ impl connections::Host for InstanceState {
     async fn emit(&mut self, conn: ConnId, msg: types::Message) -> Result<(), Error> {
         let env = self.env.clone();
         self.spend_message(&msg)?;
-        env.own_connection(conn).await?;
+        env.own_connection(self.call.deadline, conn).await?;
         self.push(Effect::Emit { to: conn, msg: to_message(msg) })
     }
 
@@ -143,7 +158,7 @@ impl connections::Host for InstanceState {
             Err(close::Refusal::Code) => return Err(Error::InvalidArgument),
             Err(close::Refusal::ReasonTooLong) => return Err(Error::TooLarge),
         }
-        env.own_connection(conn).await?;
+        env.own_connection(self.call.deadline, conn).await?;
         self.push(Effect::Close { conn, code, reason })
     }
 
@@ -151,8 +166,8 @@ impl connections::Host for InstanceState {
         self.spend_store_op()?;
         let env = self.env.clone();
         check_key(&key)?;
-        env.own_connection(conn).await?;
-        env.timed("metadata_get", env.store.connections.metadata_get(conn, &key)).await
+        env.own_connection(self.call.deadline, conn).await?;
+        env.timed(self.call.deadline, "metadata_get", env.store.connections.metadata_get(conn, &key)).await
     }
 
     async fn set_metadata(&mut self, conn: ConnId, key: String, value: String) -> Result<(), Error> {
@@ -160,15 +175,18 @@ impl connections::Host for InstanceState {
         let env = self.env.clone();
         check_key(&key)?;
         self.check_value(value.len())?;
-        env.own_connection(conn).await?;
-        env.timed("metadata_set", env.store.connections.metadata_set(conn, &key, &value)).await
+        env.own_connection(self.call.deadline, conn).await?;
+        env.timed(self.call.deadline, "metadata_set", env.store.connections.metadata_set(conn, &key, &value)).await
     }
 
     async fn info(&mut self, conn: ConnId) -> Result<types::ConnectionInfo, Error> {
         self.spend_store_op()?;
         let env = self.env.clone();
-        env.own_connection(conn).await?;
-        let record = env.timed("connection", env.store.connections.get(conn)).await?.ok_or(Error::UnknownConnection)?;
+        env.own_connection(self.call.deadline, conn).await?;
+        let record = env
+            .timed(self.call.deadline, "connection", env.store.connections.get(conn))
+            .await?
+            .ok_or(Error::UnknownConnection)?;
         Ok(types::ConnectionInfo {
             id: record.id,
             route: record.route.to_string(),
@@ -181,8 +199,8 @@ impl connections::Host for InstanceState {
         self.spend_store_op()?;
         let env = self.env.clone();
         check_key(&key)?;
-        env.own_connection(conn).await?;
-        env.timed("metadata_delete", env.store.connections.metadata_delete(conn, &key)).await
+        env.own_connection(self.call.deadline, conn).await?;
+        env.timed(self.call.deadline, "metadata_delete", env.store.connections.metadata_delete(conn, &key)).await
     }
 }
 
@@ -197,9 +215,9 @@ impl channels::Host for InstanceState {
         self.spend_store_op()?;
         let env = self.env.clone();
         check_channel(&channel)?;
-        env.own_connection(conn).await?;
+        env.own_connection(self.call.deadline, conn).await?;
         // Presence changes now; delivery starts when the effect is applied.
-        env.timed("channel_subscribe", env.store.connections.subscribe(conn, &channel)).await?;
+        env.timed(self.call.deadline, "channel_subscribe", env.store.connections.subscribe(conn, &channel)).await?;
         self.push(Effect::Subscribe { conn, channel })
     }
 
@@ -207,8 +225,8 @@ impl channels::Host for InstanceState {
         self.spend_store_op()?;
         let env = self.env.clone();
         check_channel(&channel)?;
-        env.own_connection(conn).await?;
-        env.timed("channel_unsubscribe", env.store.connections.unsubscribe(conn, &channel)).await?;
+        env.own_connection(self.call.deadline, conn).await?;
+        env.timed(self.call.deadline, "channel_unsubscribe", env.store.connections.unsubscribe(conn, &channel)).await?;
         self.push(Effect::Unsubscribe { conn, channel })
     }
 
@@ -216,7 +234,7 @@ impl channels::Host for InstanceState {
         self.spend_store_op()?;
         check_channel(&channel)?;
         let env = self.env.clone();
-        let mut ids = env.timed("channel_members", env.store.connections.members(&channel)).await?;
+        let mut ids = env.timed(self.call.deadline, "channel_members", env.store.connections.members(&channel)).await?;
         ids.truncate(MAX_MEMBERS);
         Ok(ids)
     }
@@ -233,7 +251,7 @@ impl kv::Host for InstanceState {
         self.spend_store_op()?;
         let env = self.env.clone();
         check_key(&key)?;
-        env.timed("kv_get", env.store.kv.get(&env.namespace, &key)).await
+        env.timed(self.call.deadline, "kv_get", env.store.kv.get(&env.namespace, &key)).await
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> Result<(), Error> {
@@ -242,21 +260,21 @@ impl kv::Host for InstanceState {
         check_key(&key)?;
         self.check_value(value.len())?;
         let ttl = ttl_ms.map(Duration::from_millis);
-        env.timed("kv_set", env.store.kv.set(&env.namespace, &key, value, ttl)).await
+        env.timed(self.call.deadline, "kv_set", env.store.kv.set(&env.namespace, &key, value, ttl)).await
     }
 
     async fn delete(&mut self, key: String) -> Result<bool, Error> {
         self.spend_store_op()?;
         let env = self.env.clone();
         check_key(&key)?;
-        env.timed("kv_delete", env.store.kv.delete(&env.namespace, &key)).await
+        env.timed(self.call.deadline, "kv_delete", env.store.kv.delete(&env.namespace, &key)).await
     }
 
     async fn increment(&mut self, key: String, delta: i64) -> Result<i64, Error> {
         self.spend_store_op()?;
         let env = self.env.clone();
         check_key(&key)?;
-        env.timed("kv_increment", env.store.kv.increment(&env.namespace, &key, delta)).await
+        env.timed(self.call.deadline, "kv_increment", env.store.kv.increment(&env.namespace, &key, delta)).await
     }
 
     async fn compare_and_swap(
@@ -270,7 +288,12 @@ impl kv::Host for InstanceState {
         check_key(&key)?;
         self.check_value(value.len())?;
         let ns = &env.namespace;
-        env.timed("kv_compare_and_swap", env.store.kv.compare_and_swap(ns, &key, expected.as_deref(), value)).await
+        env.timed(
+            self.call.deadline,
+            "kv_compare_and_swap",
+            env.store.kv.compare_and_swap(ns, &key, expected.as_deref(), value),
+        )
+        .await
     }
 
     async fn list_keys(&mut self, prefix: String, cursor: Option<String>, limit: u32) -> Result<Vec<String>, Error> {
@@ -279,7 +302,8 @@ impl kv::Host for InstanceState {
         check_key(&prefix)?;
         let limit = limit.min(MAX_LIST) as usize;
         let ns = &env.namespace;
-        env.timed("kv_list_keys", env.store.kv.list_keys(ns, &prefix, cursor.as_deref(), limit)).await
+        env.timed(self.call.deadline, "kv_list_keys", env.store.kv.list_keys(ns, &prefix, cursor.as_deref(), limit))
+            .await
     }
 }
 
@@ -383,7 +407,7 @@ mod tests {
             pool_growth_bytes: 4 << 20,
         };
         let mut s = InstanceState::new(Arc::new(env));
-        s.call.begin(MINE, Arc::from("/r"));
+        s.call.begin(MINE, Arc::from("/r"), Duration::from_secs(60));
         s
     }
 
@@ -437,7 +461,7 @@ mod tests {
         assert_eq!(connections::Host::emit(&mut s, MINE, text(0)).await, Err(Error::QuotaExceeded));
         assert_eq!(s.call.effects.len(), 3);
         // The next event starts with a fresh budget.
-        s.call.begin(MINE, Arc::from("/r"));
+        s.call.begin(MINE, Arc::from("/r"), Duration::from_secs(60));
         assert_eq!(connections::Host::emit(&mut s, MINE, text(16)).await, Ok(()));
     }
 
@@ -484,9 +508,64 @@ mod tests {
             logging::Host::log(&mut s, LogLevel::Info, line.clone()).await;
         }
         assert_eq!(s.env.metrics.guest_log_dropped.with_label_values(&["p"]).get(), 5);
-        s.call.begin(MINE, Arc::from("/r"));
+        s.call.begin(MINE, Arc::from("/r"), Duration::from_secs(60));
         logging::Host::log(&mut s, LogLevel::Info, line.clone()).await;
         assert_eq!(s.env.metrics.guest_log_dropped.with_label_values(&["p"]).get(), 5, "the next event has a budget");
+    }
+
+    /// A key/value back end that never answers (Redis stopped with SIGSTOP).
+    struct Stalled;
+
+    #[async_trait::async_trait]
+    impl crate::store::Kv for Stalled {
+        async fn get(&self, _: &str, _: &str) -> StoreResult<Option<Vec<u8>>> {
+            std::future::pending().await
+        }
+        async fn set(&self, _: &str, _: &str, _: Vec<u8>, _: Option<Duration>) -> StoreResult<()> {
+            std::future::pending().await
+        }
+        async fn delete(&self, _: &str, _: &str) -> StoreResult<bool> {
+            std::future::pending().await
+        }
+        async fn increment(&self, _: &str, _: &str, _: i64) -> StoreResult<i64> {
+            std::future::pending().await
+        }
+        async fn compare_and_swap(&self, _: &str, _: &str, _: Option<&[u8]>, _: Vec<u8>) -> StoreResult<bool> {
+            std::future::pending().await
+        }
+        async fn list_keys(&self, _: &str, _: &str, _: Option<&str>, _: usize) -> StoreResult<Vec<String>> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_that_stalls_answers_unavailable_at_the_events_deadline() {
+        let mut s = state(caps()).await;
+        let mut env = clone_env(&s.env);
+        env.store.kv = Arc::new(Stalled);
+        s.env = Arc::new(env);
+        s.call.begin(MINE, Arc::from("/r"), Duration::from_millis(100));
+        let started = Instant::now();
+        assert_eq!(kv::Host::get(&mut s, "k".into()).await, Err(Error::Unavailable));
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(90) && waited < Duration::from_secs(2), "{waited:?}");
+        // Past the deadline, a further call gives up at once.
+        let started = Instant::now();
+        assert_eq!(kv::Host::set(&mut s, "k".into(), vec![1], None).await, Err(Error::Unavailable));
+        assert!(started.elapsed() < Duration::from_millis(50), "{:?}", started.elapsed());
+        assert_eq!(s.env.metrics.store_errors.with_label_values(&["kv_get"]).get(), 1);
+    }
+
+    fn clone_env(env: &PluginEnv) -> PluginEnv {
+        PluginEnv {
+            name: env.name.clone(),
+            namespace: env.namespace.clone(),
+            store: env.store.clone(),
+            caps: env.caps,
+            metrics: env.metrics.clone(),
+            budget: env.budget.clone(),
+            pool_growth_bytes: env.pool_growth_bytes,
+        }
     }
 
     #[tokio::test]

@@ -199,7 +199,7 @@ impl Plugin {
             (false, Some(inst)) => inst,
             _ => self.instantiate().await?,
         };
-        inst.store.data_mut().call.begin(cx.event.conn, cx.event.route.clone());
+        inst.store.data_mut().call.begin(cx.event.conn, cx.event.route.clone(), self.budget());
         self.arm(&mut inst.store);
         Ok(inst)
     }
@@ -208,8 +208,15 @@ impl Plugin {
     /// part of [`super::EPOCH_TICK`], so one extra tick makes the budget at
     /// least the configured time, never less.
     fn arm(&self, store: &mut Store<InstanceState>) {
-        store.data_mut().call.ticks_left = self.env.caps.deadline_ticks + 1;
+        let call = &mut store.data_mut().call;
+        call.ticks_left = self.env.caps.deadline_ticks + 1;
+        call.deadline = tokio::time::Instant::now() + self.budget();
         store.set_epoch_deadline(1);
+    }
+
+    /// The wall-clock time of one event, host calls included: its ticks.
+    fn budget(&self) -> std::time::Duration {
+        super::EPOCH_TICK * (self.env.caps.deadline_ticks.min(u32::MAX as u64) as u32 + 1)
     }
 
     async fn instantiate(&self) -> Result<Instance, HandlerFailure> {

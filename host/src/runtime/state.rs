@@ -69,12 +69,17 @@ pub(crate) struct Call {
     pub store_ops: u32,
     /// Bytes the `log` import wrote to the host log so far.
     pub log_bytes: usize,
+    /// When the event's time is up: host calls that wait (on the store)
+    /// give up then.
+    pub deadline: tokio::time::Instant,
 }
 
 impl Call {
-    /// Starts a new event on connection `conn` of `route`.
-    pub fn begin(&mut self, conn: ConnId, route: Arc<str>) {
-        *self = Call { conn, route, effects: std::mem::take(&mut self.effects), ..Call::default() };
+    /// Starts a new event on connection `conn` of `route`, with `budget`
+    /// of wall-clock time for its host calls.
+    pub fn begin(&mut self, conn: ConnId, route: Arc<str>, budget: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + budget;
+        *self = Call { conn, route, effects: std::mem::take(&mut self.effects), deadline, ..Call::default() };
         self.effects.clear();
     }
 }
@@ -90,6 +95,7 @@ impl Default for Call {
             bytes: 0,
             store_ops: 0,
             log_bytes: 0,
+            deadline: tokio::time::Instant::now(),
         }
     }
 }
