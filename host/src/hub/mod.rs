@@ -300,4 +300,81 @@ mod tests {
         );
         assert_eq!(inbox.pending(), None, "the close was for the other host's connection");
     }
+
+    /// A handler with a bug in the host's side of it: a message `panic`
+    /// panics in the connection's task. Records each close.
+    #[derive(Default)]
+    struct Panics(Mutex<Vec<(ConnId, u16)>>);
+
+    #[async_trait]
+    impl crate::handler::Handler for Panics {
+        fn name(&self) -> Arc<str> {
+            Arc::from("panics")
+        }
+        async fn open(
+            &self,
+            _cx: &crate::handler::EventContext,
+            _req: crate::handler::OpenRequest,
+        ) -> crate::handler::Outcome<Result<crate::handler::Accept, crate::handler::Reject>> {
+            Ok((Ok(crate::handler::Accept::default()), Vec::new()))
+        }
+        async fn message(
+            &self,
+            _cx: &crate::handler::EventContext,
+            msg: Message,
+        ) -> crate::handler::Outcome<Option<Message>> {
+            assert!(msg != text("panic"), "a bug in the host");
+            Ok((Some(msg), Vec::new()))
+        }
+        async fn close(
+            &self,
+            cx: &crate::handler::EventContext,
+            code: u16,
+            _reason: &str,
+        ) -> crate::handler::Outcome<()> {
+            self.0.lock().unwrap().push((cx.conn, code));
+            Ok(((), Vec::new()))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_in_a_connection_task_closes_it_once_and_spares_the_others() {
+        let metrics = Arc::new(Metrics::new());
+        let registry = Arc::new(Registry::new(metrics.outbound_dropped.clone()));
+        let store = crate::store::open(&StoreKind::Memory, std::path::Path::new("."), Default::default()).unwrap();
+        let hub = Arc::new(Hub::new(registry.clone(), store, Arc::new(LocalBus), metrics, 10));
+        let handler = Arc::new(Panics::default());
+        let route = Arc::new(Route { path: "/p".into(), handler: handler.clone(), policy: Default::default() });
+        let peer = std::net::IpAddr::from([127, 0, 0, 1]);
+        let open = |hub: Arc<Hub>, route: Arc<Route>| async move {
+            let admission = hub.admit(&route, peer, None, &[]).unwrap();
+            hub.open(route, admission, crate::handler::OpenRequest::default()).await.unwrap().conn
+        };
+        let (a, b) = (open(hub.clone(), route.clone()).await, open(hub.clone(), route.clone()).await);
+        let (ida, idb) = (a.id(), b.id());
+        // Each connection's task, as a front end runs it.
+        let task = tokio::spawn(async move {
+            let _ = a.message(text("panic")).await;
+            a.close(1000, "").await; // never reached
+        });
+        assert!(task.await.unwrap_err().is_panic(), "the task panicked");
+        assert_eq!(b.message(text("still here")).await.unwrap(), Some(text("still here")), "the other serves on");
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if !handler.0.lock().unwrap().is_empty() && hub.store().connections.get(ida).await.unwrap().is_none() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "the panicked connection was closed in the background");
+        assert_eq!(*handler.0.lock().unwrap(), [(ida, crate::close::ABNORMAL)], "on-close ran once, with 1006");
+        assert!(!registry.close(ida, 1000, ""), "it left the registry");
+        b.close(1000, "").await;
+        assert_eq!(*handler.0.lock().unwrap(), [(ida, 1006), (idb, 1000)]);
+        let again = open(hub.clone(), route).await;
+        assert_eq!(again.message(text("new")).await.unwrap(), Some(text("new")), "the hub still opens connections");
+        again.close(1000, "").await;
+    }
 }
