@@ -2,7 +2,8 @@
 //! directory. A write is acknowledged only after its transaction commits
 //! with fsync; concurrent writes share one commit (group commit) through a
 //! single writer thread, which also makes increment and compare-and-swap
-//! atomic.
+//! atomic. Expired keys are reclaimed by the same thread when it is idle,
+//! through an index of expiry times.
 
 use std::ops::Bound;
 use std::path::Path;
@@ -21,11 +22,21 @@ use super::{StoreError, StoreResult, now_ms, parse_counter};
 /// (Unix milliseconds, 0 for none) followed by the value's bytes.
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 
+/// Keys with an expiry, by when: `(expires_ms, full key)`.
+const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
+
+/// Facts about the file: `expiry_index` = 1 once [`EXPIRY`] covers every
+/// key (files written before it existed are indexed once at open).
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
 /// The database file inside the data directory.
 pub const FILE_NAME: &str = "wharf.redb";
 
 /// Most writes folded into one commit.
 const MAX_BATCH: usize = 1024;
+/// How often an idle writer reclaims expired keys, and most per commit.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+const SWEEP_BATCH: usize = 1024;
 
 fn full_key(ns: &str, key: &str) -> String {
     let mut k = String::with_capacity(ns.len() + 1 + key.len());
@@ -40,6 +51,11 @@ fn encode(value: &[u8], expires_ms: u64) -> Vec<u8> {
     v.extend_from_slice(&expires_ms.to_be_bytes());
     v.extend_from_slice(value);
     v
+}
+
+/// The expiry of stored bytes (0: none).
+fn expiry(stored: &[u8]) -> u64 {
+    stored.get(..8).and_then(|h| h.try_into().ok()).map_or(0, u64::from_be_bytes)
 }
 
 /// The value, if the stored bytes are well formed and not expired at `now`.
@@ -99,6 +115,7 @@ impl EmbeddedKv {
             .with_context(|| format!("opening the embedded store {} (is it a Wharf database?)", path.display()))?;
         let txn = db.begin_write().with_context(|| format!("writing to the embedded store {}", path.display()))?;
         txn.open_table(KV).with_context(|| format!("opening the kv table in {}", path.display()))?;
+        index_expiries(&txn).with_context(|| format!("indexing the expiring keys of {}", path.display()))?;
         txn.commit().with_context(|| format!("committing to the embedded store {}", path.display()))?;
         let db = Arc::new(db);
         let (writer, jobs) = mpsc::channel();
@@ -127,9 +144,67 @@ impl EmbeddedKv {
     }
 }
 
-/// Applies queued writes in batches: one transaction and one fsync each.
+/// Builds the expiry index of a file written before it existed.
+fn index_expiries(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
+    let mut meta = txn.open_table(META)?;
+    if meta.get("expiry_index")?.is_some_and(|v| v.value() == 1) {
+        return Ok(());
+    }
+    let kv = txn.open_table(KV)?;
+    let mut index = txn.open_table(EXPIRY)?;
+    for entry in kv.iter()? {
+        let (k, v) = entry?;
+        let expires = expiry(v.value());
+        if expires != 0 {
+            index.insert((expires, k.value()), ())?;
+        }
+    }
+    meta.insert("expiry_index", 1)?;
+    Ok(())
+}
+
+/// Removes up to [`SWEEP_BATCH`] keys expired at `now`; how many.
+fn sweep(db: &Database, now: u64) -> Result<usize, redb::Error> {
+    let txn = db.begin_write()?;
+    let n = {
+        let mut kv = txn.open_table(KV)?;
+        let mut index = txn.open_table(EXPIRY)?;
+        let due: Vec<(u64, String)> = index
+            .range::<(u64, &str)>(..(now + 1, ""))?
+            .take(SWEEP_BATCH)
+            .map(|e| e.map(|(k, _)| (k.value().0, k.value().1.to_string())))
+            .collect::<Result<_, _>>()?;
+        for (expires, key) in &due {
+            index.remove((*expires, key.as_str()))?;
+            // Only if it was not written again since (with another expiry).
+            let still = kv.get(key.as_str())?.is_some_and(|g| expiry(g.value()) == *expires);
+            if still {
+                kv.remove(key.as_str())?;
+            }
+        }
+        due.len()
+    };
+    txn.commit()?;
+    Ok(n)
+}
+
+/// Applies queued writes in batches: one transaction and one fsync each;
+/// every [`SWEEP_EVERY`], busy or idle, reclaims expired keys.
 fn write_loop(db: &Database, jobs: mpsc::Receiver<Job>) {
-    while let Ok(first) = jobs.recv() {
+    let mut next_sweep = std::time::Instant::now() + SWEEP_EVERY;
+    loop {
+        let now = std::time::Instant::now();
+        if now >= next_sweep {
+            if let Err(e) = sweep(db, now_ms()) {
+                tracing::warn!(error = %e, "could not reclaim expired keys; will try again");
+            }
+            next_sweep = now + SWEEP_EVERY;
+        }
+        let first = match jobs.recv_timeout(next_sweep.saturating_duration_since(now)) {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match jobs.try_recv() {
@@ -151,12 +226,12 @@ fn apply_batch(db: &Database, batch: &[Job]) -> Vec<StoreResult<Done>> {
         Err(e) => return fail(&e),
     };
     let results = {
-        let mut table = match txn.open_table(KV) {
-            Ok(t) => t,
-            Err(e) => return fail(&e),
+        let (mut table, mut index) = match (txn.open_table(KV), txn.open_table(EXPIRY)) {
+            (Ok(t), Ok(i)) => (t, i),
+            (Err(e), _) | (_, Err(e)) => return fail(&e),
         };
         let now = now_ms();
-        batch.iter().map(|job| apply(&mut table, &job.op, now)).collect::<Vec<_>>()
+        batch.iter().map(|job| apply(&mut table, &mut index, &job.op, now)).collect::<Vec<_>>()
     };
     match txn.commit() {
         Ok(()) => results,
@@ -164,7 +239,36 @@ fn apply_batch(db: &Database, batch: &[Job]) -> Vec<StoreResult<Done>> {
     }
 }
 
-fn apply(table: &mut redb::Table<&'static str, &'static [u8]>, op: &Op, now: u64) -> StoreResult<Done> {
+type ExpiryIndex<'t> = redb::Table<'t, (u64, &'static str), ()>;
+
+/// Writes `stored` under `key`, keeping the expiry index in step.
+fn put(
+    table: &mut redb::Table<&'static str, &'static [u8]>,
+    index: &mut ExpiryIndex<'_>,
+    key: &str,
+    stored: Option<&[u8]>,
+) -> StoreResult<()> {
+    let old = match stored {
+        Some(v) => table.insert(key, v).map_err(unavailable)?,
+        None => table.remove(key).map_err(unavailable)?,
+    }
+    .map(|g| expiry(g.value()));
+    let new = stored.map_or(0, expiry);
+    if let Some(old) = old.filter(|e| *e != 0 && *e != new) {
+        index.remove((old, key)).map_err(unavailable)?;
+    }
+    if new != 0 && old != Some(new) {
+        index.insert((new, key), ()).map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+fn apply(
+    table: &mut redb::Table<&'static str, &'static [u8]>,
+    index: &mut ExpiryIndex<'_>,
+    op: &Op,
+    now: u64,
+) -> StoreResult<Done> {
     let current =
         |table: &redb::Table<&'static str, &'static [u8]>, key: &str| -> StoreResult<Option<(Vec<u8>, u64)>> {
             let guard = table.get(key).map_err(unavailable)?;
@@ -176,12 +280,12 @@ fn apply(table: &mut redb::Table<&'static str, &'static [u8]>, op: &Op, now: u64
         };
     match op {
         Op::Set { key, value, expires } => {
-            table.insert(key.as_str(), encode(value, *expires).as_slice()).map_err(unavailable)?;
+            put(table, index, key, Some(&encode(value, *expires)))?;
             Ok(Done::Unit)
         }
         Op::Delete { key } => {
             let existed = current(table, key)?.is_some();
-            table.remove(key.as_str()).map_err(unavailable)?;
+            put(table, index, key, None)?;
             Ok(Done::Bool(existed))
         }
         Op::Increment { key, delta } => {
@@ -190,7 +294,7 @@ fn apply(table: &mut redb::Table<&'static str, &'static [u8]>, op: &Op, now: u64
             let next = n.checked_add(*delta).ok_or(StoreError::NotACounter)?;
             // An increment keeps a live key's expiry, like Redis INCRBY.
             let expires = cur.map_or(0, |(_, e)| e);
-            table.insert(key.as_str(), encode(next.to_string().as_bytes(), expires).as_slice()).map_err(unavailable)?;
+            put(table, index, key, Some(&encode(next.to_string().as_bytes(), expires)))?;
             Ok(Done::Int(next))
         }
         Op::Cas { key, expected, value } => {
@@ -198,7 +302,7 @@ fn apply(table: &mut redb::Table<&'static str, &'static [u8]>, op: &Op, now: u64
             if cur != *expected {
                 return Ok(Done::Bool(false));
             }
-            table.insert(key.as_str(), encode(value, 0).as_slice()).map_err(unavailable)?;
+            put(table, index, key, Some(&encode(value, 0)))?;
             Ok(Done::Bool(true))
         }
     }
@@ -271,5 +375,83 @@ impl Kv for EmbeddedKv {
             }
             Ok(keys)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::ReadableTableMetadata;
+
+    fn count<K: redb::Key + 'static, V: redb::Value + 'static>(db: &Database, t: TableDefinition<K, V>) -> u64 {
+        ReadableTableMetadata::len(&db.begin_read().unwrap().open_table(t).unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn expired_keys_are_reclaimed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = EmbeddedKv::open(dir.path()).unwrap();
+        let ms = |n| Some(Duration::from_millis(n));
+        // At once, so that they share commits.
+        let keys: Vec<String> = (0..3000).map(|i| format!("gone{i}")).collect();
+        let sets = keys.iter().map(|k| kv.set("x", k, b"v".to_vec(), ms(1)));
+        for r in futures_util::future::join_all(sets).await {
+            r.unwrap();
+        }
+        kv.set("x", "live", b"v".to_vec(), None).await.unwrap();
+        kv.set("x", "later", b"v".to_vec(), ms(3_600_000)).await.unwrap();
+        kv.set("x", "rewritten", b"v".to_vec(), ms(60_000)).await.unwrap();
+        kv.set("x", "rewritten", b"w".to_vec(), None).await.unwrap();
+        kv.set("x", "counter", b"1".to_vec(), ms(60_000)).await.unwrap();
+        kv.compare_and_swap("x", "counter", Some(b"1"), b"2".to_vec()).await.unwrap();
+        assert_eq!(count(&kv.db, KV), 3004);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        // In batches of at most 1,024 (the idle writer may sweep some too).
+        let now = now_ms();
+        let mut rounds = 0;
+        loop {
+            let n = sweep(&kv.db, now).unwrap();
+            assert!(n <= SWEEP_BATCH);
+            if n == 0 {
+                break;
+            }
+            rounds += 1;
+            assert!(rounds <= 3, "3,000 expired keys take at most 3 sweeps");
+        }
+        assert_eq!(count(&kv.db, KV), 4, "live, later, rewritten, counter");
+        assert_eq!(count(&kv.db, EXPIRY), 1, "later's expiry");
+        assert_eq!(kv.get("x", "rewritten").await.unwrap(), Some(b"w".to_vec()));
+        assert_eq!(kv.get("x", "counter").await.unwrap(), Some(b"2".to_vec()), "a swap clears the expiry");
+        assert_eq!(kv.list_keys("x", "", None, 10).await.unwrap(), ["counter", "later", "live", "rewritten"]);
+    }
+
+    #[tokio::test]
+    async fn the_writer_reclaims_by_itself_while_busy_and_an_old_file_is_indexed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file as written before the expiry index: only the kv table.
+        {
+            let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(KV).unwrap();
+                t.insert(full_key("x", "old").as_str(), encode(b"v", 1).as_slice()).unwrap();
+                t.insert(full_key("x", "kept").as_str(), encode(b"v", 0).as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let kv = EmbeddedKv::open(dir.path()).unwrap();
+        assert_eq!(count(&kv.db, EXPIRY), 1, "indexed at open");
+        kv.set("x", "soon", b"v".to_vec(), Some(Duration::from_millis(1))).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        // Writes keep coming (the writer is never idle for a second).
+        while count(&kv.db, KV) > 2 {
+            assert!(std::time::Instant::now() < deadline, "the writer did not sweep within 10 s");
+            kv.set("x", "busy", b"v".to_vec(), None).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(kv.get("x", "kept").await.unwrap(), Some(b"v".to_vec()));
+        drop(kv);
+        let kv = EmbeddedKv::open(dir.path()).unwrap();
+        assert_eq!(count(&kv.db, EXPIRY), 0, "indexed once, not again");
     }
 }
