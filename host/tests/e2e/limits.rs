@@ -143,6 +143,18 @@ async fn silent_clients_are_closed_after_missed_pings_and_lifetimes_end() {
     host.stop().await.unwrap();
 }
 
+/// How many text messages arrive before the close frame, and its code.
+async fn texts_until_close(ws: &mut Client) -> (usize, Option<u16>) {
+    let mut received = 0;
+    loop {
+        match next_data(ws).await {
+            Message::Text(_) => received += 1,
+            Message::Close(frame) => return (received, frame.map(|f| u16::from(f.code))),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_readers_are_closed_or_lose_their_oldest_messages() {
     let body = r#"
@@ -185,14 +197,7 @@ ping_interval_ms = 0
     let mut ws = connect(&host, "/closes").await;
     let id = ask(&mut ws, "whoami").await;
     send_text(&mut ws, "flood:8").await;
-    let mut received = 0;
-    let code = loop {
-        match next_data(&mut ws).await {
-            Message::Text(_) => received += 1,
-            Message::Close(frame) => break frame.map(|f| u16::from(f.code)),
-            other => panic!("unexpected {other:?}"),
-        }
-    };
+    let (received, code) = texts_until_close(&mut ws).await;
     assert_eq!(code, Some(1008));
     assert!(received <= 5, "at most the queue and the direct reply ({received})");
     assert_eq!(recorded_close(&host, &id).await, "1008");
@@ -201,14 +206,7 @@ ping_interval_ms = 0
     // 100 bytes (with 16,384 message places), the third closes 1008.
     let mut ws = connect(&host, "/bytes").await;
     send_text(&mut ws, "flood:40").await;
-    let mut received = 0;
-    let code = loop {
-        match next_data(&mut ws).await {
-            Message::Text(_) => received += 1,
-            Message::Close(frame) => break frame.map(|f| u16::from(f.code)),
-            other => panic!("unexpected {other:?}"),
-        }
-    };
+    let (received, code) = texts_until_close(&mut ws).await;
     assert_eq!(code, Some(1008));
     assert!(received <= 3, "at most two queued and the direct reply ({received})");
 
@@ -477,17 +475,8 @@ plugin = "faulty"
     assert_eq!(ask(&mut ws, "still open").await, "still open", "a refused call fails only that call");
 
     // An accept past the caps is refused (500) and leaves no record.
-    let refused = |path: &'static str| {
-        let url = format!("ws://{}{path}", host.addr);
-        async move {
-            match tokio_tungstenite::connect_async(url).await {
-                Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
-                other => panic!("{path}: expected a refusal, got {:?}", other.map(|_| ())),
-            }
-        }
-    };
-    assert_eq!(refused("/faulty?meta=5").await, 500, "five keys");
-    assert_eq!(refused("/faulty?meta=1&meta-bytes=70").await, 500, "over 64 bytes");
+    assert_eq!(refused_with(&host, "/faulty?meta=5").await, Some(500), "five keys");
+    assert_eq!(refused_with(&host, "/faulty?meta=1&meta-bytes=70").await, Some(500), "over 64 bytes");
     let (_, listed) = admin(&host, "GET", "/connections", None).await;
     assert_eq!(listed["connections"].as_array().unwrap().len(), 1, "{listed}");
     host.stop().await.unwrap();

@@ -140,16 +140,6 @@ async fn a_component_that_wants_files_is_refused_at_load_naming_the_import() {
     host.stop().await.unwrap();
 }
 
-/// The HTTP status a handshake on `path` was refused with (`None`: accepted).
-async fn refused_with(host: &wharf::app::Running, path: &str) -> Option<u16> {
-    let url = format!("ws://{}{path}", host.addr);
-    match tokio_tungstenite::connect_async(url).await {
-        Ok(_) => None,
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Some(resp.status().as_u16()),
-        Err(e) => panic!("handshake on {path} failed: {e}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handlers_answers_go_through_the_limits_its_calls_do() {
     let host = spawn(config_from(SANDBOX)).await;

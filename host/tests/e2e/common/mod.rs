@@ -193,6 +193,16 @@ pub async fn send_text(ws: &mut Client, text: &str) {
 }
 
 /// Waits for the server's close frame; its code.
+/// The HTTP status a handshake on `path` was refused with (`None`: accepted).
+pub async fn refused_with(host: &Running, path: &str) -> Option<u16> {
+    let url = format!("ws://{}{path}", host.addr);
+    match tokio_tungstenite::connect_async(url).await {
+        Ok(_) => None,
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Some(resp.status().as_u16()),
+        Err(e) => panic!("handshake on {path} failed: {e}"),
+    }
+}
+
 /// Sends `text` and returns the text that comes back.
 pub async fn ask(ws: &mut Client, text: &str) -> String {
     send_text(ws, text).await;
