@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use wharf::handler::{EventContext, Message};
 use wharf::metrics::Metrics;
-use wharf::runtime::{CallContext, EngineOptions, EventCaps, Runtime, RuntimeOptions};
+use wharf::runtime::{CallContext, EngineOptions, EventCaps, Namespaces, Runtime, RuntimeOptions};
 use wharf::store::StoreKind;
 
 /// The runtime (its engine and epoch ticker) and the loaded `echo` plugin.
@@ -44,7 +44,7 @@ fn echo_plugin(rt: &tokio::runtime::Runtime) -> (Runtime, wharf::runtime::Plugin
         deadline_ticks: 20,
         memory_bytes: 64 << 20,
     };
-    let plugin = runtime.load_plugin_bytes("echo", "echo", caps, &bytes).expect("echo loads");
+    let plugin = runtime.load_plugin_bytes("echo", &Namespaces::own("echo"), caps, &bytes).expect("echo loads");
     rt.block_on(plugin.check()).expect("echo instantiates");
     (runtime, plugin)
 }

@@ -3,6 +3,7 @@
 //! health. JSON in and out; every route but `/healthz` needs
 //! `Authorization: Bearer <token>` when a token is configured.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::channel;
 use crate::close;
 use crate::handler::{ConnId, Message};
 use crate::hub::{Delivery, Hub};
@@ -43,6 +45,51 @@ pub struct PluginInfo {
     pub loaded_at_ms: u64,
     /// 1 for the first version, +1 for each swap.
     pub generation: u64,
+    /// Its key/value namespace.
+    pub kv_namespace: String,
+    /// Its channel namespace.
+    pub channel_namespace: String,
+}
+
+/// Which channel namespace each plugin's channels are in, and which one the
+/// API means by a channel named without `?namespace=`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChannelNamespaces {
+    /// Plugin name → its channel namespace.
+    pub by_plugin: BTreeMap<String, String>,
+    /// The configured default (`admin.default_channel_namespace`).
+    pub default: Option<String>,
+}
+
+impl ChannelNamespaces {
+    /// Every namespace, ascending, once each.
+    pub fn all(&self) -> Vec<&str> {
+        let set: std::collections::BTreeSet<&str> = self.by_plugin.values().map(String::as_str).collect();
+        set.into_iter().collect()
+    }
+
+    /// The namespace `asked` for (`?namespace=`), else the default, else the
+    /// only one; the reason when none of these names one.
+    pub fn resolve(&self, asked: Option<&str>) -> Result<String, (StatusCode, String)> {
+        let all = self.all();
+        match asked {
+            Some(ns) if all.contains(&ns) => Ok(ns.to_string()),
+            Some(ns) => {
+                Err((StatusCode::NOT_FOUND, format!("no channel namespace `{ns}` (there are: {})", all.join(", "))))
+            }
+            None => match (&self.default, all.as_slice()) {
+                (Some(d), _) => Ok(d.clone()),
+                (None, [only]) => Ok(only.to_string()),
+                _ => Err((
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "name the channel's namespace with ?namespace= (one of: {}), or set admin.default_channel_namespace",
+                        all.join(", ")
+                    ),
+                )),
+            },
+        }
+    }
 }
 
 /// What the admin API may do with plugins; the application implements it.
@@ -56,6 +103,8 @@ pub trait PluginAdmin: Send + Sync + 'static {
     /// `Ok(None)` when there is no such plugin, `Err(reason)` when the bytes
     /// are refused (the serving version stays).
     async fn upload(&self, name: &str, bytes: Vec<u8>) -> Result<Option<PluginInfo>, String>;
+    /// The plugins' channel namespaces, as configured now.
+    fn channel_namespaces(&self) -> ChannelNamespaces;
 }
 
 fn plugin_json(p: &PluginInfo) -> Value {
@@ -66,6 +115,8 @@ fn plugin_json(p: &PluginInfo) -> Value {
         "sha256": p.sha256,
         "loaded_at": p.loaded_at_ms,
         "generation": p.generation,
+        "kv_namespace": p.kv_namespace,
+        "channel_namespace": p.channel_namespace,
     })
 }
 
@@ -213,17 +264,31 @@ fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
     form_urlencoded::parse(req.uri().query()?.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
 
-fn record_json(r: &ConnectionRecord, last_active_ms: Option<u64>) -> Value {
+/// A connection's record, its channels by the names its plugin knows them
+/// by, beside its plugin's channel namespace (a channel of another
+/// namespace, joined before a reload changed it, keeps its `namespace:`).
+fn record_json(r: &ConnectionRecord, last_active_ms: Option<u64>, namespaces: &ChannelNamespaces) -> Value {
     let metadata: serde_json::Map<String, Value> =
         r.metadata.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    let namespace = namespaces.by_plugin.get(&*r.plugin).map(String::as_str);
+    let channels: Vec<&str> = r
+        .channels
+        .iter()
+        .map(|c| match channel::split(c) {
+            (ns, name) if Some(ns) == namespace => name,
+            _ => c.as_str(),
+        })
+        .collect();
     json!({
         "id": r.id.to_string(),
         "route": &*r.route,
+        "plugin": &*r.plugin,
         "remote_addr": r.remote_addr,
         "connected_at": r.connected_at_ms,
         "last_active_at": last_active_ms,
         "metadata": metadata,
-        "channels": r.channels,
+        "channel_namespace": namespace,
+        "channels": channels,
     })
 }
 
@@ -270,22 +335,33 @@ impl Admin {
                 resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
                 resp
             }
-            (&Method::POST, ["channels", channel, "messages"]) if !channel.is_empty() => {
-                let channel = channel.to_string();
+            (&Method::POST, ["channels", name, "messages"]) if !name.is_empty() => {
+                let (name, namespace) = match self.channel_namespace(&req) {
+                    Ok(ns) => (name.to_string(), ns),
+                    Err((status, reason)) => return error(status, &reason),
+                };
                 match self.message_body(req).await {
                     Ok(msg) => {
-                        let delivered = self.hub.publish(&channel, msg);
-                        json_response(StatusCode::OK, json!({ "channel": channel, "delivered": delivered }))
+                        let delivered = self.hub.publish(&channel::qualified(&namespace, &name), msg);
+                        json_response(
+                            StatusCode::OK,
+                            json!({ "channel": name, "namespace": namespace, "delivered": delivered }),
+                        )
                     }
                     Err(resp) => resp,
                 }
             }
-            (&Method::GET, ["channels", channel]) if !channel.is_empty() => {
-                match self.hub.store().connections.members(channel).await {
+            (&Method::GET, ["channels", name]) if !name.is_empty() => {
+                let namespace = match self.channel_namespace(&req) {
+                    Ok(ns) => ns,
+                    Err((status, reason)) => return error(status, &reason),
+                };
+                match self.hub.store().connections.members(&channel::qualified(&namespace, name)).await {
                     Ok(ids) => json_response(
                         StatusCode::OK,
                         json!({
-                            "channel": channel,
+                            "channel": name,
+                            "namespace": namespace,
                             "count": ids.len(),
                             "members": ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
                         }),
@@ -345,6 +421,11 @@ impl Admin {
         }
     }
 
+    /// The channel namespace a `/channels/…` request means.
+    fn channel_namespace(&self, req: &Request<Incoming>) -> Result<String, (StatusCode, String)> {
+        self.plugins.channel_namespaces().resolve(query_param(req, "namespace").as_deref())
+    }
+
     fn unavailable(&self, e: crate::store::StoreError) -> Response<Full<Bytes>> {
         tracing::warn!(error = %e, "admin API: store error");
         error(StatusCode::SERVICE_UNAVAILABLE, "store unavailable")
@@ -354,7 +435,8 @@ impl Admin {
         match self.hub.store().connections.get(id).await {
             Ok(Some(r)) => {
                 let seen = self.hub.last_active(&[id]).await;
-                json_response(StatusCode::OK, record_json(&r, seen.get(&id).copied()))
+                let namespaces = self.plugins.channel_namespaces();
+                json_response(StatusCode::OK, record_json(&r, seen.get(&id).copied(), &namespaces))
             }
             Ok(None) => gone(id),
             Err(e) => self.unavailable(e),
@@ -378,7 +460,9 @@ impl Admin {
                 let next = (records.len() == limit).then(|| records.last().map(|r| r.id.to_string())).flatten();
                 let ids: Vec<ConnId> = records.iter().map(|r| r.id).collect();
                 let seen = self.hub.last_active(&ids).await;
-                let list: Vec<Value> = records.iter().map(|r| record_json(r, seen.get(&r.id).copied())).collect();
+                let namespaces = self.plugins.channel_namespaces();
+                let list: Vec<Value> =
+                    records.iter().map(|r| record_json(r, seen.get(&r.id).copied(), &namespaces)).collect();
                 json_response(StatusCode::OK, json!({ "connections": list, "next": next }))
             }
             Err(e) => self.unavailable(e),
@@ -437,6 +521,24 @@ impl Admin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_channel_is_in_the_namespace_asked_for_else_the_default_else_the_only_one() {
+        let one = ChannelNamespaces { by_plugin: [("a".into(), "a".into())].into(), default: None };
+        assert_eq!(one.resolve(None), Ok("a".into()));
+        let by_plugin: BTreeMap<String, String> =
+            [("a".into(), "shared".into()), ("b".into(), "shared".into()), ("c".into(), "c".into())].into();
+        let two = ChannelNamespaces { by_plugin, default: None };
+        assert_eq!(two.all(), ["c", "shared"]);
+        assert_eq!(two.resolve(Some("c")), Ok("c".into()));
+        let (status, reason) = two.resolve(None).unwrap_err();
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(reason.contains("one of: c, shared") && reason.contains("default_channel_namespace"), "{reason}");
+        assert_eq!(two.resolve(Some("a")).unwrap_err().0, StatusCode::NOT_FOUND, "a plugin, not a namespace");
+        let with_default = ChannelNamespaces { default: Some("shared".into()), ..two };
+        assert_eq!(with_default.resolve(None), Ok("shared".into()));
+        assert_eq!(with_default.resolve(Some("c")), Ok("c".into()));
+    }
 
     fn headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
         pairs.iter().map(|(k, v)| (http::HeaderName::from_static(k), HeaderValue::from_str(v).unwrap())).collect()

@@ -80,19 +80,19 @@ pub enum Effect {
     Subscribe {
         /// The connection.
         conn: ConnId,
-        /// The channel.
+        /// The channel, qualified by its namespace (`crate::channel`).
         channel: String,
     },
     /// Remove a connection from a channel.
     Unsubscribe {
         /// The connection.
         conn: ConnId,
-        /// The channel.
+        /// The channel, qualified by its namespace (`crate::channel`).
         channel: String,
     },
     /// Send to every member of a channel.
     Publish {
-        /// The channel.
+        /// The channel, qualified by its namespace (`crate::channel`).
         channel: String,
         /// Payload.
         msg: Message,

@@ -16,11 +16,13 @@
 //! - [`store`]: key/value and connection records behind one trait.
 //! - [`cluster`]: several hosts on one Redis: the Redis bus and host
 //!   liveness.
+//! - [`channel`]: channel names within namespaces.
 //! - [`admin`]: the operators' HTTP API.
 //! - [`app`]: the composition root.
 
 pub mod admin;
 pub mod app;
+pub mod channel;
 pub mod cli;
 pub mod close;
 pub mod cluster;

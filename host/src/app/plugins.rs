@@ -16,8 +16,8 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
 use super::App;
-use crate::admin::{PluginAdmin, PluginInfo};
-use crate::runtime::{EventCaps, Plugin};
+use crate::admin::{ChannelNamespaces, PluginAdmin, PluginInfo};
+use crate::runtime::{EventCaps, Namespaces, Plugin};
 use crate::store::now_ms;
 
 /// One compiled version of a plugin.
@@ -35,7 +35,7 @@ pub struct PluginVersion {
 /// A named plugin and the version serving it now.
 pub struct PluginSlot {
     name: String,
-    namespace: String,
+    namespaces: Namespaces,
     component: std::sync::Mutex<PathBuf>,
     current: ArcSwap<PluginVersion>,
     generations: AtomicU64,
@@ -60,9 +60,9 @@ impl PluginSlot {
         self.current().plugin.caps()
     }
 
-    /// The plugin's key/value namespace.
-    pub fn namespace(&self) -> &str {
-        &self.namespace
+    /// The plugin's key/value and channel namespaces.
+    pub fn namespaces(&self) -> &Namespaces {
+        &self.namespaces
     }
 
     /// The component file it was last loaded from.
@@ -82,12 +82,12 @@ impl App {
     pub(super) async fn compile(
         self: &Arc<Self>,
         name: &str,
-        namespace: &str,
+        namespaces: &Namespaces,
         caps: EventCaps,
         bytes: Vec<u8>,
     ) -> anyhow::Result<(Plugin, String)> {
         let sha = sha256_hex(&bytes);
-        let (app, n, ns) = (self.clone(), name.to_string(), namespace.to_string());
+        let (app, n, ns) = (self.clone(), name.to_string(), namespaces.clone());
         let plugin = tokio::task::spawn_blocking(move || app.runtime.load_plugin_bytes(&n, &ns, caps, &bytes))
             .await
             .context("the compile task panicked")??;
@@ -99,7 +99,7 @@ impl App {
     pub(super) async fn load_slot(
         self: &Arc<Self>,
         name: &str,
-        namespace: &str,
+        namespaces: &Namespaces,
         caps: EventCaps,
         component: &Path,
     ) -> anyhow::Result<Arc<PluginSlot>> {
@@ -107,13 +107,13 @@ impl App {
             .await
             .with_context(|| format!("plugin `{name}`: cannot read component {}", component.display()))?;
         let (plugin, sha256) = self
-            .compile(name, namespace, caps, bytes)
+            .compile(name, namespaces, caps, bytes)
             .await
             .with_context(|| format!("plugin `{name}`: loading component {}", component.display()))?;
         tracing::info!(plugin = %name, component = %component.display(), %sha256, "plugin loaded");
         Ok(Arc::new(PluginSlot {
             name: name.to_string(),
-            namespace: namespace.to_string(),
+            namespaces: namespaces.clone(),
             component: std::sync::Mutex::new(component.to_path_buf()),
             current: ArcSwap::from_pointee(PluginVersion { plugin, sha256, loaded_at_ms: now_ms(), generation: 1 }),
             generations: AtomicU64::new(1),
@@ -140,7 +140,7 @@ impl App {
             return Ok(false);
         }
         let started = std::time::Instant::now();
-        let (plugin, sha256) = self.compile(&slot.name, &slot.namespace, caps, bytes).await?;
+        let (plugin, sha256) = self.compile(&slot.name, &slot.namespaces, caps, bytes).await?;
         let generation = slot.generations.fetch_add(1, Ordering::SeqCst) + 1;
         slot.current.store(Arc::new(PluginVersion {
             plugin,
@@ -177,6 +177,8 @@ impl App {
             sha256: loaded.sha256.clone(),
             loaded_at_ms: loaded.loaded_at_ms,
             generation: loaded.generation,
+            kv_namespace: slot.namespaces.kv.clone(),
+            channel_namespace: slot.namespaces.channels.clone(),
         }
     }
 }
@@ -195,6 +197,14 @@ impl PluginAdmin for AdminPlugins {
 
     fn get(&self, name: &str) -> Option<PluginInfo> {
         self.0.slot(name).map(|s| self.0.info(&s))
+    }
+
+    fn channel_namespaces(&self) -> ChannelNamespaces {
+        let config = self.0.config.lock().unwrap_or_else(|p| p.into_inner());
+        ChannelNamespaces {
+            by_plugin: config.plugins.keys().map(|n| (n.clone(), config.channel_namespace_of(n).to_string())).collect(),
+            default: config.admin.default_channel_namespace.clone(),
+        }
     }
 
     async fn upload(&self, name: &str, bytes: Vec<u8>) -> Result<Option<PluginInfo>, String> {

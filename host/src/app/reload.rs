@@ -14,6 +14,7 @@ use super::{App, PluginSlot};
 use crate::close;
 use crate::config::{Config, Instances};
 use crate::hub::Route;
+use crate::runtime::Namespaces;
 
 /// How long file events are gathered before reloading, so that one build
 /// that writes a file several times causes one reload.
@@ -46,13 +47,16 @@ impl App {
         let mut slots: HashMap<String, Arc<PluginSlot>> = HashMap::new();
         let mut swaps = Vec::new();
         for (name, plugin) in &config.plugins {
-            let namespace = config.namespace_of(name);
+            let namespaces = Namespaces {
+                kv: config.namespace_of(name).to_string(),
+                channels: config.channel_namespace_of(name).to_string(),
+            };
             let caps = super::event_caps(&config.limits.for_plugin(&plugin.limits));
             let key = || format!("config {}: plugins.{name}.component", config.source);
-            // A new namespace makes a new slot; otherwise the slot stays, and
+            // A new namespace (of either kind) makes a new slot; otherwise the slot stays, and
             // a changed component or changed limits are swapped in as a new
             // version that open connections run too.
-            match old_slots.get(name).filter(|s| s.namespace() == namespace) {
+            match old_slots.get(name).filter(|s| *s.namespaces() == namespaces) {
                 Some(slot) => {
                     if slot.component() != plugin.component || slot.caps() != caps {
                         let bytes = tokio::fs::read(&plugin.component).await.with_context(|| {
@@ -63,7 +67,7 @@ impl App {
                     slots.insert(name.clone(), slot.clone());
                 }
                 None => {
-                    let slot = self.load_slot(name, namespace, caps, &plugin.component).await.with_context(key)?;
+                    let slot = self.load_slot(name, &namespaces, caps, &plugin.component).await.with_context(key)?;
                     summary.added_plugins.push(name.clone());
                     slots.insert(name.clone(), slot);
                 }

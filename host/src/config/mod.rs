@@ -92,6 +92,11 @@ pub struct PluginConfig {
     /// plugin's default namespace.
     #[serde(default)]
     pub kv_namespace: Option<String>,
+    /// The channel namespace; default: the plugin's own name. Plugins that
+    /// name the same namespace share their channels (`publish`, `subscribe`,
+    /// `members`); a plugin cannot name another plugin's default namespace.
+    #[serde(default)]
+    pub channel_namespace: Option<String>,
     /// Handler limits of this plugin, overriding `[limits]`.
     #[serde(default)]
     pub limits: PluginLimits,
@@ -101,6 +106,17 @@ impl Config {
     /// The key/value namespace of plugin `name`.
     pub fn namespace_of<'a>(&'a self, name: &'a str) -> &'a str {
         self.plugins.get(name).and_then(|p| p.kv_namespace.as_deref()).unwrap_or(name)
+    }
+
+    /// The channel namespace of plugin `name`.
+    pub fn channel_namespace_of<'a>(&'a self, name: &'a str) -> &'a str {
+        self.plugins.get(name).and_then(|p| p.channel_namespace.as_deref()).unwrap_or(name)
+    }
+
+    /// Every channel namespace, ascending, once each.
+    pub fn channel_namespaces(&self) -> Vec<String> {
+        let set: std::collections::BTreeSet<&str> = self.plugins.keys().map(|n| self.channel_namespace_of(n)).collect();
+        set.into_iter().map(str::to_string).collect()
     }
 
     /// The compile cache directory.
@@ -119,11 +135,19 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// The bearer token (`WHARF_ADMIN_TOKEN` overrides it).
     pub token: Option<String>,
+    /// The channel namespace of a channel the API is given without
+    /// `?namespace=`; needed only when there is more than one.
+    pub default_channel_namespace: Option<String>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { enabled: true, listen: DEFAULT_ADMIN_LISTEN.parse().expect("valid default"), token: None }
+        AdminConfig {
+            enabled: true,
+            listen: DEFAULT_ADMIN_LISTEN.parse().expect("valid default"),
+            token: None,
+            default_channel_namespace: None,
+        }
     }
 }
 

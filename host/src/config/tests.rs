@@ -57,6 +57,30 @@ fn namespaces_are_shared_only_when_both_plugins_say_so() {
 }
 
 #[test]
+fn channel_namespaces_are_shared_like_key_value_ones_and_the_admin_default_names_one() {
+    let base = "[plugins.a]\ncomponent = \"a.wasm\"\n[plugins.b]\ncomponent = \"b.wasm\"\n";
+    let e = parse_err(&format!("{base}channel_namespace = \"a\"\n"));
+    assert_eq!(e.key, "plugins.b.channel_namespace");
+    assert!(e.reason.contains("set the same channel_namespace on both"), "{e}");
+    assert_eq!(parse_err(&format!("{base}channel_namespace = \"a:b\"\n")).key, "plugins.b.channel_namespace");
+    let shared = "[plugins.a]\ncomponent = \"a.wasm\"\nchannel_namespace = \"room\"\n\
+                  [plugins.b]\ncomponent = \"b.wasm\"\nchannel_namespace = \"room\"\n";
+    let c = Config::parse(shared, "t.toml").unwrap();
+    c.validate("t.toml").unwrap();
+    assert_eq!(c.channel_namespace_of("a"), "room");
+    assert_eq!(c.namespace_of("a"), "a", "sharing channels does not share key/value");
+    assert_eq!(c.channel_namespaces(), ["room"]);
+    let c = Config::parse(base, "t.toml").unwrap();
+    assert_eq!(c.channel_namespaces(), ["a", "b"]);
+
+    let e = parse_err(&format!("[admin]\ndefault_channel_namespace = \"nope\"\n{base}"));
+    assert_eq!(e.key, "admin.default_channel_namespace");
+    assert!(e.reason.contains("they are: a, b"), "{e}");
+    let c = Config::parse(&format!("[admin]\ndefault_channel_namespace = \"b\"\n{base}"), "t.toml").unwrap();
+    c.validate("t.toml").unwrap();
+}
+
+#[test]
 fn admin_without_token_stays_on_loopback() {
     let e = parse_err("[admin]\nlisten = \"0.0.0.0:8081\"\n");
     assert_eq!(e.key, "admin.listen");
@@ -219,6 +243,8 @@ mod fuzz {
         "enabled",
         "true",
         "kv_namespace",
+        "channel_namespace",
+        "default_channel_namespace",
         "connect_rate",
     ];
 

@@ -15,22 +15,24 @@ impl Config {
                     "a plugin name uses only letters, digits, `-` and `_`".into(),
                 ));
             }
-            if let Some(ns) = &plugin.kv_namespace {
+            type Field = fn(&super::PluginConfig) -> &Option<String>;
+            let namespaces: [(&str, Field); 2] =
+                [("kv_namespace", |p| &p.kv_namespace), ("channel_namespace", |p| &p.channel_namespace)];
+            for (key, field) in namespaces {
+                let Some(ns) = field(plugin) else { continue };
                 if !valid(ns) {
                     return Err(err(
-                        format!("plugins.{name}.kv_namespace"),
+                        format!("plugins.{name}.{key}"),
                         "a namespace uses only letters, digits, `-` and `_`".into(),
                     ));
                 }
                 if let Some(owner) = self.plugins.get(ns)
                     && ns != name
-                    && owner.kv_namespace.is_none()
+                    && field(owner).is_none()
                 {
                     return Err(err(
-                        format!("plugins.{name}.kv_namespace"),
-                        format!(
-                            "`{ns}` is plugin `{ns}`'s own namespace; to share it, set the same kv_namespace on both"
-                        ),
+                        format!("plugins.{name}.{key}"),
+                        format!("`{ns}` is plugin `{ns}`'s own namespace; to share it, set the same {key} on both"),
                     ));
                 }
             }
@@ -50,6 +52,14 @@ impl Config {
             return Err(err(
                 "admin.token".into(),
                 "must be one or more visible ASCII characters without spaces, as sent in `Authorization: Bearer` (from admin.token or WHARF_ADMIN_TOKEN)".into(),
+            ));
+        }
+        if let Some(ns) = &self.admin.default_channel_namespace
+            && !self.channel_namespaces().contains(ns)
+        {
+            return Err(err(
+                "admin.default_channel_namespace".into(),
+                format!("`{ns}` is no plugin's channel namespace (they are: {})", self.channel_namespaces().join(", ")),
             ));
         }
         let mut seen = std::collections::HashSet::new();

@@ -120,12 +120,19 @@ impl PluginEnv {
     }
 
     /// A connection this plugin may act on: open, and served by this plugin.
+    /// Another plugin's connection answers `unknown-connection` too, so that
+    /// a handler cannot tell which foreign ids are live.
     async fn own_connection(&self, deadline: tokio::time::Instant, conn: ConnId) -> Result<(), Error> {
         match self.timed(deadline, "connection_plugin", self.store.connections.plugin(conn)).await? {
-            None => Err(Error::UnknownConnection),
             Some(p) if *p == *self.name => Ok(()),
-            Some(_) => Err(Error::NotAllowed),
+            _ => Err(Error::UnknownConnection),
         }
+    }
+
+    /// The host's name for this plugin's channel `name`, once it is checked.
+    fn channel(&self, name: &str) -> Result<String, Error> {
+        check_channel(name)?;
+        Ok(crate::channel::qualified(&self.channel_namespace, name))
     }
 }
 
@@ -191,7 +198,7 @@ impl connections::Host for InstanceState {
             id: record.id,
             route: record.route.to_string(),
             metadata: record.metadata,
-            channels: record.channels,
+            channels: record.channels.iter().map(|c| crate::channel::name(c).to_string()).collect(),
         })
     }
 
@@ -214,7 +221,7 @@ impl channels::Host for InstanceState {
     async fn subscribe(&mut self, conn: ConnId, channel: String) -> Result<(), Error> {
         self.spend_store_op()?;
         let env = self.env.clone();
-        check_channel(&channel)?;
+        let channel = env.channel(&channel)?;
         env.own_connection(self.call.deadline, conn).await?;
         // Presence changes now; delivery starts when the effect is applied.
         env.timed(self.call.deadline, "channel_subscribe", env.store.connections.subscribe(conn, &channel)).await?;
@@ -224,7 +231,7 @@ impl channels::Host for InstanceState {
     async fn unsubscribe(&mut self, conn: ConnId, channel: String) -> Result<(), Error> {
         self.spend_store_op()?;
         let env = self.env.clone();
-        check_channel(&channel)?;
+        let channel = env.channel(&channel)?;
         env.own_connection(self.call.deadline, conn).await?;
         env.timed(self.call.deadline, "channel_unsubscribe", env.store.connections.unsubscribe(conn, &channel)).await?;
         self.push(Effect::Unsubscribe { conn, channel })
@@ -232,15 +239,15 @@ impl channels::Host for InstanceState {
 
     async fn members(&mut self, channel: String) -> Result<Vec<ConnId>, Error> {
         self.spend_store_op()?;
-        check_channel(&channel)?;
         let env = self.env.clone();
+        let channel = env.channel(&channel)?;
         let mut ids = env.timed(self.call.deadline, "channel_members", env.store.connections.members(&channel)).await?;
         ids.truncate(MAX_MEMBERS);
         Ok(ids)
     }
 
     async fn publish(&mut self, channel: String, msg: types::Message) -> Result<(), Error> {
-        check_channel(&channel)?;
+        let channel = self.env.channel(&channel)?;
         self.spend_message(&msg)?;
         self.push(Effect::Publish { channel, msg: to_message(msg) })
     }
@@ -400,6 +407,7 @@ mod tests {
         let env = PluginEnv {
             name: Arc::from("p"),
             namespace: "p".into(),
+            channel_namespace: "p".into(),
             store,
             caps,
             metrics,
@@ -433,18 +441,43 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_plugin_acts_only_on_its_own_connections() {
+    async fn a_plugin_acts_only_on_its_own_connections_and_cannot_tell_others_from_none() {
         let mut s = state(caps()).await;
-        assert_eq!(connections::Host::emit(&mut s, THEIRS, text(1)).await, Err(Error::NotAllowed));
-        assert_eq!(connections::Host::emit(&mut s, NOBODY, text(1)).await, Err(Error::UnknownConnection));
-        assert_eq!(connections::Host::close(&mut s, THEIRS, 1000, String::new()).await, Err(Error::NotAllowed));
-        let got = connections::Host::get_metadata(&mut s, THEIRS, "k".into()).await;
-        assert_eq!(got, Err(Error::NotAllowed));
-        let sub = channels::Host::subscribe(&mut s, THEIRS, "room".into()).await;
-        assert_eq!(sub, Err(Error::NotAllowed));
+        for id in [THEIRS, NOBODY] {
+            assert_eq!(connections::Host::emit(&mut s, id, text(1)).await, Err(Error::UnknownConnection));
+            assert_eq!(connections::Host::close(&mut s, id, 1000, String::new()).await, Err(Error::UnknownConnection));
+            s.call.store_ops = 0;
+            let got = connections::Host::get_metadata(&mut s, id, "k".into()).await;
+            assert_eq!(got, Err(Error::UnknownConnection));
+            assert_eq!(connections::Host::info(&mut s, id).await.map(|i| i.id), Err(Error::UnknownConnection));
+            let sub = channels::Host::subscribe(&mut s, id, "room".into()).await;
+            assert_eq!(sub, Err(Error::UnknownConnection));
+        }
         assert!(s.call.effects.is_empty());
         assert_eq!(connections::Host::emit(&mut s, MINE, text(1)).await, Ok(()));
         assert_eq!(s.call.effects, [Effect::Emit { to: MINE, msg: Message::Text("x".into()) }]);
+    }
+
+    #[tokio::test]
+    async fn channel_names_are_in_the_plugins_namespace() {
+        let mut s = state(caps()).await;
+        // Plugin q's connection is in q's `room`; p's `room` is another channel.
+        s.env.store.connections.subscribe(THEIRS, &crate::channel::qualified("q", "room")).await.unwrap();
+        assert_eq!(channels::Host::members(&mut s, "room".into()).await, Ok(vec![]));
+        assert_eq!(channels::Host::subscribe(&mut s, MINE, "room".into()).await, Ok(()));
+        assert_eq!(channels::Host::members(&mut s, "room".into()).await, Ok(vec![MINE]));
+        assert_eq!(channels::Host::publish(&mut s, "room".into(), text(1)).await, Ok(()));
+        let qualified = "p:room".to_string();
+        assert_eq!(
+            s.call.effects,
+            [
+                Effect::Subscribe { conn: MINE, channel: qualified.clone() },
+                Effect::Publish { channel: qualified.clone(), msg: Message::Text("x".into()) },
+            ]
+        );
+        assert_eq!(s.env.store.connections.members(&qualified).await.unwrap(), [MINE]);
+        let info = connections::Host::info(&mut s, MINE).await.unwrap();
+        assert_eq!(info.channels, ["room"], "a plugin sees its own names");
     }
 
     #[tokio::test]
@@ -560,6 +593,7 @@ mod tests {
         PluginEnv {
             name: env.name.clone(),
             namespace: env.namespace.clone(),
+            channel_namespace: env.channel_namespace.clone(),
             store: env.store.clone(),
             caps: env.caps,
             metrics: env.metrics.clone(),

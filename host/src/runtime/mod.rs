@@ -56,6 +56,23 @@ pub struct Runtime {
     _ticker: engine::EpochTicker,
 }
 
+/// Where a plugin's names live: its key/value keys and its channels. A
+/// plugin owns a namespace named after itself unless the config shares one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Namespaces {
+    /// The key/value namespace.
+    pub kv: String,
+    /// The channel namespace.
+    pub channels: String,
+}
+
+impl Namespaces {
+    /// The namespaces a plugin `name` owns when it shares none.
+    pub fn own(name: &str) -> Namespaces {
+        Namespaces { kv: name.to_string(), channels: name.to_string() }
+    }
+}
+
 impl Runtime {
     /// Builds the engine and links WASI (with nothing granted) and the Wharf
     /// imports.
@@ -85,7 +102,7 @@ impl Runtime {
     pub fn load_plugin_bytes(
         &self,
         name: &str,
-        namespace: &str,
+        namespaces: &Namespaces,
         caps: EventCaps,
         bytes: &[u8],
     ) -> anyhow::Result<Plugin> {
@@ -102,7 +119,8 @@ impl Runtime {
             .context("the component does not export the wharf:handler world")?;
         let env = Arc::new(PluginEnv {
             name: Arc::from(name),
-            namespace: namespace.to_string(),
+            namespace: namespaces.kv.clone(),
+            channel_namespace: namespaces.channels.clone(),
             store: self.store.clone(),
             caps: EventCaps { memory_bytes: caps.memory_bytes.min(self.opts.engine.memory_bytes), ..caps },
             metrics: self.metrics.clone(),

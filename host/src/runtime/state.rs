@@ -16,6 +16,8 @@ pub(crate) struct PluginEnv {
     pub name: Arc<str>,
     /// The key/value namespace the plugin owns.
     pub namespace: String,
+    /// The channel namespace the plugin's channel names are in.
+    pub channel_namespace: String,
     /// The host's store.
     pub store: Store,
     /// Per-event caps.

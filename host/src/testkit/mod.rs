@@ -106,6 +106,7 @@ fn config_for(component: &Path, plugin: &str, paths: &BTreeSet<String>, base: &C
         crate::config::PluginConfig {
             component: component.to_path_buf(),
             kv_namespace: None,
+            channel_namespace: None,
             limits: Default::default(),
         },
     );

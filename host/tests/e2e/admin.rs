@@ -20,8 +20,8 @@ async fn every_endpoint_but_healthz_needs_the_token() {
         ("GET", "/connections/1"),
         ("DELETE", "/connections/1"),
         ("POST", "/connections/1/messages"),
-        ("GET", "/channels/room"),
-        ("POST", "/channels/room/messages"),
+        ("GET", "/channels/room?namespace=chat"),
+        ("POST", "/channels/room/messages?namespace=chat"),
     ];
     for (method, path) in endpoints {
         let body = Some(("text/plain", b"x".as_slice()));
@@ -44,25 +44,38 @@ async fn publish_and_send_from_outside() {
     let mut a = connect(&host, "/chat").await;
     let mut b = connect(&host, "/chat").await;
     // Both joined `room` in on-open.
-    let (status, json) = admin(&host, "GET", "/channels/room", None).await;
+    let (status, json) = admin(&host, "GET", "/channels/room?namespace=chat", None).await;
     assert_eq!(status, 200);
     assert_eq!(json["count"], 2);
+    // Two plugins, so two channel namespaces and no default: a bare name is
+    // refused with the choices.
+    let (status, json) = admin(&host, "POST", "/channels/room/messages", Some(("text/plain", b"x"))).await;
+    assert_eq!(status, 400, "{json}");
+    assert!(json["error"].as_str().unwrap().contains("one of: chat, faulty"), "{json}");
 
-    let (status, json) =
-        admin(&host, "POST", "/channels/room/messages", Some(("text/plain; charset=utf-8", b"hello room"))).await;
+    let (status, json) = admin(
+        &host,
+        "POST",
+        "/channels/room/messages?namespace=chat",
+        Some(("text/plain; charset=utf-8", b"hello room")),
+    )
+    .await;
     assert_eq!((status, json["delivered"].as_u64()), (200, Some(2)));
     assert_eq!(expect_text(&mut a).await, "hello room");
     assert_eq!(expect_text(&mut b).await, "hello room");
 
     let (status, json) =
-        admin(&host, "POST", "/channels/room/messages", Some(("application/octet-stream", &[0, 1, 2]))).await;
+        admin(&host, "POST", "/channels/room/messages?namespace=chat", Some(("application/octet-stream", &[0, 1, 2])))
+            .await;
     assert_eq!((status, json["delivered"].as_u64()), (200, Some(2)));
     assert_eq!(next_data(&mut a).await, Message::binary(vec![0u8, 1, 2]));
     assert_eq!(next_data(&mut b).await, Message::binary(vec![0u8, 1, 2]));
 
-    let (status, json) = admin(&host, "POST", "/channels/nobody/messages", Some(("text/plain", b"x"))).await;
+    let (status, json) =
+        admin(&host, "POST", "/channels/nobody/messages?namespace=chat", Some(("text/plain", b"x"))).await;
     assert_eq!((status, json["delivered"].as_u64()), (200, Some(0)));
-    let (status, _) = admin(&host, "POST", "/channels/room/messages", Some(("application/json", b"{}"))).await;
+    let (status, _) =
+        admin(&host, "POST", "/channels/room/messages?namespace=chat", Some(("application/json", b"{}"))).await;
     assert_eq!(status, 415);
 
     // Send to one connection, found through the connection list.
@@ -98,6 +111,8 @@ async fn connection_info_presence_and_close() {
     assert_eq!(status, 200);
     assert_eq!(info["route"], "/chat");
     assert_eq!(info["metadata"]["nick"], "ada");
+    assert_eq!(info["plugin"], "chat");
+    assert_eq!((&info["channel_namespace"], &info["channels"]), (&"chat".into(), &serde_json::json!(["room"])));
     assert_eq!(info["channels"], serde_json::json!(["room"]));
     assert!(info["remote_addr"].as_str().unwrap().starts_with("127.0.0.1:"));
     let connected = info["connected_at"].as_u64().unwrap();
@@ -122,7 +137,7 @@ async fn connection_info_presence_and_close() {
         (status == 410).then_some(())
     })
     .await;
-    let (_, members) = admin(&host, "GET", "/channels/room", None).await;
+    let (_, members) = admin(&host, "GET", "/channels/room?namespace=chat", None).await;
     assert_eq!(members["count"], 0);
     let (_, list) = admin(&host, "GET", "/connections", None).await;
     assert_eq!(list["connections"], serde_json::json!([]));

@@ -74,7 +74,7 @@ impl Host {
     }
 
     async fn members(&self, channel: &str) -> Vec<String> {
-        let (status, body) = self.admin("GET", &format!("/channels/{channel}"), None).await;
+        let (status, body) = self.admin("GET", &format!("/channels/{channel}?namespace=chat"), None).await;
         assert_eq!(status, 200, "{body}");
         body["members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_string()).collect()
     }
@@ -194,6 +194,47 @@ async fn chat_between_clients_on_three_hosts_arrives_once_in_publish_order() {
 /// The id a `relay` connection is told on open.
 async fn relay_id(ws: &mut Client) -> String {
     expect_text(ws).await.strip_prefix("id:").expect("the relay handler's greeting").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_plugins_channels_stay_its_own_across_hosts() {
+    let redis = RedisServer::start();
+    let hosts = [Host::start(&redis, ""), Host::start(&redis, "")];
+    let mut chat = [hosts[0].connect("/chat").await, hosts[1].connect("/chat").await];
+    let mut relay = [hosts[0].connect("/relay").await, hosts[1].connect("/relay").await];
+    let mut relay_ids = Vec::new();
+    for ws in relay.iter_mut() {
+        let id = relay_id(ws).await;
+        send_text(ws, &format!("join:{id}:room")).await;
+        assert_eq!(expect_text(ws).await, "ok");
+        relay_ids.push(id);
+    }
+    eventually(|| async { (hosts[1].members("room").await.len() == 2).then_some(()) }).await;
+    // The relay plugin's `room` is its own, on both hosts.
+    send_text(&mut relay[0], "members:room").await;
+    assert_eq!(expect_text(&mut relay[0]).await, relay_ids.join(","));
+    let (status, body) = hosts[0].admin("GET", "/channels/room?namespace=relay", None).await;
+    assert_eq!((status, &body["count"]), (200, &2.into()), "{body}");
+    send_text(&mut relay[0], "pub:room:for relays").await;
+    let mut got = [expect_text(&mut relay[0]).await, expect_text(&mut relay[0]).await];
+    got.sort();
+    assert_eq!(got, ["for relays", "ok"]);
+    assert_eq!(expect_text(&mut relay[1]).await, "for relays", "a publish reaches the namespace on every host");
+    send_text(&mut chat[1], "for chat").await;
+    for ws in chat.iter_mut() {
+        assert_eq!(expect_text(ws).await, "anonymous: for chat");
+    }
+    for ws in chat.iter_mut().chain(relay.iter_mut()) {
+        expect_silence(ws, Duration::from_millis(200)).await;
+    }
+    // A chat connection on the other host is no relay connection's business.
+    let (_, list) = hosts[0].admin("GET", "/connections?route=/chat", None).await;
+    let chat_ids: Vec<String> =
+        list["connections"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_string()).collect();
+    for chat_id in &chat_ids {
+        send_text(&mut relay[0], &format!("info:{chat_id}")).await;
+        assert_eq!(expect_text(&mut relay[0]).await, "error: unknown connection");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

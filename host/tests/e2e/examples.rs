@@ -84,3 +84,25 @@ async fn broadcast_reaches_everyone_but_the_sender() {
     expect_silence(&mut other, std::time::Duration::from_millis(50)).await;
     host.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readmes_admin_publish_reaches_the_chat_room_of_the_examples_config() {
+    let path = repo_root().join("examples/wharf.toml");
+    let mut config = wharf::config::Config::load(&path).expect("examples/wharf.toml loads");
+    let data = tempfile::tempdir().unwrap();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    config.admin.token = Some(ADMIN_TOKEN.into());
+    config.store = wharf::config::StoreChoice::Memory.into();
+    config.data_dir = data.path().to_path_buf();
+    config.cache_dir = Some(cache_dir());
+    let host = spawn(config).await;
+    let mut chat = connect(&host, "/chat").await;
+    let mut counter = connect(&host, "/counter").await;
+    // As written in the README: no namespace, the config's default (`chat`).
+    let (status, json) = admin(&host, "POST", "/channels/room/messages", Some(("text/plain", b"hello"))).await;
+    assert_eq!((status, &json["namespace"], &json["delivered"]), (200, &"chat".into(), &1.into()), "{json}");
+    assert_eq!(expect_text(&mut chat).await, "hello");
+    expect_silence(&mut counter, std::time::Duration::from_millis(100)).await;
+    host.stop().await.unwrap();
+}

@@ -55,12 +55,13 @@ async fn handlers_read_presence_and_connection_info() {
     send_text(&mut a, &format!("info:{}", ids[1])).await;
     assert_eq!(expect_text(&mut a).await, format!("{} /faulty [] [\"lobby\"]", ids[1]));
 
-    // Another plugin's connection is not visible; a closed one is unknown.
+    // Another plugin's connection answers as if there were none, as a closed
+    // one does.
     let _chat = connect(&host, "/chat").await;
     let (_, list) = admin(&host, "GET", "/connections?route=/chat", None).await;
     let chat_id = list["connections"][0]["id"].as_str().unwrap().to_owned();
     send_text(&mut a, &format!("info:{chat_id}")).await;
-    assert_eq!(expect_text(&mut a).await, "not allowed");
+    assert_eq!(expect_text(&mut a).await, "unknown connection");
     b.close(None).await.unwrap();
     let deadline = Instant::now() + WAIT;
     loop {
@@ -98,6 +99,74 @@ async fn plugins_that_both_name_a_namespace_share_it() {
     assert_eq!(expect_text(&mut b).await, "from-a");
     send_text(&mut c, "get:k").await;
     assert_eq!(expect_text(&mut c).await, "(none)");
+    host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_are_each_plugins_own_unless_both_name_a_channel_namespace() {
+    let faulty = component("faulty").display().to_string();
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\nstore = \"memory\"\ncache_dir = {cache:?}\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{ADMIN_TOKEN}\"\ndefault_channel_namespace = \"chat\"\n\
+         [plugins.a]\ncomponent = {faulty:?}\nchannel_namespace = \"shared\"\n\
+         [plugins.b]\ncomponent = {faulty:?}\nchannel_namespace = \"shared\"\n\
+         [plugins.c]\ncomponent = {faulty:?}\n\
+         [plugins.chat]\ncomponent = {chat:?}\n\
+         [[routes]]\npath = \"/a\"\nplugin = \"a\"\n[[routes]]\npath = \"/b\"\nplugin = \"b\"\n\
+         [[routes]]\npath = \"/c\"\nplugin = \"c\"\n[[routes]]\npath = \"/chat\"\nplugin = \"chat\"\n",
+        cache = cache_dir().display().to_string(),
+        chat = component("chat").display().to_string(),
+    );
+    let config = Config::parse(&text, "test").unwrap();
+    config.validate("test").unwrap();
+    let host = spawn(config).await;
+    let (mut a, mut b, mut c) = (connect(&host, "/a").await, connect(&host, "/b").await, connect(&host, "/c").await);
+    let mut chat = connect(&host, "/chat").await; // joins chat's `room` in on-open
+    let mut ids = Vec::new();
+    for ws in [&mut a, &mut b, &mut c] {
+        send_text(ws, "whoami").await;
+        ids.push(expect_text(ws).await);
+        send_text(ws, "join:room").await;
+        assert_eq!(expect_text(ws).await, "ok");
+    }
+    // Presence is per namespace: a and b share one, c and chat have their own.
+    send_text(&mut a, "members:room").await;
+    assert_eq!(expect_text(&mut a).await, format!("{},{}", ids[0], ids[1]));
+    send_text(&mut c, "members:room").await;
+    assert_eq!(expect_text(&mut c).await, ids[2]);
+
+    // A publish reaches its own namespace's `room` only.
+    send_text(&mut c, "say:room=from c").await;
+    let mut got = [expect_text(&mut c).await, expect_text(&mut c).await];
+    got.sort();
+    assert_eq!(got, ["from c", "ok"]);
+    send_text(&mut a, "say:room=from a").await;
+    let mut got = [expect_text(&mut a).await, expect_text(&mut a).await];
+    got.sort();
+    assert_eq!(got, ["from a", "ok"]);
+    assert_eq!(expect_text(&mut b).await, "from a", "b shares a's namespace");
+    for ws in [&mut c, &mut chat] {
+        expect_silence(ws, Duration::from_millis(150)).await;
+    }
+
+    // The admin API: a bare name is in the default namespace, `?namespace=`
+    // names another, and each answer says which.
+    let (status, json) = admin(&host, "POST", "/channels/room/messages", Some(("text/plain", b"to chat"))).await;
+    assert_eq!((status, &json["namespace"], &json["delivered"]), (200, &"chat".into(), &1.into()), "{json}");
+    assert_eq!(expect_text(&mut chat).await, "to chat");
+    let (status, json) =
+        admin(&host, "POST", "/channels/room/messages?namespace=shared", Some(("text/plain", b"to shared"))).await;
+    assert_eq!((status, &json["delivered"]), (200, &2.into()), "{json}");
+    assert_eq!(expect_text(&mut a).await, "to shared");
+    assert_eq!(expect_text(&mut b).await, "to shared");
+    let (status, json) = admin(&host, "GET", "/channels/room?namespace=c", None).await;
+    assert_eq!((status, &json["members"]), (200, &serde_json::json!([ids[2]])), "{json}");
+    let (status, json) = admin(&host, "GET", "/channels/room?namespace=a", None).await;
+    assert_eq!(status, 404, "`a` is a plugin whose channels are in `shared`: {json}");
+    assert!(json["error"].as_str().unwrap().contains("chat, shared"), "{json}");
+    for ws in [&mut a, &mut b, &mut c] {
+        expect_silence(ws, Duration::from_millis(100)).await;
+    }
     host.stop().await.unwrap();
 }
 

@@ -15,7 +15,8 @@
 //! a counter, `closed:<id>` the code), and replies to `closes?` with the
 //! counter so tests can see that `on-close` ran exactly once. `get:KEY` and
 //! `set:KEY=VALUE` read and write its key/value namespace; `join:CHANNEL`,
-//! `members:CHANNEL` and `info:ID` exercise presence. `count`
+//! `members:CHANNEL`, `say:CHANNEL=TEXT` (publish) and `info:ID` exercise
+//! channels and presence; `meta:KEY=VALUE` sets metadata. `count`
 //! replies with how many events this instance has handled: it grows on a
 //! warm, reused instance and stays 1 when every event gets a fresh one.
 
@@ -147,6 +148,12 @@ impl Handler for Faulty {
                     Ok(()) => "ok".to_string(),
                     Err(e) => e.to_string(),
                 }))
+            }
+            Some(cmd) if cmd.starts_with("say:") => {
+                let (channel, text) = cmd[4..].split_once('=').unwrap_or((&cmd[4..], ""));
+                Some(Message::text(
+                    channels::publish(channel, Message::text(text)).map_or_else(|e| e.to_string(), |()| "ok".into()),
+                ))
             }
             Some(cmd) if cmd.starts_with("meta:") => {
                 let (k, v) = cmd[5..].split_once('=').unwrap_or((&cmd[5..], ""));
