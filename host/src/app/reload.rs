@@ -101,6 +101,10 @@ impl App {
         summary.added_routes = routes.keys().filter(|p| !old_routes.contains_key(*p)).map(|p| p.to_string()).collect();
         summary.added_routes.sort();
 
+        for (name, plugin) in &config.plugins {
+            let quota = config.limits.for_plugin(&plugin.limits).kv_quota();
+            self.hub.store().kv.set_quota(config.namespace_of(name), quota);
+        }
         *self.plugins.lock().unwrap_or_else(|p| p.into_inner()) = slots;
         summary.removed_routes = self.hub.set_routes(routes, close::GOING_AWAY, "route removed");
         Ok(summary)

@@ -6,6 +6,9 @@
 //! |---|---|---|
 //! | `kv:{len}:{ns}:{key}` | string | a value (with its TTL) |
 //! | `kvi:{len}:{ns}` | sorted set, score 0 | the namespace's keys, for ordered `list-keys` |
+//! | `kvs:{len}:{ns}` | hash | each key's size (key and value bytes), as its quota counts it |
+//! | `kvx:{len}:{ns}` | sorted set, score: Unix ms | when each key with a TTL expires, so that its size is forgotten |
+//! | `kvu:{len}:{ns}` | hash | `keys` and `bytes` of the namespace |
 //! | `c:{id}` | hash | route, plugin, addr, at, host of an open connection; `mbytes`, the bytes of its metadata |
 //! | `cm:{id}` / `cmo:{id}` | hash / list | its metadata / the metadata keys in insertion order |
 //! | `cc:{id}` | list | its channels, in subscription order |
@@ -149,70 +152,153 @@ return 1"#,
     )
 });
 
-/// KEYS: value key, index. ARGV: key, value, ttl ms (0: none).
+/// What every key/value script shares. KEYS: value key, index, sizes,
+/// expiries, usage (see the table above). `reclaim(prefix)` forgets up to
+/// 256 keys whose TTL has passed (Redis dropped their values; `prefix` is
+/// the namespace's value key prefix); `charge(k, new, max_keys,
+/// max_bytes)` records key `k` at `new` bytes if the namespace's quota
+/// admits it (a change that adds no key and no bytes always fits);
+/// `forget(k)` removes `k` from the counts and indexes; `expire_at(k, ms)`
+/// records when `k` expires (0: never).
+const KV_FNS: &str = r#"
+local vkey, index, sizes, exps, usage = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function forget(k)
+  local size = redis.call('HGET', sizes, k)
+  if size then
+    redis.call('HDEL', sizes, k)
+    redis.call('HINCRBY', usage, 'keys', -1)
+    redis.call('HINCRBY', usage, 'bytes', -tonumber(size))
+  end
+  redis.call('ZREM', index, k)
+  redis.call('ZREM', exps, k)
+end
+local function reclaim(prefix)
+  local now = now_ms()
+  for _, k in ipairs(redis.call('ZRANGEBYSCORE', exps, '-inf', now, 'LIMIT', 0, 256)) do
+    local ttl = redis.call('PTTL', prefix .. k)
+    if ttl == -2 then forget(k)
+    elseif ttl == -1 then redis.call('ZREM', exps, k)
+    else redis.call('ZADD', exps, now + ttl, k) end
+  end
+end
+local function charge(k, new, max_keys, max_bytes)
+  local old = redis.call('HGET', sizes, k)
+  local before = old and tonumber(old) or 0
+  local keys = tonumber(redis.call('HGET', usage, 'keys') or '0')
+  local bytes = tonumber(redis.call('HGET', usage, 'bytes') or '0')
+  if (not old and keys >= max_keys) or (new > before and bytes - before + new > max_bytes) then return false end
+  redis.call('HSET', sizes, k, new)
+  if not old then redis.call('HINCRBY', usage, 'keys', 1) end
+  redis.call('HINCRBY', usage, 'bytes', new - before)
+  redis.call('ZADD', index, 0, k)
+  return true
+end
+local function expire_at(k, ms)
+  if ms > 0 then redis.call('ZADD', exps, ms, k) else redis.call('ZREM', exps, k) end
+end
+"#;
+
+fn kv_script(body: &str) -> Script {
+    Script::new(&format!("{KV_FNS}\n{body}"))
+}
+
+/// ARGV: key, value, ttl ms (0: none), value key prefix, most keys, most
+/// bytes. 1, or 2 when past the quota.
 pub static KV_SET: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    kv_script(
         r#"
-if tonumber(ARGV[3]) > 0 then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-else redis.call('SET', KEYS[1], ARGV[2]) end
-redis.call('ZADD', KEYS[2], 0, ARGV[1])
+local k, v, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+reclaim(ARGV[4])
+if not charge(k, #k + #v, tonumber(ARGV[5]), tonumber(ARGV[6])) then return 2 end
+if ttl > 0 then
+  redis.call('SET', vkey, v, 'PX', ttl)
+  expire_at(k, now_ms() + ttl)
+else
+  redis.call('SET', vkey, v)
+  expire_at(k, 0)
+end
 return 1"#,
     )
 });
 
-/// KEYS: value key, index. ARGV: key. Whether the key existed (unexpired).
+/// ARGV: key. Whether the key existed (unexpired).
 pub static KV_DELETE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    kv_script(
         r#"
-local n = redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
+local n = redis.call('DEL', vkey)
+forget(ARGV[1])
 return n"#,
     )
 });
 
-/// KEYS: value key, index. ARGV: key, delta. `{1, n}`, or `{0}` when the
-/// value is not an integer or the sum overflows.
+/// ARGV: key, delta, value key prefix, most keys, most bytes. `{1, n}`,
+/// `{0}` when the value is not an integer or the sum overflows, `{2}` when
+/// past the quota (the value stays as it was).
 pub static KV_INCREMENT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    kv_script(
         r#"
-local n = redis.pcall('INCRBY', KEYS[1], ARGV[2])
+local k = ARGV[1]
+reclaim(ARGV[3])
+local before = redis.call('GET', vkey)
+local n = redis.pcall('INCRBY', vkey, ARGV[2])
 if type(n) == 'table' and n.err then return {0} end
-redis.call('ZADD', KEYS[2], 0, ARGV[1])
+if not charge(k, #k + redis.call('STRLEN', vkey), tonumber(ARGV[4]), tonumber(ARGV[5])) then
+  if before then redis.call('SET', vkey, before, 'KEEPTTL') else redis.call('DEL', vkey) end
+  return {2}
+end
 return {1, n}"#,
     )
 });
 
-/// KEYS: value key, index. ARGV: key, has-expected (`1`/`0`), expected,
-/// value. Whether the swap happened.
+/// ARGV: key, has-expected (`1`/`0`), expected, value, value key prefix,
+/// most keys, most bytes. 1 when swapped, 0 when the value differed, 2 when
+/// past the quota.
 pub static KV_CAS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    kv_script(
         r#"
-local cur = redis.call('GET', KEYS[1])
+local k, v = ARGV[1], ARGV[4]
+reclaim(ARGV[5])
+local cur = redis.call('GET', vkey)
 if ARGV[2] == '1' then
   if cur ~= ARGV[3] then return 0 end
 elseif cur then
   return 0
 end
-redis.call('SET', KEYS[1], ARGV[4])
-redis.call('ZADD', KEYS[2], 0, ARGV[1])
+if not charge(k, #k + #v, tonumber(ARGV[6]), tonumber(ARGV[7])) then return 2 end
+redis.call('SET', vkey, v)
+expire_at(k, 0)
 return 1"#,
     )
 });
 
+/// The namespace's `{keys, bytes}`, after reclaiming expired keys. KEYS[1]
+/// unused. ARGV: value key prefix.
+pub static KV_USAGE: LazyLock<Script> = LazyLock::new(|| {
+    kv_script(
+        r#"
+reclaim(ARGV[1])
+return {tonumber(redis.call('HGET', usage, 'keys') or '0'), tonumber(redis.call('HGET', usage, 'bytes') or '0')}"#,
+    )
+});
+
 /// Keys of a namespace in order, skipping (and forgetting) expired ones.
-/// KEYS: index. ARGV: value key prefix, range start, range end, limit.
+/// KEYS[1] unused. ARGV: value key prefix, range start, range end, limit.
 pub static KV_LIST: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    kv_script(
         r#"
 local out, min, limit = {}, ARGV[2], tonumber(ARGV[4])
 while #out < limit do
-  local batch = redis.call('ZRANGEBYLEX', KEYS[1], min, ARGV[3], 'LIMIT', 0, 256)
+  local batch = redis.call('ZRANGEBYLEX', index, min, ARGV[3], 'LIMIT', 0, 256)
   if #batch == 0 then break end
   for _, k in ipairs(batch) do
     if redis.call('EXISTS', ARGV[1] .. k) == 1 then
       if #out < limit then table.insert(out, k) end
     else
-      redis.call('ZREM', KEYS[1], k)
+      forget(k)
     end
   end
   min = '(' .. batch[#batch]

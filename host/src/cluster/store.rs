@@ -24,7 +24,9 @@ use super::bus::{Outbox, Target};
 use super::envelope::Envelope;
 use super::{redact, scripts};
 use crate::conn_id::{ConnId, HOST_BITS, host_of};
-use crate::store::{ConnectionRecord, Connections, Kv, Presence, RecordCaps, StoreError, StoreResult};
+use crate::store::{
+    ConnectionRecord, Connections, Kv, KvQuota, KvUsage, Presence, Quotas, RecordCaps, StoreError, StoreResult,
+};
 
 /// How long one Redis command may take before it counts as failed.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -37,8 +39,18 @@ fn kv_key(ns: &str, key: &str) -> String {
     format!("wharf:kv:{}:{ns}:{key}", ns.len())
 }
 
-fn kv_index(ns: &str) -> String {
-    format!("wharf:kvi:{}:{ns}", ns.len())
+/// A key/value script on key `key` of namespace `ns`, with its keys (the
+/// value, then the namespace's index, sizes, expiries and usage) and its
+/// first argument (the key) in place.
+fn kv_call(script: &'static redis::Script, ns: &str, key: &str) -> redis::ScriptInvocation<'static> {
+    let n = ns.len();
+    let mut call = script.prepare_invoke();
+    call.key(kv_key(ns, key))
+        .key(format!("wharf:kvi:{n}:{ns}"))
+        .key(format!("wharf:kvs:{n}:{ns}"))
+        .key(format!("wharf:kvx:{n}:{ns}"))
+        .key(format!("wharf:kvu:{n}:{ns}"));
+    call
 }
 
 fn padded(id: ConnId) -> String {
@@ -104,6 +116,8 @@ pub struct RedisStore {
     pub(super) token: String,
     /// What each connection's record may hold.
     caps: RecordCaps,
+    /// Each key/value namespace's quota.
+    quotas: Quotas,
 }
 
 impl RedisStore {
@@ -142,6 +156,7 @@ impl RedisStore {
             outbox,
             token,
             caps,
+            quotas: Quotas::default(),
         };
         // A number another process holds (handed out again by a Redis that
         // lost its data) is skipped.
@@ -223,6 +238,20 @@ impl RedisStore {
 
 #[async_trait]
 impl Kv for RedisStore {
+    fn set_quota(&self, ns: &str, quota: KvQuota) {
+        self.quotas.set(ns, quota);
+    }
+
+    async fn usage(&self, ns: &str) -> StoreResult<KvUsage> {
+        let mut conn = self.redis()?;
+        let r: (u64, u64) = kv_call(&scripts::KV_USAGE, ns, "")
+            .arg(kv_key(ns, ""))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(KvUsage { keys: r.0, bytes: r.1 })
+    }
+
     async fn get(&self, ns: &str, key: &str) -> StoreResult<Option<Vec<u8>>> {
         let mut conn = self.redis()?;
         conn.get(kv_key(ns, key)).await.map_err(|e| self.failed(e))
@@ -231,42 +260,42 @@ impl Kv for RedisStore {
     async fn set(&self, ns: &str, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> StoreResult<()> {
         let mut conn = self.redis()?;
         let ttl_ms = ttl.map_or(0, crate::store::ttl_ms);
-        scripts::KV_SET
-            .key(kv_key(ns, key))
-            .key(kv_index(ns))
+        let quota = self.quotas.get(ns);
+        let n: i64 = kv_call(&scripts::KV_SET, ns, key)
             .arg(key)
             .arg(value)
             .arg(ttl_ms)
-            .invoke_async::<i64>(&mut conn)
+            .arg(kv_key(ns, ""))
+            .arg(quota.max_keys)
+            .arg(quota.max_bytes)
+            .invoke_async(&mut conn)
             .await
-            .map(|_| ())
-            .map_err(|e| self.failed(e))
+            .map_err(|e| self.failed(e))?;
+        if n == 2 { Err(StoreError::QuotaExceeded) } else { Ok(()) }
     }
 
     async fn delete(&self, ns: &str, key: &str) -> StoreResult<bool> {
         let mut conn = self.redis()?;
-        let n: i64 = scripts::KV_DELETE
-            .key(kv_key(ns, key))
-            .key(kv_index(ns))
-            .arg(key)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| self.failed(e))?;
+        let n: i64 =
+            kv_call(&scripts::KV_DELETE, ns, key).arg(key).invoke_async(&mut conn).await.map_err(|e| self.failed(e))?;
         Ok(n > 0)
     }
 
     async fn increment(&self, ns: &str, key: &str, delta: i64) -> StoreResult<i64> {
         let mut conn = self.redis()?;
-        let r: Vec<i64> = scripts::KV_INCREMENT
-            .key(kv_key(ns, key))
-            .key(kv_index(ns))
+        let quota = self.quotas.get(ns);
+        let r: Vec<i64> = kv_call(&scripts::KV_INCREMENT, ns, key)
             .arg(key)
             .arg(delta)
+            .arg(kv_key(ns, ""))
+            .arg(quota.max_keys)
+            .arg(quota.max_bytes)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.failed(e))?;
         match r.as_slice() {
             [1, n] => Ok(*n),
+            [2] => Err(StoreError::QuotaExceeded),
             _ => Err(StoreError::NotACounter),
         }
     }
@@ -279,17 +308,22 @@ impl Kv for RedisStore {
         value: Vec<u8>,
     ) -> StoreResult<bool> {
         let mut conn = self.redis()?;
-        let n: i64 = scripts::KV_CAS
-            .key(kv_key(ns, key))
-            .key(kv_index(ns))
+        let quota = self.quotas.get(ns);
+        let n: i64 = kv_call(&scripts::KV_CAS, ns, key)
             .arg(key)
             .arg(if expected.is_some() { "1" } else { "0" })
             .arg(expected.unwrap_or_default())
             .arg(value)
+            .arg(kv_key(ns, ""))
+            .arg(quota.max_keys)
+            .arg(quota.max_bytes)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.failed(e))?;
-        Ok(n == 1)
+        match n {
+            2 => Err(StoreError::QuotaExceeded),
+            n => Ok(n == 1),
+        }
     }
 
     async fn list_keys(&self, ns: &str, prefix: &str, cursor: Option<&str>, limit: usize) -> StoreResult<Vec<String>> {
@@ -307,8 +341,7 @@ impl Kv for RedisStore {
         end.extend_from_slice(prefix.as_bytes());
         end.push(0xff);
         let end: Vec<u8> = if prefix.is_empty() { b"+".to_vec() } else { end };
-        scripts::KV_LIST
-            .key(kv_index(ns))
+        kv_call(&scripts::KV_LIST, ns, "")
             .arg(kv_key(ns, ""))
             .arg(start)
             .arg(end)

@@ -20,6 +20,10 @@ pub struct PluginLimits {
     pub max_store_ops_per_event: Option<u32>,
     /// See [`Limits::max_value_bytes`].
     pub max_value_bytes: Option<usize>,
+    /// See [`Limits::kv_max_keys`].
+    pub kv_max_keys: Option<u64>,
+    /// See [`Limits::kv_max_bytes`].
+    pub kv_max_bytes: Option<u64>,
 }
 
 /// Connection limits one route may set for itself (`[routes.limits]`).
@@ -91,6 +95,12 @@ pub struct Limits {
     pub max_store_ops_per_event: u32,
     /// Largest key/value or metadata value.
     pub max_value_bytes: usize,
+    /// Keys one key/value namespace may hold; past it a write of a new key
+    /// returns `quota-exceeded`.
+    pub kv_max_keys: u64,
+    /// Bytes of keys and values one key/value namespace may hold; past it a
+    /// write that grows the namespace returns `quota-exceeded`.
+    pub kv_max_bytes: u64,
     /// Largest inbound message (and frame), in bytes; past it: close 1009.
     pub max_message_bytes: usize,
     /// Messages queued for one connection before it counts as a slow reader.
@@ -158,6 +168,8 @@ impl Default for Limits {
             max_bytes_per_event: 16 << 20,
             max_store_ops_per_event: 1000,
             max_value_bytes: 1 << 20,
+            kv_max_keys: 1_000_000,
+            kv_max_bytes: 256 << 20,
             max_message_bytes: 1 << 20,
             outbound_queue: 16_384,
             outbound_queue_bytes: 1 << 20,
@@ -180,6 +192,11 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// What one key/value namespace may hold.
+    pub fn kv_quota(&self) -> crate::store::KvQuota {
+        crate::store::KvQuota { max_keys: self.kv_max_keys, max_bytes: self.kv_max_bytes }
+    }
+
     /// What one connection's record may hold.
     pub fn record_caps(&self) -> crate::store::RecordCaps {
         crate::store::RecordCaps {
@@ -198,6 +215,8 @@ impl Limits {
             max_bytes_per_event: o.max_bytes_per_event.unwrap_or(self.max_bytes_per_event),
             max_store_ops_per_event: o.max_store_ops_per_event.unwrap_or(self.max_store_ops_per_event),
             max_value_bytes: o.max_value_bytes.unwrap_or(self.max_value_bytes),
+            kv_max_keys: o.kv_max_keys.unwrap_or(self.kv_max_keys),
+            kv_max_bytes: o.kv_max_bytes.unwrap_or(self.kv_max_bytes),
             ..self.clone()
         }
     }
@@ -223,7 +242,7 @@ impl Limits {
     /// Checks every range; `prefix` is the table the limits came from.
     pub(super) fn check(&self, prefix: &str) -> Result<(), (String, &'static str)> {
         let l = self;
-        let checks: [(&str, bool, &'static str); 24] = [
+        let checks: [(&str, bool, &'static str); 26] = [
             ("event_timeout_ms", (1..=60_000).contains(&l.event_timeout_ms), "must be 1..=60000"),
             ("memory_mib", (1..=4096).contains(&l.memory_mib), "must be 1..=4096"),
             ("instance_pool", l.instance_pool <= 4096, "must be at most 4096"),
@@ -234,6 +253,8 @@ impl Limits {
             ("max_bytes_per_event", (1..=(1 << 30)).contains(&l.max_bytes_per_event), "must be 1..=1073741824"),
             ("max_store_ops_per_event", (1..=100_000).contains(&l.max_store_ops_per_event), "must be 1..=100000"),
             ("max_value_bytes", (1..=(64 << 20)).contains(&l.max_value_bytes), "must be 1..=67108864"),
+            ("kv_max_keys", (1..=1_000_000_000).contains(&l.kv_max_keys), "must be 1..=1000000000"),
+            ("kv_max_bytes", (1..=1 << 40).contains(&l.kv_max_bytes), "must be 1..=1099511627776"),
             ("max_message_bytes", (16..=(64 << 20)).contains(&l.max_message_bytes), "must be 16..=67108864"),
             ("outbound_queue", (1..=1 << 20).contains(&l.outbound_queue), "must be 1..=1048576"),
             ("outbound_queue_bytes", (1..=1 << 30).contains(&l.outbound_queue_bytes), "must be 1..=1073741824"),

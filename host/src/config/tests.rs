@@ -57,6 +57,24 @@ fn namespaces_are_shared_only_when_both_plugins_say_so() {
 }
 
 #[test]
+fn plugins_that_share_a_key_value_namespace_share_its_quota() {
+    let shared = "[limits]\nkv_max_keys = 10\n[plugins.a]\ncomponent = \"a.wasm\"\nkv_namespace = \"shop\"\n\
+                  [plugins.b]\ncomponent = \"b.wasm\"\nkv_namespace = \"shop\"\n";
+    let c = Config::parse(shared, "t.toml").unwrap();
+    c.validate("t.toml").unwrap();
+    let quota = c.limits.for_plugin(&c.plugins["a"].limits).kv_quota();
+    assert_eq!((quota.max_keys, quota.max_bytes), (10, 256 << 20));
+    let e = parse_err(&format!("{shared}[plugins.b.limits]\nkv_max_bytes = 1000\n"));
+    assert_eq!(e.key, "plugins.b.limits.kv_max_bytes");
+    assert!(e.reason.contains("share key/value namespace `shop`"), "{e}");
+    let own = "[plugins.a]\ncomponent = \"a.wasm\"\n[plugins.a.limits]\nkv_max_keys = 5\n[plugins.b]\ncomponent = \"b.wasm\"\n";
+    let c = Config::parse(own, "t.toml").unwrap();
+    c.validate("t.toml").unwrap();
+    assert_eq!(c.limits.for_plugin(&c.plugins["a"].limits).kv_quota().max_keys, 5);
+    assert_eq!(parse_err("[limits]\nkv_max_keys = 0\n").key, "limits.kv_max_keys");
+}
+
+#[test]
 fn channel_namespaces_are_shared_like_key_value_ones_and_the_admin_default_names_one() {
     let base = "[plugins.a]\ncomponent = \"a.wasm\"\n[plugins.b]\ncomponent = \"b.wasm\"\n";
     let e = parse_err(&format!("{base}channel_namespace = \"a\"\n"));

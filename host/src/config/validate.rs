@@ -128,8 +128,26 @@ impl Config {
                 format!("{} MiB is more than this machine's memory ({machine} MiB)", self.limits.instance_memory_mib),
             ));
         }
+        let mut quotas: std::collections::HashMap<&str, (&str, crate::store::KvQuota)> = Default::default();
         for (name, plugin) in &self.plugins {
-            self.limits.for_plugin(&plugin.limits).check(&format!("plugins.{name}.limits")).map_err(limits_err)?;
+            let limits = self.limits.for_plugin(&plugin.limits);
+            limits.check(&format!("plugins.{name}.limits")).map_err(limits_err)?;
+            // A namespace has one quota: plugins that share it must agree.
+            let ns = self.namespace_of(name);
+            match quotas.get(ns) {
+                Some((first, quota)) if *quota != limits.kv_quota() => {
+                    return Err(err(
+                        format!("plugins.{name}.limits.kv_max_bytes"),
+                        format!(
+                            "plugins `{first}` and `{name}` share key/value namespace `{ns}` but not its quota (kv_max_keys, kv_max_bytes): set the same on both"
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    quotas.insert(ns, (name, limits.kv_quota()));
+                }
+            }
             if plugin.limits.memory_mib.is_some_and(|m| m > self.limits.memory_mib) {
                 return Err(err(
                     format!("plugins.{name}.limits.memory_mib"),

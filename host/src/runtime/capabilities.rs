@@ -551,6 +551,10 @@ mod tests {
 
     #[async_trait::async_trait]
     impl crate::store::Kv for Stalled {
+        fn set_quota(&self, _: &str, _: crate::store::KvQuota) {}
+        async fn usage(&self, _: &str) -> StoreResult<crate::store::KvUsage> {
+            std::future::pending().await
+        }
         async fn get(&self, _: &str, _: &str) -> StoreResult<Option<Vec<u8>>> {
             std::future::pending().await
         }

@@ -2,8 +2,9 @@
 //! directory. A write is acknowledged only after its transaction commits
 //! with fsync; concurrent writes share one commit (group commit) through a
 //! single writer thread, which also makes increment and compare-and-swap
-//! atomic. Expired keys are reclaimed by the same thread when it is idle,
-//! through an index of expiry times.
+//! atomic. Expired keys are reclaimed by the same thread every second,
+//! through an index of expiry times. Each namespace's keys and bytes are
+//! counted in the same transactions as its writes, for its quota.
 
 use std::ops::Bound;
 use std::path::Path;
@@ -15,7 +16,7 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
-use super::Kv;
+use super::{Kv, KvQuota, KvUsage, Quotas};
 use super::{StoreError, StoreResult, now_ms, parse_counter};
 
 /// Keys are `namespace \0 key`; values are an 8-byte big-endian expiry
@@ -25,8 +26,12 @@ const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 /// Keys with an expiry, by when: `(expires_ms, full key)`.
 const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
 
+/// Each namespace's keys and bytes (of keys and values): `ns → (keys, bytes)`.
+const USAGE: TableDefinition<&str, (u64, u64)> = TableDefinition::new("usage");
+
 /// Facts about the file: `expiry_index` = 1 once [`EXPIRY`] covers every
-/// key (files written before it existed are indexed once at open).
+/// key, `usage_index` = 1 once [`USAGE`] counts every key (files written
+/// before they existed are indexed once at open).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// The database file inside the data directory.
@@ -65,15 +70,22 @@ fn decode(stored: &[u8], now: u64) -> Option<&[u8]> {
     (expires == 0 || expires > now).then_some(value)
 }
 
+/// The namespace of a full key and the bytes an entry of `stored` bytes
+/// counts for in it (its key and its value).
+fn sized<'k>(full_key: &'k str, stored: &[u8]) -> (&'k str, u64) {
+    let (ns, key) = full_key.split_once('\0').unwrap_or(("", full_key));
+    (ns, super::entry_bytes(key, stored.len().saturating_sub(8)))
+}
+
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
 enum Op {
-    Set { key: String, value: Vec<u8>, expires: u64 },
+    Set { key: String, value: Vec<u8>, expires: u64, quota: KvQuota },
     Delete { key: String },
-    Increment { key: String, delta: i64 },
-    Cas { key: String, expected: Option<Vec<u8>>, value: Vec<u8> },
+    Increment { key: String, delta: i64, quota: KvQuota },
+    Cas { key: String, expected: Option<Vec<u8>>, value: Vec<u8>, quota: KvQuota },
 }
 
 enum Done {
@@ -90,6 +102,7 @@ struct Job {
 /// Key/value namespaces in a redb file.
 pub struct EmbeddedKv {
     db: Arc<Database>,
+    quotas: Quotas,
     writer: Option<mpsc::Sender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -115,7 +128,7 @@ impl EmbeddedKv {
             .with_context(|| format!("opening the embedded store {} (is it a Wharf database?)", path.display()))?;
         let txn = db.begin_write().with_context(|| format!("writing to the embedded store {}", path.display()))?;
         txn.open_table(KV).with_context(|| format!("opening the kv table in {}", path.display()))?;
-        index_expiries(&txn).with_context(|| format!("indexing the expiring keys of {}", path.display()))?;
+        index_file(&txn).with_context(|| format!("indexing the keys of {}", path.display()))?;
         txn.commit().with_context(|| format!("committing to the embedded store {}", path.display()))?;
         let db = Arc::new(db);
         let (writer, jobs) = mpsc::channel();
@@ -124,7 +137,7 @@ impl EmbeddedKv {
             .name("wharf-store-writer".into())
             .spawn(move || write_loop(&writer_db, jobs))
             .context("starting the store writer thread")?;
-        Ok(EmbeddedKv { db, writer: Some(writer), thread: Some(thread) })
+        Ok(EmbeddedKv { db, quotas: Quotas::default(), writer: Some(writer), thread: Some(thread) })
     }
 
     async fn write(&self, op: Op) -> StoreResult<Done> {
@@ -144,47 +157,66 @@ impl EmbeddedKv {
     }
 }
 
-/// Builds the expiry index of a file written before it existed.
-fn index_expiries(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
+/// Builds the expiry index and the namespaces' usage of a file written
+/// before they existed.
+fn index_file(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
     let mut meta = txn.open_table(META)?;
-    if meta.get("expiry_index")?.is_some_and(|v| v.value() == 1) {
-        return Ok(());
-    }
+    let done = |meta: &redb::Table<&str, u64>, what: &str| -> Result<bool, redb::Error> {
+        Ok(meta.get(what)?.is_some_and(|v| v.value() == 1))
+    };
     let kv = txn.open_table(KV)?;
-    let mut index = txn.open_table(EXPIRY)?;
-    for entry in kv.iter()? {
-        let (k, v) = entry?;
-        let expires = expiry(v.value());
-        if expires != 0 {
-            index.insert((expires, k.value()), ())?;
+    if !done(&meta, "expiry_index")? {
+        let mut index = txn.open_table(EXPIRY)?;
+        for entry in kv.iter()? {
+            let (k, v) = entry?;
+            let expires = expiry(v.value());
+            if expires != 0 {
+                index.insert((expires, k.value()), ())?;
+            }
         }
+        meta.insert("expiry_index", 1)?;
     }
-    meta.insert("expiry_index", 1)?;
+    if !done(&meta, "usage_index")? {
+        let mut counted: std::collections::HashMap<String, KvUsage> = std::collections::HashMap::new();
+        for entry in kv.iter()? {
+            let (k, v) = entry?;
+            let (ns, bytes) = sized(k.value(), v.value());
+            let u = counted.entry(ns.to_string()).or_default();
+            *u = u.after(None, Some(bytes));
+        }
+        let mut usage = txn.open_table(USAGE)?;
+        for (ns, u) in counted {
+            usage.insert(ns.as_str(), (u.keys, u.bytes))?;
+        }
+        meta.insert("usage_index", 1)?;
+    }
     Ok(())
 }
 
 /// Removes up to [`SWEEP_BATCH`] keys expired at `now`; how many.
-fn sweep(db: &Database, now: u64) -> Result<usize, redb::Error> {
-    let txn = db.begin_write()?;
+fn sweep(db: &Database, now: u64) -> StoreResult<usize> {
+    let txn = db.begin_write().map_err(unavailable)?;
     let n = {
-        let mut kv = txn.open_table(KV)?;
-        let mut index = txn.open_table(EXPIRY)?;
-        let due: Vec<(u64, String)> = index
-            .range::<(u64, &str)>(..(now + 1, ""))?
+        let mut t = Tables::open(&txn).map_err(unavailable)?;
+        let due: Vec<(u64, String)> = t
+            .expiry
+            .range::<(u64, &str)>(..(now + 1, ""))
+            .map_err(unavailable)?
             .take(SWEEP_BATCH)
             .map(|e| e.map(|(k, _)| (k.value().0, k.value().1.to_string())))
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, _>>()
+            .map_err(unavailable)?;
         for (expires, key) in &due {
-            index.remove((*expires, key.as_str()))?;
+            t.expiry.remove((*expires, key.as_str())).map_err(unavailable)?;
             // Only if it was not written again since (with another expiry).
-            let still = kv.get(key.as_str())?.is_some_and(|g| expiry(g.value()) == *expires);
+            let still = t.kv.get(key.as_str()).map_err(unavailable)?.is_some_and(|g| expiry(g.value()) == *expires);
             if still {
-                kv.remove(key.as_str())?;
+                put(&mut t, key, None)?;
             }
         }
         due.len()
     };
-    txn.commit()?;
+    txn.commit().map_err(unavailable)?;
     Ok(n)
 }
 
@@ -226,12 +258,12 @@ fn apply_batch(db: &Database, batch: &[Job]) -> Vec<StoreResult<Done>> {
         Err(e) => return fail(&e),
     };
     let results = {
-        let (mut table, mut index) = match (txn.open_table(KV), txn.open_table(EXPIRY)) {
-            (Ok(t), Ok(i)) => (t, i),
-            (Err(e), _) | (_, Err(e)) => return fail(&e),
+        let mut tables = match Tables::open(&txn) {
+            Ok(t) => t,
+            Err(e) => return fail(&e),
         };
         let now = now_ms();
-        batch.iter().map(|job| apply(&mut table, &mut index, &job.op, now)).collect::<Vec<_>>()
+        batch.iter().map(|job| apply(&mut tables, &job.op, now)).collect::<Vec<_>>()
     };
     match txn.commit() {
         Ok(()) => results,
@@ -239,70 +271,101 @@ fn apply_batch(db: &Database, batch: &[Job]) -> Vec<StoreResult<Done>> {
     }
 }
 
-type ExpiryIndex<'t> = redb::Table<'t, (u64, &'static str), ()>;
+/// The tables one write transaction changes together.
+struct Tables<'t> {
+    kv: redb::Table<'t, &'static str, &'static [u8]>,
+    expiry: redb::Table<'t, (u64, &'static str), ()>,
+    usage: redb::Table<'t, &'static str, (u64, u64)>,
+}
 
-/// Writes `stored` under `key`, keeping the expiry index in step.
-fn put(
-    table: &mut redb::Table<&'static str, &'static [u8]>,
-    index: &mut ExpiryIndex<'_>,
-    key: &str,
-    stored: Option<&[u8]>,
-) -> StoreResult<()> {
+impl<'t> Tables<'t> {
+    fn open(txn: &'t redb::WriteTransaction) -> Result<Self, redb::TableError> {
+        Ok(Tables { kv: txn.open_table(KV)?, expiry: txn.open_table(EXPIRY)?, usage: txn.open_table(USAGE)? })
+    }
+
+    fn usage(&self, ns: &str) -> StoreResult<KvUsage> {
+        let got = self.usage.get(ns).map_err(unavailable)?;
+        Ok(got.map_or_else(KvUsage::default, |g| {
+            let (keys, bytes) = g.value();
+            KvUsage { keys, bytes }
+        }))
+    }
+
+    /// Refuses writing `stored` under `key` when it would take the key's
+    /// namespace past `quota`; an expired entry not yet reclaimed still
+    /// counts.
+    fn admit(&self, key: &str, stored: &[u8], quota: &KvQuota) -> StoreResult<()> {
+        let old = self.kv.get(key).map_err(unavailable)?.map(|g| sized(key, g.value()).1);
+        let (ns, new) = sized(key, stored);
+        if self.usage(ns)?.admits(old, new, quota) { Ok(()) } else { Err(StoreError::QuotaExceeded) }
+    }
+}
+
+/// Writes `stored` under `key` (`None`: removes it), keeping the expiry
+/// index and the namespace's usage in step.
+fn put(t: &mut Tables<'_>, key: &str, stored: Option<&[u8]>) -> StoreResult<()> {
     let old = match stored {
-        Some(v) => table.insert(key, v).map_err(unavailable)?,
-        None => table.remove(key).map_err(unavailable)?,
+        Some(v) => t.kv.insert(key, v).map_err(unavailable)?,
+        None => t.kv.remove(key).map_err(unavailable)?,
     }
-    .map(|g| expiry(g.value()));
+    .map(|g| (expiry(g.value()), sized(key, g.value()).1));
     let new = stored.map_or(0, expiry);
-    if let Some(old) = old.filter(|e| *e != 0 && *e != new) {
-        index.remove((old, key)).map_err(unavailable)?;
+    if let Some(old) = old.map(|(e, _)| e).filter(|e| *e != 0 && *e != new) {
+        t.expiry.remove((old, key)).map_err(unavailable)?;
     }
-    if new != 0 && old != Some(new) {
-        index.insert((new, key), ()).map_err(unavailable)?;
+    if new != 0 && old.map(|(e, _)| e) != Some(new) {
+        t.expiry.insert((new, key), ()).map_err(unavailable)?;
+    }
+    let ns = sized(key, &[]).0;
+    let usage = t.usage(ns)?.after(old.map(|(_, b)| b), stored.map(|v| sized(key, v).1));
+    if usage == KvUsage::default() {
+        t.usage.remove(ns).map_err(unavailable)?;
+    } else {
+        t.usage.insert(ns, (usage.keys, usage.bytes)).map_err(unavailable)?;
     }
     Ok(())
 }
 
-fn apply(
-    table: &mut redb::Table<&'static str, &'static [u8]>,
-    index: &mut ExpiryIndex<'_>,
-    op: &Op,
-    now: u64,
-) -> StoreResult<Done> {
-    let current =
-        |table: &redb::Table<&'static str, &'static [u8]>, key: &str| -> StoreResult<Option<(Vec<u8>, u64)>> {
-            let guard = table.get(key).map_err(unavailable)?;
-            Ok(guard.and_then(|g| {
-                let stored = g.value();
-                let expires = u64::from_be_bytes(stored.get(..8)?.try_into().ok()?);
-                decode(stored, now).map(|v| (v.to_vec(), expires))
-            }))
-        };
+/// Writes `stored` under `key` if the namespace's quota admits it.
+fn put_within(t: &mut Tables<'_>, key: &str, stored: &[u8], quota: &KvQuota) -> StoreResult<()> {
+    t.admit(key, stored, quota)?;
+    put(t, key, Some(stored))
+}
+
+fn apply(t: &mut Tables<'_>, op: &Op, now: u64) -> StoreResult<Done> {
+    let current = |t: &Tables<'_>, key: &str| -> StoreResult<Option<(Vec<u8>, u64)>> {
+        let guard = t.kv.get(key).map_err(unavailable)?;
+        Ok(guard.and_then(|g| {
+            let stored = g.value();
+            let expires = u64::from_be_bytes(stored.get(..8)?.try_into().ok()?);
+            decode(stored, now).map(|v| (v.to_vec(), expires))
+        }))
+    };
     match op {
-        Op::Set { key, value, expires } => {
-            put(table, index, key, Some(&encode(value, *expires)))?;
+        Op::Set { key, value, expires, quota } => {
+            put_within(t, key, &encode(value, *expires), quota)?;
             Ok(Done::Unit)
         }
         Op::Delete { key } => {
-            let existed = current(table, key)?.is_some();
-            put(table, index, key, None)?;
+            let existed = current(t, key)?.is_some();
+            put(t, key, None)?;
             Ok(Done::Bool(existed))
         }
-        Op::Increment { key, delta } => {
-            let cur = current(table, key)?;
+        Op::Increment { key, delta, quota } => {
+            let cur = current(t, key)?;
             let n = parse_counter(cur.as_ref().map(|(v, _)| v.as_slice()))?;
             let next = n.checked_add(*delta).ok_or(StoreError::NotACounter)?;
             // An increment keeps a live key's expiry, like Redis INCRBY.
             let expires = cur.map_or(0, |(_, e)| e);
-            put(table, index, key, Some(&encode(next.to_string().as_bytes(), expires)))?;
+            put_within(t, key, &encode(next.to_string().as_bytes(), expires), quota)?;
             Ok(Done::Int(next))
         }
-        Op::Cas { key, expected, value } => {
-            let cur = current(table, key)?.map(|(v, _)| v);
+        Op::Cas { key, expected, value, quota } => {
+            let cur = current(t, key)?.map(|(v, _)| v);
             if cur != *expected {
                 return Ok(Done::Bool(false));
             }
-            put(table, index, key, Some(&encode(value, 0)))?;
+            put_within(t, key, &encode(value, 0), quota)?;
             Ok(Done::Bool(true))
         }
     }
@@ -317,6 +380,20 @@ fn expect_bool(d: Done) -> StoreResult<bool> {
 
 #[async_trait]
 impl Kv for EmbeddedKv {
+    fn set_quota(&self, ns: &str, quota: KvQuota) {
+        self.quotas.set(ns, quota);
+    }
+
+    async fn usage(&self, ns: &str) -> StoreResult<KvUsage> {
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let table = txn.open_table(USAGE).map_err(unavailable)?;
+        let got = table.get(ns).map_err(unavailable)?;
+        Ok(got.map_or_else(KvUsage::default, |g| {
+            let (keys, bytes) = g.value();
+            KvUsage { keys, bytes }
+        }))
+    }
+
     async fn get(&self, ns: &str, key: &str) -> StoreResult<Option<Vec<u8>>> {
         let key = full_key(ns, key);
         let now = now_ms();
@@ -328,7 +405,7 @@ impl Kv for EmbeddedKv {
     async fn set(&self, ns: &str, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> StoreResult<()> {
         // A TTL rounds up to a whole millisecond and never means "no expiry".
         let expires = ttl.map_or(0, |d| now_ms() + super::ttl_ms(d));
-        self.write(Op::Set { key: full_key(ns, key), value, expires }).await.map(|_| ())
+        self.write(Op::Set { key: full_key(ns, key), value, expires, quota: self.quotas.get(ns) }).await.map(|_| ())
     }
 
     async fn delete(&self, ns: &str, key: &str) -> StoreResult<bool> {
@@ -336,7 +413,7 @@ impl Kv for EmbeddedKv {
     }
 
     async fn increment(&self, ns: &str, key: &str, delta: i64) -> StoreResult<i64> {
-        match self.write(Op::Increment { key: full_key(ns, key), delta }).await? {
+        match self.write(Op::Increment { key: full_key(ns, key), delta, quota: self.quotas.get(ns) }).await? {
             Done::Int(n) => Ok(n),
             _ => Err(unavailable("unexpected store writer answer")),
         }
@@ -349,7 +426,8 @@ impl Kv for EmbeddedKv {
         expected: Option<&[u8]>,
         value: Vec<u8>,
     ) -> StoreResult<bool> {
-        let op = Op::Cas { key: full_key(ns, key), expected: expected.map(<[u8]>::to_vec), value };
+        let quota = self.quotas.get(ns);
+        let op = Op::Cas { key: full_key(ns, key), expected: expected.map(<[u8]>::to_vec), value, quota };
         expect_bool(self.write(op).await?)
     }
 
@@ -441,6 +519,8 @@ mod tests {
         }
         let kv = EmbeddedKv::open(dir.path()).unwrap();
         assert_eq!(count(&kv.db, EXPIRY), 1, "indexed at open");
+        // "old" + "v" and "kept" + "v", counted at open (the expired one until it is reclaimed).
+        assert_eq!(kv.usage("x").await.unwrap(), KvUsage { keys: 2, bytes: 9 });
         kv.set("x", "soon", b"v".to_vec(), Some(Duration::from_millis(1))).await.unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         // Writes keep coming (the writer is never idle for a second).
@@ -450,6 +530,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(kv.get("x", "kept").await.unwrap(), Some(b"v".to_vec()));
+        assert_eq!(kv.usage("x").await.unwrap(), KvUsage { keys: 2, bytes: 10 }, "kept and busy");
         drop(kv);
         let kv = EmbeddedKv::open(dir.path()).unwrap();
         assert_eq!(count(&kv.db, EXPIRY), 0, "indexed once, not again");

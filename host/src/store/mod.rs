@@ -92,9 +92,79 @@ impl Default for RecordCaps {
     }
 }
 
+/// How much one key/value namespace may hold: keys, and bytes of keys and
+/// values together. A write past it fails with
+/// [`StoreError::QuotaExceeded`]; one that adds no key and no bytes (an
+/// overwrite with a value no larger, a delete) always succeeds. An expired
+/// key counts until its back end reclaims it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvQuota {
+    /// Keys.
+    pub max_keys: u64,
+    /// Bytes of keys and values.
+    pub max_bytes: u64,
+}
+
+impl KvQuota {
+    /// No quota (a namespace no plugin has set one for).
+    pub const UNLIMITED: KvQuota = KvQuota { max_keys: u64::MAX, max_bytes: u64::MAX };
+}
+
+/// What a key/value namespace holds now, as its quota counts it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvUsage {
+    /// Keys.
+    pub keys: u64,
+    /// Bytes of keys and values.
+    pub bytes: u64,
+}
+
+impl KvUsage {
+    /// Whether changing one entry from `old` bytes (`None`: absent) to `new`
+    /// bytes stays within `quota`.
+    pub fn admits(&self, old: Option<u64>, new: u64, quota: &KvQuota) -> bool {
+        let before = old.unwrap_or(0);
+        let keys_ok = old.is_some() || self.keys < quota.max_keys;
+        let bytes_ok = new <= before || self.bytes.saturating_sub(before).saturating_add(new) <= quota.max_bytes;
+        keys_ok && bytes_ok
+    }
+
+    /// These figures after one entry changed from `old` bytes to `new` (`None`: absent).
+    pub fn after(self, old: Option<u64>, new: Option<u64>) -> KvUsage {
+        let keys = (self.keys + u64::from(new.is_some())).saturating_sub(u64::from(old.is_some()));
+        let bytes = self.bytes.saturating_sub(old.unwrap_or(0)).saturating_add(new.unwrap_or(0));
+        KvUsage { keys, bytes }
+    }
+}
+
+/// The size an entry counts for: its key and its value.
+pub(crate) fn entry_bytes(key: &str, value_len: usize) -> u64 {
+    (key.len() + value_len) as u64
+}
+
+/// Each namespace's quota, as set by the plugins that use it; a back end
+/// looks a write's quota up here.
+#[derive(Default)]
+pub(crate) struct Quotas(std::sync::RwLock<std::collections::HashMap<String, KvQuota>>);
+
+impl Quotas {
+    pub(crate) fn get(&self, ns: &str) -> KvQuota {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).get(ns).copied().unwrap_or(KvQuota::UNLIMITED)
+    }
+
+    pub(crate) fn set(&self, ns: &str, quota: KvQuota) {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).insert(ns.to_string(), quota);
+    }
+}
+
 /// Plugin key/value namespaces.
 #[async_trait]
 pub trait Kv: Send + Sync + 'static {
+    /// Sets the quota of namespace `ns` for the writes that follow (none
+    /// set: [`KvQuota::UNLIMITED`]).
+    fn set_quota(&self, ns: &str, quota: KvQuota);
+    /// What namespace `ns` holds now.
+    async fn usage(&self, ns: &str) -> StoreResult<KvUsage>;
     /// Reads a key; `None` when absent or expired.
     async fn get(&self, ns: &str, key: &str) -> StoreResult<Option<Vec<u8>>>;
     /// Writes a key, with an optional time to live (at most [`MAX_TTL`]).

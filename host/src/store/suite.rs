@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{ConnectionRecord, Store, StoreError};
+use super::{ConnectionRecord, KvQuota, KvUsage, Store, StoreError};
 use crate::conn_id::{ConnId, id_base};
 
 /// A record of connection `id` on `route`, served by plugin `p`.
@@ -24,6 +24,7 @@ pub(crate) async fn run(s: Store, host: u32) {
     namespaces_are_separate(&s).await;
     increment_cas_and_ttl(&s).await;
     list_keys_pages_by_prefix(&s).await;
+    kv_quotas_hold(&s).await;
     metadata_and_presence_live_with_the_connection(&s, host).await;
     records_are_capped(&s, id_base(host) + 3).await;
     concurrent_increments_are_atomic(s).await;
@@ -74,6 +75,52 @@ async fn list_keys_pages_by_prefix(s: &Store) {
     assert_eq!(s.kv.list_keys("l", "a", Some("a2"), 2).await.unwrap(), ["a3"]);
     assert_eq!(s.kv.list_keys("l", "", None, 10).await.unwrap(), ["a1", "a2", "a3", "b1"]);
     assert!(s.kv.list_keys("l", "c", None, 10).await.unwrap().is_empty());
+}
+
+async fn kv_quotas_hold(s: &Store) {
+    let kv = &s.kv;
+    kv.set_quota("q", KvQuota { max_keys: 3, max_bytes: 40 });
+    let v = |n: usize| vec![b'v'; n];
+    // Each entry counts its key and its value: "k1" + 8 bytes = 10.
+    for k in ["k1", "k2", "k3"] {
+        kv.set("q", k, v(8), None).await.unwrap();
+    }
+    assert_eq!(kv.usage("q").await.unwrap(), KvUsage { keys: 3, bytes: 30 });
+    assert_eq!(kv.set("q", "k4", v(0), None).await, Err(StoreError::QuotaExceeded), "a fourth key");
+    assert_eq!(kv.increment("q", "c", 1).await, Err(StoreError::QuotaExceeded));
+    assert_eq!(kv.compare_and_swap("q", "c", None, v(1)).await, Err(StoreError::QuotaExceeded));
+    assert_eq!(kv.get("q", "c").await.unwrap(), None, "a refused increment writes nothing");
+    // Growing a key counts the growth; shrinking always fits.
+    kv.set("q", "k1", v(18), None).await.unwrap();
+    assert_eq!(kv.usage("q").await.unwrap(), KvUsage { keys: 3, bytes: 40 });
+    assert_eq!(kv.set("q", "k2", v(9), None).await, Err(StoreError::QuotaExceeded), "one byte over");
+    assert_eq!(kv.compare_and_swap("q", "k2", Some(&v(8)), v(9)).await, Err(StoreError::QuotaExceeded));
+    assert_eq!(kv.get("q", "k2").await.unwrap(), Some(v(8)), "a refused write keeps the value");
+    kv.set("q", "k1", v(1), None).await.unwrap();
+    assert!(kv.delete("q", "k2").await.unwrap());
+    assert_eq!(kv.usage("q").await.unwrap(), KvUsage { keys: 2, bytes: 13 });
+    assert_eq!(kv.increment("q", "c", 5).await.unwrap(), 5);
+    assert_eq!(kv.usage("q").await.unwrap(), KvUsage { keys: 3, bytes: 15 });
+    // A namespace without a quota is not held to another's.
+    for i in 0..5 {
+        kv.set("unquoted", &format!("k{i}"), v(100), None).await.unwrap();
+    }
+    // An expired key stops counting once its back end reclaims it (within
+    // about a second on the embedded store).
+    assert!(kv.delete("q", "k3").await.unwrap());
+    kv.set("q", "t", v(2), Some(Duration::from_millis(10))).await.unwrap();
+    assert_eq!(kv.set("q", "k5", v(0), None).await, Err(StoreError::QuotaExceeded));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while kv.usage("q").await.unwrap().keys == 3 {
+        assert!(std::time::Instant::now() < deadline, "the expired key still counts after 5 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(kv.usage("q").await.unwrap(), KvUsage { keys: 2, bytes: 5 });
+    kv.set("q", "k5", v(0), None).await.unwrap();
+    // A larger quota takes effect for the next write.
+    kv.set_quota("q", KvQuota { max_keys: 4, max_bytes: 40 });
+    kv.set("q", "k6", v(0), None).await.unwrap();
+    kv.set_quota("q", KvQuota::UNLIMITED);
 }
 
 async fn metadata_and_presence_live_with_the_connection(s: &Store, host: u32) {

@@ -26,6 +26,36 @@ async fn plugins_cannot_see_each_others_keys() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_is_held_to_its_quota_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&[("/faulty", "faulty")], "[limits]\nkv_max_bytes = 100000\nkv_max_keys = 1000");
+    config.store = wharf::config::StoreChoice::Embedded.into();
+    config.data_dir = dir.path().to_path_buf();
+    let host = spawn(config).await;
+    let mut ws = connect(&host, "/faulty").await;
+    let big = "x".repeat(30_000);
+    // Three entries of 30,002 bytes (key and value) fit in 100,000; a fourth does not.
+    for i in 0..3 {
+        send_text(&mut ws, &format!("set:k{i}={big}")).await;
+        assert_eq!(expect_text(&mut ws).await, "ok", "entry {i}");
+    }
+    send_text(&mut ws, &format!("set:k3={big}")).await;
+    assert_eq!(expect_text(&mut ws).await, "quota exceeded");
+    send_text(&mut ws, "get:k3").await;
+    assert_eq!(expect_text(&mut ws).await, "(none)", "a refused write stores nothing");
+    send_text(&mut ws, "get:k0").await;
+    assert_eq!(expect_text(&mut ws).await.len(), 30_000, "and loses nothing");
+    // Shrinking one entry makes room again.
+    send_text(&mut ws, "set:k0=small").await;
+    assert_eq!(expect_text(&mut ws).await, "ok");
+    send_text(&mut ws, &format!("set:k3={big}")).await;
+    assert_eq!(expect_text(&mut ws).await, "ok");
+    let usage = host.store().kv.usage("faulty").await.unwrap();
+    assert_eq!((usage.keys, usage.bytes), (4, 3 * 30_002 + 7));
+    host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_keys_and_values_are_refused_with_an_error() {
     let host = spawn(config(&[("/faulty", "faulty")], "[limits]\nmax_message_bytes = 4096")).await;
     let mut ws = connect(&host, "/faulty").await;
