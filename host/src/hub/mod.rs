@@ -201,7 +201,13 @@ impl Hub {
 
     /// Whether this host is healthy, and the details `/healthz` shows.
     pub fn health(&self) -> (bool, Value) {
-        self.bus.health()
+        let (mut healthy, mut body) = self.bus.health();
+        if let Some(why) = self.store.kv.health() {
+            healthy = false;
+            body["status"] = "degraded".into();
+            body["store"] = why.into();
+        }
+        (healthy, body)
     }
 
     /// Sends an effect on another host's connection now, if any host holds

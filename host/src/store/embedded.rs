@@ -4,7 +4,9 @@
 //! single writer thread, which also makes increment and compare-and-swap
 //! atomic. Expired keys are reclaimed by the same thread every second,
 //! through an index of expiry times. Each namespace's keys and bytes are
-//! counted in the same transactions as its writes, for its quota.
+//! counted in the same transactions as its writes, for its quota. When
+//! writes fail (a full disk), the writer opens the file again by itself
+//! once the disk takes writes (`db_file.rs`).
 
 use std::ops::Bound;
 use std::path::Path;
@@ -14,8 +16,10 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
 use tokio::sync::oneshot;
 
+use super::db_file::DbFile;
 use super::{Kv, KvQuota, KvUsage, Quotas};
 use super::{StoreError, StoreResult, now_ms, parse_counter};
 
@@ -101,7 +105,7 @@ struct Job {
 
 /// Key/value namespaces in a redb file.
 pub struct EmbeddedKv {
-    db: Arc<Database>,
+    file: Arc<DbFile>,
     quotas: Quotas,
     writer: Option<mpsc::Sender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -123,21 +127,14 @@ impl EmbeddedKv {
     pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
-        let path = data_dir.join(FILE_NAME);
-        let db = Database::create(&path)
-            .with_context(|| format!("opening the embedded store {} (is it a Wharf database?)", path.display()))?;
-        let txn = db.begin_write().with_context(|| format!("writing to the embedded store {}", path.display()))?;
-        txn.open_table(KV).with_context(|| format!("opening the kv table in {}", path.display()))?;
-        index_file(&txn).with_context(|| format!("indexing the keys of {}", path.display()))?;
-        txn.commit().with_context(|| format!("committing to the embedded store {}", path.display()))?;
-        let db = Arc::new(db);
+        let file = Arc::new(DbFile::open(data_dir.join(FILE_NAME), index_file)?);
         let (writer, jobs) = mpsc::channel();
-        let writer_db = db.clone();
+        let writer_file = file.clone();
         let thread = std::thread::Builder::new()
             .name("wharf-store-writer".into())
-            .spawn(move || write_loop(&writer_db, jobs))
+            .spawn(move || write_loop(&writer_file, jobs))
             .context("starting the store writer thread")?;
-        Ok(EmbeddedKv { db, quotas: Quotas::default(), writer: Some(writer), thread: Some(thread) })
+        Ok(EmbeddedKv { file, quotas: Quotas::default(), writer: Some(writer), thread: Some(thread) })
     }
 
     async fn write(&self, op: Op) -> StoreResult<Done> {
@@ -151,15 +148,16 @@ impl EmbeddedKv {
         &self,
         f: impl FnOnce(&redb::ReadOnlyTable<&'static str, &'static [u8]>) -> StoreResult<R>,
     ) -> StoreResult<R> {
-        let txn = self.db.begin_read().map_err(unavailable)?;
+        let txn = self.file.get()?.begin_read().map_err(unavailable)?;
         let table = txn.open_table(KV).map_err(unavailable)?;
         f(&table)
     }
 }
 
-/// Builds the expiry index and the namespaces' usage of a file written
-/// before they existed.
+/// Creates the tables, and builds the expiry index and the namespaces'
+/// usage of a file written before they existed.
 fn index_file(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
+    txn.open_table(KV)?;
     let mut meta = txn.open_table(META)?;
     let done = |meta: &redb::Table<&str, u64>, what: &str| -> Result<bool, redb::Error> {
         Ok(meta.get(what)?.is_some_and(|v| v.value() == 1))
@@ -221,18 +219,18 @@ fn sweep(db: &Database, now: u64) -> StoreResult<usize> {
 }
 
 /// Applies queued writes in batches: one transaction and one fsync each;
-/// every [`SWEEP_EVERY`], busy or idle, reclaims expired keys.
-fn write_loop(db: &Database, jobs: mpsc::Receiver<Job>) {
-    let mut next_sweep = std::time::Instant::now() + SWEEP_EVERY;
+/// every [`SWEEP_EVERY`], busy or idle, reclaims expired keys. While writes
+/// fail, they are refused at once with the reason, and every
+/// [`SWEEP_EVERY`] the file is opened again if the disk takes writes.
+fn write_loop(file: &DbFile, jobs: mpsc::Receiver<Job>) {
+    let mut next_tick = std::time::Instant::now() + SWEEP_EVERY;
     loop {
         let now = std::time::Instant::now();
-        if now >= next_sweep {
-            if let Err(e) = sweep(db, now_ms()) {
-                tracing::warn!(error = %e, "could not reclaim expired keys; will try again");
-            }
-            next_sweep = now + SWEEP_EVERY;
+        if now >= next_tick {
+            tick(file);
+            next_tick = now + SWEEP_EVERY;
         }
-        let first = match jobs.recv_timeout(next_sweep.saturating_duration_since(now)) {
+        let first = match jobs.recv_timeout(next_tick.saturating_duration_since(now)) {
             Ok(job) => job,
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -244,31 +242,69 @@ fn write_loop(db: &Database, jobs: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let results = apply_batch(db, &batch);
-        for (job, result) in batch.into_iter().zip(results) {
-            let _ = job.reply.send(result);
+        let results = match file.failing() {
+            Some(why) => Err(format!("the embedded store cannot write now: {why}")),
+            None => file.get().map_err(|e| e.to_string()).and_then(|db| apply_batch(&db, &batch)).inspect_err(|why| {
+                file.failed(why);
+            }),
+        };
+        match results {
+            Ok(results) => {
+                for (job, result) in batch.into_iter().zip(results) {
+                    let _ = job.reply.send(result);
+                }
+            }
+            Err(why) => {
+                for job in batch {
+                    let _ = job.reply.send(Err(unavailable(&why)));
+                }
+            }
         }
     }
 }
 
-fn apply_batch(db: &Database, batch: &[Job]) -> Vec<StoreResult<Done>> {
-    let fail = |e: &dyn std::fmt::Display| batch.iter().map(|_| Err(unavailable(e))).collect();
-    let txn = match db.begin_write() {
-        Ok(txn) => txn,
-        Err(e) => return fail(&e),
-    };
+/// Once a second: reclaims expired keys, or, while writes fail, opens the
+/// file again and tries an empty commit.
+fn tick(file: &DbFile) {
+    if file.failing().is_none() {
+        if let Err(e) = file.get().and_then(|db| sweep(&db, now_ms())) {
+            tracing::warn!(error = %e, "could not reclaim expired keys; will try again");
+            file.failed(&e.to_string());
+        }
+        return;
+    }
+    let probe = file.reopen().and_then(|()| {
+        let db = file.get().map_err(|e| e.to_string())?;
+        let txn = db.begin_write().map_err(|e| e.to_string())?;
+        txn.commit().map_err(|e| e.to_string())
+    });
+    match probe {
+        Ok(()) => file.succeeded(),
+        Err(why) => {
+            tracing::debug!(reason = %why, "the embedded store has not recovered yet");
+            file.failed(&why);
+        }
+    }
+}
+
+/// One transaction for the whole batch, committed with fsync: each job's
+/// answer, or why the batch failed (then nothing of it was written).
+fn apply_batch(db: &Database, batch: &[Job]) -> Result<Vec<StoreResult<Done>>, String> {
+    let txn = db.begin_write().map_err(|e| e.to_string())?;
     let results = {
-        let mut tables = match Tables::open(&txn) {
-            Ok(t) => t,
-            Err(e) => return fail(&e),
-        };
+        let mut tables = Tables::open(&txn).map_err(|e| e.to_string())?;
         let now = now_ms();
         batch.iter().map(|job| apply(&mut tables, &job.op, now)).collect::<Vec<_>>()
     };
-    match txn.commit() {
-        Ok(()) => results,
-        Err(e) => fail(&e),
+    // An I/O error inside the transaction fails the whole batch: redb
+    // would refuse the commit anyway.
+    if let Some(Err(StoreError::Unavailable(why))) =
+        results.iter().find(|r| matches!(r, Err(StoreError::Unavailable(_))))
+    {
+        return Err(why.clone());
     }
+    txn.commit().map_err(|e| e.to_string())?;
+    Ok(results)
 }
 
 /// The tables one write transaction changes together.
@@ -384,8 +420,12 @@ impl Kv for EmbeddedKv {
         self.quotas.set(ns, quota);
     }
 
+    fn health(&self) -> Option<String> {
+        self.file.failing()
+    }
+
     async fn usage(&self, ns: &str) -> StoreResult<KvUsage> {
-        let txn = self.db.begin_read().map_err(unavailable)?;
+        let txn = self.file.get()?.begin_read().map_err(unavailable)?;
         let table = txn.open_table(USAGE).map_err(unavailable)?;
         let got = table.get(ns).map_err(unavailable)?;
         Ok(got.map_or_else(KvUsage::default, |g| {
@@ -482,13 +522,13 @@ mod tests {
         kv.set("x", "rewritten", b"w".to_vec(), None).await.unwrap();
         kv.set("x", "counter", b"1".to_vec(), ms(60_000)).await.unwrap();
         kv.compare_and_swap("x", "counter", Some(b"1"), b"2".to_vec()).await.unwrap();
-        assert_eq!(count(&kv.db, KV), 3004);
+        assert_eq!(count(&kv.file.get().unwrap(), KV), 3004);
         tokio::time::sleep(Duration::from_millis(5)).await;
         // In batches of at most 1,024 (the idle writer may sweep some too).
         let now = now_ms();
         let mut rounds = 0;
         loop {
-            let n = sweep(&kv.db, now).unwrap();
+            let n = sweep(&kv.file.get().unwrap(), now).unwrap();
             assert!(n <= SWEEP_BATCH);
             if n == 0 {
                 break;
@@ -496,8 +536,8 @@ mod tests {
             rounds += 1;
             assert!(rounds <= 3, "3,000 expired keys take at most 3 sweeps");
         }
-        assert_eq!(count(&kv.db, KV), 4, "live, later, rewritten, counter");
-        assert_eq!(count(&kv.db, EXPIRY), 1, "later's expiry");
+        assert_eq!(count(&kv.file.get().unwrap(), KV), 4, "live, later, rewritten, counter");
+        assert_eq!(count(&kv.file.get().unwrap(), EXPIRY), 1, "later's expiry");
         assert_eq!(kv.get("x", "rewritten").await.unwrap(), Some(b"w".to_vec()));
         assert_eq!(kv.get("x", "counter").await.unwrap(), Some(b"2".to_vec()), "a swap clears the expiry");
         assert_eq!(kv.list_keys("x", "", None, 10).await.unwrap(), ["counter", "later", "live", "rewritten"]);
@@ -518,13 +558,13 @@ mod tests {
             txn.commit().unwrap();
         }
         let kv = EmbeddedKv::open(dir.path()).unwrap();
-        assert_eq!(count(&kv.db, EXPIRY), 1, "indexed at open");
+        assert_eq!(count(&kv.file.get().unwrap(), EXPIRY), 1, "indexed at open");
         // "old" + "v" and "kept" + "v", counted at open (the expired one until it is reclaimed).
         assert_eq!(kv.usage("x").await.unwrap(), KvUsage { keys: 2, bytes: 9 });
         kv.set("x", "soon", b"v".to_vec(), Some(Duration::from_millis(1))).await.unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         // Writes keep coming (the writer is never idle for a second).
-        while count(&kv.db, KV) > 2 {
+        while count(&kv.file.get().unwrap(), KV) > 2 {
             assert!(std::time::Instant::now() < deadline, "the writer did not sweep within 10 s");
             kv.set("x", "busy", b"v".to_vec(), None).await.unwrap();
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -533,6 +573,6 @@ mod tests {
         assert_eq!(kv.usage("x").await.unwrap(), KvUsage { keys: 2, bytes: 10 }, "kept and busy");
         drop(kv);
         let kv = EmbeddedKv::open(dir.path()).unwrap();
-        assert_eq!(count(&kv.db, EXPIRY), 0, "indexed once, not again");
+        assert_eq!(count(&kv.file.get().unwrap(), EXPIRY), 0, "indexed once, not again");
     }
 }

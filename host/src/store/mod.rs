@@ -11,6 +11,7 @@
 //! that holds their sockets. With several hosts, Redis holds both
 //! (`crate::cluster`).
 
+mod db_file;
 mod embedded;
 mod memory;
 mod presence;
@@ -163,6 +164,10 @@ pub trait Kv: Send + Sync + 'static {
     /// Sets the quota of namespace `ns` for the writes that follow (none
     /// set: [`KvQuota::UNLIMITED`]).
     fn set_quota(&self, ns: &str, quota: KvQuota);
+    /// Why writes fail now, when they do (shown by `/healthz`).
+    fn health(&self) -> Option<String> {
+        None
+    }
     /// What namespace `ns` holds now.
     async fn usage(&self, ns: &str) -> StoreResult<KvUsage>;
     /// Reads a key; `None` when absent or expired.

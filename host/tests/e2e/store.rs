@@ -305,3 +305,124 @@ fn a_corrupt_data_dir_is_a_clear_error_at_start_up() {
     assert!(stderr.contains("creating the data directory"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// A `size` tmpfs at `dir`, or why there is none (mounting needs root).
+    fn mount(dir: &std::path::Path, size: &str) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        Ok(Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the filesystem of `path` with one file until it is full.
+fn fill(path: &std::path::Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 16 << 10];
+    for _ in 0..100_000 {
+        if f.write_all(&chunk).and_then(|()| f.sync_all()).is_err() {
+            return;
+        }
+    }
+    panic!("{} never filled up", path.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_degrades_the_store_until_space_is_back_and_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    let _tmpfs = match Tmpfs::mount(&mnt, "4m") {
+        Ok(t) => t,
+        Err(why) => {
+            eprintln!("skipped: this test mounts a 4 MiB tmpfs, which needs root ({why})");
+            return;
+        }
+    };
+    let config = || {
+        let mut c = config(&[("/faulty", "faulty")], "");
+        c.store = wharf::config::StoreChoice::Embedded.into();
+        c.data_dir = mnt.join("data");
+        c
+    };
+    let host = spawn(config()).await;
+    let mut ws = connect(&host, "/faulty").await;
+    let mut acked: Vec<(String, String)> = Vec::new();
+    for i in 0..20 {
+        let (k, v) = (format!("before{i}"), format!("{i}:{}", "v".repeat(1000)));
+        send_text(&mut ws, &format!("set:{k}={v}")).await;
+        assert_eq!(expect_text(&mut ws).await, "ok");
+        acked.push((k, v));
+    }
+
+    // The disk fills up: writes fail with `unavailable`, and /healthz says why.
+    fill(&mnt.join("filler"));
+    let mut refused = false;
+    for i in 0..2000 {
+        let (k, v) = (format!("during{i}"), format!("{i}:{}", "w".repeat(1000)));
+        send_text(&mut ws, &format!("set:{k}={v}")).await;
+        match expect_text(&mut ws).await.as_str() {
+            "ok" => acked.push((k, v)),
+            "unavailable" => {
+                refused = true;
+                break;
+            }
+            other => panic!("unexpected answer {other}"),
+        }
+    }
+    assert!(refused, "2,000 writes of 1 KB fit on a full 4 MiB disk");
+    let admin = host.admin_addr.unwrap();
+    let (status, body) = http(admin, "GET", "/healthz", None, None).await;
+    assert_eq!(status, 503, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "degraded", "{body}");
+    assert!(health["store"].as_str().unwrap().contains("No space left on device"), "{body}");
+
+    // Space comes back: the store recovers by itself.
+    std::fs::remove_file(mnt.join("filler")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        send_text(&mut ws, "set:after=1").await;
+        match expect_text(&mut ws).await.as_str() {
+            "ok" => break,
+            "unavailable" => {}
+            other => panic!("unexpected answer {other}"),
+        }
+        assert!(Instant::now() < deadline, "writes did not resume within 15 s of space coming back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    acked.push(("after".into(), "1".into()));
+    let (status, body) = http(admin, "GET", "/healthz", None, None).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+    for (k, v) in &acked {
+        send_text(&mut ws, &format!("get:{k}")).await;
+        assert_eq!(&expect_text(&mut ws).await, v, "{k}");
+    }
+    drop(ws);
+    host.stop().await.unwrap();
+
+    // And every acknowledged value is in the file after a restart.
+    let host = spawn(config()).await;
+    let mut ws = connect(&host, "/faulty").await;
+    for (k, v) in &acked {
+        send_text(&mut ws, &format!("get:{k}")).await;
+        assert_eq!(&expect_text(&mut ws).await, v, "{k} after a restart");
+    }
+    host.stop().await.unwrap();
+}
