@@ -27,6 +27,13 @@ use crate::store::ConnectionRecord;
 
 /// Most connections one `GET /connections` page lists.
 const MAX_PAGE: usize = 1000;
+/// In a page of connections, each record shows at most this many metadata
+/// entries and channels, and each metadata key and value at most
+/// [`LISTED_BYTES`] bytes (`"truncated": true` when anything is cut), so a
+/// page stays small however full its records are; `GET /connections/{id}`
+/// shows the whole record.
+const LISTED_ITEMS: usize = 16;
+const LISTED_BYTES: usize = 256;
 /// Largest component accepted by `PUT /plugins/{name}`.
 const MAX_COMPONENT_BYTES: usize = 64 << 20;
 
@@ -270,10 +277,47 @@ fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
 fn record_json(r: &ConnectionRecord, last_active_ms: Option<u64>, namespaces: &ChannelNamespaces) -> Value {
     let metadata: serde_json::Map<String, Value> =
         r.metadata.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    record_json_with(r, last_active_ms, namespaces, metadata, r.channels.len())
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character.
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A record as a page of connections shows it: see [`LISTED_ITEMS`].
+fn listed_record_json(r: &ConnectionRecord, last_active_ms: Option<u64>, namespaces: &ChannelNamespaces) -> Value {
+    let mut truncated = r.metadata.len() > LISTED_ITEMS || r.channels.len() > LISTED_ITEMS;
+    let metadata: serde_json::Map<String, Value> = r
+        .metadata
+        .iter()
+        .take(LISTED_ITEMS)
+        .map(|(k, v)| {
+            truncated |= k.len() > LISTED_BYTES || v.len() > LISTED_BYTES;
+            (cut(k, LISTED_BYTES).to_string(), Value::String(cut(v, LISTED_BYTES).to_string()))
+        })
+        .collect();
+    let mut json = record_json_with(r, last_active_ms, namespaces, metadata, LISTED_ITEMS);
+    json["truncated"] = truncated.into();
+    json
+}
+
+fn record_json_with(
+    r: &ConnectionRecord,
+    last_active_ms: Option<u64>,
+    namespaces: &ChannelNamespaces,
+    metadata: serde_json::Map<String, Value>,
+    max_channels: usize,
+) -> Value {
     let namespace = namespaces.by_plugin.get(&*r.plugin).map(String::as_str);
     let channels: Vec<&str> = r
         .channels
         .iter()
+        .take(max_channels)
         .map(|c| match channel::split(c) {
             (ns, name) if Some(ns) == namespace => name,
             _ => c.as_str(),
@@ -289,6 +333,7 @@ fn record_json(r: &ConnectionRecord, last_active_ms: Option<u64>, namespaces: &C
         "metadata": metadata,
         "channel_namespace": namespace,
         "channels": channels,
+        "channel_count": r.channels.len(),
     })
 }
 
@@ -462,7 +507,7 @@ impl Admin {
                 let seen = self.hub.last_active(&ids).await;
                 let namespaces = self.plugins.channel_namespaces();
                 let list: Vec<Value> =
-                    records.iter().map(|r| record_json(r, seen.get(&r.id).copied(), &namespaces)).collect();
+                    records.iter().map(|r| listed_record_json(r, seen.get(&r.id).copied(), &namespaces)).collect();
                 json_response(StatusCode::OK, json!({ "connections": list, "next": next }))
             }
             Err(e) => self.unavailable(e),
@@ -521,6 +566,40 @@ impl Admin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_of_connections_shows_a_bounded_summary_of_each_record() {
+        let namespaces = ChannelNamespaces { by_plugin: [("p".into(), "p".into())].into(), default: None };
+        let record = |metadata: Vec<(String, String)>, channels: usize| ConnectionRecord {
+            id: 7,
+            route: "/r".into(),
+            plugin: "p".into(),
+            remote_addr: String::new(),
+            connected_at_ms: 0,
+            metadata,
+            channels: (0..channels).map(|i| channel::qualified("p", &format!("c{i}"))).collect(),
+        };
+        let small = record(vec![("nick".into(), "ada".into())], 2);
+        let json = listed_record_json(&small, None, &namespaces);
+        assert_eq!(json["truncated"], false);
+        assert_eq!(json["metadata"], json!({"nick": "ada"}));
+        assert_eq!((&json["channels"], &json["channel_count"]), (&json!(["c0", "c1"]), &2.into()));
+
+        let many: Vec<(String, String)> = (0..64).map(|i| (format!("k{i}"), "v".repeat(1000))).collect();
+        let big = record(many, 128);
+        let json = listed_record_json(&big, None, &namespaces);
+        assert_eq!(json["truncated"], true);
+        assert_eq!(json["metadata"].as_object().unwrap().len(), LISTED_ITEMS);
+        assert_eq!(json["metadata"]["k0"].as_str().unwrap().len(), LISTED_BYTES);
+        assert_eq!((json["channels"].as_array().unwrap().len(), &json["channel_count"]), (LISTED_ITEMS, &128.into()));
+        assert!(json.to_string().len() < 8 * 1024, "{} bytes", json.to_string().len());
+        // The record itself shows everything.
+        let whole = record_json(&big, None, &namespaces);
+        assert_eq!(whole["metadata"].as_object().unwrap().len(), 64);
+        assert_eq!(whole["channels"].as_array().unwrap().len(), 128);
+        // A cut never splits a character.
+        assert_eq!(cut("éé", 3), "é");
+    }
 
     #[test]
     fn a_channel_is_in_the_namespace_asked_for_else_the_default_else_the_only_one() {
