@@ -7,13 +7,14 @@
 #   make build   release host (target/release/wharf) and every example component
 #   make bench   the benchmark matrix against the native baseline (BENCHMARKS.md)
 #   make bench-cluster  broadcast across hosts sharing one Redis (BENCHMARKS.md)
+#   make soak    30 minutes of mixed traffic, embedded store and Redis side by side (BENCHMARKS.md)
 
 CARGO  ?= cargo
 NPM    ?= npm
 WASM   := target/wasm32-wasip2/release
 BROWSER_DIR := host/tests/browser
 
-.PHONY: run build host guests wasm-target test test-deps conformance autobahn bench bench-quick bench-cluster bench-cluster-quick lint lint-guests fmt clean
+.PHONY: run build host guests wasm-target test test-deps conformance autobahn bench bench-quick bench-cluster bench-cluster-quick soak soak-quick lint lint-guests fmt clean
 
 run: build
 	./target/release/wharf serve --config examples/wharf.toml
@@ -78,6 +79,21 @@ bench-cluster: build
 bench-cluster-quick: build
 	$(CARGO) build --release -p wharf-bench
 	target/release/wharf-bench cluster --quick --out target/bench/BENCHMARKS.md --json target/bench/cluster-quick.json
+
+# Mixed traffic against a host on the embedded store and one on Redis
+# (killed and restarted midway), side by side, for SOAK_MINUTES (30):
+# memory sampled every 10 s, every acknowledged write, every on-close, every
+# answer and the host's log checked; writes its section of BENCHMARKS.md and
+# fails when a check does not hold. Not part of `make test`.
+SOAK_MINUTES ?= 30
+soak: build test-deps
+	$(CARGO) build --release -p wharf-bench
+	target/release/wharf-bench soak --minutes $(SOAK_MINUTES)
+
+# Two minutes of the same, written under target/bench/.
+soak-quick: build test-deps
+	$(CARGO) build --release -p wharf-bench
+	target/release/wharf-bench soak --quick --out target/bench/BENCHMARKS.md --json target/bench/soak-quick.json
 
 # A few seconds of every mode, written under target/bench/.
 bench-quick: build

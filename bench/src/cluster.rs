@@ -10,13 +10,13 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::load::{self, BroadcastResult, Window};
 use crate::matrix::{Programs, med};
+use crate::redis::Redis;
 use crate::report::{ratio, thousands, us};
 use crate::server::Server;
 
@@ -68,39 +68,6 @@ pub struct Cell {
     pub paced: Vec<BroadcastResult>,
     /// Unpaced runs (throughput).
     pub unpaced: Vec<BroadcastResult>,
-}
-
-/// A `redis-server` with no persistence on a free loopback port.
-struct Redis {
-    child: Child,
-    url: String,
-}
-
-impl Redis {
-    fn start(dir: &Path) -> anyhow::Result<Redis> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("starting redis-server (install it: apt-get install redis-server): {e}"))?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            anyhow::ensure!(Instant::now() < deadline, "redis-server did not listen on port {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(Redis { child, url: format!("redis://127.0.0.1:{port}/0") })
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn host(p: &Programs, store: &str, data_dir: &Path) -> anyhow::Result<Server> {

@@ -1,7 +1,7 @@
 //! Wharf's benchmark harness: a load generator with echo, broadcast,
 //! connect-storm and idle modes, a native tokio-tungstenite baseline server,
 //! the matrix that `make bench` runs and writes to `BENCHMARKS.md`, and the
-//! multi-host runs of `make bench-cluster`.
+//! multi-host runs of `make bench-cluster`, and `make soak`.
 //!
 //! Every target is loopback only; every loop is bounded in time and count.
 
@@ -10,6 +10,8 @@ pub mod cluster;
 pub mod load;
 pub mod matrix;
 pub mod procfs;
+pub mod redis;
 pub mod report;
 pub mod server;
+pub mod soak;
 pub mod stats;

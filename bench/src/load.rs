@@ -15,7 +15,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 use crate::procfs;
 use crate::stats::Latency;
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// A client connection.
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Most connections any mode opens (the open-file limit is 20,000).
 pub const MAX_CONNECTIONS: usize = 19_500;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use wharf_bench::{baseline, cluster, load, matrix, report};
+use wharf_bench::{baseline, cluster, load, matrix, report, soak};
 
 #[derive(Parser)]
 #[command(name = "wharf-bench", about = "Load generator, native baseline and benchmark matrix for Wharf")]
@@ -94,6 +94,29 @@ enum Command {
         out: PathBuf,
         /// Raw results (JSON).
         #[arg(long, default_value = "target/bench/cluster.json")]
+        json: PathBuf,
+    },
+    /// Mixed traffic for a long time against a host on the embedded store
+    /// and one on Redis (restarted midway), side by side; writes its
+    /// section of the report and fails when a check does not hold.
+    Soak {
+        /// Minutes of traffic.
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+        /// Two minutes, to try the harness.
+        #[arg(long)]
+        quick: bool,
+        /// The wharf binary.
+        #[arg(long, default_value = "target/release/wharf")]
+        wharf: PathBuf,
+        /// The compiled components (examples and test guests).
+        #[arg(long, default_value = "target/wasm32-wasip2/release")]
+        components: PathBuf,
+        /// The Markdown file whose generated section is replaced.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+        /// Raw results (JSON).
+        #[arg(long, default_value = "target/bench/soak.json")]
         json: PathBuf,
     },
 }
@@ -188,6 +211,23 @@ async fn main() -> anyhow::Result<()> {
             let section = cluster::markdown(&cells, &plan, command);
             std::fs::write(&out, report::splice_between(&text, cluster::BEGIN, cluster::END, &section))?;
             eprintln!("wrote {} and {}", out.display(), json.display());
+        }
+        Command::Soak { minutes, quick, wharf, components, out, json } => {
+            let plan = if quick { soak::Plan::quick() } else { soak::Plan::full(minutes) };
+            let absolute = |p: PathBuf| std::fs::canonicalize(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+            let programs = soak::Programs { wharf: absolute(wharf)?, components: absolute(components)? };
+            let (embedded, redis) =
+                tokio::join!(soak::run_one(&plan, &programs, "embedded"), soak::run_one(&plan, &programs, "redis"));
+            let outcomes = [embedded?, redis?];
+            write_json(&json, &outcomes)?;
+            let command = if quick { "make soak-quick" } else { "make soak" };
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            let section = soak::markdown(&outcomes, &plan, command, &soak::machine());
+            std::fs::write(&out, report::splice_between(&text, soak::BEGIN, soak::END, &section))?;
+            eprintln!("wrote {} and {}", out.display(), json.display());
+            let failed: Vec<String> =
+                outcomes.iter().flat_map(|o| o.failures.iter().map(|f| format!("{}: {f}", o.store))).collect();
+            anyhow::ensure!(failed.is_empty(), "the soak did not hold: {}", failed.join("; "));
         }
     }
     Ok(())
