@@ -689,3 +689,54 @@ pub fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     format!("{} ({cores} cores)", model.unwrap_or("an unknown CPU"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held() -> Outcome {
+        Outcome {
+            store: "embedded".into(),
+            rss_after_warmup: (40.0, 43.0),
+            echo_ok: 10,
+            versioned_v1: 3,
+            versioned_v2: 3,
+            reloads: 2,
+            chat_sent: 5,
+            chat_expected: 50,
+            chat_received: 50,
+            counter_acked: 9,
+            counter_final: 10,
+            misbehaved: 4,
+            misbehaved_1011: 4,
+            faulty_accepted: 20,
+            faulty_closes: 20,
+            ..Outcome::default()
+        }
+    }
+
+    #[test]
+    fn a_run_holds_only_when_every_check_does() {
+        assert_eq!(judge(&held()), Vec::<String>::new());
+        let broken: [(&str, fn(&mut Outcome)); 9] = [
+            ("memory", |o| o.rss_after_warmup.1 = 45.0),
+            ("echo", |o| o.echo_bad = 1),
+            ("reloaded", |o| o.versioned_v2 = 0),
+            ("hot reloads", |o| o.reloads_failed = 1),
+            ("chat", |o| o.chat_received = 49),
+            ("counter", |o| o.counter_final = 9),
+            ("on-close", |o| o.faulty_closes = 21),
+            ("1011", |o| o.misbehaved_1011 = 3),
+            ("panics", |o| o.host_panics = 1),
+        ];
+        for (what, breaks) in broken {
+            let mut o = held();
+            breaks(&mut o);
+            let failures = judge(&o);
+            assert_eq!(failures.len(), 1, "{what}: {failures:?}");
+            assert!(failures[0].contains(what), "{what}: {failures:?}");
+        }
+        // Increments applied but answered with an error (a deadline) are no loss.
+        assert!(judge(&Outcome { counter_final: 15, ..held() }).is_empty());
+    }
+}
