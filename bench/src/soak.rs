@@ -718,7 +718,8 @@ mod tests {
     #[test]
     fn a_run_holds_only_when_every_check_does() {
         assert_eq!(judge(&held()), Vec::<String>::new());
-        let broken: [(&str, fn(&mut Outcome)); 9] = [
+        type Break = fn(&mut Outcome);
+        let broken: [(&str, Break); 9] = [
             ("memory", |o| o.rss_after_warmup.1 = 45.0),
             ("echo", |o| o.echo_bad = 1),
             ("reloaded", |o| o.versioned_v2 = 0),
