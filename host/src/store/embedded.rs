@@ -212,6 +212,7 @@ fn sweep(db: &Database, now: u64) -> StoreResult<usize> {
                 put(&mut t, key, None)?;
             }
         }
+        t.flush()?;
         due.len()
     };
     txn.commit().map_err(unavailable)?;
@@ -294,7 +295,9 @@ fn apply_batch(db: &Database, batch: &[Job]) -> Result<Vec<StoreResult<Done>>, S
     let results = {
         let mut tables = Tables::open(&txn).map_err(|e| e.to_string())?;
         let now = now_ms();
-        batch.iter().map(|job| apply(&mut tables, &job.op, now)).collect::<Vec<_>>()
+        let results = batch.iter().map(|job| apply(&mut tables, &job.op, now)).collect::<Vec<_>>();
+        tables.flush().map_err(|e| e.to_string())?;
+        results
     };
     // An I/O error inside the transaction fails the whole batch: redb
     // would refuse the commit anyway.
@@ -307,30 +310,54 @@ fn apply_batch(db: &Database, batch: &[Job]) -> Result<Vec<StoreResult<Done>>, S
     Ok(results)
 }
 
-/// The tables one write transaction changes together.
+/// The tables one write transaction changes together, and the usage of
+/// the namespaces it wrote (read once, written back by [`Tables::flush`]).
 struct Tables<'t> {
     kv: redb::Table<'t, &'static str, &'static [u8]>,
     expiry: redb::Table<'t, (u64, &'static str), ()>,
     usage: redb::Table<'t, &'static str, (u64, u64)>,
+    counted: std::collections::HashMap<String, KvUsage>,
 }
 
 impl<'t> Tables<'t> {
     fn open(txn: &'t redb::WriteTransaction) -> Result<Self, redb::TableError> {
-        Ok(Tables { kv: txn.open_table(KV)?, expiry: txn.open_table(EXPIRY)?, usage: txn.open_table(USAGE)? })
+        Ok(Tables {
+            kv: txn.open_table(KV)?,
+            expiry: txn.open_table(EXPIRY)?,
+            usage: txn.open_table(USAGE)?,
+            counted: std::collections::HashMap::new(),
+        })
     }
 
-    fn usage(&self, ns: &str) -> StoreResult<KvUsage> {
+    fn usage(&mut self, ns: &str) -> StoreResult<KvUsage> {
+        if let Some(u) = self.counted.get(ns) {
+            return Ok(*u);
+        }
         let got = self.usage.get(ns).map_err(unavailable)?;
-        Ok(got.map_or_else(KvUsage::default, |g| {
+        let u = got.map_or_else(KvUsage::default, |g| {
             let (keys, bytes) = g.value();
             KvUsage { keys, bytes }
-        }))
+        });
+        self.counted.insert(ns.to_string(), u);
+        Ok(u)
+    }
+
+    /// Writes the usage of every namespace this transaction changed.
+    fn flush(&mut self) -> StoreResult<()> {
+        for (ns, u) in self.counted.drain() {
+            if u == KvUsage::default() {
+                self.usage.remove(ns.as_str()).map_err(unavailable)?;
+            } else {
+                self.usage.insert(ns.as_str(), (u.keys, u.bytes)).map_err(unavailable)?;
+            }
+        }
+        Ok(())
     }
 
     /// Refuses writing `stored` under `key` when it would take the key's
     /// namespace past `quota`; an expired entry not yet reclaimed still
     /// counts.
-    fn admit(&self, key: &str, stored: &[u8], quota: &KvQuota) -> StoreResult<()> {
+    fn admit(&mut self, key: &str, stored: &[u8], quota: &KvQuota) -> StoreResult<()> {
         let old = self.kv.get(key).map_err(unavailable)?.map(|g| sized(key, g.value()).1);
         let (ns, new) = sized(key, stored);
         if self.usage(ns)?.admits(old, new, quota) { Ok(()) } else { Err(StoreError::QuotaExceeded) }
@@ -354,11 +381,7 @@ fn put(t: &mut Tables<'_>, key: &str, stored: Option<&[u8]>) -> StoreResult<()> 
     }
     let ns = sized(key, &[]).0;
     let usage = t.usage(ns)?.after(old.map(|(_, b)| b), stored.map(|v| sized(key, v).1));
-    if usage == KvUsage::default() {
-        t.usage.remove(ns).map_err(unavailable)?;
-    } else {
-        t.usage.insert(ns, (usage.keys, usage.bytes)).map_err(unavailable)?;
-    }
+    t.counted.insert(ns.to_string(), usage);
     Ok(())
 }
 
