@@ -4,7 +4,10 @@
 #                examples/wharf.toml on http://127.0.0.1:8080
 #   make test    install what the tests need, build the guests, check formatting, test
 #   make lint    formatting and clippy -D warnings for the host and the guests
-#   make build   release host (target/release/wharf) and every example component
+#   make build   release host (target/release/wharf) and every example component,
+#                in every language (target/components/ for JS, TS, Python)
+#   make tools   the JavaScript and Python toolchains `wharf build` runs, under
+#                guest-sdk/ (npm ci; a Python venv)
 #   make bench   the benchmark matrix against the native baseline (BENCHMARKS.md)
 #   make bench-cluster  broadcast across hosts sharing one Redis (BENCHMARKS.md)
 #   make soak    30 minutes of mixed traffic, embedded store and Redis side by side (BENCHMARKS.md)
@@ -14,12 +17,18 @@ NPM    ?= npm
 WASM   := target/wasm32-wasip2/release
 BROWSER_DIR := host/tests/browser
 
-.PHONY: run build host guests wasm-target test test-deps conformance autobahn bench bench-quick bench-cluster bench-cluster-quick soak soak-quick lint lint-guests fmt clean
+.PHONY: run build host guests components tools wharf-bin wasm-target test test-deps conformance autobahn bench bench-quick bench-cluster bench-cluster-quick soak soak-quick lint lint-guests fmt clean
 
 run: build
 	./target/release/wharf serve --config examples/wharf.toml
 
-build: host guests
+# `wharf build` runs the guest toolchains; it does not need an optimised
+# host, so the tests build components with the debug binary they build
+# anyway and `make run` with the release one.
+WHARF_BIN ?= target/debug/wharf
+run build: WHARF_BIN = target/release/wharf
+
+build: host guests components
 
 host:
 	$(CARGO) build --release -p wharf
@@ -31,28 +40,73 @@ guests: wasm-target
 wasm-target:
 	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
+# The toolchains of the other guest languages, pinned by their lock files:
+# componentize-js, esbuild and TypeScript (guest-sdk/js/package-lock.json);
+# componentize-py (guest-sdk/python/requirements.txt).
+JS_TOOLS := guest-sdk/js/node_modules/.package-lock.json
+PY_TOOLS := guest-sdk/python/.venv/bin/componentize-py
+tools: $(JS_TOOLS) $(PY_TOOLS)
+
+$(JS_TOOLS): guest-sdk/js/package-lock.json
+	@command -v node >/dev/null || { echo "wharf build needs Node.js 20 or newer: apt-get install nodejs npm" >&2; exit 1; }
+	cd guest-sdk/js && $(NPM) ci --no-audit --no-fund
+	@touch $@
+
+$(PY_TOOLS): guest-sdk/python/requirements.txt
+	python3 -m venv guest-sdk/python/.venv
+	guest-sdk/python/.venv/bin/pip install --quiet --require-hashes -r $<
+	@touch $@
+
+wharf-bin:
+	$(CARGO) build $(if $(findstring release,$(WHARF_BIN)),--release) -p wharf
+
+# The JavaScript and TypeScript examples, each built by `wharf build` into
+# target/components/LANG-NAME.wasm (`make -j` builds them side by side).
+COMPONENTS := target/components
+JS_EXAMPLES := js/echo js/chat ts/echo ts/chat ts/counter
+JS_SDK := $(wildcard guest-sdk/js/src/*) guest-sdk/js/package-lock.json wit/wharf.wit
+COMPONENT_FILES := $(foreach e,$(JS_EXAMPLES),$(COMPONENTS)/$(subst /,-,$(e)).wasm)
+# The host's own test handlers in those languages (examples/test-guests-*).
+TEST_COMPONENTS := $(COMPONENTS)/js-faulty.wasm
+components: $(COMPONENT_FILES) $(TEST_COMPONENTS)
+
+$(COMPONENTS)/js-faulty.wasm: examples/test-guests-js/faulty/src/index.js $(JS_SDK) | tools wharf-bin
+	$(WHARF_BIN) build examples/test-guests-js/faulty --out $@
+
+$(COMPONENTS)/js-%.wasm: examples/js/%/src/index.js $(JS_SDK) | tools wharf-bin
+	$(WHARF_BIN) build examples/js/$* --out $@
+
+$(COMPONENTS)/ts-%.wasm: examples/ts/%/src/index.ts examples/ts/%/tsconfig.json $(JS_SDK) | tools wharf-bin
+	$(WHARF_BIN) build examples/ts/$* --out $@
+
 # The host's clippy (`make lint`) is not part of `make test`: its check build
 # would compile Wasmtime a second time, which CI cannot afford.
 # Every target but the two binaries' empty test harnesses (`test = false`),
 # which `--all-targets` would link anyway; the criterion bench runs once
 # in test mode.
-test: test-deps guests lint-guests
+test: test-deps guests components lint-guests
 	$(CARGO) fmt --all --check
 	$(CARGO) test --workspace --tests --examples --bench invoke
 	cd guest-sdk && $(CARGO) test --doc --target-dir ../target
 	$(MAKE) conformance
 	$(MAKE) autobahn
 
-# `wharf test` on every example with its scenarios, then a crate made by
-# `wharf new` in a temporary directory must build and pass `wharf test`.
+# `wharf test` on every example, in every language, with the Rust
+# example's scenarios; then a project made by `wharf new` in each language,
+# in a temporary directory, must build with `wharf build` and pass
+# `wharf test`.
 EXAMPLES := echo chat broadcast counter
-conformance: wasm-target
+NEW_LANGS := rust js ts
+conformance: wasm-target components
 	$(CARGO) build -p wharf
 	for e in $(EXAMPLES); do ./target/debug/wharf test $(WASM)/$$e.wasm examples/$$e/tests/*.toml || exit 1; done
+	for e in $(JS_EXAMPLES); do ./target/debug/wharf test $(COMPONENTS)/$$(echo $$e | tr / -).wasm examples/$${e#*/}/tests/*.toml || exit 1; done
 	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
-	  (cd "$$tmp" && $(CURDIR)/target/debug/wharf new hello-wharf) && \
-	  (cd "$$tmp/hello-wharf" && CARGO_TARGET_DIR=$(CURDIR)/target/scaffold $(CARGO) build --release --target wasm32-wasip2) && \
-	  ./target/debug/wharf test target/scaffold/wasm32-wasip2/release/hello_wharf.wasm "$$tmp"/hello-wharf/tests/*.toml
+	  for lang in $(NEW_LANGS); do \
+	    (cd "$$tmp" && $(CURDIR)/target/debug/wharf new hello-$$lang --lang $$lang) && \
+	    wasm=$$(cd "$$tmp/hello-$$lang" && CARGO_TARGET_DIR=$(CURDIR)/target/scaffold $(CURDIR)/target/debug/wharf build | tail -n 1) && \
+	    ./target/debug/wharf test "$$wasm" "$$tmp"/hello-$$lang/tests/*.toml || exit 1; \
+	  done
 
 # The Autobahn|Testsuite fuzzing client (cases 1-7, 9, 10) against the echo
 # example; every case's result must match conformance/autobahn/expected.json.

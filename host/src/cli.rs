@@ -54,11 +54,30 @@ pub enum Command {
         #[arg(long, num_args = 2, value_names = ["FORMAT", "FILE"])]
         format: Vec<String>,
     },
-    /// Create a handler crate that builds and passes `wharf test`.
+    /// Create a handler project that builds with `wharf build` and passes
+    /// `wharf test` as created.
     New {
-        /// The crate's name (and directory).
+        /// The project's name (and directory).
         name: String,
-        /// Where the `wharf-guest` SDK lives (default: this build's copy).
+        /// Its language: rust, js, ts or python.
+        #[arg(long, default_value = "rust")]
+        lang: String,
+        /// Where the SDKs live (default: `WHARF_SDK`, else this build's copy).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Build the handler project in DIR (Rust, JavaScript, TypeScript or
+    /// Python) into a component; the last line printed is its path.
+    Build {
+        /// The project directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Where to write the component (default: DIR/target/NAME.wasm; for
+        /// Rust, cargo's output).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Where the SDKs and their toolchains live (default: `WHARF_SDK`,
+        /// else this build's copy).
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
@@ -118,12 +137,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             anyhow::ensure!(failed == 0, "{failed} check(s) failed");
             Ok(())
         }
-        Command::New { name, sdk } => {
-            let sdk = sdk.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk"));
-            let dir = crate::scaffold::create(std::path::Path::new(&name), &sdk)?;
+        Command::New { name, lang, sdk } => {
+            let lang = crate::build::Language::parse(&lang)?;
+            let sdk = crate::build::Sdk::locate(sdk)?;
+            let dir = crate::scaffold::create(std::path::Path::new(&name), lang, &sdk)?;
             println!("created {}", dir.display());
-            println!("build it:  cd {} && cargo build --release --target wasm32-wasip2", dir.display());
-            println!("test it:   wharf test target/wasm32-wasip2/release/{}.wasm tests/*.toml", name.replace('-', "_"));
+            println!("build it:  cd {} && wharf build", dir.display());
+            println!("test it:   wharf test $(wharf build | tail -n 1) tests/*.toml");
+            Ok(())
+        }
+        Command::Build { dir, out, sdk } => {
+            let sdk = crate::build::Sdk::locate(sdk)?;
+            let started = std::time::Instant::now();
+            let wasm = crate::build::build(&dir, out.as_deref(), &sdk)?;
+            let size = std::fs::metadata(&wasm).map(|m| m.len()).unwrap_or(0);
+            eprintln!("built {:.1} MB in {:.1} s", size as f64 / 1e6, started.elapsed().as_secs_f64());
+            println!("{}", wasm.display());
             Ok(())
         }
     }

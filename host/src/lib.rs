@@ -19,9 +19,12 @@
 //! - [`channel`]: channel names within namespaces.
 //! - [`admin`]: the operators' HTTP API.
 //! - [`app`]: the composition root.
+//! - [`build`], [`scaffold`]: `wharf build` and `wharf new`, for every
+//!   guest language.
 
 pub mod admin;
 pub mod app;
+pub mod build;
 pub mod channel;
 pub mod cli;
 pub mod close;

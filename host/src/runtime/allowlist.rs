@@ -1,12 +1,21 @@
 //! Which imports a plugin may have. A component is refused at load time if
 //! it imports anything else, with each refused import named.
 //!
-//! Allowed: the Wharf world (`wharf:handler/*@0.1.0`) and the WASI 0.2
-//! interfaces every Rust `wasm32-wasip2` component links for its standard
-//! library — streams, stdio (stdout and stderr go to the host log, stdin is
-//! empty), exit, clocks, random, and `wasi:cli/environment`, which is always
-//! imported by Rust's standard library and is given an empty environment
-//! and no arguments. Files, sockets, HTTP and everything else are refused.
+//! What is allowed is decided by what an import can reach:
+//! - the Wharf world (`wharf:handler/*@0.1.0`);
+//! - the WASI 0.2 interfaces the guest toolchains' runtimes link (Rust's
+//!   standard library, componentize-js, componentize-py): streams, stdio
+//!   (stdout and stderr go to the host log, stdin is empty), exit, clocks,
+//!   random, and `wasi:cli/environment`, which is given an empty
+//!   environment and no arguments;
+//! - `wasi:filesystem/types` and `wasi:filesystem/preopens`, which the
+//!   JavaScript and Python runtimes import for their standard libraries:
+//!   the host preopens no directory, so `get-directories` is empty and no
+//!   descriptor can ever be opened; these imports reach nothing.
+//!
+//! Sockets, HTTP and everything else are refused by name: a component that
+//! imports them is not loaded (`wharf build` strips the socket imports that
+//! componentize-py's runtime carries, see `build/python.rs`).
 
 /// WASI 0.2 interfaces a plugin may import.
 const WASI_ALLOWED: &[&str] = &[
@@ -28,6 +37,8 @@ const WASI_ALLOWED: &[&str] = &[
     "wasi:random/random",
     "wasi:random/insecure",
     "wasi:random/insecure-seed",
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
 ];
 
 /// Why an import is refused, or `None` when the host provides it.
@@ -64,15 +75,28 @@ mod tests {
         assert_eq!(refusal("wharf:handler/connections@0.1.0"), None);
         assert_eq!(refusal("wasi:cli/environment@0.2.6"), None);
         assert_eq!(refusal("wasi:io/streams@0.2.0"), None);
+        // The JavaScript and Python runtimes' filesystem imports reach
+        // nothing: no directory is preopened.
+        assert_eq!(refusal("wasi:filesystem/types@0.2.12"), None);
+        assert_eq!(refusal("wasi:filesystem/preopens@0.2.9"), None);
         assert!(refusal("wharf:handler/connections@0.2.0").is_some());
         assert!(refusal("wasi:io/streams@0.3.0").is_some());
     }
 
     #[test]
     fn files_sockets_and_strangers_are_refused_by_name() {
-        let e = check(["wasi:io/poll@0.2.6", "wasi:filesystem/preopens@0.2.6", "wasi:sockets/tcp@0.2.6", "acme:x/y"])
-            .unwrap_err();
-        assert!(e.contains("`wasi:filesystem/preopens@0.2.6` (handlers get no files)"), "{e}");
+        let e = check([
+            "wasi:io/poll@0.2.6",
+            "wasi:filesystem/unstable@0.2.6",
+            "wasi:sockets/tcp@0.2.6",
+            "wasi:sockets/instance-network@0.2.9",
+            "wasi:http/outgoing-handler@0.2.9",
+            "acme:x/y",
+        ])
+        .unwrap_err();
+        assert!(e.contains("`wasi:filesystem/unstable@0.2.6` (handlers get no files)"), "{e}");
+        assert!(e.contains("`wasi:sockets/instance-network@0.2.9` (handlers get no network"), "{e}");
+        assert!(e.contains("`wasi:http/outgoing-handler@0.2.9` (handlers get no network"), "{e}");
         assert!(e.contains("`wasi:sockets/tcp@0.2.6` (handlers get no network"), "{e}");
         assert!(e.contains("`acme:x/y` (not part of the Wharf world)"), "{e}");
         assert!(!e.contains("wasi:io/poll"), "{e}");

@@ -99,8 +99,11 @@ impl ResourceLimiter for Limiter {
         Ok(desired <= 1 << 20)
     }
 
+    /// Core instances per component instance: a Rust handler has 3 to 5, a
+    /// componentize-py one 11 (CPython and its libraries are linked
+    /// dynamically, one core instance each).
     fn instances(&self) -> usize {
-        8
+        32
     }
 
     fn tables(&self) -> usize {

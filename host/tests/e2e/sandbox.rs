@@ -116,27 +116,42 @@ async fn the_sandbox_has_no_environment_arguments_or_files() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_component_that_wants_files_is_refused_at_load_naming_the_import() {
+async fn a_component_that_wants_the_network_is_refused_at_load_naming_the_import() {
     // At start-up: the config error names the plugin and the import.
-    let config = config_from("[plugins.reader]\ncomponent = @reads-file@\n");
-    let err = wharf::app::start(config).await.err().expect("a component that reads files is refused");
+    let config = config_from("[plugins.dialer]\ncomponent = @opens-socket@\n");
+    let err = wharf::app::start(config).await.err().expect("a component that opens sockets is refused");
     let err = format!("{err:#}");
-    assert!(err.contains("plugins.reader.component"), "{err}");
-    assert!(err.contains("wasi:filesystem/"), "{err}");
-    assert!(err.contains("handlers get no files"), "{err}");
+    assert!(err.contains("plugins.dialer.component"), "{err}");
+    assert!(err.contains("wasi:sockets/"), "{err}");
+    assert!(err.contains("handlers get no network"), "{err}");
 
     // As an upload: refused with the reason, and the old version serves on.
     let host = spawn(config_from(SANDBOX)).await;
     let probe = EchoProbe::start(&host, "/echo").await;
-    let bytes = std::fs::read(component("reads-file")).unwrap();
+    let bytes = std::fs::read(component("opens-socket")).unwrap();
     let (status, json) = admin(&host, "PUT", "/plugins/echo", Some(("application/wasm", &bytes))).await;
     assert_eq!(status, 422, "{json}");
     let reason = json["error"].as_str().unwrap();
-    assert!(reason.contains("refused imports") && reason.contains("wasi:filesystem/"), "{reason}");
+    assert!(reason.contains("refused imports") && reason.contains("wasi:sockets/"), "{reason}");
     probe.answers_after(probe.answered()).await;
     probe.finish().await;
     let (_, info) = admin(&host, "GET", "/plugins/echo", None).await;
     assert_eq!(info["generation"], 1, "nothing was swapped");
+    host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_that_reads_files_loads_and_reaches_none() {
+    // The filesystem imports (every JavaScript and Python runtime has them)
+    // are linked with no directory preopened: a read fails in the guest.
+    let host = spawn(config_from(
+        "[plugins.reader]\ncomponent = @reads-file@\n[[routes]]\npath = \"/read\"\nplugin = \"reader\"\n",
+    ))
+    .await;
+    let mut ws = connect(&host, "/read").await;
+    let answer = ask(&mut ws, "read").await;
+    assert!(answer.starts_with("refused: "), "{answer}");
+    assert!(!answer.contains("root:"), "the host's file leaked: {answer}");
     host.stop().await.unwrap();
 }
 

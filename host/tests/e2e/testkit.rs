@@ -154,7 +154,7 @@ fn wharf_new_refuses_bad_names_and_existing_directories() {
     let out =
         Command::new(env!("CARGO_BIN_EXE_wharf")).current_dir(dir.path()).args(["new", "Bad Name"]).output().unwrap();
     assert!(!out.status.success());
-    assert!(text(&out).1.contains("not a crate name"));
+    assert!(text(&out).1.contains("not a project name"));
     std::fs::create_dir(dir.path().join("taken")).unwrap();
     let out =
         Command::new(env!("CARGO_BIN_EXE_wharf")).current_dir(dir.path()).args(["new", "taken"]).output().unwrap();
@@ -165,5 +165,24 @@ fn wharf_new_refuses_bad_names_and_existing_directories() {
     assert!(out.status.success(), "{:?}", text(&out));
     for file in ["Cargo.toml", "src/lib.rs", "tests/basic.toml", "README.md"] {
         assert!(dir.path().join("fresh").join(file).is_file(), "{file} missing");
+    }
+    let new =
+        |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_wharf")).current_dir(dir.path()).args(args).output().unwrap();
+    let out = new(&["new", "odd", "--lang", "cobol"]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("unknown language `cobol`: use rust, js, ts or python"), "{:?}", text(&out));
+    for (lang, files) in [
+        ("js", &["package.json", "src/index.js"][..]),
+        ("ts", &["package.json", "tsconfig.json", "src/index.ts"][..]),
+        ("python", &["app.py"][..]),
+    ] {
+        let name = format!("fresh-{lang}");
+        let out = new(&["new", &name, "--lang", lang]);
+        assert!(out.status.success(), "{:?}", text(&out));
+        for file in files.iter().chain(&["tests/basic.toml", "README.md"]) {
+            assert!(dir.path().join(&name).join(file).is_file(), "{lang}: {file} missing");
+        }
+        let scenario = std::fs::read_to_string(dir.path().join(&name).join("tests/basic.toml")).unwrap();
+        assert!(scenario.contains(&format!("{name}: hello (#1)")), "{lang}: {scenario}");
     }
 }

@@ -1,6 +1,7 @@
 //! `reads-file`: a test handler that wants the host's files. Reading a file
-//! makes the component import `wasi:filesystem`, which Wharf does not grant:
-//! the host must refuse it at load time, naming that import.
+//! makes the component import `wasi:filesystem`, which the host links but
+//! with no directory preopened: the component loads, and every read fails
+//! inside it. It answers each message with what reading `/etc/passwd` gave.
 
 use wharf_guest::{Connection, Handler, Message, export_handler};
 
@@ -8,7 +9,10 @@ struct ReadsFile;
 
 impl Handler for ReadsFile {
     fn on_message(_conn: Connection, _msg: Message) -> Option<Message> {
-        Some(Message::text(std::fs::read_to_string("/etc/passwd").unwrap_or_else(|e| e.to_string())))
+        Some(Message::text(match std::fs::read_to_string("/etc/passwd") {
+            Ok(text) => format!("read: {text}"),
+            Err(e) => format!("refused: {e}"),
+        }))
     }
 }
 

@@ -26,8 +26,15 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// A built guest component, or a panic that says how to build it.
+/// A built guest component, or a panic that says how to build it. Names
+/// with a language prefix (`js-echo`, `ts-chat`, `py-echo`) are the
+/// components `make components` builds with `wharf build`.
 pub fn component(name: &str) -> PathBuf {
+    if ["js-", "ts-", "py-"].iter().any(|p| name.starts_with(p)) {
+        let path = repo_root().join(format!("target/components/{name}.wasm"));
+        assert!(path.is_file(), "component {} is missing: build it first with `make components`", path.display());
+        return path;
+    }
     let file = name.replace('-', "_");
     let path = repo_root().join(format!("target/wasm32-wasip2/release/{file}.wasm"));
     assert!(

@@ -1,0 +1,244 @@
+// wharf: write Wharf WebSocket handlers in JavaScript or TypeScript.
+//
+// A handler is the default export of `src/index.js` (or `src/index.ts`): an
+// object, or a class constructed once, with any of `onOpen(conn, req)`,
+// `onMessage(conn, msg)` and `onClose(conn, code, reason)`. The host owns
+// the sockets and all state: between two events a handler may be thrown
+// away, so what must survive lives in connection metadata or `kv`.
+//
+// Host calls that fail throw a `WharfError` whose `code` is one of
+// `unknown-connection`, `not-allowed`, `too-large`, `quota-exceeded`,
+// `invalid-argument`, `conflict`, `unavailable`.
+
+import * as wit from "wharf:handler/connections@0.1.0";
+import * as witChannels from "wharf:handler/channels@0.1.0";
+import * as witKv from "wharf:handler/kv@0.1.0";
+import { log as witLog } from "wharf:handler/logging@0.1.0";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** A host call failed; `code` says why (see the WIT `error` enum). */
+export class WharfError extends Error {
+  constructor(code, op) {
+    super(op ? `${op}: ${code}` : code);
+    this.name = "WharfError";
+    this.code = code;
+  }
+}
+
+/** Thrown from `onOpen`: the client gets this HTTP status and reason. */
+export class Reject extends Error {
+  constructor(status, reason = "") {
+    super(`rejected with ${status}: ${reason}`);
+    this.name = "Reject";
+    this.status = status;
+    this.reason = reason;
+  }
+}
+
+// Runs a host call, turning its `error` into a WharfError.
+function call(op, f) {
+  try {
+    return f();
+  } catch (e) {
+    if (e && typeof e.payload === "string") throw new WharfError(e.payload, op);
+    throw e;
+  }
+}
+
+// Bytes as a Uint8Array, or `undefined` when `v` holds none. Not
+// `instanceof`: the messages the host hands in are made in the bindings'
+// own realm, where `Uint8Array` is another constructor.
+export function asBytes(v) {
+  if (ArrayBuffer.isView(v)) {
+    return Object.prototype.toString.call(v) === "[object Uint8Array]" ? v : new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+  }
+  if (Object.prototype.toString.call(v) === "[object ArrayBuffer]") return new Uint8Array(v);
+  return undefined;
+}
+
+function toWire(msg) {
+  if (typeof msg === "string") return { tag: "text", val: msg };
+  const bytes = asBytes(msg);
+  if (bytes !== undefined) return { tag: "binary", val: bytes };
+  throw new TypeError("a message is a string (text) or a Uint8Array / ArrayBuffer (binary); use sendJson for values");
+}
+
+function toBytes(value) {
+  if (typeof value === "string") return encoder.encode(value);
+  const bytes = asBytes(value);
+  if (bytes !== undefined) return bytes;
+  throw new TypeError("a key/value value is a string or a Uint8Array");
+}
+
+function toId(conn) {
+  if (conn instanceof Connection) return conn._id;
+  if (typeof conn === "bigint") return conn;
+  if (typeof conn === "string" || typeof conn === "number") return BigInt(conn);
+  throw new TypeError("expected a Connection or a connection id");
+}
+
+/** One WebSocket connection of this plugin. */
+export class Connection {
+  constructor(id) {
+    this._id = typeof id === "bigint" ? id : BigInt(id);
+  }
+
+  /** The connection id, as a decimal string (unique across hosts). */
+  get id() {
+    return this._id.toString();
+  }
+
+  /** Sends a message (string: text, Uint8Array: binary) after this event. */
+  send(msg) {
+    call("send", () => wit.emit(this._id, toWire(msg)));
+  }
+
+  /** Sends `JSON.stringify(value)` as a text message. */
+  sendJson(value) {
+    this.send(JSON.stringify(value));
+  }
+
+  /** Closes the connection with `code` (1000 or 3000-4999) after this event. */
+  close(code = 1000, reason = "") {
+    call("close", () => wit.close(this._id, code, reason));
+  }
+
+  /** One metadata value, or `undefined`. */
+  metadata(key) {
+    return call("metadata", () => wit.getMetadata(this._id, key));
+  }
+
+  /** Sets one metadata value (kept by the host until the connection closes). */
+  setMetadata(key, value) {
+    call("setMetadata", () => wit.setMetadata(this._id, key, String(value)));
+  }
+
+  /** Removes one metadata value. */
+  deleteMetadata(key) {
+    call("deleteMetadata", () => wit.deleteMetadata(this._id, key));
+  }
+
+  /** The connection's route, metadata and channels. */
+  info() {
+    const i = call("info", () => wit.info(this._id));
+    return { id: i.id.toString(), route: i.route, metadata: Object.fromEntries(i.metadata), channels: i.channels };
+  }
+
+  /** Joins a channel; membership ends when the connection closes. */
+  subscribe(channel) {
+    call("subscribe", () => witChannels.subscribe(this._id, channel));
+  }
+
+  /** Leaves a channel (a no-op when not a member). */
+  unsubscribe(channel) {
+    call("unsubscribe", () => witChannels.unsubscribe(this._id, channel));
+  }
+
+  toString() {
+    return `Connection(${this.id})`;
+  }
+}
+
+/** The connection with id `id` (a string from `conn.id`, or a bigint). */
+export function connection(id) {
+  return new Connection(toId(id));
+}
+
+/** Fan-out to the route and to named channels. */
+export const channels = {
+  /** Sends to every member of `channel` (the caller too, when a member). */
+  publish(channel, msg) {
+    call("publish", () => witChannels.publish(channel, toWire(msg)));
+  },
+  /** Publishes `JSON.stringify(value)` as text. */
+  publishJson(channel, value) {
+    channels.publish(channel, JSON.stringify(value));
+  },
+  /** Sends to every connection on the current route, but `except`. */
+  broadcast(msg, options = {}) {
+    const except = options.except === undefined || options.except === null ? undefined : toId(options.except);
+    call("broadcast", () => witChannels.broadcast(toWire(msg), except));
+  },
+  /** The members of `channel`, in ascending id order. */
+  members(channel) {
+    return call("members", () => witChannels.members(channel)).map((id) => new Connection(id));
+  },
+};
+
+/** The plugin's own key/value namespace. Values are strings or bytes. */
+export const kv = {
+  /** The value as text (UTF-8), or `undefined` when absent. */
+  get(key) {
+    const v = call("kv.get", () => witKv.get(key));
+    return v === undefined ? undefined : decoder.decode(v);
+  },
+  /** The value as bytes, or `undefined` when absent. */
+  getBytes(key) {
+    return call("kv.getBytes", () => witKv.get(key));
+  },
+  /** The value parsed as JSON, or `undefined` when absent. */
+  getJson(key) {
+    const v = kv.get(key);
+    return v === undefined ? undefined : JSON.parse(v);
+  },
+  /** Writes a value; `{ ttlMs }` makes it expire. */
+  set(key, value, options = {}) {
+    const ttl = options.ttlMs === undefined || options.ttlMs === null ? undefined : BigInt(options.ttlMs);
+    call("kv.set", () => witKv.set(key, toBytes(value), ttl));
+  },
+  /** Writes `JSON.stringify(value)`. */
+  setJson(key, value, options = {}) {
+    kv.set(key, JSON.stringify(value), options);
+  },
+  /** Removes a key; whether it existed. */
+  delete(key) {
+    return call("kv.delete", () => witKv.delete(key));
+  },
+  /** Atomically adds `delta` (default 1) to a counter; the new value. */
+  increment(key, delta = 1) {
+    return Number(call("kv.increment", () => witKv.increment(key, BigInt(delta))));
+  },
+  /** Replaces the value when it still equals `expected` (`undefined`: absent). */
+  compareAndSwap(key, expected, value) {
+    const e = expected === undefined || expected === null ? undefined : toBytes(expected);
+    return call("kv.compareAndSwap", () => witKv.compareAndSwap(key, e, toBytes(value)));
+  },
+  /** Keys starting with `prefix`, in order, after `cursor`, at most `limit`. */
+  listKeys(prefix = "", options = {}) {
+    const limit = options.limit === undefined ? 100 : options.limit;
+    return call("kv.listKeys", () => witKv.listKeys(prefix, options.cursor ?? undefined, limit));
+  },
+};
+
+function line(level, args) {
+  witLog(level, args.map((a) => (typeof a === "string" ? a : a instanceof Error ? a.stack || String(a) : safeJson(a))).join(" "));
+}
+
+function safeJson(v) {
+  try {
+    return typeof v === "bigint" ? v.toString() : JSON.stringify(v) ?? String(v);
+  } catch {
+    return String(v);
+  }
+}
+
+/** Lines in the host's log, tagged with the plugin and connection. */
+export const log = {
+  trace: (...args) => line("trace", args),
+  debug: (...args) => line("debug", args),
+  info: (...args) => line("info", args),
+  warn: (...args) => line("warn", args),
+  error: (...args) => line("error", args),
+};
+
+/** The text of a message parsed as JSON (`undefined` for binary or bad JSON). */
+export function parseJson(msg) {
+  if (typeof msg !== "string") return undefined;
+  try {
+    return JSON.parse(msg);
+  } catch {
+    return undefined;
+  }
+}

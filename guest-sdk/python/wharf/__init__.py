@@ -1,0 +1,330 @@
+"""wharf: write Wharf WebSocket handlers in Python.
+
+A handler is a subclass of :class:`Handler` in ``app.py``, with any of
+``on_open(conn, req)``, ``on_message(conn, msg)`` and
+``on_close(conn, code, reason)``. The host owns the sockets and all state:
+between two events a handler may be thrown away, so what must survive lives
+in connection metadata or :data:`kv`.
+
+Host calls that fail raise :class:`WharfError`, whose ``code`` is one of
+``unknown-connection``, ``not-allowed``, ``too-large``, ``quota-exceeded``,
+``invalid-argument``, ``conflict``, ``unavailable``.
+"""
+
+from __future__ import annotations
+
+import json as _json
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union
+
+from componentize_py_types import Err as _Err
+from wit_world.imports import channels as _channels
+from wit_world.imports import connections as _connections
+from wit_world.imports import kv as _kv
+from wit_world.imports import logging as _logging
+from wit_world.imports import types as _types
+
+__all__ = [
+    "Accept",
+    "Connection",
+    "Handler",
+    "Message",
+    "Reject",
+    "Request",
+    "WharfError",
+    "channels",
+    "connection",
+    "kv",
+    "log",
+    "parse_json",
+]
+
+Message = Union[str, bytes]
+"""A WebSocket message: text as ``str``, binary as ``bytes``."""
+
+Outgoing = Union[str, bytes, bytearray, memoryview]
+"""What a handler may send: text, or bytes."""
+
+_CODES = {
+    _types.Error.UNKNOWN_CONNECTION: "unknown-connection",
+    _types.Error.NOT_ALLOWED: "not-allowed",
+    _types.Error.TOO_LARGE: "too-large",
+    _types.Error.QUOTA_EXCEEDED: "quota-exceeded",
+    _types.Error.INVALID_ARGUMENT: "invalid-argument",
+    _types.Error.CONFLICT: "conflict",
+    _types.Error.UNAVAILABLE: "unavailable",
+}
+
+
+class WharfError(Exception):
+    """A host call failed; ``code`` says why (see the WIT ``error`` enum)."""
+
+    def __init__(self, code: str, op: str = "") -> None:
+        super().__init__(f"{op}: {code}" if op else code)
+        self.code = code
+
+
+class Reject(Exception):
+    """Raised from ``on_open``: the client gets this HTTP status and reason."""
+
+    def __init__(self, status: int, reason: str = "") -> None:
+        super().__init__(f"rejected with {status}: {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class Accept:
+    """Returned from ``on_open`` to accept with a subprotocol or metadata."""
+
+    def __init__(self, subprotocol: Optional[str] = None, metadata: Optional[Dict[str, str]] = None) -> None:
+        self.subprotocol = subprotocol
+        self.metadata = dict(metadata or {})
+
+
+T = TypeVar("T")
+
+
+def _call(op: str, f: Callable[[], T]) -> T:
+    try:
+        return f()
+    except _Err as e:
+        raise WharfError(_CODES.get(e.value, str(e.value)), op) from None
+
+
+def _wire(msg: Outgoing) -> _types.Message:
+    if isinstance(msg, str):
+        return _types.Message_Text(msg)
+    if isinstance(msg, (bytes, bytearray, memoryview)):
+        return _types.Message_Binary(bytes(msg))
+    raise TypeError("a message is a str (text) or bytes (binary); use send_json for values")
+
+
+def _bytes(value: Union[str, bytes, bytearray]) -> bytes:
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError("a key/value value is a str or bytes")
+
+
+def _id(conn: Union["Connection", int]) -> int:
+    return conn.id if isinstance(conn, Connection) else int(conn)
+
+
+class Connection:
+    """One WebSocket connection of this plugin."""
+
+    __slots__ = ("id",)
+
+    def __init__(self, id: int) -> None:
+        self.id = id
+        """The connection id (unique across hosts)."""
+
+    def send(self, msg: Outgoing) -> None:
+        """Sends a message (str: text, bytes: binary) after this event."""
+        _call("send", lambda: _connections.emit(self.id, _wire(msg)))
+
+    def send_json(self, value: Any) -> None:
+        """Sends ``json.dumps(value)`` as a text message."""
+        self.send(_json.dumps(value))
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Closes the connection with ``code`` (1000 or 3000-4999) after this event."""
+        _call("close", lambda: _connections.close(self.id, code, reason))
+
+    def metadata(self, key: str) -> Optional[str]:
+        """One metadata value, or ``None``."""
+        return _call("metadata", lambda: _connections.get_metadata(self.id, key))
+
+    def set_metadata(self, key: str, value: str) -> None:
+        """Sets one metadata value (kept by the host until the connection closes)."""
+        _call("set_metadata", lambda: _connections.set_metadata(self.id, key, str(value)))
+
+    def delete_metadata(self, key: str) -> None:
+        """Removes one metadata value."""
+        _call("delete_metadata", lambda: _connections.delete_metadata(self.id, key))
+
+    def info(self) -> Dict[str, Any]:
+        """The connection's ``id``, ``route``, ``metadata`` and ``channels``."""
+        i = _call("info", lambda: _connections.info(self.id))
+        return {"id": i.id, "route": i.route, "metadata": dict(i.metadata), "channels": list(i.channels)}
+
+    def subscribe(self, channel: str) -> None:
+        """Joins a channel; membership ends when the connection closes."""
+        _call("subscribe", lambda: _channels.subscribe(self.id, channel))
+
+    def unsubscribe(self, channel: str) -> None:
+        """Leaves a channel (a no-op when not a member)."""
+        _call("unsubscribe", lambda: _channels.unsubscribe(self.id, channel))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Connection) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        return f"Connection({self.id})"
+
+
+def connection(id: int) -> Connection:
+    """The connection with id ``id`` (from ``conn.id`` or ``channels.members``)."""
+    return Connection(int(id))
+
+
+class Request:
+    """What ``on_open`` sees of the upgrade request."""
+
+    __slots__ = ("path", "query", "header_list", "subprotocols", "remote_addr", "_headers", "_params")
+
+    def __init__(self, r: _types.Request) -> None:
+        self.path: str = r.path
+        self.query: str = r.query
+        self.header_list: List[Tuple[str, str]] = r.headers
+        self.subprotocols: List[str] = r.subprotocols
+        self.remote_addr: str = r.remote_addr
+        self._headers: Optional[Dict[str, str]] = None
+        self._params: Optional[Dict[str, str]] = None
+
+    @property
+    def headers(self) -> Dict[str, str]:
+        """Headers by lower-case name; repeated ones joined with ", "."""
+        if self._headers is None:
+            h: Dict[str, str] = {}
+            for k, v in self.header_list:
+                h[k] = f"{h[k]}, {v}" if k in h else v
+            self._headers = h
+        return self._headers
+
+    def header(self, name: str) -> Optional[str]:
+        """One header (any case), or ``None``."""
+        return self.headers.get(name.lower())
+
+    @property
+    def params(self) -> Dict[str, str]:
+        """Query parameters, decoded; the first value of each name."""
+        if self._params is None:
+            from urllib.parse import parse_qsl
+
+            p: Dict[str, str] = {}
+            for k, v in parse_qsl(self.query, keep_blank_values=True):
+                p.setdefault(k, v)
+            self._params = p
+        return self._params
+
+
+class Handler:
+    """Subclass this in ``app.py``; override the events you need."""
+
+    def on_open(self, conn: Connection, req: Request) -> Optional[Accept]:
+        """Accept (return ``None`` or an :class:`Accept`) or raise :class:`Reject`."""
+        return None
+
+    def on_message(self, conn: Connection, msg: Message) -> Optional[Outgoing]:
+        """A returned message is the direct reply to the sender."""
+        return None
+
+    def on_close(self, conn: Connection, code: int, reason: str) -> None:
+        """Runs exactly once for every accepted connection."""
+        return None
+
+
+class _Channels:
+    """Fan-out to the route and to named channels (the plugin's own names)."""
+
+    def publish(self, channel: str, msg: Outgoing) -> None:
+        """Sends to every member of ``channel`` (the caller too, when a member)."""
+        _call("publish", lambda: _channels.publish(channel, _wire(msg)))
+
+    def publish_json(self, channel: str, value: Any) -> None:
+        """Publishes ``json.dumps(value)`` as text."""
+        self.publish(channel, _json.dumps(value))
+
+    def broadcast(self, msg: Outgoing, except_: Optional[Union[Connection, int]] = None) -> None:
+        """Sends to every connection on the current route, but ``except_``."""
+        ex = None if except_ is None else _id(except_)
+        _call("broadcast", lambda: _channels.broadcast(_wire(msg), ex))
+
+    def members(self, channel: str) -> List[Connection]:
+        """The members of ``channel``, in ascending id order."""
+        return [Connection(i) for i in _call("members", lambda: _channels.members(channel))]
+
+
+class _Kv:
+    """The plugin's own key/value namespace. Values are str or bytes."""
+
+    def get(self, key: str) -> Optional[str]:
+        """The value as text (UTF-8), or ``None`` when absent."""
+        v = self.get_bytes(key)
+        return None if v is None else v.decode()
+
+    def get_bytes(self, key: str) -> Optional[bytes]:
+        """The value as bytes, or ``None`` when absent."""
+        return _call("kv.get", lambda: _kv.get(key))
+
+    def get_json(self, key: str) -> Any:
+        """The value parsed as JSON, or ``None`` when absent."""
+        v = self.get(key)
+        return None if v is None else _json.loads(v)
+
+    def set(self, key: str, value: Union[str, bytes], ttl_ms: Optional[int] = None) -> None:
+        """Writes a value, expiring after ``ttl_ms`` when given."""
+        _call("kv.set", lambda: _kv.set(key, _bytes(value), ttl_ms))
+
+    def set_json(self, key: str, value: Any, ttl_ms: Optional[int] = None) -> None:
+        """Writes ``json.dumps(value)``."""
+        self.set(key, _json.dumps(value), ttl_ms)
+
+    def delete(self, key: str) -> bool:
+        """Removes a key; whether it existed."""
+        return _call("kv.delete", lambda: _kv.delete(key))
+
+    def increment(self, key: str, delta: int = 1) -> int:
+        """Atomically adds ``delta`` to a counter; the new value."""
+        return _call("kv.increment", lambda: _kv.increment(key, delta))
+
+    def compare_and_swap(self, key: str, expected: Optional[Union[str, bytes]], value: Union[str, bytes]) -> bool:
+        """Replaces the value when it still equals ``expected`` (``None``: absent)."""
+        e = None if expected is None else _bytes(expected)
+        return _call("kv.compare_and_swap", lambda: _kv.compare_and_swap(key, e, _bytes(value)))
+
+    def list_keys(self, prefix: str = "", cursor: Optional[str] = None, limit: int = 100) -> List[str]:
+        """Keys starting with ``prefix``, in order, after ``cursor``, at most ``limit``."""
+        return _call("kv.list_keys", lambda: _kv.list_keys(prefix, cursor, limit))
+
+
+class _Log:
+    """Lines in the host's log, tagged with the plugin and connection."""
+
+    def trace(self, *args: Any) -> None:
+        _line(_types.LogLevel.TRACE, args)
+
+    def debug(self, *args: Any) -> None:
+        _line(_types.LogLevel.DEBUG, args)
+
+    def info(self, *args: Any) -> None:
+        _line(_types.LogLevel.INFO, args)
+
+    def warn(self, *args: Any) -> None:
+        _line(_types.LogLevel.WARN, args)
+
+    def error(self, *args: Any) -> None:
+        _line(_types.LogLevel.ERROR, args)
+
+
+def _line(level: _types.LogLevel, args: Tuple[Any, ...]) -> None:
+    _logging.log(level, " ".join(a if isinstance(a, str) else repr(a) for a in args))
+
+
+def parse_json(msg: Message) -> Any:
+    """The text of a message parsed as JSON (``None`` for binary or bad JSON)."""
+    if not isinstance(msg, str):
+        return None
+    try:
+        return _json.loads(msg)
+    except ValueError:
+        return None
+
+
+channels = _Channels()
+kv = _Kv()
+log = _Log()

@@ -1,0 +1,145 @@
+//! Handlers in JavaScript (and the other guest languages) end to end, with
+//! real clients: the examples behave as the Rust ones do, and a handler's
+//! exception, infinite loop or memory bomb ends only its own event.
+
+use crate::common::*;
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_echo_and_chat_behave_like_the_rust_examples() {
+    let host = spawn(config(&[("/echo", "js-echo"), ("/chat", "js-chat")], "")).await;
+    let mut ws = connect(&host, "/echo").await;
+    assert_eq!(ask(&mut ws, "hello").await, "hello");
+    assert_eq!(ask(&mut ws, "héllo ✓").await, "héllo ✓", "UTF-8 crosses the JS boundary intact");
+    let bytes: Vec<u8> = (0..=255).collect();
+    ws.send(Message::binary(bytes.clone())).await.unwrap();
+    assert_eq!(next_data(&mut ws).await, Message::binary(bytes), "binary comes back as binary");
+    for i in 0..100 {
+        ws.feed(Message::text(format!("m{i}"))).await.unwrap();
+    }
+    ws.flush().await.unwrap();
+    for i in 0..100 {
+        assert_eq!(expect_text(&mut ws).await, format!("m{i}"));
+    }
+
+    let mut ada = connect(&host, "/chat").await;
+    let mut bob = connect(&host, "/chat").await;
+    send_text(&mut ada, "hi all").await;
+    assert_eq!(expect_text(&mut ada).await, "anonymous: hi all");
+    assert_eq!(expect_text(&mut bob).await, "anonymous: hi all");
+    assert_eq!(ask(&mut ada, "/nick ada").await, "nickname set to [ada]");
+    expect_silence(&mut bob, std::time::Duration::from_millis(50)).await;
+    send_text(&mut ada, "hello bob").await;
+    assert_eq!(expect_text(&mut bob).await, "ada: hello bob", "the nickname lives in the host's metadata");
+    assert_eq!(expect_text(&mut ada).await, "ada: hello bob");
+    ws.close(None).await.unwrap();
+    host.stop().await.unwrap();
+}
+
+/// `js-faulty` beside a Rust `echo` route, with a tight memory cap.
+const FAULTY: &str = r#"
+[plugins.faulty]
+component = @js-faulty@
+[plugins.faulty.limits]
+memory_mib = 48
+
+[plugins.echo]
+component = @echo@
+
+[[routes]]
+path = "/faulty"
+plugin = "faulty"
+
+[[routes]]
+path = "/echo"
+plugin = "echo"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_exception_loop_or_bomb_ends_only_its_own_event() {
+    let host = spawn(config_from(FAULTY)).await;
+    let probe = EchoProbe::start(&host, "/echo").await;
+    let mut bystander = connect(&host, "/faulty").await;
+    assert_eq!(ask(&mut bystander, "before").await, "before");
+
+    // An exception in onOpen: the client gets 500, the plugin goes on.
+    assert_eq!(refused_with(&host, "/faulty?throw").await, Some(500));
+    assert_eq!(refused_with(&host, "/faulty?reject=403").await, Some(403), "a Reject keeps its status");
+
+    let mut ids = Vec::new();
+    for cmd in ["throw", "spin", "bomb"] {
+        let mut ws = connect(&host, "/faulty").await;
+        ids.push(ask(&mut ws, "whoami").await);
+        let before = probe.answered();
+        send_text(&mut ws, cmd).await;
+        assert_eq!(expect_close(&mut ws).await, 1011, "`{cmd}` closes its own connection with 1011");
+        if cmd == "spin" {
+            assert!(probe.answered() > before, "the echo neighbour was answered during the infinite loop");
+        }
+        probe.answers_after(probe.answered()).await;
+        assert_eq!(ask(&mut bystander, &format!("after {cmd}")).await, format!("after {cmd}"));
+    }
+    // Each got exactly one on-close, with 1011, recorded by the handler.
+    for id in &ids {
+        let code = eventually(|| {
+            let host = &host;
+            async move {
+                let mut ws = connect(host, "/faulty").await;
+                let code = ask(&mut ws, &format!("close-code?{id}")).await;
+                (!code.is_empty()).then_some(code)
+            }
+        })
+        .await;
+        assert_eq!(code, "1011", "on-close of connection {id}");
+    }
+    probe.finish().await;
+    host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_exception_is_logged_with_its_stack_plugin_and_connection() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wharf.toml");
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\nstore = \"memory\"\ncache_dir = {:?}\n[admin]\nenabled = false\n\
+         [plugins.faulty]\ncomponent = {:?}\n[[routes]]\npath = \"/faulty\"\nplugin = \"faulty\"\n",
+        cache_dir().display().to_string(),
+        component("js-faulty").display().to_string()
+    );
+    std::fs::write(&path, text).unwrap();
+    let (mut child, lines) = serve_process(&path);
+    let addr = lines
+        .iter()
+        .find_map(|l| l.split("addr=").nth(1).map(|a| a.trim().to_string()))
+        .expect("the host logged its address");
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/faulty").as_str()).await.unwrap();
+    let id = ask(&mut ws, "whoami").await;
+    send_text(&mut ws, "throw").await;
+    assert_eq!(expect_close(&mut ws).await, 1011);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut log = String::new();
+    // The stack spans lines; the line's fields (plugin, conn) end it.
+    while Instant::now() < deadline && !log.contains("conn=") {
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
+            log += &line;
+            log.push('\n');
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let at = log.find("uncaught exception in onMessage").unwrap_or_else(|| panic!("no exception logged: {log}"));
+    let entry = &log[at..];
+    assert!(
+        entry.starts_with(&format!("uncaught exception in onMessage (connection {id}): Error: asked to throw")),
+        "{log}"
+    );
+    // The stack names the handler's function in the bundle `wharf build`
+    // keeps (target/wharf/bundle.js), then the fields name plugin and
+    // connection.
+    assert!(entry.contains("onMessage@") && entry.contains("bundle.js:"), "the stack is logged: {log}");
+    assert!(entry.contains("plugin=\"faulty\"") || entry.contains("plugin=faulty"), "{log}");
+    assert!(entry.contains(&format!("conn={id}")), "{log}");
+}
