@@ -60,18 +60,28 @@ $(PY_TOOLS): guest-sdk/python/requirements.txt
 wharf-bin:
 	$(CARGO) build $(if $(findstring release,$(WHARF_BIN)),--release) -p wharf
 
-# The JavaScript and TypeScript examples, each built by `wharf build` into
-# target/components/LANG-NAME.wasm (`make -j` builds them side by side).
+# The JavaScript, TypeScript and Python examples, each built by
+# `wharf build` into target/components/LANG-NAME.wasm (`make -j` builds
+# them side by side).
 COMPONENTS := target/components
 JS_EXAMPLES := js/echo js/chat ts/echo ts/chat ts/counter
 JS_SDK := $(wildcard guest-sdk/js/src/*) guest-sdk/js/package-lock.json wit/wharf.wit
-COMPONENT_FILES := $(foreach e,$(JS_EXAMPLES),$(COMPONENTS)/$(subst /,-,$(e)).wasm)
+PY_EXAMPLES := python/echo python/chat python/counter
+PY_SDK := $(wildcard guest-sdk/python/wharf/*.py) guest-sdk/python/requirements.txt wit/wharf.wit
+COMPONENT_FILES := $(foreach e,$(JS_EXAMPLES),$(COMPONENTS)/$(subst /,-,$(e)).wasm) \
+  $(foreach e,$(PY_EXAMPLES),$(COMPONENTS)/py-$(notdir $(e)).wasm)
 # The host's own test handlers in those languages (examples/test-guests-*).
-TEST_COMPONENTS := $(COMPONENTS)/js-faulty.wasm
+TEST_COMPONENTS := $(COMPONENTS)/js-faulty.wasm $(COMPONENTS)/py-faulty.wasm
 components: $(COMPONENT_FILES) $(TEST_COMPONENTS)
 
 $(COMPONENTS)/js-faulty.wasm: examples/test-guests-js/faulty/src/index.js $(JS_SDK) | tools wharf-bin
 	$(WHARF_BIN) build examples/test-guests-js/faulty --out $@
+
+$(COMPONENTS)/py-faulty.wasm: examples/test-guests-py/faulty/app.py $(PY_SDK) | tools wharf-bin
+	$(WHARF_BIN) build examples/test-guests-py/faulty --out $@
+
+$(COMPONENTS)/py-%.wasm: examples/python/%/app.py $(PY_SDK) | tools wharf-bin
+	$(WHARF_BIN) build examples/python/$* --out $@
 
 $(COMPONENTS)/js-%.wasm: examples/js/%/src/index.js $(JS_SDK) | tools wharf-bin
 	$(WHARF_BIN) build examples/js/$* --out $@
@@ -96,11 +106,12 @@ test: test-deps guests components lint-guests
 # in a temporary directory, must build with `wharf build` and pass
 # `wharf test`.
 EXAMPLES := echo chat broadcast counter
-NEW_LANGS := rust js ts
+NEW_LANGS := rust js ts python
 conformance: wasm-target components
 	$(CARGO) build -p wharf
 	for e in $(EXAMPLES); do ./target/debug/wharf test $(WASM)/$$e.wasm examples/$$e/tests/*.toml || exit 1; done
 	for e in $(JS_EXAMPLES); do ./target/debug/wharf test $(COMPONENTS)/$$(echo $$e | tr / -).wasm examples/$${e#*/}/tests/*.toml || exit 1; done
+	for e in $(PY_EXAMPLES); do ./target/debug/wharf test $(COMPONENTS)/py-$${e#*/}.wasm examples/$${e#*/}/tests/*.toml || exit 1; done
 	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	  for lang in $(NEW_LANGS); do \
 	    (cd "$$tmp" && $(CURDIR)/target/debug/wharf new hello-$$lang --lang $$lang) && \

@@ -14,6 +14,7 @@ Host calls that fail raise :class:`WharfError`, whose ``code`` is one of
 from __future__ import annotations
 
 import json as _json
+from urllib.parse import parse_qsl as _parse_qsl
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union
 
 from componentize_py_types import Err as _Err
@@ -203,10 +204,8 @@ class Request:
     def params(self) -> Dict[str, str]:
         """Query parameters, decoded; the first value of each name."""
         if self._params is None:
-            from urllib.parse import parse_qsl
-
             p: Dict[str, str] = {}
-            for k, v in parse_qsl(self.query, keep_blank_values=True):
+            for k, v in _parse_qsl(self.query, keep_blank_values=True):
                 p.setdefault(k, v)
             self._params = p
         return self._params

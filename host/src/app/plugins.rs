@@ -106,11 +106,15 @@ impl App {
         let bytes = tokio::fs::read(component)
             .await
             .with_context(|| format!("plugin `{name}`: cannot read component {}", component.display()))?;
+        let (size, started) = (bytes.len(), std::time::Instant::now());
         let (plugin, sha256) = self
             .compile(name, namespaces, caps, bytes)
             .await
             .with_context(|| format!("plugin `{name}`: loading component {}", component.display()))?;
-        tracing::info!(plugin = %name, component = %component.display(), %sha256, "plugin loaded");
+        // A cold compile of a JavaScript or Python component takes seconds;
+        // one from the compile cache, a few hundred milliseconds.
+        let ms = started.elapsed().as_millis() as u64;
+        tracing::info!(plugin = %name, component = %component.display(), bytes = size, ms, %sha256, "plugin loaded");
         Ok(Arc::new(PluginSlot {
             name: name.to_string(),
             namespaces: namespaces.clone(),

@@ -46,6 +46,7 @@ impl App {
         let old_slots = self.plugins.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut slots: HashMap<String, Arc<PluginSlot>> = HashMap::new();
         let mut swaps = Vec::new();
+        let mut loads = Vec::new();
         for (name, plugin) in &config.plugins {
             let namespaces = Namespaces {
                 kv: config.namespace_of(name).to_string(),
@@ -66,12 +67,18 @@ impl App {
                     }
                     slots.insert(name.clone(), slot.clone());
                 }
-                None => {
+                None => loads.push(async move {
+                    let key = || format!("config {}: plugins.{name}.component", config.source);
                     let slot = self.load_slot(name, &namespaces, caps, &plugin.component).await.with_context(key)?;
-                    summary.added_plugins.push(name.clone());
-                    slots.insert(name.clone(), slot);
-                }
+                    anyhow::Ok((name.clone(), slot))
+                }),
             }
+        }
+        // New plugins compile side by side (each off the event loop): a
+        // JavaScript or Python component takes seconds to compile cold.
+        for (name, slot) in futures_util::future::try_join_all(loads).await? {
+            summary.added_plugins.push(name.clone());
+            slots.insert(name, slot);
         }
         for (slot, bytes, path, caps) in swaps {
             if self

@@ -10,6 +10,7 @@
 //! path.
 
 mod js;
+mod no_network;
 mod python;
 mod rust;
 

@@ -1,5 +1,6 @@
 //! Python: componentize-py wraps `app.py`, the `wharf` SDK and the glue
-//! between them into a component of the Wharf world.
+//! between them into a component of the Wharf world; then the socket
+//! imports its runtime carries are taken out (`no_network`).
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -35,9 +36,11 @@ pub(super) fn build(dir: &Path, out: Option<&Path>, sdk: &Sdk) -> anyhow::Result
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
     let wit = sdk.wit();
+    let raw = work.join("componentized.wasm");
     componentize.run(
         dir,
         &[
+            OsStr::new("--quiet"),
             OsStr::new("--wit-path"),
             wit.as_os_str(),
             OsStr::new("--world"),
@@ -51,8 +54,12 @@ pub(super) fn build(dir: &Path, out: Option<&Path>, sdk: &Sdk) -> anyhow::Result
             OsStr::new("--python-path"),
             py.as_os_str(),
             OsStr::new("--output"),
-            out.as_os_str(),
+            raw.as_os_str(),
         ],
     )?;
+    let component = std::fs::read(&raw).with_context(|| format!("reading {}", raw.display()))?;
+    let component = super::no_network::strip(component)
+        .with_context(|| format!("taking the socket imports out of {}", raw.display()))?;
+    std::fs::write(&out, component).with_context(|| format!("writing {}", out.display()))?;
     Ok(out)
 }

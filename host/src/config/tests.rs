@@ -302,6 +302,22 @@ fn example_config_parses_and_validates() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wharf.toml");
     let c = Config::load(&path).expect("examples/wharf.toml is valid");
     let paths: Vec<_> = c.routes.iter().map(|r| r.path.as_str()).collect();
-    assert_eq!(paths, ["/echo", "/chat", "/broadcast", "/counter"]);
+    assert_eq!(
+        paths,
+        [
+            "/echo",
+            "/chat",
+            "/broadcast",
+            "/counter",
+            "/js/echo",
+            "/js/chat",
+            "/ts/echo",
+            "/ts/chat",
+            "/ts/counter",
+            "/py/echo",
+            "/py/chat",
+            "/py/counter"
+        ]
+    );
     assert!(c.static_dir.is_some());
 }

@@ -15,7 +15,7 @@
 //!
 //! Sockets, HTTP and everything else are refused by name: a component that
 //! imports them is not loaded (`wharf build` strips the socket imports that
-//! componentize-py's runtime carries, see `build/python.rs`).
+//! componentize-py's runtime carries, see `build/no_network.rs`).
 
 /// WASI 0.2 interfaces a plugin may import.
 const WASI_ALLOWED: &[&str] = &[

@@ -104,5 +104,16 @@ async fn the_readmes_admin_publish_reaches_the_chat_room_of_the_examples_config(
     assert_eq!((status, &json["namespace"], &json["delivered"]), (200, &"chat".into(), &1.into()), "{json}");
     assert_eq!(expect_text(&mut chat).await, "hello");
     expect_silence(&mut counter, std::time::Duration::from_millis(100)).await;
+    // `make run` serves every example in every language from this config.
+    for lang in ["js", "ts", "py"] {
+        let mut echo = connect(&host, &format!("/{lang}/echo")).await;
+        assert_eq!(ask(&mut echo, "hi").await, "hi", "/{lang}/echo");
+        let mut chat = connect(&host, &format!("/{lang}/chat")).await;
+        assert_eq!(ask(&mut chat, "hi").await, "anonymous: hi", "/{lang}/chat");
+    }
+    for lang in ["ts", "py"] {
+        let mut counter = connect(&host, &format!("/{lang}/counter")).await;
+        assert_eq!(ask(&mut counter, "+1").await, "1", "/{lang}/counter has its own namespace");
+    }
     host.stop().await.unwrap();
 }

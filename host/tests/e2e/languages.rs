@@ -1,6 +1,6 @@
-//! Handlers in JavaScript (and the other guest languages) end to end, with
-//! real clients: the examples behave as the Rust ones do, and a handler's
-//! exception, infinite loop or memory bomb ends only its own event.
+//! Handlers in JavaScript and Python end to end, with real clients: the
+//! examples behave as the Rust ones do, and a handler's exception, infinite
+//! loop or memory bomb ends only its own event.
 
 use crate::common::*;
 use futures_util::SinkExt;
@@ -8,10 +8,20 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn javascript_echo_and_chat_behave_like_the_rust_examples() {
-    let host = spawn(config(&[("/echo", "js-echo"), ("/chat", "js-chat")], "")).await;
+    echo_and_chat("js").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_echo_and_chat_behave_like_the_rust_examples() {
+    echo_and_chat("py").await;
+}
+
+async fn echo_and_chat(lang: &str) {
+    let (echo, chat) = (format!("{lang}-echo"), format!("{lang}-chat"));
+    let host = spawn(config(&[("/echo", &echo), ("/chat", &chat)], "")).await;
     let mut ws = connect(&host, "/echo").await;
     assert_eq!(ask(&mut ws, "hello").await, "hello");
-    assert_eq!(ask(&mut ws, "héllo ✓").await, "héllo ✓", "UTF-8 crosses the JS boundary intact");
+    assert_eq!(ask(&mut ws, "héllo ✓").await, "héllo ✓", "UTF-8 crosses the guest boundary intact");
     let bytes: Vec<u8> = (0..=255).collect();
     ws.send(Message::binary(bytes.clone())).await.unwrap();
     assert_eq!(next_data(&mut ws).await, Message::binary(bytes), "binary comes back as binary");
@@ -37,10 +47,10 @@ async fn javascript_echo_and_chat_behave_like_the_rust_examples() {
     host.stop().await.unwrap();
 }
 
-/// `js-faulty` beside a Rust `echo` route, with a tight memory cap.
+/// `LANG-faulty` beside a Rust `echo` route, with a tight memory cap.
 const FAULTY: &str = r#"
 [plugins.faulty]
-component = @js-faulty@
+component = @LANG-faulty@
 [plugins.faulty.limits]
 memory_mib = 48
 
@@ -58,7 +68,16 @@ plugin = "echo"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_javascript_exception_loop_or_bomb_ends_only_its_own_event() {
-    let host = spawn(config_from(FAULTY)).await;
+    misbehaviour_is_contained("js").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_exception_loop_or_bomb_ends_only_its_own_event() {
+    misbehaviour_is_contained("py").await;
+}
+
+async fn misbehaviour_is_contained(lang: &str) {
+    let host = spawn(config_from(&FAULTY.replace("LANG", lang))).await;
     let probe = EchoProbe::start(&host, "/echo").await;
     let mut bystander = connect(&host, "/faulty").await;
     assert_eq!(ask(&mut bystander, "before").await, "before");
@@ -98,7 +117,41 @@ async fn a_javascript_exception_loop_or_bomb_ends_only_its_own_event() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_handler_reaches_no_file_and_no_network() {
+    let host = spawn(config_from(&FAULTY.replace("LANG", "py"))).await;
+    let mut ws = connect(&host, "/faulty").await;
+    // CPython's file and socket calls run, and find nothing: no directory is
+    // preopened, and `wharf build` replaced the socket imports with
+    // stand-ins that trap (the host links no network at all).
+    let read = ask(&mut ws, "read").await;
+    assert!(read.starts_with("refused: "), "{read}");
+    assert!(!read.contains("root:"), "the host's file leaked: {read}");
+    send_text(&mut ws, "dial").await;
+    assert_eq!(expect_close(&mut ws).await, 1011, "a socket call ends the event");
+    let mut again = connect(&host, "/faulty").await;
+    assert_eq!(ask(&mut again, "still here").await, "still here");
+    host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_javascript_exception_is_logged_with_its_stack_plugin_and_connection() {
+    // The stack names the handler's function in the bundle `wharf build`
+    // keeps (target/wharf/bundle.js).
+    exception_is_logged("js", "onMessage", "Error: asked to throw", &["onMessage@", "bundle.js:"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_exception_is_logged_with_its_traceback_plugin_and_connection() {
+    exception_is_logged(
+        "py",
+        "on_message",
+        "Traceback (most recent call last):",
+        &["app.py\", line", "RuntimeError: asked to throw"],
+    )
+    .await;
+}
+
+async fn exception_is_logged(lang: &str, event: &str, first: &str, stack: &[&str]) {
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wharf.toml");
@@ -106,7 +159,7 @@ async fn a_javascript_exception_is_logged_with_its_stack_plugin_and_connection()
         "listen = \"127.0.0.1:0\"\nstore = \"memory\"\ncache_dir = {:?}\n[admin]\nenabled = false\n\
          [plugins.faulty]\ncomponent = {:?}\n[[routes]]\npath = \"/faulty\"\nplugin = \"faulty\"\n",
         cache_dir().display().to_string(),
-        component("js-faulty").display().to_string()
+        component(&format!("{lang}-faulty")).display().to_string()
     );
     std::fs::write(&path, text).unwrap();
     let (mut child, lines) = serve_process(&path);
@@ -130,16 +183,14 @@ async fn a_javascript_exception_is_logged_with_its_stack_plugin_and_connection()
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let at = log.find("uncaught exception in onMessage").unwrap_or_else(|| panic!("no exception logged: {log}"));
+    let at =
+        log.find(&format!("uncaught exception in {event}")).unwrap_or_else(|| panic!("no exception logged: {log}"));
     let entry = &log[at..];
-    assert!(
-        entry.starts_with(&format!("uncaught exception in onMessage (connection {id}): Error: asked to throw")),
-        "{log}"
-    );
-    // The stack names the handler's function in the bundle `wharf build`
-    // keeps (target/wharf/bundle.js), then the fields name plugin and
-    // connection.
-    assert!(entry.contains("onMessage@") && entry.contains("bundle.js:"), "the stack is logged: {log}");
+    assert!(entry.starts_with(&format!("uncaught exception in {event} (connection {id}): {first}")), "{log}");
+    for s in stack {
+        assert!(entry.contains(s), "the stack is logged ({s}): {log}");
+    }
+    // Then the fields name plugin and connection.
     assert!(entry.contains("plugin=\"faulty\"") || entry.contains("plugin=faulty"), "{log}");
     assert!(entry.contains(&format!("conn={id}")), "{log}");
 }
