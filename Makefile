@@ -17,7 +17,7 @@ NPM    ?= npm
 WASM   := target/wasm32-wasip2/release
 BROWSER_DIR := host/tests/browser
 
-.PHONY: run build host guests components tools wharf-bin wasm-target test test-deps conformance autobahn bench bench-quick bench-cluster bench-cluster-quick soak soak-quick lint lint-guests fmt clean
+.PHONY: run build host guests components components-parallel tools wharf-bin wasm-target test test-deps conformance autobahn bench bench-quick bench-cluster bench-cluster-quick soak soak-quick lint lint-guests fmt clean
 
 run: build
 	./target/release/wharf serve --config examples/wharf.toml
@@ -74,6 +74,10 @@ COMPONENT_FILES := $(foreach e,$(JS_EXAMPLES),$(COMPONENTS)/$(subst /,-,$(e)).wa
 TEST_COMPONENTS := $(COMPONENTS)/js-faulty.wasm $(COMPONENTS)/py-faulty.wasm
 components: $(COMPONENT_FILES) $(TEST_COMPONENTS)
 
+# Each guest toolchain runs mostly on one thread: build them side by side.
+components-parallel:
+	$(MAKE) -j$$(nproc) components
+
 $(COMPONENTS)/js-faulty.wasm: examples/test-guests-js/faulty/src/index.js $(JS_SDK) | tools wharf-bin
 	$(WHARF_BIN) build examples/test-guests-js/faulty --out $@
 
@@ -94,7 +98,7 @@ $(COMPONENTS)/ts-%.wasm: examples/ts/%/src/index.ts examples/ts/%/tsconfig.json 
 # Every target but the two binaries' empty test harnesses (`test = false`),
 # which `--all-targets` would link anyway; the criterion bench runs once
 # in test mode.
-test: test-deps guests components lint-guests
+test: test-deps guests components-parallel lint-guests
 	$(CARGO) fmt --all --check
 	$(CARGO) test --workspace --tests --examples --bench invoke
 	cd guest-sdk && $(CARGO) test --doc --target-dir ../target
@@ -107,16 +111,20 @@ test: test-deps guests components lint-guests
 # `wharf test`.
 EXAMPLES := echo chat broadcast counter
 NEW_LANGS := rust js ts python
+# The runs share the compile cache of the host's tests (target/test-data/cache),
+# so each component is compiled once per `make test`.
+TEST_CONFIG := target/test-data/wharf-test.toml
 conformance: wasm-target components
 	$(CARGO) build -p wharf
-	for e in $(EXAMPLES); do ./target/debug/wharf test $(WASM)/$$e.wasm examples/$$e/tests/*.toml || exit 1; done
-	for e in $(JS_EXAMPLES); do ./target/debug/wharf test $(COMPONENTS)/$$(echo $$e | tr / -).wasm examples/$${e#*/}/tests/*.toml || exit 1; done
-	for e in $(PY_EXAMPLES); do ./target/debug/wharf test $(COMPONENTS)/py-$${e#*/}.wasm examples/$${e#*/}/tests/*.toml || exit 1; done
+	@mkdir -p $(dir $(TEST_CONFIG)) && echo 'cache_dir = "$(CURDIR)/target/test-data/cache"' > $(TEST_CONFIG)
+	for e in $(EXAMPLES); do ./target/debug/wharf test --config $(TEST_CONFIG) $(WASM)/$$e.wasm examples/$$e/tests/*.toml || exit 1; done
+	for e in $(JS_EXAMPLES); do ./target/debug/wharf test --config $(TEST_CONFIG) $(COMPONENTS)/$$(echo $$e | tr / -).wasm examples/$${e#*/}/tests/*.toml || exit 1; done
+	for e in $(PY_EXAMPLES); do ./target/debug/wharf test --config $(TEST_CONFIG) $(COMPONENTS)/py-$${e#*/}.wasm examples/$${e#*/}/tests/*.toml || exit 1; done
 	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	  for lang in $(NEW_LANGS); do \
 	    (cd "$$tmp" && $(CURDIR)/target/debug/wharf new hello-$$lang --lang $$lang) && \
 	    wasm=$$(cd "$$tmp/hello-$$lang" && CARGO_TARGET_DIR=$(CURDIR)/target/scaffold $(CURDIR)/target/debug/wharf build | tail -n 1) && \
-	    ./target/debug/wharf test "$$wasm" "$$tmp"/hello-$$lang/tests/*.toml || exit 1; \
+	    ./target/debug/wharf test --config $(TEST_CONFIG) "$$wasm" "$$tmp"/hello-$$lang/tests/*.toml || exit 1; \
 	  done
 
 # The Autobahn|Testsuite fuzzing client (cases 1-7, 9, 10) against the echo
