@@ -10,6 +10,7 @@
 #                guest-sdk/ (npm ci; a Python venv)
 #   make bench   the benchmark matrix against the native baseline (BENCHMARKS.md)
 #   make bench-cluster  broadcast across hosts sharing one Redis (BENCHMARKS.md)
+#   make bench-languages  the examples in Rust, JavaScript and Python side by side (BENCHMARKS.md)
 #   make soak    30 minutes of mixed traffic, embedded store and Redis side by side (BENCHMARKS.md)
 
 CARGO  ?= cargo
@@ -17,7 +18,7 @@ NPM    ?= npm
 WASM   := target/wasm32-wasip2/release
 BROWSER_DIR := host/tests/browser
 
-.PHONY: run build host guests components components-parallel tools wharf-bin wasm-target test test-deps conformance autobahn bench bench-quick bench-cluster bench-cluster-quick soak soak-quick lint lint-guests fmt clean
+.PHONY: run build host guests components components-parallel tools wharf-bin wasm-target test test-deps conformance autobahn bench bench-quick bench-cluster bench-cluster-quick bench-languages bench-languages-quick soak soak-quick lint lint-guests fmt clean
 
 run: build
 	./target/release/wharf serve --config examples/wharf.toml
@@ -64,9 +65,9 @@ wharf-bin:
 # `wharf build` into target/components/LANG-NAME.wasm (`make -j` builds
 # them side by side).
 COMPONENTS := target/components
-JS_EXAMPLES := js/echo js/chat ts/echo ts/chat ts/counter
-JS_SDK := $(wildcard guest-sdk/js/src/*) guest-sdk/js/package-lock.json wit/wharf.wit
-PY_EXAMPLES := python/echo python/chat python/counter
+JS_EXAMPLES := js/echo js/chat ts/echo ts/chat ts/counter ts/tour
+JS_SDK := $(wildcard guest-sdk/js/src/* guest-sdk/js/build/*) guest-sdk/js/package-lock.json wit/wharf.wit
+PY_EXAMPLES := python/echo python/chat python/counter python/tour
 PY_SDK := $(wildcard guest-sdk/python/wharf/*.py) guest-sdk/python/requirements.txt wit/wharf.wit
 COMPONENT_FILES := $(foreach e,$(JS_EXAMPLES),$(COMPONENTS)/$(subst /,-,$(e)).wasm) \
   $(foreach e,$(PY_EXAMPLES),$(COMPONENTS)/py-$(notdir $(e)).wasm)
@@ -167,6 +168,18 @@ soak: build test-deps
 soak-quick: build test-deps
 	$(CARGO) build --release -p wharf-bench
 	target/release/wharf-bench soak --quick --out target/bench/BENCHMARKS.md --json target/bench/soak-quick.json
+
+# The echo and chat examples in Rust, JavaScript and Python side by side
+# (minutes): start-up, throughput, memory, and one warm call each (the
+# invoke bench); writes its section of BENCHMARKS.md.
+bench-languages: build
+	$(CARGO) build --release -p wharf-bench
+	$(CARGO) bench -p wharf --bench invoke -- "text 64 B"
+	$(PIN_LOAD) target/release/wharf-bench languages $(PIN_SERVER)
+
+bench-languages-quick: build
+	$(CARGO) build --release -p wharf-bench
+	$(PIN_LOAD) target/release/wharf-bench languages $(PIN_SERVER) --quick --out target/bench/BENCHMARKS.md --json target/bench/languages-quick.json
 
 # A few seconds of every mode, written under target/bench/.
 bench-quick: build

@@ -100,7 +100,7 @@ pub async fn run(plan: &Plan, programs: &Programs) -> anyhow::Result<Vec<Cell>> 
             for (subs, rate) in
                 [(plan.light_subscribers, plan.paced_rate), (plan.subscribers, plan.paced_rate), (plan.subscribers, 0)]
             {
-                let r = load::broadcast_across(&urls, subs, rate, 64, window, None).await?;
+                let r = load::broadcast_across(&urls, load::BROADCAST, subs, rate, 64, window, None).await?;
                 eprintln!(
                     "cluster {store:<6} hosts={hosts} subs={subs:<5} rate={rate:<4} run {}: {:>10.0} deliveries/s p50 {:>8.0} µs p99 {:>8.0} µs cross-host p50 {:>8.0} µs p99 {:>8.0} µs errors {}",
                     run + 1,

@@ -1,12 +1,14 @@
 //! Wharf's benchmark harness: a load generator with echo, broadcast,
 //! connect-storm and idle modes, a native tokio-tungstenite baseline server,
 //! the matrix that `make bench` runs and writes to `BENCHMARKS.md`, and the
-//! multi-host runs of `make bench-cluster`, and `make soak`.
+//! multi-host runs of `make bench-cluster`, the guest languages side by side
+//! (`make bench-languages`), and `make soak`.
 //!
 //! Every target is loopback only; every loop is bounded in time and count.
 
 pub mod baseline;
 pub mod cluster;
+pub mod languages;
 pub mod load;
 pub mod matrix;
 pub mod procfs;

@@ -209,6 +209,24 @@ pub struct BroadcastResult {
     pub cpu_us_per_delivery: f64,
 }
 
+/// How a fan-out route delivers what the publisher sends.
+#[derive(Clone, Copy, Debug)]
+pub struct Fanout {
+    /// What comes before the publisher's text in a delivered message.
+    pub marker: &'static str,
+    /// Whether the route greets each connection on open (the publisher
+    /// waits for its greeting before publishing).
+    pub greets: bool,
+}
+
+/// The `broadcast` example: a greeting, then `<id> says: <text>` to every
+/// other connection.
+pub const BROADCAST: Fanout = Fanout { marker: " says: ", greets: true };
+
+/// The `chat` example: `anonymous: <text>` to every member of the room, the
+/// sender too (the publisher's own copies are read and not counted).
+pub const CHAT: Fanout = Fanout { marker: "anonymous: ", greets: false };
+
 /// Broadcast fan-out: `subs` subscribers and one publisher on a route that
 /// sends each message to every other connection. Paced: `rate` messages
 /// per second; unpaced (`rate` = 0): as fast as the subscribers take them,
@@ -221,13 +239,15 @@ pub async fn broadcast(
     window: Window,
     pid: Option<u32>,
 ) -> anyhow::Result<BroadcastResult> {
-    broadcast_across(&[url], subs, rate, size, window, pid).await
+    broadcast_across(&[url], BROADCAST, subs, rate, size, window, pid).await
 }
 
 /// [`broadcast`] with the subscribers spread evenly over several hosts of
-/// one application (`urls`, one per host); the publisher is on the first.
+/// one application (`urls`, one per host), on a route that delivers as
+/// `fanout` says; the publisher is on the first.
 pub async fn broadcast_across(
     urls: &[&str],
+    fanout: Fanout,
     subs: usize,
     rate: u32,
     size: usize,
@@ -263,8 +283,8 @@ pub async fn broadcast_across(
             let end = stop_at + Duration::from_millis(500);
             while let Ok(Some(msg)) = tokio::time::timeout_at(end.into(), ws.next()).await {
                 let Message::Text(t) = msg? else { continue };
-                // "<id> says: <nanos since base> <padding>"; the greeting has no "says:".
-                let Some((_, body)) = t.as_str().split_once(" says: ") else { continue };
+                // "<marker><nanos since base> <padding>"; a greeting has no marker.
+                let Some((_, body)) = t.as_str().split_once(fanout.marker) else { continue };
                 let sent_ns: u64 = body.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
                 delivered.fetch_add(1, Ordering::Relaxed);
                 let sent = base + Duration::from_nanos(sent_ns);
@@ -279,8 +299,17 @@ pub async fn broadcast_across(
             anyhow::Ok((host, samples))
         }));
     }
-    // Wait for every greeting to pass, then publish.
-    let _ = tokio::time::timeout(REPLY_TIMEOUT, publisher.next()).await;
+    // Wait for the publisher's greeting to pass, then publish.
+    if fanout.greets {
+        let _ = tokio::time::timeout(REPLY_TIMEOUT, publisher.next()).await;
+    }
+    let (mut publisher, mut own) = publisher.split();
+    // What the publisher gets back (its own messages, in a room) is read,
+    // so that its queue never fills; it counts for nothing.
+    let drain = tokio::spawn(async move {
+        let end = stop_at + Duration::from_millis(500);
+        while let Ok(Some(Ok(_))) = tokio::time::timeout_at(end.into(), own.next()).await {}
+    });
     tokio::time::sleep_until(start.into()).await;
     let pad = "p".repeat(size.saturating_sub(24));
     let mut sent = 0u64;
@@ -327,7 +356,8 @@ pub async fn broadcast_across(
             Err(_) => errors += 1,
         }
     }
-    let _ = publisher.close(None).await;
+    let _ = publisher.close().await;
+    drain.abort();
     let n = delivered_in_window.load(Ordering::Relaxed) as f64;
     Ok(BroadcastResult {
         deliveries_per_s: n / window.measure.as_secs_f64(),

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use wharf_bench::{baseline, cluster, load, matrix, report, soak};
+use wharf_bench::{baseline, cluster, languages, load, matrix, report, soak};
 
 #[derive(Parser)]
 #[command(name = "wharf-bench", about = "Load generator, native baseline and benchmark matrix for Wharf")]
@@ -95,6 +95,27 @@ enum Command {
         /// Raw results (JSON).
         #[arg(long, default_value = "target/bench/cluster.json")]
         json: PathBuf,
+    },
+    /// The echo and chat examples in Rust, JavaScript and Python side by
+    /// side (start-up, throughput, memory); writes its section of the
+    /// report. Reads the `invoke` bench's medians when it ran first.
+    Languages {
+        /// A second of everything instead of the full plan.
+        #[arg(long)]
+        quick: bool,
+        /// The wharf binary.
+        #[arg(long, default_value = "target/release/wharf")]
+        wharf: PathBuf,
+        /// The Markdown file whose generated section is replaced.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+        /// Raw results (JSON).
+        #[arg(long, default_value = "target/bench/languages.json")]
+        json: PathBuf,
+        /// Pin the hosts to this core (run the generator itself on another,
+        /// e.g. under `taskset -c 1`).
+        #[arg(long)]
+        server_core: Option<usize>,
     },
     /// Mixed traffic for a long time against a host on the embedded store
     /// and one on Redis (restarted midway), side by side; writes its
@@ -210,6 +231,19 @@ async fn main() -> anyhow::Result<()> {
             let text = std::fs::read_to_string(&out).unwrap_or_default();
             let section = cluster::markdown(&cells, &plan, command);
             std::fs::write(&out, report::splice_between(&text, cluster::BEGIN, cluster::END, &section))?;
+            eprintln!("wrote {} and {}", out.display(), json.display());
+        }
+        Command::Languages { quick, wharf, out, json, server_core } => {
+            let plan = if quick { languages::Plan::quick(server_core) } else { languages::Plan::full(server_core) };
+            let root = std::env::current_dir()?;
+            let wharf = std::fs::canonicalize(&wharf).map_err(|e| anyhow::anyhow!("{}: {e}", wharf.display()))?;
+            let invoke = report::criterion_medians(std::path::Path::new("target/criterion/on-message"));
+            let results = languages::run(&plan, &languages::Programs { wharf, root }, &invoke).await?;
+            write_json(&json, &results)?;
+            let command = if quick { "make bench-languages-quick" } else { "make bench-languages" };
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            let section = languages::markdown(&results, &plan, &report::machine(server_core), command);
+            std::fs::write(&out, report::splice_between(&text, languages::BEGIN, languages::END, &section))?;
             eprintln!("wrote {} and {}", out.display(), json.display());
         }
         Command::Soak { minutes, quick, wharf, components, out, json } => {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use wharf_bench::load::{self, Window};
 use wharf_bench::matrix::{BroadcastCell, EchoCell, IdleCell, Results};
-use wharf_bench::{baseline, cluster, report};
+use wharf_bench::{baseline, cluster, languages, report};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -65,7 +65,7 @@ async fn every_mode_runs_and_reports() {
     // Subscribers spread over "hosts" (here the same host twice): the half on
     // the second one are counted as cross-host.
     let url = format!("ws://{}/broadcast", host.addr);
-    let r = load::broadcast_across(&[&url, &url], 8, 0, 64, window, pid).await.unwrap();
+    let r = load::broadcast_across(&[&url, &url], load::BROADCAST, 8, 0, 64, window, pid).await.unwrap();
     assert!(r.published > 0 && r.errors == 0, "{r:?}");
     assert!(r.cross_host_latency.p50_us > 0.0 && r.latency.p50_us > 0.0, "{r:?}");
     let plan = cluster::Plan::quick();
@@ -82,6 +82,34 @@ async fn every_mode_runs_and_reports() {
     assert!(section.starts_with(cluster::BEGIN) && section.trim_end().ends_with(cluster::END));
     assert!(section.contains("| one host, memory store | 1 |") && section.contains("| Redis | 2 |"), "{section}");
     assert!(section.contains("| 1.00× |"), "{section}");
+
+    // A chat room: the publisher is a member too, and its own copies are
+    // read but not counted.
+    let chat = format!("ws://{}/chat", host.addr);
+    let r = load::broadcast_across(&[&chat], load::CHAT, 8, 0, 64, window, pid).await.unwrap();
+    assert!(r.published > 0 && r.errors == 0, "{r:?}");
+    let expected = r.published as f64 * 8.0 / window.measure.as_secs_f64();
+    assert!(r.deliveries_per_s >= expected * 0.95, "chat: {r:?} (expected about {expected})");
+    let lang = |name: &str, invoke_ns| languages::LangResult {
+        lang: name.into(),
+        echo_bytes: 12_000_000,
+        cold_start_s: vec![7.0],
+        cached_start_s: vec![0.3],
+        echo: vec![echo[1].runs[0].clone()],
+        chat: vec![r.clone()],
+        idle: vec![languages::IdleMemory { rss_before: 80 << 20, rss_after: 88 << 20, bytes_per_connection: 8192.0 }],
+        invoke_ns: Some(invoke_ns),
+    };
+    let section = languages::markdown(
+        &[lang("Rust", 1000.0), lang("JavaScript", 17_000.0)],
+        &languages::Plan::quick(None),
+        "a machine",
+        "smoke",
+    );
+    assert!(section.starts_with(languages::BEGIN) && section.trim_end().ends_with(languages::END));
+    assert!(section.contains("| | Rust | JavaScript |"), "{section}");
+    assert!(section.contains("| per-event cost over Rust | – | 16.00 µs |"), "{section}");
+    assert!(section.contains("| RSS per idle connection (50 after a burst) | 8.0 KiB | 8.0 KiB |"), "{section}");
 
     // Targets outside loopback are refused before any connection.
     assert!(load::echo("ws://192.0.2.1:80/echo", 1, 8, 1, window, None).await.is_err());

@@ -1,6 +1,8 @@
 //! One handler invocation through the runtime, without sockets: the `echo`
 //! example's `on-message` on a warm pooled instance and on a fresh instance
-//! per event, for a 64-byte text and a 64 KiB binary message.
+//! per event, for a 64-byte text and a 64 KiB binary message; then the same
+//! echo in each guest language (`rust`, `js`, `python`) for a 64-byte text.
+//! A warm call there is the per-event cost of that language's runtime.
 //!
 //! `cargo bench -p wharf --bench invoke`; `make bench` quotes the medians.
 
@@ -14,14 +16,21 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use wharf::handler::{EventContext, Message};
 use wharf::metrics::Metrics;
-use wharf::runtime::{CallContext, EngineOptions, EventCaps, Namespaces, Runtime, RuntimeOptions};
+use wharf::runtime::{CallContext, EngineOptions, EventCaps, Namespaces, Plugin, Runtime, RuntimeOptions};
 use wharf::store::StoreKind;
 
-/// The runtime (its engine and epoch ticker) and the loaded `echo` plugin.
-fn echo_plugin(rt: &tokio::runtime::Runtime) -> (Runtime, wharf::runtime::Plugin) {
+/// The echo component of each language, relative to the repository root.
+const ECHOES: [(&str, &str); 4] = [
+    ("rawjs", "/tmp/rawjs/raw.wasm"),
+    ("rust", "target/wasm32-wasip2/release/echo.wasm"),
+    ("js", "target/components/js-echo.wasm"),
+    ("python", "target/components/py-echo.wasm"),
+];
+
+/// The runtime (its engine and epoch ticker) and the `echo` plugin of each
+/// language.
+fn echo_plugins(rt: &tokio::runtime::Runtime) -> (Runtime, Vec<(&'static str, Plugin)>) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let bytes = std::fs::read(root.join("target/wasm32-wasip2/release/echo.wasm"))
-        .expect("build the guest components first with `make guests`");
     let store = wharf::store::open(&StoreKind::Memory, Path::new("."), Default::default()).expect("memory store");
     let opts = RuntimeOptions {
         engine: EngineOptions {
@@ -31,7 +40,7 @@ fn echo_plugin(rt: &tokio::runtime::Runtime) -> (Runtime, wharf::runtime::Plugin
         },
         instance_pool: 4,
         memory_budget_bytes: 1 << 30,
-        pool_growth_bytes: 4 << 20,
+        pool_growth_bytes: None,
     };
     let runtime = Runtime::new(opts, store, Arc::new(Metrics::new())).expect("runtime");
     let caps = EventCaps {
@@ -44,35 +53,55 @@ fn echo_plugin(rt: &tokio::runtime::Runtime) -> (Runtime, wharf::runtime::Plugin
         deadline_ticks: 20,
         memory_bytes: 64 << 20,
     };
-    let plugin = runtime.load_plugin_bytes("echo", &Namespaces::own("echo"), caps, &bytes).expect("echo loads");
-    rt.block_on(plugin.check()).expect("echo instantiates");
-    (runtime, plugin)
+    let plugins = ECHOES
+        .iter()
+        .map(|&(lang, file)| {
+            let bytes = std::fs::read(root.join(file))
+                .unwrap_or_else(|e| panic!("{file}: {e}; build the components first: `make guests components`"));
+            let plugin = runtime
+                .load_plugin_bytes("echo", &Namespaces::own("echo"), caps, &bytes)
+                .unwrap_or_else(|e| panic!("{file} does not load: {e:#}"));
+            rt.block_on(plugin.check()).expect("echo instantiates");
+            (lang, plugin)
+        })
+        .collect();
+    (runtime, plugins)
+}
+
+/// Sends `msg` to `plugin` `iters` times; how long that took.
+fn calls(rt: &tokio::runtime::Runtime, plugin: &Plugin, fresh: bool, msg: &Message, iters: u64) -> Duration {
+    let event = EventContext { conn: 1, route: Arc::from("/echo") };
+    let cx = CallContext { event: &event, fresh };
+    rt.block_on(async {
+        let started = Instant::now();
+        for _ in 0..iters {
+            let (reply, effects) = plugin.on_message(cx, msg.clone()).await.expect("echo answers");
+            assert!(reply.is_some(), "echo replies");
+            std::hint::black_box((reply, effects));
+        }
+        started.elapsed()
+    })
 }
 
 fn invoke(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let (_runtime, plugin) = echo_plugin(&rt);
+    let (_runtime, plugins) = echo_plugins(&rt);
+    let rust = &plugins[1].1;
     let messages =
         [("text 64 B", Message::Text("x".repeat(64))), ("binary 64 KiB", Message::Binary(vec![7; 64 << 10]))];
     let mut group = c.benchmark_group("on-message");
     group.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_millis(500));
     for fresh in [false, true] {
-        let event = EventContext { conn: 1, route: Arc::from("/echo") };
-        let cx = CallContext { event: &event, fresh };
         for (name, msg) in &messages {
             let id = format!("{} {name}", if fresh { "fresh" } else { "warm" });
-            group.bench_function(id, |b| {
-                b.iter_custom(|iters| {
-                    rt.block_on(async {
-                        let started = Instant::now();
-                        for _ in 0..iters {
-                            let reply = plugin.on_message(cx, msg.clone()).await.expect("echo answers");
-                            std::hint::black_box(reply);
-                        }
-                        started.elapsed()
-                    })
-                })
-            });
+            group.bench_function(id, |b| b.iter_custom(|iters| calls(&rt, rust, fresh, msg, iters)));
+        }
+    }
+    let text = Message::Text("x".repeat(64));
+    for (lang, plugin) in &plugins {
+        for fresh in [false, true] {
+            let id = format!("{lang} {} text 64 B", if fresh { "fresh" } else { "warm" });
+            group.bench_function(id, |b| b.iter_custom(|iters| calls(&rt, plugin, fresh, &text, iters)));
         }
     }
     group.finish();

@@ -163,7 +163,9 @@ export const channels = {
   },
   /** The members of `channel`, in ascending id order. */
   members(channel) {
-    return call("members", () => witChannels.members(channel)).map((id) => new Connection(id));
+    // A list<u64> arrives as a BigUint64Array, whose own `map` would coerce
+    // each Connection back to a BigInt.
+    return Array.from(call("members", () => witChannels.members(channel)), (id) => new Connection(id));
   },
 };
 

@@ -240,7 +240,7 @@ impl App {
             },
             instance_pool: limits.instance_pool,
             memory_budget_bytes: (limits.instance_memory_mib as usize) << 20,
-            pool_growth_bytes: (limits.pool_growth_mib as usize) << 20,
+            pool_growth_bytes: limits.pool_growth_mib.map(|m| (m as usize) << 20),
         };
         let runtime = Runtime::new(opts, hub.store().clone(), hub.metrics().clone())?;
         let app = Arc::new(App {

@@ -114,7 +114,8 @@ impl App {
         // A cold compile of a JavaScript or Python component takes seconds;
         // one from the compile cache, a few hundred milliseconds.
         let ms = started.elapsed().as_millis() as u64;
-        tracing::info!(plugin = %name, component = %component.display(), bytes = size, ms, %sha256, "plugin loaded");
+        let language = plugin.language().name();
+        tracing::info!(plugin = %name, component = %component.display(), language, bytes = size, ms, %sha256, "plugin loaded");
         Ok(Arc::new(PluginSlot {
             name: name.to_string(),
             namespaces: namespaces.clone(),

@@ -1,6 +1,7 @@
 //! JavaScript and TypeScript: type check (TypeScript), bundle the handler
 //! and the npm packages it imports into one ES module with esbuild, then
-//! componentize it with componentize-js against the Wharf world.
+//! componentize it with componentize-js against the Wharf world (with two
+//! speed-ups to the bindings it generates: `guest-sdk/js/build/`).
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -53,7 +54,7 @@ pub(super) fn build(dir: &Path, language: Language, out: Option<&Path>, sdk: &Sd
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
     let wit = sdk.wit();
-    tool("componentize-js", "componentize-js").run(
+    tool("componentize-js", "componentize-js").run_with(
         dir,
         &[
             bundle.as_os_str(),
@@ -69,8 +70,22 @@ pub(super) fn build(dir: &Path, language: Language, out: Option<&Path>, sdk: &Sd
             OsStr::new("--out"),
             out.as_os_str(),
         ],
+        &[("NODE_OPTIONS", node_options(&js.join("build/hook.mjs")))],
     )?;
     Ok(out)
+}
+
+/// The user's `NODE_OPTIONS` and the hook that hands componentize-js's
+/// generated bindings to `guest-sdk/js/build/bindings.mjs` (faster string
+/// lowering, no debug logging calls) before they are snapshotted.
+fn node_options(hook: &Path) -> std::ffi::OsString {
+    let mut options = std::env::var_os("NODE_OPTIONS").unwrap_or_default();
+    if !options.is_empty() {
+        options.push(" ");
+    }
+    let hook = std::path::absolute(hook).unwrap_or_else(|_| hook.to_path_buf());
+    options.push(format!("--import=\"file://{}\"", hook.display()));
+    options
 }
 
 /// The module componentize-js wraps: the handler, behind the SDK's glue.

@@ -148,9 +148,20 @@ impl Tool {
     /// Checks that the tool exists, then runs it with `args` in `cwd`; its
     /// output goes to the user (a compiler's errors name file and line).
     fn run(&self, cwd: &Path, args: &[&std::ffi::OsStr]) -> anyhow::Result<()> {
+        self.run_with(cwd, args, &[])
+    }
+
+    /// [`Tool::run`] with environment variables set for it.
+    fn run_with(
+        &self,
+        cwd: &Path,
+        args: &[&std::ffi::OsStr],
+        env: &[(&str, std::ffi::OsString)],
+    ) -> anyhow::Result<()> {
         self.check()?;
         let status = Command::new(&self.program)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .current_dir(cwd)
             // componentize-py is Rust: its errors are the Python ones,
             // without a backtrace of the tool itself.

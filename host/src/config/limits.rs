@@ -81,9 +81,12 @@ pub struct Limits {
     /// in MiB; a grow past it fails inside the guest. At most the machine's
     /// memory (checked at start-up).
     pub instance_memory_mib: u64,
-    /// A warm instance whose memory grew by more than this many MiB during
-    /// its event is dropped instead of kept in the pool.
-    pub pool_growth_mib: u64,
+    /// A warm instance whose memory grew by more than this many MiB since
+    /// it was instantiated is dropped instead of kept in the pool. Unset: by
+    /// the component's language, 4 for compiled code (Rust), 16 for
+    /// JavaScript and Python, whose heaps grow in steps before their
+    /// collectors settle.
+    pub pool_growth_mib: Option<u64>,
     /// Instances alive at once across all plugins (pooling allocator slots);
     /// an event that finds none free fails with 1011.
     pub max_instances: u32,
@@ -162,7 +165,7 @@ impl Default for Limits {
             memory_mib: 64,
             instance_pool: 16,
             instance_memory_mib: 2048,
-            pool_growth_mib: 4,
+            pool_growth_mib: None,
             max_instances: 1000,
             max_messages_per_event: 1000,
             max_bytes_per_event: 16 << 20,
@@ -247,7 +250,7 @@ impl Limits {
             ("memory_mib", (1..=4096).contains(&l.memory_mib), "must be 1..=4096"),
             ("instance_pool", l.instance_pool <= 4096, "must be at most 4096"),
             ("instance_memory_mib", (1..=1 << 24).contains(&l.instance_memory_mib), "must be 1..=16777216"),
-            ("pool_growth_mib", l.pool_growth_mib <= 4096, "must be at most 4096"),
+            ("pool_growth_mib", l.pool_growth_mib.is_none_or(|v| v <= 4096), "must be at most 4096"),
             ("max_instances", (1..=20_000).contains(&l.max_instances), "must be 1..=20000"),
             ("max_messages_per_event", (1..=100_000).contains(&l.max_messages_per_event), "must be 1..=100000"),
             ("max_bytes_per_event", (1..=(1 << 30)).contains(&l.max_bytes_per_event), "must be 1..=1073741824"),

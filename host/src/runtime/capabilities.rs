@@ -413,6 +413,7 @@ mod tests {
             metrics,
             budget,
             pool_growth_bytes: 4 << 20,
+            language: crate::runtime::GuestLanguage::Compiled,
         };
         let mut s = InstanceState::new(Arc::new(env));
         s.call.begin(MINE, Arc::from("/r"), Duration::from_secs(60));
@@ -603,6 +604,7 @@ mod tests {
             metrics: env.metrics.clone(),
             budget: env.budget.clone(),
             pool_growth_bytes: env.pool_growth_bytes,
+            language: env.language,
         }
     }
 

@@ -8,6 +8,7 @@ mod allowlist;
 mod bindings;
 mod capabilities;
 mod engine;
+mod guest_language;
 mod guest_output;
 mod memory;
 mod plugin;
@@ -21,6 +22,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 pub use allowlist::check as check_imports;
 pub use engine::{EPOCH_TICK, EngineOptions};
+pub use guest_language::GuestLanguage;
 pub use memory::MemoryBudget;
 pub use plugin::{CallContext, Plugin};
 pub use state::EventCaps;
@@ -41,8 +43,9 @@ pub struct RuntimeOptions {
     /// Linear memory all live instances may hold together, in bytes.
     pub memory_budget_bytes: usize,
     /// A warm instance whose memory grew by more than this many bytes
-    /// during its events is dropped instead of pooled.
-    pub pool_growth_bytes: usize,
+    /// since it was instantiated is dropped instead of pooled; `None`: by
+    /// the component's language ([`GuestLanguage::default_pool_growth_bytes`]).
+    pub pool_growth_bytes: Option<usize>,
 }
 
 /// The engine, the linker with every host import, and the store handlers use.
@@ -107,6 +110,7 @@ impl Runtime {
         bytes: &[u8],
     ) -> anyhow::Result<Plugin> {
         let component = plugin::compile(&self.engine, bytes).context("not a valid component")?;
+        let language = GuestLanguage::detect(bytes);
         let ty = component.component_type();
         allowlist::check(ty.imports(&self.engine).map(|(name, _)| name)).map_err(anyhow::Error::msg)?;
         let pre = self
@@ -125,7 +129,8 @@ impl Runtime {
             caps: EventCaps { memory_bytes: caps.memory_bytes.min(self.opts.engine.memory_bytes), ..caps },
             metrics: self.metrics.clone(),
             budget: self.budget.clone(),
-            pool_growth_bytes: self.opts.pool_growth_bytes,
+            pool_growth_bytes: self.opts.pool_growth_bytes.unwrap_or_else(|| language.default_pool_growth_bytes()),
+            language,
         });
         Ok(Plugin::new(&self.engine, pre, env, self.opts.instance_pool))
     }

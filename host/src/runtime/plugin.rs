@@ -87,6 +87,11 @@ impl Plugin {
         Plugin { engine: engine.clone(), stats, pre, env, pool: InstancePool::new(pool_size.max(1)) }
     }
 
+    /// The language its component was written in.
+    pub fn language(&self) -> super::GuestLanguage {
+        self.env.language
+    }
+
     /// The per-event caps this plugin was loaded with.
     pub fn caps(&self) -> super::EventCaps {
         self.env.caps
@@ -256,8 +261,17 @@ impl Plugin {
             Ok(v) => {
                 // An instance whose memory grew a lot keeps it while pooled:
                 // drop it, so the memory goes back to the budget.
-                if !cx.fresh && inst.store.data().limits.grown() <= self.env.pool_growth_bytes {
-                    self.pool.push(inst);
+                let grown = inst.store.data().limits.grown();
+                if !cx.fresh {
+                    if grown <= self.env.pool_growth_bytes {
+                        self.pool.push(inst);
+                    } else {
+                        tracing::debug!(
+                            plugin = %self.env.name,
+                            grown,
+                            "an instance whose memory grew past pool_growth_mib is dropped, not pooled"
+                        );
+                    }
                 }
                 Ok((v, effects))
             }

@@ -26,9 +26,11 @@ pub(crate) struct PluginEnv {
     pub metrics: Arc<Metrics>,
     /// Linear memory all instances may hold together.
     pub budget: Arc<super::memory::MemoryBudget>,
-    /// A warm instance whose memory grew by more than this during its
-    /// events is dropped instead of pooled.
+    /// A warm instance whose memory grew by more than this since it was
+    /// instantiated is dropped instead of pooled.
     pub pool_growth_bytes: usize,
+    /// The language the component was written in.
+    pub language: super::GuestLanguage,
 }
 
 /// Bounds on what one event of a plugin may ask of the host. Past a cap the

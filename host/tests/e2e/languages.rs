@@ -194,3 +194,15 @@ async fn exception_is_logged(lang: &str, event: &str, first: &str, stack: &[&str
     assert!(entry.contains("plugin=\"faulty\"") || entry.contains("plugin=faulty"), "{log}");
     assert!(entry.contains(&format!("conn={id}")), "{log}");
 }
+
+/// The guide's JavaScript and Python examples are the tour examples as they
+/// are, which `make test` builds and runs against `examples/tour/tests`.
+#[test]
+fn the_guide_shows_the_tour_examples_as_they_are() {
+    let guide = std::fs::read_to_string(repo_root().join("docs/handlers.md")).unwrap();
+    for (file, fence) in [("examples/ts/tour/src/index.ts", "```ts\n"), ("examples/python/tour/app.py", "```python\n")]
+    {
+        let source = std::fs::read_to_string(repo_root().join(file)).unwrap();
+        assert!(guide.contains(&format!("{fence}{source}```")), "docs/handlers.md does not show {file} as it is");
+    }
+}
