@@ -48,12 +48,19 @@ JS_TOOLS := guest-sdk/js/node_modules/.package-lock.json
 PY_TOOLS := guest-sdk/python/.venv/bin/componentize-py
 tools: $(JS_TOOLS) $(PY_TOOLS)
 
+# Node.js and Python's venv come from Debian when missing and run as root.
+APT_GET := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 $(JS_TOOLS): guest-sdk/js/package-lock.json
-	@command -v node >/dev/null || { echo "wharf build needs Node.js 20 or newer: apt-get install nodejs npm" >&2; exit 1; }
+	@command -v node >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && $(APT_GET) nodejs npm; } || \
+	  { echo "wharf build needs Node.js 20 or newer: apt-get install nodejs npm" >&2; exit 1; }
+	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' || \
+	  { echo "wharf build needs Node.js 20 or newer; this is $$(node --version)" >&2; exit 1; }
 	cd guest-sdk/js && $(NPM) ci --no-audit --no-fund
 	@touch $@
 
 $(PY_TOOLS): guest-sdk/python/requirements.txt
+	@python3 -c 'import ensurepip' 2>/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && $(APT_GET) python3-venv; } || \
+	  { echo "wharf build needs Python 3 with venv: apt-get install python3-venv" >&2; exit 1; }
 	python3 -m venv guest-sdk/python/.venv
 	guest-sdk/python/.venv/bin/pip install --quiet --require-hashes -r $<
 	@touch $@

@@ -20,8 +20,7 @@ use wharf::runtime::{CallContext, EngineOptions, EventCaps, Namespaces, Plugin, 
 use wharf::store::StoreKind;
 
 /// The echo component of each language, relative to the repository root.
-const ECHOES: [(&str, &str); 4] = [
-    ("rawjs", "/tmp/rawjs/raw.wasm"),
+const ECHOES: [(&str, &str); 3] = [
     ("rust", "target/wasm32-wasip2/release/echo.wasm"),
     ("js", "target/components/js-echo.wasm"),
     ("python", "target/components/py-echo.wasm"),
@@ -86,7 +85,7 @@ fn calls(rt: &tokio::runtime::Runtime, plugin: &Plugin, fresh: bool, msg: &Messa
 fn invoke(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (_runtime, plugins) = echo_plugins(&rt);
-    let rust = &plugins[1].1;
+    let rust = &plugins[0].1;
     let messages =
         [("text 64 B", Message::Text("x".repeat(64))), ("binary 64 KiB", Message::Binary(vec![7; 64 << 10]))];
     let mut group = c.benchmark_group("on-message");
