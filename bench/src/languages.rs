@@ -136,12 +136,14 @@ pub struct Programs {
 }
 
 /// A config serving `lang`'s echo on `/echo` and chat on `/chat`, with its
-/// compile cache in `cache`.
+/// compile cache in `cache`; like `bench/wharf.toml`, it lets one address
+/// open connections as fast as the host takes them.
 fn config(lang: &Lang, root: &Path, dir: &Path, cache: &Path) -> anyhow::Result<PathBuf> {
     let path = dir.join(format!("{}.toml", lang.key));
     let text = format!(
         "listen = \"127.0.0.1:0\"\nstore = \"memory\"\ndata_dir = {data:?}\ncache_dir = {cache:?}\n\
          [admin]\nenabled = false\n\
+         [limits]\nconnect_rate = 0\nmax_handshakes_per_ip = 1024\n\
          [plugins.echo]\ncomponent = {echo:?}\n[plugins.chat]\ncomponent = {chat:?}\n\
          [[routes]]\npath = \"/echo\"\nplugin = \"echo\"\n[[routes]]\npath = \"/chat\"\nplugin = \"chat\"\n",
         data = dir.join(format!("data-{}", lang.key)).display().to_string(),

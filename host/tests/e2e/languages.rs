@@ -213,7 +213,8 @@ fn the_guide_shows_the_tour_examples_as_they_are() {
 /// hook would carry `_debugLog(` calls that run).
 #[test]
 fn a_javascript_component_carries_the_edited_bindings() {
-    let wasm = std::fs::read(repo_root().join("target/components/js-echo.wasm")).expect("make components builds js-echo");
+    let wasm =
+        std::fs::read(repo_root().join("target/components/js-echo.wasm")).expect("make components builds js-echo");
     assert!(wasm.windows(19).any(|w| w == b"false && _debugLog("), "the bindings of js-echo.wasm were not edited");
     // An unedited build has a `_debugLog(` call at the start of a line.
     let unedited = wasm.split(|&b| b == b'\n').any(|line| line.trim_ascii_start().starts_with(b"_debugLog("));
