@@ -86,32 +86,8 @@ async fn misbehaviour_is_contained(lang: &str) {
     assert_eq!(refused_with(&host, "/faulty?throw").await, Some(500));
     assert_eq!(refused_with(&host, "/faulty?reject=403").await, Some(403), "a Reject keeps its status");
 
-    let mut ids = Vec::new();
-    for cmd in ["throw", "spin", "bomb"] {
-        let mut ws = connect(&host, "/faulty").await;
-        ids.push(ask(&mut ws, "whoami").await);
-        let before = probe.answered();
-        send_text(&mut ws, cmd).await;
-        assert_eq!(expect_close(&mut ws).await, 1011, "`{cmd}` closes its own connection with 1011");
-        if cmd == "spin" {
-            assert!(probe.answered() > before, "the echo neighbour was answered during the infinite loop");
-        }
-        probe.answers_after(probe.answered()).await;
-        assert_eq!(ask(&mut bystander, &format!("after {cmd}")).await, format!("after {cmd}"));
-    }
-    // Each got exactly one on-close, with 1011, recorded by the handler.
-    for id in &ids {
-        let code = eventually(|| {
-            let host = &host;
-            async move {
-                let mut ws = connect(host, "/faulty").await;
-                let code = ask(&mut ws, &format!("close-code?{id}")).await;
-                (!code.is_empty()).then_some(code)
-            }
-        })
-        .await;
-        assert_eq!(code, "1011", "on-close of connection {id}");
-    }
+    // An exception, an infinite loop, a memory bomb.
+    each_command_fails_only_its_own_event(&host, &probe, &mut bystander, &["throw", "spin", "bomb"]).await;
     probe.finish().await;
     host.stop().await.unwrap();
 }

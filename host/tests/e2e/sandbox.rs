@@ -36,36 +36,8 @@ async fn each_misbehaving_handler_fails_only_its_own_event() {
     let host = spawn(config_from(SANDBOX)).await;
     let probe = EchoProbe::start(&host, "/echo").await;
     let mut bystander = connect(&host, "/faulty").await;
-    let mut ids = Vec::new();
     // An infinite loop, a memory bomb, a panic, unbounded recursion.
-    for cmd in ["spin", "bomb", "panic", "recurse"] {
-        let mut ws = connect(&host, "/faulty").await;
-        ids.push(ask(&mut ws, "whoami").await);
-        let before = probe.answered();
-        send_text(&mut ws, cmd).await;
-        assert_eq!(expect_close(&mut ws).await, 1011, "`{cmd}` closes its own connection with 1011");
-        if cmd == "spin" {
-            // The loop ran for its whole 100 ms budget: the neighbour (a
-            // round trip every 5 ms) was answered while it ran.
-            assert!(probe.answered() > before, "the echo neighbour was answered during the infinite loop");
-        }
-        probe.answers_after(probe.answered()).await;
-        // The same plugin still serves its other connection.
-        assert_eq!(ask(&mut bystander, &format!("after {cmd}")).await, format!("after {cmd}"));
-    }
-    // Each of them got exactly one on-close, with 1011.
-    for id in &ids {
-        let code = eventually(|| {
-            let host = &host;
-            async move {
-                let mut ws = connect(host, "/faulty").await;
-                let code = ask(&mut ws, &format!("close-code?{id}")).await;
-                (!code.is_empty()).then_some(code)
-            }
-        })
-        .await;
-        assert_eq!(code, "1011", "on-close of connection {id}");
-    }
+    each_command_fails_only_its_own_event(&host, &probe, &mut bystander, &["spin", "bomb", "panic", "recurse"]).await;
     // Every probe on the same connection was answered correctly.
     probe.finish().await;
     host.stop().await.unwrap();

@@ -325,3 +325,41 @@ impl EchoProbe {
         (answered.load(std::sync::atomic::Ordering::SeqCst), slowest)
     }
 }
+
+/// Sends each of `cmds` to `/faulty` on a connection of its own: each must
+/// close that connection with 1011 while `probe` (an echo neighbour) keeps
+/// being answered, during an infinite loop too (`spin`), and `bystander` (a
+/// connection of the same plugin) still answers. Then each connection must
+/// have had exactly one on-close, with 1011, as the faulty handler records
+/// it (`close-code?ID`).
+pub async fn each_command_fails_only_its_own_event(
+    host: &Running,
+    probe: &EchoProbe,
+    bystander: &mut Client,
+    cmds: &[&str],
+) {
+    let mut ids = Vec::new();
+    for cmd in cmds {
+        let mut ws = connect(host, "/faulty").await;
+        ids.push(ask(&mut ws, "whoami").await);
+        let before = probe.answered();
+        send_text(&mut ws, cmd).await;
+        assert_eq!(expect_close(&mut ws).await, 1011, "`{cmd}` closes its own connection with 1011");
+        if *cmd == "spin" {
+            // The loop ran for its whole 100 ms budget: the neighbour (a
+            // round trip every 5 ms) was answered while it ran.
+            assert!(probe.answered() > before, "the echo neighbour was answered during the infinite loop");
+        }
+        probe.answers_after(probe.answered()).await;
+        assert_eq!(ask(bystander, &format!("after {cmd}")).await, format!("after {cmd}"));
+    }
+    for id in &ids {
+        let code = eventually(|| async move {
+            let mut ws = connect(host, "/faulty").await;
+            let code = ask(&mut ws, &format!("close-code?{id}")).await;
+            (!code.is_empty()).then_some(code)
+        })
+        .await;
+        assert_eq!(code, "1011", "on-close of connection {id}");
+    }
+}
