@@ -208,8 +208,17 @@ fmt:
 	cd guest-sdk && $(CARGO) fmt
 
 # Headless Chromium (Debian) and playwright-core (npm) for the chat page test;
-# redis-server (Debian) for the store suite and the multi-host tests.
-test-deps:
+# redis-server (Debian) for the store suite and the multi-host tests;
+# gripcontrol and websockets (PyPI) for the WebSocket-over-HTTP backends.
+GRIP_VENV := target/grip-venv
+$(GRIP_VENV)/.installed: host/tests/grip/requirements.txt
+	@python3 -c 'import ensurepip' 2>/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && $(APT_GET) python3-venv; } || \
+	  { echo "the tests need Python 3 with venv: apt-get install python3-venv" >&2; exit 1; }
+	rm -rf $(GRIP_VENV) && python3 -m venv $(GRIP_VENV)
+	$(GRIP_VENV)/bin/pip install --quiet --require-hashes -r $<
+	@touch $@
+
+test-deps: $(GRIP_VENV)/.installed
 	@missing=""; command -v chromium >/dev/null || missing="chromium"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then \

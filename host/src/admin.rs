@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::channel;
 use crate::close;
+use crate::grip::publish::Action;
 use crate::handler::{ConnId, Message};
 use crate::hub::{Delivery, Hub};
 use crate::store::ConnectionRecord;
@@ -138,6 +139,9 @@ pub struct AdminOptions {
     pub max_body_bytes: usize,
     /// Time a client has to send its request headers, and again its body.
     pub request_timeout: Duration,
+    /// The key of the HS256 JWTs a GRIP publisher may send as its bearer
+    /// token to `/publish/` instead of the admin token.
+    pub publish_key: Option<Vec<u8>>,
 }
 
 struct Admin {
@@ -338,13 +342,21 @@ fn record_json_with(
 }
 
 impl Admin {
-    fn authorized(&self, req: &Request<Incoming>) -> bool {
-        let Some(token) = &self.opts.token else { return true };
-        let Some(value) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
-            return false;
-        };
+    fn authorized(&self, req: &Request<Incoming>, publish: bool) -> bool {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if publish
+            && let (Some(key), Some(given)) = (&self.opts.publish_key, given)
+            && crate::grip::sig::valid(given, key)
+        {
+            return true;
+        }
+        let Some(token) = &self.opts.token else { return self.opts.publish_key.is_none() || !publish };
         // Compare without an early exit, so timing does not reveal a prefix.
-        value.strip_prefix("Bearer ").is_some_and(|given| {
+        given.is_some_and(|given| {
             given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
         })
     }
@@ -368,7 +380,8 @@ impl Admin {
             let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
             return json_response(status, body);
         }
-        if !self.authorized(&req) {
+        let publish = req.method() == Method::POST && matches!(segments.as_slice(), ["publish"] | ["publish", ""]);
+        if !self.authorized(&req, publish) {
             let mut resp = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return resp;
@@ -396,6 +409,7 @@ impl Admin {
                     Err(resp) => resp,
                 }
             }
+            (&Method::POST, ["publish"] | ["publish", ""]) => self.grip_publish(req).await,
             (&Method::GET, ["channels", name]) if !name.is_empty() => {
                 let namespace = match self.channel_namespace(&req) {
                     Ok(ns) => ns,
@@ -467,6 +481,73 @@ impl Admin {
     }
 
     /// The channel namespace a `/channels/…` request means.
+    /// A publish in the GRIP format (`{"items": [...]}`) to channels of the
+    /// namespace `?namespace=` or the default one names, on every host.
+    async fn grip_publish(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let namespace = match self.channel_namespace(&req) {
+            Ok(ns) => ns,
+            Err((status, reason)) => return error(status, &reason),
+        };
+        // Base64 makes a binary message a third larger.
+        let limit = self.opts.max_body_bytes * 2 + (64 << 10);
+        let body = match read_body(req, limit, "twice limits.max_message_bytes", self.opts.request_timeout).await {
+            Ok(body) => body,
+            Err(resp) => return resp,
+        };
+        let publish = match crate::grip::publish::parse(&body) {
+            Ok(p) => p,
+            Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
+        };
+        for (i, item) in publish.items.iter().enumerate() {
+            let too_big = match &item.action {
+                Action::Send(Message::Text(t)) => t.len() > self.opts.max_body_bytes,
+                Action::Send(Message::Binary(b)) => b.len() > self.opts.max_body_bytes,
+                Action::Close { code, reason } => {
+                    if !close::may_send(*code) || reason.len() > close::MAX_REASON_BYTES {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            &format!("items[{i}]: a close code a server may send and a reason of at most 123 bytes"),
+                        );
+                    }
+                    false
+                }
+            };
+            if too_big {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("items[{i}]: message larger than limits.max_message_bytes"),
+                );
+            }
+        }
+        let (mut delivered, mut closed) = (0, 0);
+        for item in publish.items.iter().cloned() {
+            let channel = channel::qualified(&namespace, &item.channel);
+            match item.action {
+                Action::Send(msg) => delivered += self.hub.publish(&channel, msg),
+                Action::Close { code, reason } => match self.hub.store().connections.members(&channel).await {
+                    Ok(ids) => {
+                        for id in ids {
+                            if matches!(self.hub.close(id, code, &reason).await, Delivery::Queued) {
+                                closed += 1;
+                            }
+                        }
+                    }
+                    Err(e) => return self.unavailable(e),
+                },
+            }
+        }
+        json_response(
+            StatusCode::OK,
+            json!({
+                "namespace": namespace,
+                "items": publish.items.len(),
+                "skipped": publish.skipped,
+                "delivered": delivered,
+                "closed": closed,
+            }),
+        )
+    }
+
     fn channel_namespace(&self, req: &Request<Incoming>) -> Result<String, (StatusCode, String)> {
         self.plugins.channel_namespaces().resolve(query_param(req, "namespace").as_deref())
     }

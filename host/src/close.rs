@@ -36,6 +36,12 @@ pub fn may_request(code: u16) -> bool {
     code == NORMAL || (3000..=4999).contains(&code)
 }
 
+/// Whether a server may send `code` in a close frame (RFC 6455 7.4): the
+/// codes a relayed peer (a backend, a publisher) may pass on.
+pub fn may_send(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
 /// What [`may_request`] allows, for error messages.
 pub const REQUESTABLE: &str = "1000 or 3000..=4999";
 

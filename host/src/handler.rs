@@ -150,6 +150,14 @@ pub struct EventContext {
     pub route: Arc<str>,
 }
 
+/// Where a handler that acts between events (an HTTP backend's answer
+/// arrives after the event that caused it returned) sends the effects it
+/// asks for; the hub applies them as it applies an event's.
+pub trait EffectSink: Send + Sync + 'static {
+    /// Applies `effects` in order.
+    fn apply(&self, effects: Vec<Effect>);
+}
+
 /// The code behind a route: told of each connection's open, messages and
 /// close, one event at a time per connection.
 #[async_trait]

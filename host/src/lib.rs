@@ -33,6 +33,7 @@ pub mod config;
 pub mod conn_id;
 #[cfg(test)]
 mod fuzzing;
+pub mod grip;
 pub mod handler;
 pub mod hub;
 pub mod metrics;

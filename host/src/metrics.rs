@@ -34,6 +34,9 @@ pub struct Metrics {
     /// Handler `log` lines dropped because their event's log budget was
     /// spent, by plugin.
     pub guest_log_dropped: IntCounterVec,
+    /// Requests to HTTP backends that failed, by route and reason
+    /// (`unreachable`, `timeout`, `status`, `garbage`, `protocol`).
+    pub backend_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -90,6 +93,14 @@ impl Metrics {
                 &["plugin"],
             )
             .expect("valid metric"),
+            backend_errors: IntCounterVec::new(
+                Opts::new(
+                    "wharf_backend_errors_total",
+                    "Requests to WebSocket-over-HTTP backends that failed, by reason (unreachable, timeout, status, garbage, protocol)",
+                ),
+                &["route", "reason"],
+            )
+            .expect("valid metric"),
             instance_memory_bytes: IntGauge::new(
                 "wharf_instance_memory_bytes",
                 "Linear memory the live handler instances hold together (limits.instance_memory_mib bounds it)",
@@ -104,9 +115,15 @@ impl Metrics {
         };
         m.registry.register(Box::new(m.outbound_dropped.clone())).expect("unique metric");
         m.registry.register(Box::new(m.instance_memory_bytes.clone())).expect("unique metric");
-        for c in
-            [&m.connections_total, &m.messages_in, &m.messages_out, &m.traps, &m.store_errors, &m.guest_log_dropped]
-        {
+        for c in [
+            &m.connections_total,
+            &m.messages_in,
+            &m.messages_out,
+            &m.traps,
+            &m.store_errors,
+            &m.guest_log_dropped,
+            &m.backend_errors,
+        ] {
             m.registry.register(Box::new(c.clone())).expect("unique metric");
         }
         m.registry.register(Box::new(m.connections_open.clone())).expect("unique metric");

@@ -63,6 +63,33 @@ fn connection_policy(global: &Limits, route: &RouteConfig) -> ConnectionPolicy {
     }
 }
 
+/// How a route's backend is reached, from its config.
+fn backend_options(b: &crate::config::BackendConfig) -> crate::grip::BackendOptions {
+    crate::grip::BackendOptions {
+        url: b.url.parse().expect("validated backend URL"),
+        timeout: Duration::from_millis(b.timeout_ms),
+        connect_timeout: Duration::from_millis(b.connect_timeout_ms),
+        retries: b.retries,
+        retry_backoff: Duration::from_millis(b.retry_backoff_ms),
+        sig: b.sig_key.as_ref().map(|k| (k.as_bytes().to_vec(), b.sig_iss.clone())),
+        channel_namespace: b.channel_namespace().to_string(),
+        max_request_bytes: b.max_request_bytes,
+        max_response_bytes: b.max_response_bytes,
+    }
+}
+
+/// The hub as the place a backend's late effects go. It holds the hub
+/// weakly: the hub holds the routes, which hold the backend.
+struct HubEffects(std::sync::Weak<Hub>);
+
+impl crate::handler::EffectSink for HubEffects {
+    fn apply(&self, effects: Vec<crate::handler::Effect>) {
+        if let Some(hub) = self.0.upgrade() {
+            hub.apply(effects);
+        }
+    }
+}
+
 /// The application: the hub, the plugins behind its routes, and the config
 /// they came from.
 pub struct App {
@@ -174,6 +201,7 @@ async fn serve(app: Arc<App>, config: &Config, listener: TcpListener) -> anyhow:
             token: config.admin.token.clone(),
             max_body_bytes: config.limits.max_message_bytes,
             request_timeout: Duration::from_millis(config.limits.handshake_timeout_ms),
+            publish_key: config.admin.publish_key.as_ref().map(|k| k.as_bytes().to_vec()),
         };
         let plugins = Arc::new(plugins::AdminPlugins(app.clone()));
         tokio::spawn(crate::admin::serve(admin, app.hub.clone(), plugins, opts, shutdown.clone()));

@@ -207,7 +207,15 @@ impl PluginAdmin for AdminPlugins {
     fn channel_namespaces(&self) -> ChannelNamespaces {
         let config = self.0.config.lock().unwrap_or_else(|p| p.into_inner());
         ChannelNamespaces {
-            by_plugin: config.plugins.keys().map(|n| (n.clone(), config.channel_namespace_of(n).to_string())).collect(),
+            by_plugin: config
+                .plugins
+                .keys()
+                .map(|n| (n.clone(), config.channel_namespace_of(n).to_string()))
+                .chain(config.routes.iter().filter_map(|r| {
+                    let ns = r.backend.as_ref()?.channel_namespace();
+                    Some((crate::grip::handler_name(&r.path), ns.to_string()))
+                }))
+                .collect(),
             default: config.admin.default_channel_namespace.clone(),
         }
     }

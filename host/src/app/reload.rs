@@ -13,6 +13,8 @@ use super::wasm_handler::WasmHandler;
 use super::{App, PluginSlot};
 use crate::close;
 use crate::config::{Config, Instances};
+use crate::grip::BackendHandler;
+use crate::handler::Handler;
 use crate::hub::Route;
 use crate::runtime::Namespaces;
 
@@ -95,12 +97,20 @@ impl App {
             .iter()
             .map(|r| {
                 let path: Arc<str> = Arc::from(r.path.as_str());
-                let handler = WasmHandler::new(slots[&r.plugin].clone(), r.instances == Instances::Fresh);
-                let route = Route {
-                    path: path.clone(),
-                    handler: Arc::new(handler),
-                    policy: super::connection_policy(&config.limits, r),
+                let handler: Arc<dyn Handler> = match (&r.plugin, &r.backend) {
+                    (_, Some(backend)) => Arc::new(BackendHandler::new(
+                        path.clone(),
+                        super::backend_options(backend),
+                        self.hub.store().connections.clone(),
+                        Arc::new(super::HubEffects(Arc::downgrade(&self.hub))),
+                        self.hub.metrics().clone(),
+                    )),
+                    (Some(plugin), None) => {
+                        Arc::new(WasmHandler::new(slots[plugin].clone(), r.instances == Instances::Fresh))
+                    }
+                    (None, None) => unreachable!("a validated route names a plugin or a backend"),
                 };
+                let route = Route { path: path.clone(), handler, policy: super::connection_policy(&config.limits, r) };
                 (path, Arc::new(route))
             })
             .collect();

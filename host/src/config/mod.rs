@@ -10,6 +10,7 @@
 //! - [`store`]: the choice of store back end;
 //! - `validate.rs`: cross-references and ranges.
 
+mod backend;
 mod limits;
 mod store;
 #[cfg(test)]
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use backend::{BackendConfig, DEFAULT_BACKEND_NAMESPACE};
 pub use limits::{Limits, PluginLimits, RouteLimits, SlowReader};
 pub use store::{DEFAULT_HEARTBEAT_TTL_MS, StoreChoice, StoreConfig};
 
@@ -76,7 +78,7 @@ pub struct Config {
     /// Plugins by name: which component file each one runs.
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginConfig>,
-    /// WebSocket routes: a path served by a plugin.
+    /// WebSocket routes: a path served by a plugin or a backend.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
 }
@@ -113,9 +115,12 @@ impl Config {
         self.plugins.get(name).and_then(|p| p.channel_namespace.as_deref()).unwrap_or(name)
     }
 
-    /// Every channel namespace, ascending, once each.
+    /// Every channel namespace (of plugins and backends), ascending, once
+    /// each.
     pub fn channel_namespaces(&self) -> Vec<String> {
-        let set: std::collections::BTreeSet<&str> = self.plugins.keys().map(|n| self.channel_namespace_of(n)).collect();
+        let plugins = self.plugins.keys().map(|n| self.channel_namespace_of(n));
+        let backends = self.routes.iter().filter_map(|r| r.backend.as_ref()).map(BackendConfig::channel_namespace);
+        let set: std::collections::BTreeSet<&str> = plugins.chain(backends).collect();
         set.into_iter().map(str::to_string).collect()
     }
 
@@ -138,6 +143,11 @@ pub struct AdminConfig {
     /// The channel namespace of a channel the API is given without
     /// `?namespace=`; needed only when there is more than one.
     pub default_channel_namespace: Option<String>,
+    /// The key of the HS256 JWTs GRIP publishers may sign their bearer
+    /// token with (gripcontrol's `control_iss` and `key`), accepted by
+    /// `/publish/` beside the admin token; when set, an unsigned publish is
+    /// refused even without an admin token.
+    pub publish_key: Option<String>,
 }
 
 impl Default for AdminConfig {
@@ -147,6 +157,7 @@ impl Default for AdminConfig {
             listen: DEFAULT_ADMIN_LISTEN.parse().expect("valid default"),
             token: None,
             default_channel_namespace: None,
+            publish_key: None,
         }
     }
 }
@@ -168,8 +179,14 @@ pub enum Instances {
 pub struct RouteConfig {
     /// The path, starting with `/`.
     pub path: String,
-    /// The plugin that handles it (a key of `[plugins]`).
-    pub plugin: String,
+    /// The plugin that handles it (a key of `[plugins]`); a route names a
+    /// plugin or a backend.
+    #[serde(default)]
+    pub plugin: Option<String>,
+    /// The WebSocket-over-HTTP backend that handles it instead of a plugin:
+    /// its URL, or a `[routes.backend]` table.
+    #[serde(default, deserialize_with = "backend::url_or_table")]
+    pub backend: Option<BackendConfig>,
     /// `pooled` (default) or `fresh`.
     #[serde(default)]
     pub instances: Instances,

@@ -321,3 +321,56 @@ fn example_config_parses_and_validates() {
     );
     assert!(c.static_dir.is_some());
 }
+
+#[test]
+fn a_route_names_a_backend_by_url_or_by_table() {
+    let c =
+        Config::parse("[[routes]]\npath = \"/chat\"\nbackend = \"http://127.0.0.1:8090/base\"\n", "t.toml").unwrap();
+    c.validate("t.toml").unwrap();
+    let b = c.routes[0].backend.as_ref().unwrap();
+    assert_eq!((b.url.as_str(), b.timeout_ms, b.retries), ("http://127.0.0.1:8090/base", 10_000, 5));
+    assert_eq!(b.channel_namespace(), DEFAULT_BACKEND_NAMESPACE);
+    let table = "[[routes]]\npath = \"/chat\"\n[routes.backend]\nurl = \"http://b:1/\"\nretries = 0\nsig_key = \"k\"\nchannel_namespace = \"rooms\"\n";
+    let c = Config::parse(table, "t.toml").unwrap();
+    c.validate("t.toml").unwrap();
+    let b = c.routes[0].backend.as_ref().unwrap();
+    assert_eq!((b.retries, b.sig_key.as_deref(), b.channel_namespace()), (0, Some("k"), "rooms"));
+    assert_eq!(c.channel_namespaces(), ["rooms"], "a backend's namespace is one the admin API knows");
+}
+
+#[test]
+fn a_bad_backend_is_refused_with_its_key() {
+    let route = |rest: &str| format!("[[routes]]\npath = \"/a\"\n{rest}");
+    let cases = [
+        (route("backend = \"not a url\"\n"), "routes[0].backend", "is not a URL"),
+        (route("backend = \"/relative\"\n"), "routes[0].backend", "not an http:// URL"),
+        (route("backend = \"https://b:1/\"\n"), "routes[0].backend", "https backends are not supported"),
+        (route("backend = \"http://b:1/?x=1\"\n"), "routes[0].backend", "has a query"),
+        (route("[routes.backend]\nurl = \"ftp://b/\"\n"), "routes[0].backend.url", "not an http:// URL"),
+        (route("[routes.backend]\nurl = \"http://b/\"\nretries = 99\n"), "routes[0].backend.retries", "0..=20"),
+        (
+            route("[routes.backend]\nurl = \"http://b/\"\ntimeout = 3\n"),
+            "routes[0].backend.timeout",
+            "unknown field `timeout`",
+        ),
+        (route("[routes.backend]\nurl = \"http://b/\"\nsig_key = \"\"\n"), "routes[0].backend.sig_key", "empty"),
+        (route("[routes.backend]\nretries = 1\n"), "routes[0].backend", "missing field `url`"),
+        (route("backend = 3\n"), "routes[0].backend", "a URL or a table"),
+        (
+            route("[routes.backend]\nurl = \"http://b/\"\nchannel_namespace = \"a:b\"\n"),
+            "routes[0].backend.channel_namespace",
+            "letters",
+        ),
+        (route(""), "routes[0]", "names no plugin and no backend"),
+        (
+            format!("[plugins.p]\ncomponent = \"p.wasm\"\n{}", route("plugin = \"p\"\nbackend = \"http://b/\"\n")),
+            "routes[0]",
+            "names a plugin and a backend",
+        ),
+    ];
+    for (text, key, reason) in cases {
+        let e = parse_err(&text);
+        assert_eq!(e.key, key, "{text}: {e}");
+        assert!(e.reason.contains(reason), "{text}: {e}");
+    }
+}

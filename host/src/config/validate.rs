@@ -59,7 +59,10 @@ impl Config {
         {
             return Err(err(
                 "admin.default_channel_namespace".into(),
-                format!("`{ns}` is no plugin's channel namespace (they are: {})", self.channel_namespaces().join(", ")),
+                format!(
+                    "`{ns}` is no plugin's or backend's channel namespace (they are: {})",
+                    self.channel_namespaces().join(", ")
+                ),
             ));
         }
         let mut seen = std::collections::HashSet::new();
@@ -79,11 +82,20 @@ impl Config {
             if !seen.insert(route.path.as_str()) {
                 return Err(err(format!("routes[{i}].path"), format!("`{}` is mounted twice", route.path)));
             }
-            if !self.plugins.contains_key(&route.plugin) {
-                return Err(err(
-                    format!("routes[{i}].plugin"),
-                    format!("no plugin named `{}` in [plugins]", route.plugin),
-                ));
+            match (&route.plugin, &route.backend) {
+                (Some(_), Some(_)) => {
+                    return Err(err(format!("routes[{i}]"), "names a plugin and a backend; a route has one".into()));
+                }
+                (None, None) => {
+                    return Err(err(format!("routes[{i}]"), "names no plugin and no backend".into()));
+                }
+                (Some(plugin), None) if !self.plugins.contains_key(plugin) => {
+                    return Err(err(format!("routes[{i}].plugin"), format!("no plugin named `{plugin}` in [plugins]")));
+                }
+                (Some(_), None) => {}
+                (None, Some(backend)) => {
+                    check_backend(backend).map_err(|(key, reason)| err(format!("routes[{i}].backend{key}"), reason))?;
+                }
             }
         }
         if let Some(dir) = &self.static_dir {
@@ -184,4 +196,50 @@ fn machine_memory_mib() -> Option<u64> {
     let kib: u64 =
         info.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kib / 1024)
+}
+
+/// Checks a route's backend; the error's key is relative to
+/// `routes[i].backend` (empty for the URL given as a string).
+fn check_backend(b: &super::BackendConfig) -> Result<(), (String, String)> {
+    let url_err = |reason: String| (if b.url_only { String::new() } else { ".url".into() }, reason);
+    let uri: http::Uri = b.url.parse().map_err(|e| url_err(format!("`{}` is not a URL: {e}", b.url)))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(url_err(format!(
+                "`{}`: https backends are not supported yet; reach the backend over http:// (on a private network or loopback)",
+                b.url
+            )));
+        }
+        _ => return Err(url_err(format!("`{}` is not an http:// URL", b.url))),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(url_err(format!("`{}` names no host", b.url)));
+    }
+    if uri.query().is_some() {
+        return Err(url_err(format!("`{}` has a query; the client's query is passed on instead", b.url)));
+    }
+    let ranges: [(&str, u64, std::ops::RangeInclusive<u64>); 5] = [
+        ("timeout_ms", b.timeout_ms, 1..=3_600_000),
+        ("connect_timeout_ms", b.connect_timeout_ms, 1..=600_000),
+        ("retries", b.retries.into(), 0..=20),
+        ("retry_backoff_ms", b.retry_backoff_ms, 1..=600_000),
+        ("max_request_bytes", b.max_request_bytes as u64, 1..=(1 << 30)),
+    ];
+    for (key, value, range) in ranges {
+        if !range.contains(&value) {
+            return Err((format!(".{key}"), format!("must be {}..={}", range.start(), range.end())));
+        }
+    }
+    if !(1024..=(1 << 30)).contains(&b.max_response_bytes) {
+        return Err((".max_response_bytes".into(), "must be 1024..=1073741824".into()));
+    }
+    if b.sig_key.as_deref().is_some_and(str::is_empty) {
+        return Err((".sig_key".into(), "is empty; leave it out to send no Grip-Sig".into()));
+    }
+    let ns = b.channel_namespace();
+    if ns.is_empty() || !ns.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err((".channel_namespace".into(), "a namespace uses only letters, digits, `-` and `_`".into()));
+    }
+    Ok(())
 }

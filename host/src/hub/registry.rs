@@ -45,6 +45,9 @@ struct MailboxState {
     /// Payload bytes in `queue`.
     bytes: usize,
     close: Option<(u16, String)>,
+    /// The messages queued before the close request go out first (a close
+    /// that was asked for); a slow reader's close drops them.
+    flush_first: bool,
 }
 
 /// One connection's outbound queue and close request: filled by anyone,
@@ -80,11 +83,13 @@ impl Mailbox {
         self.last_active_ms.store(crate::store::now_ms(), Ordering::Relaxed);
     }
 
-    /// Asks the connection to close; the first request wins.
+    /// Asks the connection to close once the messages already queued have
+    /// been written (none can be queued after it); the first request wins.
     pub fn request_close(&self, code: u16, reason: &str) {
         let mut mail = self.lock();
         if mail.close.is_none() {
             mail.close = Some((code, reason.to_string()));
+            mail.flush_first = true;
             self.ready.store(true, Ordering::Release);
             drop(mail);
             self.waker.wake();
@@ -152,11 +157,15 @@ impl Mailbox {
         mail.queue.is_empty() || (mail.queue.len() < self.policy.capacity && mail.bytes + len <= self.policy.max_bytes)
     }
 
-    /// The pending close request, or else up to `max` queued messages
-    /// moved into `out`: one lock for the connection task's every turn.
+    /// The pending close request (once the messages queued before it have
+    /// been taken, when it was asked for), or else up to `max` queued
+    /// messages moved into `out`: one lock for the connection task's every
+    /// turn.
     pub fn next(&self, out: &mut Vec<Outbound>, max: usize) -> Option<(u16, String)> {
         let mut mail = self.lock();
-        if let Some(close) = &mail.close {
+        if let Some(close) = &mail.close
+            && (!mail.flush_first || mail.queue.is_empty())
+        {
             return Some(close.clone());
         }
         self.drain(&mut mail, out, max);
@@ -459,6 +468,27 @@ mod tests {
         r.close(a, 1000, "later");
         assert_eq!(inbox.pending().unwrap().0, close::POLICY, "first request wins");
         assert_eq!(r.send(a, text("4")), Delivery::Gone, "a closing connection takes nothing more");
+    }
+
+    #[test]
+    fn an_asked_close_comes_after_what_was_queued_before_it() {
+        let r = registry();
+        let (a, inbox) = r.reserve("/r".into(), queue(8, SlowReader::Close));
+        r.send(a, text("bye"));
+        r.send(a, text("for now"));
+        r.close(a, 4000, "done");
+        assert_eq!(r.send(a, text("late")), Delivery::Gone, "nothing is queued after the close");
+        let mut out = Vec::new();
+        assert_eq!(inbox.next(&mut out, 1), None, "the queued messages first");
+        assert_eq!(inbox.next(&mut out, 8), None);
+        assert_eq!(out, [text("bye"), text("for now")]);
+        assert_eq!(inbox.next(&mut out, 8), Some((4000, "done".into())));
+
+        // A slow reader's close does not wait for the queue it overfilled.
+        let (b, inbox) = r.reserve("/r".into(), queue(1, SlowReader::Close));
+        r.send(b, text("1"));
+        r.send(b, text("2"));
+        assert_eq!(inbox.next(&mut Vec::new(), 8), Some((close::POLICY, "outbound queue full".into())));
     }
 
     #[test]

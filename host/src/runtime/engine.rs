@@ -32,6 +32,11 @@ pub fn build(opts: &EngineOptions) -> anyhow::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
+    // `WHARF_PERFMAP=1` writes /tmp/perf-PID.map, so that `perf report`
+    // names the guest's functions (BENCHMARKS.md, profiling).
+    if std::env::var_os("WHARF_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
 
     let n = opts.max_instances.max(1);
     let mut pool = PoolingAllocationConfig::default();

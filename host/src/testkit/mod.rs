@@ -114,7 +114,8 @@ fn config_for(component: &Path, plugin: &str, paths: &BTreeSet<String>, base: &C
         .iter()
         .map(|p| crate::config::RouteConfig {
             path: p.clone(),
-            plugin: plugin.to_string(),
+            plugin: Some(plugin.to_string()),
+            backend: None,
             instances: Default::default(),
             origins: Vec::new(),
             subprotocols: Vec::new(),

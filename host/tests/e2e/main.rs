@@ -15,6 +15,7 @@ mod cli;
 mod cluster;
 mod examples;
 mod fuzz;
+mod grip;
 mod languages;
 mod lifecycle;
 mod limits;

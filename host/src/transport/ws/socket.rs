@@ -48,6 +48,9 @@ pub(super) async fn run(shared: &Listener, mut ws: Ws, conn: Connection) {
     };
     let end = serve(shared, &mut ws, &conn, &stats).await;
     let (code, reason) = match end {
+        // 1006 is never sent: a connection ended with it (a backend's
+        // DISCONNECT) is dropped without a close frame.
+        End::Host(close::ABNORMAL, reason) => (close::ABNORMAL, reason),
         End::Host(code, reason) => {
             close_handshake(&mut ws, code, &reason).await;
             (code, reason)
