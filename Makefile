@@ -11,14 +11,17 @@
 #   make bench   the benchmark matrix against the native baseline (BENCHMARKS.md)
 #   make bench-cluster  broadcast across hosts sharing one Redis (BENCHMARKS.md)
 #   make bench-languages  the examples in Rust, JavaScript and Python side by side (BENCHMARKS.md)
+#   make bench-grip  a WebSocket-over-HTTP backend behind Wharf and behind Pushpin (BENCHMARKS.md)
 #   make soak    30 minutes of mixed traffic, embedded store and Redis side by side (BENCHMARKS.md)
 
 CARGO  ?= cargo
 NPM    ?= npm
 WASM   := target/wasm32-wasip2/release
 BROWSER_DIR := host/tests/browser
+# gripcontrol and websockets for the backend tests and Autobahn (test-deps).
+GRIP_VENV := target/grip-venv
 
-.PHONY: run build host guests components components-parallel tools wharf-bin wasm-target test test-deps conformance autobahn bench bench-quick bench-cluster bench-cluster-quick bench-languages bench-languages-quick soak soak-quick lint lint-guests fmt clean
+.PHONY: run build host guests components components-parallel tools wharf-bin wasm-target test test-deps conformance autobahn bench bench-quick bench-cluster bench-cluster-quick bench-languages bench-languages-quick bench-grip bench-grip-quick soak soak-quick lint lint-guests fmt clean
 
 run: build
 	./target/release/wharf serve --config examples/wharf.toml
@@ -137,7 +140,7 @@ conformance: wasm-target components
 
 # The Autobahn|Testsuite fuzzing client (cases 1-7, 9, 10) against the echo
 # example; every case's result must match conformance/autobahn/expected.json.
-autobahn: guests
+autobahn: guests $(GRIP_VENV)/.installed
 	$(CARGO) build -p wharf
 	conformance/autobahn/run.sh
 
@@ -184,6 +187,19 @@ bench-languages: build
 	$(CARGO) bench -p wharf --bench invoke -- "text 64 B"
 	$(PIN_LOAD) target/release/wharf-bench languages $(PIN_SERVER)
 
+# Echo through one WebSocket-over-HTTP backend behind Wharf and behind
+# Debian's Pushpin (installed when missing, as root), side by side at 1 and
+# 100 connections; writes its section of BENCHMARKS.md.
+bench-grip: host
+	@command -v pushpin >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && $(APT_GET) pushpin; } || \
+	  { echo "make bench-grip needs Pushpin: apt-get install pushpin" >&2; exit 1; }
+	$(CARGO) build --release -p wharf-bench
+	$(PIN_LOAD) target/release/wharf-bench grip $(PIN_SERVER)
+
+bench-grip-quick: host
+	$(CARGO) build --release -p wharf-bench
+	$(PIN_LOAD) target/release/wharf-bench grip $(PIN_SERVER) --quick --out target/bench/BENCHMARKS.md --json target/bench/grip-quick.json
+
 bench-languages-quick: build
 	$(CARGO) build --release -p wharf-bench
 	$(PIN_LOAD) target/release/wharf-bench languages $(PIN_SERVER) --quick --out target/bench/BENCHMARKS.md --json target/bench/languages-quick.json
@@ -209,8 +225,8 @@ fmt:
 
 # Headless Chromium (Debian) and playwright-core (npm) for the chat page test;
 # redis-server (Debian) for the store suite and the multi-host tests;
-# gripcontrol and websockets (PyPI) for the WebSocket-over-HTTP backends.
-GRIP_VENV := target/grip-venv
+# gripcontrol and websockets (PyPI) and @fanoutio/grip (npm) for the
+# WebSocket-over-HTTP backends.
 $(GRIP_VENV)/.installed: host/tests/grip/requirements.txt
 	@python3 -c 'import ensurepip' 2>/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && $(APT_GET) python3-venv; } || \
 	  { echo "the tests need Python 3 with venv: apt-get install python3-venv" >&2; exit 1; }
@@ -225,6 +241,7 @@ test-deps: $(GRIP_VENV)/.installed
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else echo "the tests need Debian packages: sudo apt-get install $$missing" >&2; exit 1; fi; fi
 	@[ -d $(BROWSER_DIR)/node_modules/playwright-core ] || $(NPM) ci --prefix $(BROWSER_DIR) --no-audit --no-fund
+	@[ -d host/tests/grip/node_modules/@fanoutio/grip ] || $(NPM) ci --prefix host/tests/grip --no-audit --no-fund
 
 clean:
 	$(CARGO) clean

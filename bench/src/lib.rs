@@ -2,12 +2,14 @@
 //! connect-storm and idle modes, a native tokio-tungstenite baseline server,
 //! the matrix that `make bench` runs and writes to `BENCHMARKS.md`, and the
 //! multi-host runs of `make bench-cluster`, the guest languages side by side
-//! (`make bench-languages`), and `make soak`.
+//! (`make bench-languages`), a WebSocket-over-HTTP backend behind Wharf
+//! and behind Pushpin (`make bench-grip`), and `make soak`.
 //!
 //! Every target is loopback only; every loop is bounded in time and count.
 
 pub mod baseline;
 pub mod cluster;
+pub mod grip;
 pub mod languages;
 pub mod load;
 pub mod matrix;

@@ -52,7 +52,8 @@ pub struct Window {
     pub measure: Duration,
 }
 
-/// What the server process spent during a measured window.
+/// What the server process (and any processes below it) spent during a
+/// measured window.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct ServerCost {
     /// CPU time (user + system) in the window, in microseconds.
@@ -69,12 +70,12 @@ struct CpuMeter {
 
 impl CpuMeter {
     fn start(pid: Option<u32>) -> CpuMeter {
-        CpuMeter { pid, start: pid.and_then(|p| procfs::cpu_time(p).ok()).unwrap_or_default() }
+        CpuMeter { pid, start: pid.and_then(|p| procfs::tree_cpu_time(p).ok()).unwrap_or_default() }
     }
 
     fn stop(self) -> ServerCost {
         let Some(pid) = self.pid else { return ServerCost::default() };
-        let cpu = procfs::cpu_time(pid).unwrap_or_default().saturating_sub(self.start);
+        let cpu = procfs::tree_cpu_time(pid).unwrap_or_default().saturating_sub(self.start);
         ServerCost { cpu_us: cpu.as_secs_f64() * 1e6, rss_bytes: procfs::rss_bytes(pid).unwrap_or(0) }
     }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use wharf_bench::{baseline, cluster, languages, load, matrix, report, soak};
+use wharf_bench::{baseline, cluster, grip, languages, load, matrix, report, soak};
 
 #[derive(Parser)]
 #[command(name = "wharf-bench", about = "Load generator, native baseline and benchmark matrix for Wharf")]
@@ -114,6 +114,25 @@ enum Command {
         json: PathBuf,
         /// Pin the hosts to this core (run the generator itself on another,
         /// e.g. under `taskset -c 1`).
+        #[arg(long)]
+        server_core: Option<usize>,
+    },
+    /// Echo through one WebSocket-over-HTTP backend behind Wharf and behind
+    /// Pushpin, side by side; writes its section of the report.
+    Grip {
+        /// A second of each point instead of the full plan.
+        #[arg(long)]
+        quick: bool,
+        /// The wharf binary.
+        #[arg(long, default_value = "target/release/wharf")]
+        wharf: PathBuf,
+        /// The Markdown file whose generated section is replaced.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+        /// Raw results (JSON).
+        #[arg(long, default_value = "target/bench/grip.json")]
+        json: PathBuf,
+        /// Pin the gateways to this core.
         #[arg(long)]
         server_core: Option<usize>,
     },
@@ -244,6 +263,16 @@ async fn main() -> anyhow::Result<()> {
             let text = std::fs::read_to_string(&out).unwrap_or_default();
             let section = languages::markdown(&results, &plan, &report::machine(server_core), command);
             std::fs::write(&out, report::splice_between(&text, languages::BEGIN, languages::END, &section))?;
+            eprintln!("wrote {} and {}", out.display(), json.display());
+        }
+        Command::Grip { quick, wharf, out, json, server_core } => {
+            let plan = if quick { grip::Plan::quick(server_core) } else { grip::Plan::full(server_core) };
+            let points = grip::run(&plan, &grip::wharf_binary(&wharf)?).await?;
+            write_json(&json, &points)?;
+            let command = if quick { "make bench-grip-quick" } else { "make bench-grip" };
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            let section = grip::markdown(&points, &plan, &report::machine(server_core), command);
+            std::fs::write(&out, report::splice_between(&text, grip::BEGIN, grip::END, &section))?;
             eprintln!("wrote {} and {}", out.display(), json.display());
         }
         Command::Soak { minutes, quick, wharf, components, out, json } => {

@@ -136,3 +136,29 @@ async fn every_mode_runs_and_reports() {
     host.stop().await.unwrap();
     base.abort();
 }
+
+/// The GRIP bench's echo backend behind an in-process Wharf route, and its
+/// report (Pushpin itself is not needed here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grip_backend_echoes_through_wharf_and_reports() {
+    use wharf_bench::grip;
+    let backend = grip::echo_backend().await.unwrap();
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\nstore = \"memory\"\n[admin]\nenabled = false\n\
+         [[routes]]\npath = \"/echo\"\nbackend = \"http://{backend}/\"\n"
+    );
+    let config = wharf::config::Config::parse(&text, "grip bench").unwrap();
+    config.validate("grip bench").unwrap();
+    let host = wharf::app::start(config).await.unwrap();
+    let window = Window { warmup: Duration::from_millis(100), measure: Duration::from_millis(300) };
+    let r = load::echo(&format!("ws://{}/echo", host.addr), 4, 64, 1, window, Some(std::process::id())).await.unwrap();
+    assert!(r.msgs_per_s > 0.0 && r.errors == 0, "{r:?}");
+    let points: Vec<grip::Point> = ["wharf", "pushpin"]
+        .iter()
+        .flat_map(|g| [1, 10].map(|conns| grip::Point { gateway: g.to_string(), conns, runs: vec![r.clone()] }))
+        .collect();
+    let section = grip::markdown(&points, &grip::Plan::quick(None), "a test machine", "make bench-grip-quick");
+    assert!(section.starts_with(grip::BEGIN) && section.trim_end().ends_with(grip::END));
+    assert!(section.contains("| 10 | msgs/s |") && section.contains("1.00×"), "{section}");
+    host.stop().await.unwrap();
+}

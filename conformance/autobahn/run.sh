@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the Autobahn|Testsuite fuzzing client (cases 1-7, 9, 10) against the
-# echo example served by target/debug/wharf, then compares every case's
-# result with expected.json: any change in behaviour fails.
+# echo example served by target/debug/wharf, and against the same echo
+# written as a WebSocket-over-HTTP backend with gripcontrol
+# (host/tests/grip/backend.py, on /grip-echo), then compares every case's
+# result for each with expected.json: any change in behaviour fails.
 #
 #   conformance/autobahn/run.sh            run and compare
 #   conformance/autobahn/run.sh --update   run and rewrite expected.json
@@ -35,12 +37,31 @@ if ! cmp -s "$here/requirements.txt" "$lib/.requirements.txt" 2>/dev/null; then
 fi
 
 [ -x "$wharf" ] || { echo "autobahn: $wharf is missing (cargo build -p wharf)" >&2; exit 1; }
+grip_py="$root/target/grip-venv/bin/python"
+[ -x "$grip_py" ] || { echo "autobahn: $grip_py is missing (make test-deps)" >&2; exit 1; }
+
+# The gripcontrol echo backend on a free loopback port (it prints the port).
+"$grip_py" -u "$root/host/tests/grip/backend.py" >"$out/backend.port" 2>"$out/backend.log" &
+backend=$!
+pid=
+trap 'kill $pid $backend 2>/dev/null || true; wait $pid $backend 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  [ -s "$out/backend.port" ] && break
+  kill -0 "$backend" 2>/dev/null || { cat "$out/backend.log" >&2; echo "autobahn: the backend did not start" >&2; exit 1; }
+  sleep 0.1
+done
+config="$out/wharf.toml"
+{
+  sed "s|\.\./\.\./target/|$root/target/|" "$here/wharf.toml"
+  printf '\n[[routes]]\npath = "/grip-echo"\n[routes.backend]\nurl = "http://127.0.0.1:%s/base"\n' "$(head -n1 "$out/backend.port")"
+  # Case 9 echoes 16 MiB messages: the answer is the message and the m: prefix.
+  printf 'max_response_bytes = 33554432\n'
+} >"$config"
 
 # The host on a free loopback port; its log names the address it bound.
 log="$out/wharf.log"
-"$wharf" serve --config "$here/wharf.toml" --listen 127.0.0.1:0 >"$log" 2>&1 &
+"$wharf" serve --config "$config" --listen 127.0.0.1:0 >"$log" 2>&1 &
 pid=$!
-trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true' EXIT
 addr=
 for _ in $(seq 1 100); do
   addr=$(sed -n 's/.*wharf listening addr=\([0-9.:]*\).*/\1/p' "$log" | head -n1)
@@ -55,7 +76,7 @@ cat >"$out/fuzzingclient.json" <<JSON
 {
   "options": {"failByDrop": false},
   "outdir": "$out/report",
-  "servers": [{"agent": "wharf", "url": "ws://$addr/echo"}],
+  "servers": [{"agent": "wharf", "url": "ws://$addr/echo"}, {"agent": "wharf-grip", "url": "ws://$addr/grip-echo"}],
   "cases": ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"],
   "exclude-cases": [],
   "exclude-agent-cases": {}
@@ -72,4 +93,8 @@ wstest.run()
 " >"$out/wstest.log" 2>&1) || { tail -n 20 "$out/wstest.log" >&2; echo "autobahn: wstest failed" >&2; exit 1; }
 
 kill -0 "$pid" 2>/dev/null || { tail -n 20 "$log" >&2; echo "autobahn: wharf exited during the run" >&2; exit 1; }
-python3 "$here/compare.py" "$here/expected.json" "$out/report/index.json" wharf "$@"
+status=0
+python3 "$here/compare.py" "$here/expected.json" "$out/report/index.json" wharf "$@" || status=1
+echo "autobahn: the same echo as a WebSocket-over-HTTP backend:"
+python3 "$here/compare.py" "$here/expected.json" "$out/report/index.json" wharf-grip || status=1
+exit $status

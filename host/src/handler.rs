@@ -175,4 +175,9 @@ pub trait Handler: Send + Sync + 'static {
 
     /// The connection ended. Called exactly once per accepted connection.
     async fn close(&self, cx: &EventContext, code: u16, reason: &str) -> Outcome<()>;
+
+    /// Waits, for a bounded time, until the effects answering the messages
+    /// already handed over have been applied. A handler that answers within
+    /// its events (a plugin) has nothing to wait for.
+    async fn settle(&self, _cx: &EventContext) {}
 }

@@ -92,6 +92,9 @@ struct Session {
     wake: Notify,
     /// Wakes clients waiting for room in the queue.
     room: Notify,
+    /// Wakes those waiting for the queue to be empty and no request in
+    /// flight.
+    settled: Notify,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -105,6 +108,8 @@ struct State {
     last: Option<Event>,
     /// No request is sent any more.
     ended: bool,
+    /// A request is in flight (or its answer being applied).
+    in_flight: bool,
     /// The client's messages are no longer sent (GRIP `detach`).
     detached: bool,
     /// The backend's `Keep-Alive-Interval`.
@@ -231,6 +236,22 @@ impl Handler for BackendHandler {
         Ok((None, vec![]))
     }
 
+    async fn settle(&self, cx: &EventContext) {
+        let Some(session) = self.sessions.get(&cx.conn).map(|s| s.clone()) else { return };
+        let settled = async {
+            loop {
+                let notified = session.settled.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if session.is_settled() {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(self.backend.opts.timeout, settled).await;
+    }
+
     async fn close(&self, cx: &EventContext, code: u16, reason: &str) -> Outcome<()> {
         let Some((_, session)) = self.sessions.remove(&cx.conn) else { return Ok(((), vec![])) };
         let last = match code {
@@ -297,6 +318,7 @@ impl Session {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             room: Notify::new(),
+            settled: Notify::new(),
             task: Mutex::new(None),
         }
     }
@@ -343,6 +365,7 @@ impl Session {
             batch.extend(st.queue.pop_front());
         }
         st.queued_bytes -= bytes;
+        st.in_flight = true;
         let last = st.queue.is_empty() && st.last.is_some();
         if last {
             batch.extend(st.last.take());
@@ -410,6 +433,8 @@ async fn run(b: Arc<Backend>, s: Arc<Session>) {
                     s.end();
                     return;
                 }
+                s.lock().in_flight = false;
+                s.settled.notify_waiters();
             }
             Err(Broken { reason, detail }) => {
                 b.failed(s.conn, reason, &detail);
@@ -428,8 +453,19 @@ async fn run(b: Arc<Backend>, s: Arc<Session>) {
 impl Session {
     /// No more requests; clients waiting for room stop waiting.
     fn end(&self) {
-        self.lock().ended = true;
+        {
+            let mut st = self.lock();
+            st.ended = true;
+            st.in_flight = false;
+        }
         self.room.notify_waiters();
+        self.settled.notify_waiters();
+    }
+
+    /// Whether nothing is queued or in flight.
+    fn is_settled(&self) -> bool {
+        let st = self.lock();
+        st.ended || (st.queue.is_empty() && !st.in_flight)
     }
 }
 

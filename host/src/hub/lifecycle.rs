@@ -244,6 +244,13 @@ impl Connection {
         Ok(reply)
     }
 
+    /// Waits until the handler has answered the messages it was given (for
+    /// a handler that answers between events; bounded by the handler).
+    pub async fn settle(&self) {
+        let live = self.live();
+        live.route.handler.settle(&live.cx).await;
+    }
+
     /// Ends the connection: it leaves the registry and gives back its
     /// places, then the handler's close runs and its record is removed.
     pub async fn close(mut self, code: u16, reason: &str) {

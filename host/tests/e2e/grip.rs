@@ -27,16 +27,23 @@ struct Backend {
 }
 
 impl Backend {
+    /// The gripcontrol backend (backend.py).
     fn start() -> Backend {
-        let mut child = Command::new(python())
-            .arg(repo_root().join("host/tests/grip/backend.py"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start backend.py");
+        Backend::spawn(Command::new(python()).arg(repo_root().join("host/tests/grip/backend.py")))
+    }
+
+    /// The @fanoutio/grip backend (backend.mjs): echo and chat.
+    fn start_node() -> Backend {
+        let dir = repo_root().join("host/tests/grip");
+        assert!(dir.join("node_modules/@fanoutio/grip").is_dir(), "@fanoutio/grip is missing: run `make test-deps`");
+        Backend::spawn(Command::new("node").arg(dir.join("backend.mjs")))
+    }
+
+    fn spawn(cmd: &mut Command) -> Backend {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start the backend");
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read port");
-        let port = line.trim().parse().unwrap_or_else(|_| panic!("backend.py printed {line:?}, not its port"));
+        let port = line.trim().parse().unwrap_or_else(|_| panic!("the backend printed {line:?}, not its port"));
         Backend { child, port }
     }
 
@@ -347,7 +354,27 @@ async fn garbage_from_the_backend_closes_the_client_1011() {
         let mut ws = connect(&host, path).await;
         send_text(&mut ws, "hello").await;
         assert_eq!(expect_close(&mut ws).await, 1011, "{path}");
+        let (_, metrics) = http(host.admin_addr.unwrap(), "GET", "/metrics", Some(ADMIN_TOKEN), None).await;
+        let counted = format!("wharf_backend_errors_total{{reason=\"garbage\",route=\"{path}\"}} 1");
+        assert!(metrics.contains(&counted), "{path}: {counted} not in the metrics");
     }
+    host.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn keep_alive_interval_makes_the_host_send_empty_requests() {
+    let backend = Backend::start();
+    let host = spawn(host_config(&backend.url(), &["refresh"], "")).await;
+    let mut ws = connect(&host, "/refresh").await;
+    assert_eq!(ask(&mut ws, "one").await, "one");
+    let started = std::time::Instant::now();
+    eventually(|| async {
+        let requests = backend.events("/base/refresh").await;
+        (requests.iter().filter(|evs| evs.is_empty()).count() >= 2).then_some(())
+    })
+    .await;
+    assert!(started.elapsed() >= Duration::from_millis(1500), "two empty requests, a second apart");
+    assert_eq!(ask(&mut ws, "two").await, "two", "the connection still works");
     host.stop().await.unwrap();
 }
 
@@ -451,4 +478,26 @@ async fn a_publish_reaches_a_backend_client_on_another_host_over_redis() {
     assert_eq!(expect_text(&mut on_b).await, "from b");
     a.stop().await.unwrap();
     b.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_backend_written_with_npm_fanoutio_grip_echoes_and_publishes() {
+    let backend = Backend::start_node();
+    let host = spawn(host_config(&backend.url(), &["echo", "chat"], "")).await;
+    let mut ws = connect(&host, "/echo").await;
+    assert_eq!(ask(&mut ws, "hello node").await, "hello node");
+    ws.send(Message::binary(vec![0u8, 255, 7])).await.unwrap();
+    assert_eq!(next_binary(&mut ws).await, [0, 255, 7]);
+
+    backend
+        .configure(json!({ "control_uri": format!("http://{}", host.admin_addr.unwrap()), "key": ADMIN_TOKEN }))
+        .await;
+    let mut ann = connect(&host, "/chat").await;
+    let mut bob = connect(&host, "/chat").await;
+    assert_eq!(expect_text(&mut ann).await, "welcome");
+    assert_eq!(expect_text(&mut bob).await, "welcome");
+    send_text(&mut ann, "hi").await;
+    assert_eq!(expect_text(&mut ann).await, "node: hi", "the Publisher's message reached the sender");
+    assert_eq!(expect_text(&mut bob).await, "node: hi", "and the other member");
+    host.stop().await.unwrap();
 }

@@ -165,6 +165,9 @@ def commands(ctx, events):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body are two writes: without TCP_NODELAY the second waits
+    # for the delayed ACK of the first (40 ms a request).
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):
         pass
@@ -225,10 +228,16 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(200, {"Content-Type": "application/websocket-events"}, b"TEXT 99\r\nshort\r\n")
         routes = {
             "/base/echo": echo,
+            "/base/grip-echo": echo,
             "/base/chat": chat,
             "/base/slow": slow,
             "/base/commands": commands,
         }
+        if path == "/base/refresh":
+            # Asks for an empty request after a second without one.
+            status, headers, body = echo(ctx, events)
+            headers["Keep-Alive-Interval"] = "1"
+            return self.send(status, headers, body)
         if path == "/base/sig":
             return self.send(*sig(ctx, events, self.headers))
         if path in routes:

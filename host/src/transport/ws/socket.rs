@@ -31,6 +31,9 @@ const CLIENT_PINGS_PER_SECOND: u32 = 100;
 enum End {
     /// The host closes with this code and reason.
     Host(u16, String),
+    /// The client broke the protocol: the host closes with this code and
+    /// reason, after the answers to the messages that came before.
+    Fail(u16, String),
     /// The client sent a close frame.
     Client(u16, String),
     /// The transport failed or the client vanished.
@@ -52,6 +55,16 @@ pub(super) async fn run(shared: &Listener, mut ws: Ws, conn: Connection) {
         // DISCONNECT) is dropped without a close frame.
         End::Host(close::ABNORMAL, reason) => (close::ABNORMAL, reason),
         End::Host(code, reason) => {
+            close_handshake(&mut ws, code, &reason).await;
+            (code, reason)
+        }
+        End::Fail(code, reason) => {
+            // A handler that answers between events (a backend) may still
+            // owe answers to the messages before the bad frame.
+            conn.settle().await;
+            let mut batch = Vec::new();
+            conn.mailbox().take(&mut batch, usize::MAX);
+            let _ = write_all(&mut ws, &mut batch, &stats, conn.policy().write_timeout).await;
             close_handshake(&mut ws, code, &reason).await;
             (code, reason)
         }
@@ -204,9 +217,9 @@ fn read_error(e: WsError) -> End {
     match e {
         WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Io(_) => End::Gone,
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => End::Gone,
-        WsError::Capacity(_) => End::Host(close::TOO_BIG, "message too big".into()),
-        WsError::Utf8(_) => End::Host(close::INVALID_PAYLOAD, "invalid UTF-8".into()),
-        WsError::Protocol(_) => End::Host(close::PROTOCOL_ERROR, "protocol error".into()),
+        WsError::Capacity(_) => End::Fail(close::TOO_BIG, "message too big".into()),
+        WsError::Utf8(_) => End::Fail(close::INVALID_PAYLOAD, "invalid UTF-8".into()),
+        WsError::Protocol(_) => End::Fail(close::PROTOCOL_ERROR, "protocol error".into()),
         _ => End::Gone,
     }
 }
