@@ -75,6 +75,7 @@ fn backend_options(b: &crate::config::BackendConfig) -> crate::grip::BackendOpti
         channel_namespace: b.channel_namespace().to_string(),
         max_request_bytes: b.max_request_bytes,
         max_response_bytes: b.max_response_bytes,
+        max_concurrent_requests: b.max_concurrent_requests,
     }
 }
 

@@ -58,6 +58,10 @@ pub struct BackendConfig {
     /// (1011).
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
+    /// Requests in flight to the backend at once (each holds a connection
+    /// to it); the route's other connections' requests wait for a place.
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
     /// Written as `backend = "URL"` (for error messages: the URL's key is
     /// then `backend`, not `backend.url`).
     #[serde(skip)]
@@ -82,6 +86,7 @@ impl BackendConfig {
             channel_namespace: None,
             max_request_bytes: default_max_request_bytes(),
             max_response_bytes: default_max_response_bytes(),
+            max_concurrent_requests: default_max_concurrent_requests(),
             url_only: true,
         }
     }
@@ -107,6 +112,9 @@ fn default_max_request_bytes() -> usize {
 }
 fn default_max_response_bytes() -> usize {
     16 << 20
+}
+fn default_max_concurrent_requests() -> usize {
+    1024
 }
 
 /// `backend = "URL"` or a `[routes.backend]` table.

@@ -349,6 +349,11 @@ fn a_bad_backend_is_refused_with_its_key() {
         (route("[routes.backend]\nurl = \"ftp://b/\"\n"), "routes[0].backend.url", "not an http:// URL"),
         (route("[routes.backend]\nurl = \"http://b/\"\nretries = 99\n"), "routes[0].backend.retries", "0..=20"),
         (
+            route("[routes.backend]\nurl = \"http://b/\"\nmax_concurrent_requests = 0\n"),
+            "routes[0].backend.max_concurrent_requests",
+            "1..=10000",
+        ),
+        (
             route("[routes.backend]\nurl = \"http://b/\"\ntimeout = 3\n"),
             "routes[0].backend.timeout",
             "unknown field `timeout`",

@@ -234,6 +234,9 @@ fn check_backend(b: &super::BackendConfig) -> Result<(), (String, String)> {
     if !(1024..=(1 << 30)).contains(&b.max_response_bytes) {
         return Err((".max_response_bytes".into(), "must be 1024..=1073741824".into()));
     }
+    if !(1..=10_000).contains(&b.max_concurrent_requests) {
+        return Err((".max_concurrent_requests".into(), "must be 1..=10000".into()));
+    }
     if b.sig_key.as_deref().is_some_and(str::is_empty) {
         return Err((".sig_key".into(), "is empty; leave it out to send no Grip-Sig".into()));
     }

@@ -77,6 +77,9 @@ struct Backend {
     connections: Arc<dyn Connections>,
     sink: Arc<dyn EffectSink>,
     metrics: Arc<Metrics>,
+    /// Requests in flight to the backend, at most `max_concurrent_requests`
+    /// (each holds a connection, and a file descriptor, while it is).
+    in_flight: tokio::sync::Semaphore,
 }
 
 /// One connection's session with the backend.
@@ -157,7 +160,8 @@ impl BackendHandler {
         });
         let backend = Backend {
             name: Arc::from(super::handler_name(&route)),
-            client: HttpClient::new(opts.connect_timeout),
+            client: HttpClient::new(opts.connect_timeout, opts.max_concurrent_requests),
+            in_flight: tokio::sync::Semaphore::new(opts.max_concurrent_requests),
             route,
             opts,
             signer,
@@ -270,8 +274,9 @@ impl Handler for BackendHandler {
         let task = session.task.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(task) = task {
             // The last request is sent before the close returns (so a host
-            // that stops tells its backends), within one request's time.
-            let wait = self.backend.opts.timeout * (self.backend.opts.retries + 2);
+            // that stops tells its backends), within one request's time
+            // (after the one in flight, which may be retrying).
+            let wait = self.backend.opts.timeout * 2;
             if tokio::time::timeout(wait, task).await.is_err() {
                 tracing::warn!(conn = cx.conn, route = %self.backend.route, "the backend did not take the close in time");
             }
@@ -410,7 +415,10 @@ async fn run(b: Arc<Backend>, s: Arc<Session>) {
         let state = State { meta, ..State::default() };
         last_request = tokio::time::Instant::now();
         let started = Instant::now();
-        let answer = b.post(&s, &state, events::encode(&batch), b.opts.retries).await;
+        // The last request is tried once: the client is gone, and a host
+        // that stops should not wait on a backend that is down.
+        let retries = if last { 0 } else { b.opts.retries };
+        let answer = b.post(&s, &state, events::encode(&batch), retries).await;
         b.observe("request", started);
         if last {
             // The client is gone: nothing in the answer can reach it.
@@ -502,6 +510,11 @@ impl Backend {
         if let Some(sig) = self.grip_sig() {
             headers.insert(HeaderName::from_static("grip-sig"), sig);
         }
+        // Waiting for a place is part of the request's time.
+        let _permit = tokio::time::timeout(self.opts.timeout, self.in_flight.acquire())
+            .await
+            .map_err(|_| Failure::Timeout(self.opts.timeout))?
+            .map_err(|_| Failure::Broken("the backend handler is gone".into()))?;
         let mut attempt = 0;
         loop {
             let sent = self

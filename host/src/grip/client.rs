@@ -65,14 +65,16 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
-    /// A client whose connections connect within `connect_timeout`.
-    pub fn new(connect_timeout: Duration) -> Self {
+    /// A client whose connections connect within `connect_timeout`, keeping
+    /// at most `max_idle` idle ones.
+    pub fn new(connect_timeout: Duration, max_idle: usize) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
         let inner = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE)
+            .pool_max_idle_per_host(max_idle)
             .build(connector);
         HttpClient { inner }
     }

@@ -55,4 +55,7 @@ pub struct BackendOptions {
     pub max_request_bytes: usize,
     /// The largest answer body accepted.
     pub max_response_bytes: usize,
+    /// Requests in flight to the backend at once, for all the route's
+    /// connections together; more wait (within `timeout`).
+    pub max_concurrent_requests: usize,
 }

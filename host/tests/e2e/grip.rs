@@ -402,6 +402,21 @@ async fn a_slow_backend_gets_the_events_batched_in_order() {
 }
 
 #[tokio::test]
+async fn max_concurrent_requests_makes_the_routes_requests_take_turns() {
+    let backend = Backend::start();
+    let host = spawn(host_config(&backend.url(), &["slow"], "max_concurrent_requests = 1\n")).await;
+    let (mut a, mut b) = (connect(&host, "/slow").await, connect(&host, "/slow").await);
+    // Each open took its turn; now both speak at once.
+    let started = std::time::Instant::now();
+    send_text(&mut a, "a").await;
+    send_text(&mut b, "b").await;
+    assert_eq!(expect_text(&mut a).await, "a");
+    assert_eq!(expect_text(&mut b).await, "b");
+    assert!(started.elapsed() >= Duration::from_millis(550), "one request at a time, 300 ms each");
+    host.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn grip_sig_validates_with_gripcontrol() {
     let backend = Backend::start();
     let host = spawn(host_config(&backend.url(), &["sig"], "sig_key = \"shared-secret\"\n")).await;
