@@ -11,8 +11,10 @@
 //! - [`publish`]: the GRIP publish format (`{"items": [...]}`);
 //! - [`sig`]: `Grip-Sig` and publish tokens (HS256 JWTs);
 //! - `client.rs`: the pooled HTTP/1.1 client;
-//! - `backend.rs`: the backend as a [`Handler`](crate::handler::Handler), and
-//!   each connection's session with it.
+//! - `backend/`: the backend as a [`Handler`](crate::handler::Handler)
+//!   (`mod.rs`: opening, the request with its retries), each connection's
+//!   session task (`session.rs`), and what an answer's events, control
+//!   messages and headers come to (`answer.rs`).
 
 mod backend;
 mod client;
