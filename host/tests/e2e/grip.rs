@@ -71,6 +71,12 @@ impl Backend {
         self.log().await.iter().filter(|r| r["path"].as_str().is_some_and(|p| p.starts_with(path))).map(evs).collect()
     }
 
+    /// The client messages (TEXT) the backend got on `path`, in order.
+    async fn texts(&self, path: &str) -> Vec<String> {
+        let evs = self.events(path).await.into_iter().flatten();
+        evs.filter(|(t, _)| t == "TEXT").map(|(_, c)| c).collect()
+    }
+
     async fn configure(&self, settings: Value) {
         let body = settings.to_string();
         let (status, _) =
@@ -514,5 +520,38 @@ async fn a_backend_written_with_npm_fanoutio_grip_echoes_and_publishes() {
     send_text(&mut ann, "hi").await;
     assert_eq!(expect_text(&mut ann).await, "node: hi", "the Publisher's message reached the sender");
     assert_eq!(expect_text(&mut bob).await, "node: hi", "and the other member");
+    host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_points_a_route_at_another_backend_and_open_connections_keep_theirs() {
+    let (first, second) = (Backend::start(), Backend::start());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wharf.toml");
+    let write = |url: &str| {
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\nstore = \"memory\"\n[admin]\nenabled = false\n\
+             [[routes]]\npath = \"/echo\"\nbackend = \"{url}\"\n"
+        );
+        std::fs::write(&path, text).unwrap();
+    };
+    write(&first.url());
+    let host = spawn(wharf::config::Config::load(&path).unwrap()).await;
+    let mut old = connect(&host, "/echo").await;
+    assert_eq!(ask(&mut old, "one").await, "one");
+
+    write(&second.url());
+    host.app().reload_config().await.unwrap();
+    let mut new = connect(&host, "/echo").await;
+    assert_eq!(ask(&mut new, "two").await, "two");
+    assert_eq!(ask(&mut old, "three").await, "three", "the open connection was not dropped");
+    assert_eq!(first.texts("/base/echo").await, ["one", "three"], "a connection keeps the backend it opened on");
+    assert_eq!(second.texts("/base/echo").await, ["two"], "new connections go to the new one");
+
+    // A bad backend in the config changes nothing.
+    std::fs::write(&path, "[[routes]]\npath = \"/echo\"\nbackend = \"https://x/\"\n").unwrap();
+    let err = host.app().reload_config().await.expect_err("an https backend is refused");
+    assert!(format!("{err:#}").contains("routes[0].backend"), "{err:#}");
+    assert_eq!(ask(&mut new, "four").await, "four");
     host.stop().await.unwrap();
 }
