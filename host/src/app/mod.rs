@@ -217,6 +217,7 @@ async fn serve(app: Arc<App>, config: &Config, listener: TcpListener) -> anyhow:
         handshake_timeout: Duration::from_millis(config.limits.handshake_timeout_ms),
         max_handshakes: config.limits.max_handshakes,
         max_handshakes_per_ip: config.limits.max_handshakes_per_ip,
+        trusted_proxies: ws::TrustedProxies::parse(&config.trusted_proxies).expect("validated trusted_proxies"),
     };
     let token = shutdown.clone();
     let (hub, leaving) = (app.hub.clone(), app.clone());

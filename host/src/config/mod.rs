@@ -57,6 +57,11 @@ pub struct Config {
     /// Directory served over HTTP at `/`, relative to the config file.
     #[serde(default)]
     pub static_dir: Option<PathBuf>,
+    /// Load balancers and proxies (CIDRs or addresses) whose `Forwarded` or
+    /// `X-Forwarded-For` header names the client: its address is what
+    /// handlers, the per-address limits and the logs see.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     /// Directory for host data (compile cache, embedded store), relative to
     /// the working directory.
     #[serde(default = "default_data_dir")]

@@ -98,6 +98,9 @@ impl Config {
                 }
             }
         }
+        if let Err((i, why)) = crate::transport::ws::TrustedProxies::parse(&self.trusted_proxies) {
+            return Err(err(format!("trusted_proxies[{i}]"), why));
+        }
         if let Some(dir) = &self.static_dir {
             if !dir.is_dir() {
                 return Err(err("static_dir".into(), format!("`{}` is not a directory", dir.display())));

@@ -29,8 +29,13 @@ type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 /// Serves HTTP on one TCP connection until it upgrades or ends.
 pub(super) async fn serve_connection(shared: Arc<Listener>, mut stream: TcpStream, peer: SocketAddr) {
     // The per-address share first, so that one address holding its share
-    // takes none of the places others need.
-    let per_ip = shared.handshakes_per_ip.acquire(peer.ip(), shared.opts.max_handshakes_per_ip);
+    // takes none of the places others need. A trusted proxy carries many
+    // clients: it is held to the host's cap only.
+    let per_ip = if shared.opts.trusted_proxies.trusts(peer.ip()) {
+        Some(None)
+    } else {
+        shared.handshakes_per_ip.acquire(peer.ip(), shared.opts.max_handshakes_per_ip).map(Some)
+    };
     let handshake = per_ip.and_then(|own| Some((own, shared.handshakes.acquire(shared.opts.max_handshakes)?)));
     let Some(_places) = handshake else {
         tracing::debug!(%peer, "too many connections in their handshake; refusing");
@@ -131,9 +136,11 @@ async fn upgrade(
         return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
     };
     let accept_key = derive_accept_key(key.as_bytes());
-    let open = open_request(&req, peer);
+    // Behind a trusted proxy, the client is the address it reports.
+    let client = shared.opts.trusted_proxies.client(peer, req.headers());
+    let open = open_request(&req, client);
     let origin = req.headers().get(header::ORIGIN).map(|v| String::from_utf8_lossy(v.as_bytes()));
-    let admission = match shared.hub.admit(&route, peer.ip(), origin.as_deref(), &open.subprotocols) {
+    let admission = match shared.hub.admit(&route, client.ip(), origin.as_deref(), &open.subprotocols) {
         Ok(a) => a,
         Err(r) => return refused(r),
     };

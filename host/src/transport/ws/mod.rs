@@ -1,10 +1,14 @@
 //! The WebSocket front end: one listener for HTTP and WebSocket, the upgrade
 //! handshake (`http.rs`), and one task per connection that owns its socket
-//! (`socket.rs`). Everything about a connection that is not WebSocket (its
+//! (`socket.rs`), with the client's address read through trusted proxies
+//! (`client_addr.rs`). Everything about a connection that is not WebSocket (its
 //! admission, handler, mailbox and close) is the hub's.
 
+mod client_addr;
 mod http;
 mod socket;
+
+pub use client_addr::TrustedProxies;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -49,8 +53,11 @@ pub struct ServerOptions {
     pub handshake_timeout: Duration,
     /// TCP connections still in their HTTP phase at once; past it: 503.
     pub max_handshakes: usize,
-    /// Of those, how many one client IP may hold; past it: 503.
+    /// Of those, how many one client IP may hold; past it: 503 (a trusted
+    /// proxy is not held to it).
     pub max_handshakes_per_ip: usize,
+    /// The proxies whose `Forwarded` / `X-Forwarded-For` name the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// What the listener and every connection task share.
