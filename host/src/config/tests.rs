@@ -379,3 +379,12 @@ fn a_bad_backend_is_refused_with_its_key() {
         assert!(e.reason.contains(reason), "{text}: {e}");
     }
 }
+
+#[test]
+fn a_bad_trusted_proxy_is_named() {
+    let e = parse_err("trusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/99\"]\n");
+    assert_eq!(e.key, "trusted_proxies[1]", "{e}");
+    assert!(e.reason.contains("10.0.0.0/99"), "{e}");
+    let c = Config::parse("trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n", "t.toml").unwrap();
+    c.validate("t.toml").unwrap();
+}

@@ -6,6 +6,8 @@
 //! TEXT 5\r\nhello\r\nCLOSE 2\r\n\x03\xe8\r\n
 //! ```
 
+use std::fmt::Write as _;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// The content type of request and response bodies.
@@ -130,7 +132,8 @@ pub fn encode_into(events: &[Event], out: &mut BytesMut) {
     for e in events {
         out.put_slice(e.name().as_bytes());
         if let Some(content) = e.content() {
-            out.put_slice(format!(" {:X}\r\n", content.len()).as_bytes());
+            // BytesMut's fmt::Write cannot fail: it grows as needed.
+            let _ = write!(out, " {:X}\r\n", content.len());
             out.put_slice(&content);
         }
         out.put_slice(b"\r\n");

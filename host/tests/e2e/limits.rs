@@ -519,3 +519,60 @@ async fn a_client_that_floods_pings_is_closed_and_one_that_pings_is_answered() {
     assert_eq!(recorded_close(&host, &id).await, "1008");
     host.stop().await.unwrap();
 }
+
+/// Opens `path` with an `X-Forwarded-For` header; the HTTP status it was
+/// refused with, or the connection.
+async fn connect_forwarded(host: &wharf::app::Running, path: &str, forwarded_for: &str) -> Result<Client, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{}{path}", host.addr).into_client_request().unwrap();
+    req.headers_mut().insert("x-forwarded-for", forwarded_for.parse().unwrap());
+    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req)).await.expect("handshake in time") {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(e) => panic!("handshake failed: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_address_is_the_client() {
+    let body = r#"
+[plugins.echo]
+component = @echo@
+[[routes]]
+path = "/rated"
+plugin = "echo"
+[routes.limits]
+connect_rate = 1
+connect_burst = 1
+"#;
+    let mut config = config_from(body);
+    config.trusted_proxies = vec!["127.0.0.1".into()];
+    let host = spawn(config).await;
+    // Each forwarded client has its own connect rate; the proxy's address
+    // (127.0.0.1, every connection's peer) is not what is counted.
+    let mut a = connect_forwarded(&host, "/rated", "198.51.100.1, 203.0.113.7").await.expect("first of .7");
+    assert_eq!(
+        connect_forwarded(&host, "/rated", "203.0.113.7").await.err(),
+        Some(429),
+        "the second of .7 this second"
+    );
+    let mut b = connect_forwarded(&host, "/rated", "203.0.113.8").await.expect("another client is its own");
+    assert_eq!(ask(&mut a, "x").await, "x");
+    assert_eq!(ask(&mut b, "y").await, "y");
+    let (_, list) = admin(&host, "GET", "/connections", None).await;
+    let mut addrs: Vec<String> = list["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["remote_addr"].as_str().unwrap().to_string())
+        .collect();
+    addrs.sort();
+    assert_eq!(addrs, ["203.0.113.7:0", "203.0.113.8:0"], "the rightmost untrusted hop, as the record shows it");
+    host.stop().await.unwrap();
+
+    // Without trusted_proxies the header is the client's to write, and ignored.
+    let host = spawn(config_from(body)).await;
+    let _c = connect_forwarded(&host, "/rated", "203.0.113.9").await.expect("first");
+    assert_eq!(connect_forwarded(&host, "/rated", "203.0.113.10").await.err(), Some(429), "both are 127.0.0.1");
+    host.stop().await.unwrap();
+}

@@ -185,7 +185,7 @@ impl Handler for BackendHandler {
         let b = &self.backend;
         let mut session = Session::new(b, cx.conn, &req);
         let started = Instant::now();
-        let answer = b.post(&session, &State::default(), events::encode(&[Event::Open]), 0).await;
+        let answer = b.post(&session, events::encode(&[Event::Open]), 0).await;
         b.observe("open", started);
         let answer = match answer {
             Ok(a) => a,
@@ -309,9 +309,9 @@ impl Backend {
 
     /// Sends one request, again up to `retries` times (with backoff) while
     /// the backend cannot have seen it.
-    async fn post(&self, s: &Session, st: &State, body: Bytes, retries: u32) -> Result<Answer, Failure> {
+    async fn post(&self, s: &Session, body: Bytes, retries: u32) -> Result<Answer, Failure> {
         let mut headers = s.headers.clone();
-        for (name, value) in &st.meta {
+        for (name, value) in &s.lock().meta {
             let name = HeaderName::from_bytes(format!("meta-{name}").as_bytes());
             if let (Ok(n), Ok(v)) = (name, HeaderValue::from_str(value)) {
                 headers.append(n, v);

@@ -139,14 +139,12 @@ pub(super) async fn run(b: Arc<Backend>, s: Arc<Session>) {
         }
         let (batch, last) = s.take(b.opts.max_request_bytes);
         s.room.notify_waiters();
-        let meta = s.lock().meta.clone();
-        let state = State { meta, ..State::default() };
         last_request = tokio::time::Instant::now();
         let started = Instant::now();
         // The last request is tried once: the client is gone, and a host
         // that stops should not wait on a backend that is down.
         let retries = if last { 0 } else { b.opts.retries };
-        let answer = b.post(&s, &state, events::encode(&batch), retries).await;
+        let answer = b.post(&s, events::encode(&batch), retries).await;
         b.observe("request", started);
         if last {
             // The client is gone: nothing in the answer can reach it.
