@@ -154,6 +154,7 @@ struct Admin {
 /// Serves the admin API until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<crate::tls::TlsAcceptor>,
     hub: Arc<Hub>,
     plugins: Arc<dyn PluginAdmin>,
     opts: AdminOptions,
@@ -173,29 +174,45 @@ pub async fn serve(
                 }
             },
         };
-        let admin = admin.clone();
-        let shutdown = shutdown.clone();
+        let (admin, tls, shutdown) = (admin.clone(), tls.clone(), shutdown.clone());
         tasks.spawn(async move {
-            let header_timeout = admin.opts.request_timeout;
-            let service = service_fn(move |req| {
-                let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.handle(req).await) }
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+            let timeout = admin.opts.request_timeout;
+            match tls {
+                None => serve_connection(admin, stream, shutdown).await,
+                Some(tls) => {
+                    if let Ok(Ok(stream)) = tokio::time::timeout(timeout, tls.accept(stream)).await {
+                        serve_connection(admin, stream, shutdown).await;
+                    }
                 }
             }
         });
     }
     tasks.close();
     tasks.wait().await;
+}
+
+/// Serves HTTP on one connection (plain or TLS) until it ends or the API
+/// shuts down.
+async fn serve_connection<S>(admin: Arc<Admin>, stream: S, shutdown: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let header_timeout = admin.opts.request_timeout;
+    let service = service_fn(move |req| {
+        let admin = admin.clone();
+        async move { Ok::<_, Infallible>(admin.handle(req).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        }
+    }
 }
 
 fn json_response(status: StatusCode, body: Value) -> Response<Full<Bytes>> {

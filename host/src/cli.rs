@@ -224,4 +224,7 @@ async fn reload(app: &std::sync::Arc<crate::app::App>) {
         ),
         Err(e) => tracing::warn!(reason = format!("{e:#}"), "config reload refused; still serving the previous config"),
     }
+    if let Err(e) = app.reload_tls() {
+        tracing::warn!(reason = format!("{e:#}"), "TLS files refused; the previous certificate stays");
+    }
 }

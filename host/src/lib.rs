@@ -42,4 +42,5 @@ pub mod scaffold;
 pub mod store;
 pub mod telemetry;
 pub mod testkit;
+pub mod tls;
 pub mod transport;

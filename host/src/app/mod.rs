@@ -31,6 +31,7 @@ use crate::hub::{Bus, ConnectionPolicy, Hub, LocalBus, Registry};
 use crate::metrics::Metrics;
 use crate::runtime::{self, EngineOptions, EventCaps, Runtime, RuntimeOptions};
 use crate::store::{self as store_mod, Store, StoreKind};
+use crate::tls::Tls;
 use crate::transport::ws::{self, ServerOptions};
 
 pub use plugins::PluginSlot;
@@ -99,6 +100,25 @@ pub struct App {
     runtime: Runtime,
     config: std::sync::Mutex<Config>,
     watcher: std::sync::Mutex<Option<reload::Watcher>>,
+    /// The listeners' certificates, re-read on SIGHUP, and the watchers
+    /// that re-read them when their files change.
+    tls: std::sync::Mutex<(Vec<Arc<Tls>>, Vec<notify::RecommendedWatcher>)>,
+}
+
+/// The certificates of both listeners, read before anything is served.
+struct ListenerTls {
+    ws: Option<Arc<Tls>>,
+    admin: Option<Arc<Tls>>,
+}
+
+fn load_tls(config: &Config) -> anyhow::Result<ListenerTls> {
+    let load = |name: &str, tls: &Option<crate::config::TlsConfig>| {
+        tls.as_ref()
+            .map(|t| Tls::load(name, &t.cert, &t.key).with_context(|| format!("config {}: {name}", config.source)))
+            .transpose()
+    };
+    let admin = if config.admin.enabled { load("admin.tls", &config.admin.tls)? } else { None };
+    Ok(ListenerTls { ws: load("tls", &config.tls)?, admin })
 }
 
 /// A host that is serving; dropping it does not stop it, [`Running::stop`] does.
@@ -143,6 +163,7 @@ impl Running {
 /// Loads every plugin of `config`, then binds its listen address and serves
 /// in a background task. A bad plugin is reported before the port is touched.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let tls = load_tls(&config)?;
     let app = build(&config).await?;
     let listener = match ws::bind(config.listen) {
         Ok(l) => l,
@@ -151,13 +172,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             return Err(e).with_context(|| format!("binding {}", config.listen));
         }
     };
-    serve(app, &config, listener).await
+    serve(app, &config, listener, tls).await
 }
 
 /// Like [`start`] on an already bound listener.
 pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
+    let tls = load_tls(&config)?;
     let app = build(&config).await?;
-    serve(app, &config, listener).await
+    serve(app, &config, listener, tls).await
 }
 
 /// Builds the whole application for `config`, serving nothing yet: the
@@ -190,8 +212,9 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Arc<App>> {
     }
 }
 
-async fn serve(app: Arc<App>, config: &Config, listener: TcpListener) -> anyhow::Result<Running> {
+async fn serve(app: Arc<App>, config: &Config, listener: TcpListener, tls: ListenerTls) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
+    app.watch_tls(tls.ws.iter().chain(&tls.admin).cloned().collect());
     let shutdown = CancellationToken::new();
     let admin_addr = if config.admin.enabled {
         let admin = TcpListener::bind(config.admin.listen)
@@ -205,8 +228,9 @@ async fn serve(app: Arc<App>, config: &Config, listener: TcpListener) -> anyhow:
             publish_key: config.admin.publish_key.as_ref().map(|k| k.as_bytes().to_vec()),
         };
         let plugins = Arc::new(plugins::AdminPlugins(app.clone()));
-        tokio::spawn(crate::admin::serve(admin, app.hub.clone(), plugins, opts, shutdown.clone()));
-        tracing::info!(addr = %admin_addr, auth = config.admin.token.is_some(), "admin API listening");
+        let acceptor = tls.admin.as_ref().map(|t| t.acceptor());
+        tokio::spawn(crate::admin::serve(admin, acceptor, app.hub.clone(), plugins, opts, shutdown.clone()));
+        tracing::info!(addr = %admin_addr, auth = config.admin.token.is_some(), tls = tls.admin.is_some(), "admin API listening");
         Some(admin_addr)
     } else {
         None
@@ -218,6 +242,7 @@ async fn serve(app: Arc<App>, config: &Config, listener: TcpListener) -> anyhow:
         max_handshakes: config.limits.max_handshakes,
         max_handshakes_per_ip: config.limits.max_handshakes_per_ip,
         trusted_proxies: ws::TrustedProxies::parse(&config.trusted_proxies).expect("validated trusted_proxies"),
+        tls: tls.ws.as_ref().map(|t| t.acceptor()),
     };
     let token = shutdown.clone();
     let (hub, leaving) = (app.hub.clone(), app.clone());
@@ -226,6 +251,10 @@ async fn serve(app: Arc<App>, config: &Config, listener: TcpListener) -> anyhow:
         leaving.leave().await;
         served
     });
+    if tls.ws.is_some() {
+        tracing::info!(%addr, "TLS on the listener: clients connect with wss:// and https://");
+    }
+    // Scripts read the address from this line's end: keep it last.
     tracing::info!(%addr, "wharf listening");
     Ok(Running { addr, admin_addr, app, shutdown, task })
 }
@@ -236,6 +265,31 @@ impl App {
     /// (they need not wait for its heartbeat to expire).
     async fn leave(&self) {
         self.hub.bus().leave().await;
+    }
+
+    /// Keeps the listeners' certificates, re-read when their files change.
+    fn watch_tls(&self, tls: Vec<Arc<Tls>>) {
+        let watchers = tls
+            .iter()
+            .filter_map(|t| {
+                t.watch()
+                    .map_err(|e| {
+                        tracing::warn!(
+                            reason = format!("{e:#}"),
+                            "certificate files are not watched; reload them with SIGHUP"
+                        )
+                    })
+                    .ok()
+            })
+            .collect();
+        *self.tls.lock().unwrap_or_else(|p| p.into_inner()) = (tls, watchers);
+    }
+
+    /// Re-reads every listener's certificate and key (on SIGHUP); a pair
+    /// that is refused leaves the one in use.
+    pub fn reload_tls(&self) -> anyhow::Result<()> {
+        let tls = self.tls.lock().unwrap_or_else(|p| p.into_inner()).0.clone();
+        tls.iter().try_for_each(|t| t.reload())
     }
 
     /// The hub: routes, connections, and the way to other hosts.
@@ -279,6 +333,7 @@ impl App {
             runtime,
             config: std::sync::Mutex::new(config.clone()),
             watcher: std::sync::Mutex::new(None),
+            tls: std::sync::Mutex::default(),
         });
         app.apply_config(config).await?;
         Ok(app)

@@ -62,6 +62,9 @@ pub struct Config {
     /// handlers, the per-address limits and the logs see.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// TLS on the WebSocket/HTTP listener: `[tls]` with `cert` and `key`.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// Directory for host data (compile cache, embedded store), relative to
     /// the working directory.
     #[serde(default = "default_data_dir")]
@@ -153,6 +156,19 @@ pub struct AdminConfig {
     /// `/publish/` beside the admin token; when set, an unsigned publish is
     /// refused even without an admin token.
     pub publish_key: Option<String>,
+    /// TLS on the admin listener: `[admin.tls]` with `cert` and `key`.
+    pub tls: Option<TlsConfig>,
+}
+
+/// A listener's certificate and key: PEM files, relative to the config
+/// file, re-read on SIGHUP and when they change.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Default for AdminConfig {
@@ -163,6 +179,7 @@ impl Default for AdminConfig {
             token: None,
             default_channel_namespace: None,
             publish_key: None,
+            tls: None,
         }
     }
 }
@@ -260,6 +277,10 @@ impl Config {
         }
         if let Some(dir) = &self.static_dir {
             self.static_dir = Some(base.join(dir));
+        }
+        for tls in [self.tls.as_mut(), self.admin.tls.as_mut()].into_iter().flatten() {
+            tls.cert = base.join(&tls.cert);
+            tls.key = base.join(&tls.key);
         }
     }
 }

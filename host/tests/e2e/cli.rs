@@ -109,9 +109,13 @@ fn wait_for_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
 
 /// Starts the binary on 127.0.0.1 port 0 serving `routes` (path, plugin).
 fn serve_binary(routes: &[(&str, &str)]) -> Served {
-    let dir = tempfile::tempdir().unwrap();
+    serve_binary_in(tempfile::tempdir().unwrap(), routes, "")
+}
+
+/// Like [`serve_binary`], its files in `dir` and `extra` TOML appended.
+fn serve_binary_in(dir: tempfile::TempDir, routes: &[(&str, &str)], extra: &str) -> Served {
     let path = dir.path().join("wharf.toml");
-    let text = binary_config(dir.path(), routes);
+    let text = binary_config(dir.path(), routes) + extra;
     std::fs::write(&path, text).unwrap();
     let mut child = wharf().args(["serve", "--config"]).arg(&path).stderr(Stdio::piped()).spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
@@ -211,4 +215,38 @@ async fn a_second_signal_exits_without_waiting() {
     // A graceful shutdown exits 0; only the second-signal path exits 1.
     assert_eq!(status.code(), Some(1), "{status}");
     drop(ws);
+}
+
+#[test]
+fn a_missing_or_mismatched_certificate_is_refused_at_start_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    let (cert, key) = ca.server_files(dir.path(), "a");
+    let (_, other_key) = ca.server_files(dir.path(), "b");
+    let e = serve_fails_with(&format!("[tls]\ncert = {cert:?}\nkey = {other_key:?}\n"));
+    assert!(e.contains("tls") && e.contains("b.key does not match the certificate"), "{e}");
+    let e = serve_fails_with(&format!("[admin.tls]\ncert = \"nowhere.crt\"\nkey = {key:?}\n"));
+    assert!(e.contains("admin.tls") && e.contains("cannot read the certificate") && e.contains("nowhere.crt"), "{e}");
+    let e = serve_fails_with("[tls]\ncert = \"a.crt\"\n");
+    assert!(e.contains("tls") && e.contains("missing field `key`"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rereads_the_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test CA");
+    ca.server_files(dir.path(), "server");
+    let served = serve_binary_in(dir, &[("/echo", "echo")], "[tls]\ncert = \"server.crt\"\nkey = \"server.key\"\n");
+    let addr: std::net::SocketAddr = served.addr.parse().unwrap();
+    ca.tls(addr).await.expect("the relative paths resolve against the config's directory");
+    signal(&served, "HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = served.log.recv_timeout(left).expect("SIGHUP logs the certificate reload");
+        if line.contains("TLS certificate reloaded") && line.contains("server.crt") {
+            break;
+        }
+    }
+    ca.tls(addr).await.expect("still serving TLS after SIGHUP");
 }

@@ -13,6 +13,7 @@ mod admin;
 mod browser;
 mod cli;
 mod cluster;
+mod edge;
 mod examples;
 mod fuzz;
 mod grip;

@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tower::ServiceExt;
 
+use super::stream::Stream;
 use super::{Listener, socket};
 use crate::close;
 use crate::handler::OpenRequest;
@@ -54,6 +55,20 @@ pub(super) async fn serve_connection(shared: Arc<Listener>, mut stream: TcpStrea
         tracing::debug!(%peer, "no request within the handshake timeout");
         return;
     }
+    let stream = match &shared.opts.tls {
+        None => Stream::Plain(stream),
+        Some(tls) => match tokio::time::timeout(timeout, tls.accept(stream)).await {
+            Ok(Ok(tls)) => Stream::Tls(Box::new(tls)),
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "no TLS handshake within the handshake timeout");
+                return;
+            }
+        },
+    };
     let svc_shared = shared.clone();
     let service = service_fn(move |req| handle(svc_shared.clone(), req, peer));
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -170,7 +185,7 @@ async fn open_connection(
     let task_shared = shared.clone();
     shared.tasks.spawn(async move {
         let shared = task_shared;
-        let ws = match on_upgrade.await.map(|u| u.downcast::<TokioIo<TcpStream>>()) {
+        let ws = match on_upgrade.await.map(|u| u.downcast::<TokioIo<Stream>>()) {
             Ok(Ok(parts)) => {
                 let stream = parts.io.into_inner();
                 let config = super::ws_config(conn.policy());

@@ -1,12 +1,13 @@
 //! The WebSocket front end: one listener for HTTP and WebSocket, the upgrade
 //! handshake (`http.rs`), and one task per connection that owns its socket
-//! (`socket.rs`), with the client's address read through trusted proxies
-//! (`client_addr.rs`). Everything about a connection that is not WebSocket (its
+//! (`socket.rs`), over plain TCP or TLS (`stream.rs`), with the client's
+//! address read through trusted proxies (`client_addr.rs`). Everything about a connection that is not WebSocket (its
 //! admission, handler, mailbox and close) is the hub's.
 
 mod client_addr;
 mod http;
 mod socket;
+mod stream;
 
 pub use client_addr::TrustedProxies;
 
@@ -45,7 +46,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Settings of the listener (per-route settings are [`ConnectionPolicy`]).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ServerOptions {
     /// Directory served over HTTP at `/`.
     pub static_dir: Option<PathBuf>,
@@ -58,6 +59,8 @@ pub struct ServerOptions {
     pub max_handshakes_per_ip: usize,
     /// The proxies whose `Forwarded` / `X-Forwarded-For` name the client.
     pub trusted_proxies: TrustedProxies,
+    /// TLS on this listener (`[tls]`): every connection handshakes first.
+    pub tls: Option<crate::tls::TlsAcceptor>,
 }
 
 /// What the listener and every connection task share.

@@ -7,7 +7,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -40,7 +39,7 @@ enum End {
     Gone,
 }
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<super::stream::Stream>;
 
 /// Runs an accepted connection to its end, then closes it (once).
 pub(super) async fn run(shared: &Listener, mut ws: Ws, conn: Connection) {

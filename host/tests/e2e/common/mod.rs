@@ -363,3 +363,58 @@ pub async fn each_command_fails_only_its_own_event(
         assert_eq!(code, "1011", "on-close of connection {id}");
     }
 }
+
+/// A certificate authority made for one test, and the server certificates
+/// it signs (for `localhost` and 127.0.0.1), written as PEM files.
+pub struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    /// The CA's certificate, PEM.
+    pub pem: String,
+}
+
+impl TestCa {
+    /// A new CA with a fresh P-256 key.
+    pub fn new(name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let cert = params.self_signed(&key).expect("CA certificate");
+        TestCa { pem: cert.pem(), issuer: rcgen::Issuer::new(params, key) }
+    }
+
+    /// Writes a server certificate and key signed by this CA to
+    /// `dir/NAME.crt` and `dir/NAME.key`.
+    pub fn server_files(&self, dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf) {
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .expect("server params");
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let cert = params.signed_by(&key, &self.issuer).expect("server certificate");
+        let (cert_file, key_file) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+        std::fs::write(&cert_file, cert.pem()).expect("write certificate");
+        std::fs::write(&key_file, key.serialize_pem()).expect("write key");
+        (cert_file, key_file)
+    }
+
+    /// A rustls client that trusts this CA only.
+    pub fn connector(&self) -> tokio_rustls::TlsConnector {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_slice(self.pem.as_bytes()).expect("CA PEM")).expect("CA root");
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    }
+
+    /// A TLS connection to `addr` (as `localhost`) trusting this CA.
+    pub async fn tls(&self, addr: std::net::SocketAddr) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let tcp = TcpStream::connect(addr).await?;
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("a DNS name");
+        tokio::time::timeout(WAIT, self.connector().connect(name, tcp)).await.map_err(std::io::Error::other)?
+    }
+}
