@@ -225,6 +225,7 @@ fmt:
 
 # Headless Chromium (Debian) and playwright-core (npm) for the chat page test;
 # redis-server (Debian) for the store suite and the multi-host tests;
+# openssl (Debian) for the RSA keys of the token tests;
 # gripcontrol and websockets (PyPI) and @fanoutio/grip (npm) for the
 # WebSocket-over-HTTP backends.
 $(GRIP_VENV)/.installed: host/tests/grip/requirements.txt
@@ -237,6 +238,7 @@ $(GRIP_VENV)/.installed: host/tests/grip/requirements.txt
 test-deps: $(GRIP_VENV)/.installed
 	@missing=""; command -v chromium >/dev/null || missing="chromium"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else echo "the tests need Debian packages: sudo apt-get install $$missing" >&2; exit 1; fi; fi

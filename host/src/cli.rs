@@ -66,6 +66,30 @@ pub enum Command {
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
+    /// Mint an HS256 connection token for a route's `[routes.auth]`, for
+    /// trying a route out and for tests; print it.
+    Token {
+        /// The file holding the shared secret (the route's
+        /// `hs256_secret_file`); else `--secret-env`.
+        #[arg(long, conflicts_with = "secret_env", required_unless_present = "secret_env")]
+        secret_file: Option<PathBuf>,
+        /// The environment variable holding the secret (the route's
+        /// `hs256_secret_env`).
+        #[arg(long)]
+        secret_env: Option<String>,
+        /// The `sub` claim (the handler's `auth.sub`).
+        #[arg(long)]
+        sub: Option<String>,
+        /// The `aud` claim.
+        #[arg(long)]
+        aud: Option<String>,
+        /// The `iss` claim.
+        #[arg(long)]
+        iss: Option<String>,
+        /// Seconds until it expires.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
     /// Build the handler project in DIR (Rust, JavaScript, TypeScript or
     /// Python) into a component; the last line printed is its path.
     Build {
@@ -144,6 +168,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("created {}", dir.display());
             println!("build it:  cd {} && wharf build", dir.display());
             println!("test it:   wharf test $(wharf build | tail -n 1) tests/*.toml");
+            Ok(())
+        }
+        Command::Token { secret_file, secret_env, sub, aud, iss, ttl } => {
+            let secret = match (&secret_file, &secret_env) {
+                (Some(file), _) => {
+                    let s = std::fs::read(file)
+                        .with_context(|| format!("--secret-file: cannot read {}", file.display()))?;
+                    s.strip_suffix(b"\n").unwrap_or(&s).to_vec()
+                }
+                (None, Some(var)) => {
+                    std::env::var(var).with_context(|| format!("--secret-env: `{var}` is not set"))?.into_bytes()
+                }
+                (None, None) => unreachable!("clap requires one"),
+            };
+            anyhow::ensure!(!secret.is_empty(), "the secret is empty");
+            let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() + ttl;
+            let mut claims = serde_json::json!({ "exp": exp });
+            for (k, v) in [("sub", sub), ("aud", aud), ("iss", iss)] {
+                if let Some(v) = v {
+                    claims[k] = v.into();
+                }
+            }
+            let key = jsonwebtoken::EncodingKey::from_secret(&secret)?;
+            println!("{}", jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)?);
             Ok(())
         }
         Command::Build { dir, out, sdk } => {

@@ -21,6 +21,9 @@ pub const POLICY: u16 = 1008;
 pub const TOO_BIG: u16 = 1009;
 /// The handler failed (trap, deadline, no instance).
 pub const HANDLER_ERROR: u16 = 1011;
+/// The connection's token expired (`[routes.auth]` with `close_on_expiry`):
+/// IANA's registered 3000, "Unauthorized".
+pub const TOKEN_EXPIRED: u16 = 3000;
 
 /// Longest close reason: a close frame's payload is at most 125 bytes, two
 /// of them the code.

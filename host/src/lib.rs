@@ -24,6 +24,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod build;
 pub mod channel;
 pub mod cli;

@@ -37,6 +37,9 @@ pub struct Metrics {
     /// Requests to HTTP backends that failed, by route and reason
     /// (`unreachable`, `timeout`, `status`, `garbage`, `protocol`).
     pub backend_errors: IntCounterVec,
+    /// Handshakes refused for their token, by route and reason (`missing`,
+    /// `invalid`).
+    pub auth_refused: IntCounterVec,
 }
 
 impl Metrics {
@@ -101,6 +104,14 @@ impl Metrics {
                 &["route", "reason"],
             )
             .expect("valid metric"),
+            auth_refused: IntCounterVec::new(
+                Opts::new(
+                    "wharf_auth_refused_total",
+                    "Handshakes refused with 401 for their connection token, by reason (missing, invalid)",
+                ),
+                &["route", "reason"],
+            )
+            .expect("valid metric"),
             instance_memory_bytes: IntGauge::new(
                 "wharf_instance_memory_bytes",
                 "Linear memory the live handler instances hold together (limits.instance_memory_mib bounds it)",
@@ -123,6 +134,7 @@ impl Metrics {
             &m.store_errors,
             &m.guest_log_dropped,
             &m.backend_errors,
+            &m.auth_refused,
         ] {
             m.registry.register(Box::new(c.clone())).expect("unique metric");
         }

@@ -54,12 +54,19 @@ pub(crate) fn event_caps(limits: &Limits) -> EventCaps {
     }
 }
 
-/// The hub's policy for a route with these global limits.
-fn connection_policy(global: &Limits, route: &RouteConfig) -> ConnectionPolicy {
+/// The hub's policy for a route with these global limits and its token
+/// check.
+fn connection_policy(
+    global: &Limits,
+    route: &RouteConfig,
+    auth: Option<Arc<crate::auth::Verifier>>,
+) -> ConnectionPolicy {
     ConnectionPolicy {
         max_connections: route.limits.max_connections,
         origins: route.origins.clone(),
         subprotocols: route.subprotocols.clone(),
+        auth,
+        compression: route.compression,
         ..ConnectionPolicy::from_limits(&global.for_route(&route.limits))
     }
 }

@@ -45,6 +45,16 @@ impl App {
     /// compiled and checked before anything changes: on error nothing does.
     pub(super) async fn apply_config(self: &Arc<Self>, config: &Config) -> anyhow::Result<ReloadSummary> {
         let mut summary = ReloadSummary::default();
+        // Token keys are read (again) first: a bad one changes nothing.
+        let verifiers = config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let context = || format!("config {}: routes[{i}].auth", config.source);
+                r.auth.as_ref().map(|a| crate::auth::Verifier::load(a).map(Arc::new).with_context(context)).transpose()
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let old_slots = self.plugins.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut slots: HashMap<String, Arc<PluginSlot>> = HashMap::new();
         let mut swaps = Vec::new();
@@ -95,7 +105,8 @@ impl App {
         let routes: HashMap<Arc<str>, Arc<Route>> = config
             .routes
             .iter()
-            .map(|r| {
+            .zip(verifiers)
+            .map(|(r, auth)| {
                 let path: Arc<str> = Arc::from(r.path.as_str());
                 let handler: Arc<dyn Handler> = match (&r.plugin, &r.backend) {
                     (_, Some(backend)) => Arc::new(BackendHandler::new(
@@ -110,7 +121,8 @@ impl App {
                     }
                     (None, None) => unreachable!("a validated route names a plugin or a backend"),
                 };
-                let route = Route { path: path.clone(), handler, policy: super::connection_policy(&config.limits, r) };
+                let route =
+                    Route { path: path.clone(), handler, policy: super::connection_policy(&config.limits, r, auth) };
                 (path, Arc::new(route))
             })
             .collect();

@@ -10,6 +10,7 @@
 //! - [`store`]: the choice of store back end;
 //! - `validate.rs`: cross-references and ranges.
 
+mod auth;
 mod backend;
 mod limits;
 mod store;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use auth::AuthConfig;
 pub use backend::{BackendConfig, DEFAULT_BACKEND_NAMESPACE};
 pub use limits::{Limits, PluginLimits, RouteLimits, SlowReader};
 pub use store::{DEFAULT_HEARTBEAT_TTL_MS, StoreChoice, StoreConfig};
@@ -226,6 +228,23 @@ pub struct RouteConfig {
     /// Connection limits of this route, overriding `[limits]`.
     #[serde(default)]
     pub limits: RouteLimits,
+    /// A connection token (JWT) every client must present: `[routes.auth]`.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// permessage-deflate (RFC 7692): `"deflate"` or `"off"` (the default).
+    #[serde(default)]
+    pub compression: Compression,
+}
+
+/// Whether a route compresses messages.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Compression {
+    /// No extension is negotiated.
+    #[default]
+    Off,
+    /// permessage-deflate when the client offers it.
+    Deflate,
 }
 
 fn default_listen() -> SocketAddr {
@@ -277,6 +296,9 @@ impl Config {
         }
         if let Some(dir) = &self.static_dir {
             self.static_dir = Some(base.join(dir));
+        }
+        for auth in self.routes.iter_mut().filter_map(|r| r.auth.as_mut()) {
+            auth.resolve_paths(base);
         }
         for tls in [self.tls.as_mut(), self.admin.tls.as_mut()].into_iter().flatten() {
             tls.cert = base.join(&tls.cert);

@@ -388,3 +388,22 @@ fn a_bad_trusted_proxy_is_named() {
     let c = Config::parse("trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n", "t.toml").unwrap();
     c.validate("t.toml").unwrap();
 }
+
+#[test]
+fn a_route_auth_names_exactly_one_key_and_compression_is_deflate_or_off() {
+    let route = "[plugins.a]\ncomponent = \"a.wasm\"\n[[routes]]\npath = \"/a\"\nplugin = \"a\"\n";
+    let e = parse_err(&format!("{route}[routes.auth]\naudience = \"x\"\n"));
+    assert_eq!(e.key, "routes[0].auth", "{e}");
+    assert!(e.reason.contains("names no key"), "{e}");
+    let e = parse_err(&format!("{route}[routes.auth]\nhs256_secret_file = \"s\"\npublic_key_file = \"k.pem\"\n"));
+    assert!(e.reason.contains("hs256_secret_file and public_key_file") && e.reason.contains("exactly one"), "{e}");
+    let e = parse_err(&format!("{route}[routes.auth]\nhs256_secret_env = \"WHARF_TEST_SURELY_UNSET_VARIABLE\"\n"));
+    assert_eq!(e.key, "routes[0].auth.hs256_secret_env", "{e}");
+    assert!(e.reason.contains("WHARF_TEST_SURELY_UNSET_VARIABLE"), "{e}");
+    let e = parse_err(&format!("{route}[routes.auth]\nhs256_secret_file = \"s\"\nalgorithm = \"none\"\n"));
+    assert_eq!(e.key, "routes[0].auth.algorithm", "a token cannot be told to choose its algorithm: {e}");
+    let e = parse_err(&format!("{route}compression = \"gzip\"\n"));
+    assert_eq!(e.key, "routes[0].compression", "{e}");
+    let ok = Config::parse(&format!("{route}compression = \"deflate\"\n"), "t.toml").unwrap();
+    assert_eq!(ok.routes[0].compression, Compression::Deflate);
+}

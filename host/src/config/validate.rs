@@ -82,6 +82,9 @@ impl Config {
             if !seen.insert(route.path.as_str()) {
                 return Err(err(format!("routes[{i}].path"), format!("`{}` is mounted twice", route.path)));
             }
+            if let Some(auth) = &route.auth {
+                auth.check().map_err(|(key, reason)| err(format!("routes[{i}].auth{key}"), reason))?;
+            }
             match (&route.plugin, &route.backend) {
                 (Some(_), Some(_)) => {
                     return Err(err(format!("routes[{i}]"), "names a plugin and a backend; a route has one".into()));

@@ -18,7 +18,6 @@ use crate::config::{Limits, SlowReader};
 const LIMITER_SWEEP_AT: usize = 10_000;
 
 /// One route's connection policy.
-#[derive(Debug)]
 pub struct ConnectionPolicy {
     /// Largest inbound message and frame; past it: close 1009.
     pub max_message_bytes: usize,
@@ -42,6 +41,10 @@ pub struct ConnectionPolicy {
     pub origins: Vec<String>,
     /// Subprotocols the route speaks; empty leaves it to the handler.
     pub subprotocols: Vec<String>,
+    /// The token every client must present (`[routes.auth]`).
+    pub auth: Option<Arc<crate::auth::Verifier>>,
+    /// Whether permessage-deflate is negotiated when offered.
+    pub compression: crate::config::Compression,
     /// Set with [`ConnectionPolicy::with_connect_rate`].
     pub(crate) connect_rate: Option<DefaultKeyedRateLimiter<IpAddr>>,
 }
@@ -70,6 +73,8 @@ impl ConnectionPolicy {
             max_connections: None,
             origins: Vec::new(),
             subprotocols: Vec::new(),
+            auth: None,
+            compression: crate::config::Compression::Off,
             connect_rate: None,
         }
         .with_connect_rate(l.connect_rate, l.connect_burst)

@@ -45,6 +45,8 @@ impl Refused {
 pub struct Admission {
     _host: Place,
     _route: Option<Place>,
+    /// What the client's token said, on a route with `[routes.auth]`.
+    verified: Option<crate::auth::Verified>,
 }
 
 /// An accepted connection and the subprotocol to answer with.
@@ -58,24 +60,44 @@ pub struct Opened {
 impl Hub {
     /// Checks a handshake against the route's policy and the caps, before
     /// any handler runs: a foreign origin (403), no supported subprotocol
-    /// (400), too many new connections from `peer` (429), the host or the
-    /// route full (503).
+    /// (400), too many new connections from `peer` (429), a missing or bad
+    /// token (401), the host or the route full (503). On a route with a
+    /// token check, the token's subprotocol entry leaves `req`.
     pub fn admit(
         &self,
         route: &Route,
         peer: IpAddr,
         origin: Option<&str>,
-        offered: &[String],
+        req: &mut OpenRequest,
     ) -> Result<Admission, Refused> {
         let policy = &route.policy;
         if !policy.admit_origin(origin) {
             tracing::debug!(%peer, route = %route.path, origin, "origin not allowed");
             return Err(Refused::new(403, "origin not allowed"));
         }
-        policy.check_offer(offered).map_err(|why| Refused::new(400, why))?;
+        let token =
+            policy.auth.as_ref().map(|_| crate::auth::take_token(&req.query, &req.headers, &mut req.subprotocols));
+        policy.check_offer(&req.subprotocols).map_err(|why| Refused::new(400, why))?;
         if !policy.admit_rate(peer) {
             return Err(Refused::retry(429, "too many new connections; retry later"));
         }
+        // After the rate limit: checking a signature costs CPU.
+        let verified = match (&policy.auth, token) {
+            (None, _) => None,
+            (Some(_), Some(None)) | (Some(_), None) => {
+                tracing::debug!(%peer, route = %route.path, "no token");
+                self.metrics.auth_refused.with_label_values(&[&*route.path, "missing"]).inc();
+                return Err(Refused::new(401, "a token is required"));
+            }
+            (Some(verifier), Some(Some(token))) => match verifier.verify(&token) {
+                Ok(v) => Some(v),
+                Err(why) => {
+                    tracing::debug!(%peer, route = %route.path, why, "token refused");
+                    self.metrics.auth_refused.with_label_values(&[&*route.path, "invalid"]).inc();
+                    return Err(Refused::new(401, why));
+                }
+            },
+        };
         let host = self
             .open
             .acquire(self.max_connections)
@@ -87,7 +109,7 @@ impl Hub {
             }
             None => None,
         };
-        Ok(Admission { _host: host, _route: route_place })
+        Ok(Admission { _host: host, _route: route_place, verified })
     }
 
     /// Opens an admitted connection: records it, runs the handler's open,
@@ -97,7 +119,7 @@ impl Hub {
     pub async fn open(
         self: &Arc<Self>,
         route: Arc<Route>,
-        admission: Admission,
+        mut admission: Admission,
         req: OpenRequest,
     ) -> Result<Opened, Refused> {
         let policy = &route.policy;
@@ -115,7 +137,7 @@ impl Hub {
             plugin: route.handler.name(),
             remote_addr: req.remote_addr.clone(),
             connected_at_ms: now_ms(),
-            metadata: Vec::new(),
+            metadata: admission.verified.as_mut().map(|v| std::mem::take(&mut v.metadata)).unwrap_or_default(),
             channels: Vec::new(),
         };
         if let Err(e) = self.store.connections.open(record).await {
@@ -160,8 +182,12 @@ impl Hub {
         self.registry.activate(id);
         self.metrics.connections_total.with_label_values(&[&*route.path]).inc();
         self.metrics.connections_open.with_label_values(&[&*route.path]).inc();
+        let expires_at = match (&policy.auth, &admission.verified) {
+            (Some(auth), Some(v)) if auth.close_on_expiry() => v.expires_at,
+            _ => None,
+        };
         let live = Live { hub: self.clone(), route, cx, inbox, _admission: admission };
-        Ok(Opened { conn: Connection { live: Some(live) }, subprotocol })
+        Ok(Opened { conn: Connection { live: Some(live), expires_at }, subprotocol })
     }
 
     /// Forgets a connection that was never accepted.
@@ -207,6 +233,8 @@ impl Live {
 /// the background with 1006.
 pub struct Connection {
     live: Option<Live>,
+    /// When its token expires, if the route closes it then.
+    expires_at: Option<std::time::SystemTime>,
 }
 
 impl Connection {
@@ -217,6 +245,12 @@ impl Connection {
     /// Its id.
     pub fn id(&self) -> ConnId {
         self.live().cx.conn
+    }
+
+    /// When it is closed because its token expires (`[routes.auth]` with
+    /// `close_on_expiry`).
+    pub fn token_expires_at(&self) -> Option<std::time::SystemTime> {
+        self.expires_at
     }
 
     /// The route it opened on.

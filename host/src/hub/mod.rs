@@ -353,8 +353,9 @@ mod tests {
         let route = Arc::new(Route { path: "/p".into(), handler: handler.clone(), policy: Default::default() });
         let peer = std::net::IpAddr::from([127, 0, 0, 1]);
         let open = |hub: Arc<Hub>, route: Arc<Route>| async move {
-            let admission = hub.admit(&route, peer, None, &[]).unwrap();
-            hub.open(route, admission, crate::handler::OpenRequest::default()).await.unwrap().conn
+            let mut req = crate::handler::OpenRequest::default();
+            let admission = hub.admit(&route, peer, None, &mut req).unwrap();
+            hub.open(route, admission, req).await.unwrap().conn
         };
         let (a, b) = (open(hub.clone(), route.clone()).await, open(hub.clone(), route.clone()).await);
         let (ida, idb) = (a.id(), b.id());

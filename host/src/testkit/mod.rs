@@ -120,6 +120,8 @@ fn config_for(component: &Path, plugin: &str, paths: &BTreeSet<String>, base: &C
             origins: Vec::new(),
             subprotocols: Vec::new(),
             limits: Default::default(),
+            auth: None,
+            compression: Default::default(),
         })
         .collect();
     config

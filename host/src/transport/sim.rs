@@ -73,16 +73,16 @@ impl Sim {
         }
         let Some(route) = self.hub.route(path) else { return Err(format!("no route at {path}")) };
         let origin = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("origin")).map(|(_, v)| v.as_str());
-        let admission = match self.hub.admit(&route, PEER, origin, subprotocols) {
-            Ok(a) => a,
-            Err(refused) => return Ok(Some(refused.status)),
-        };
-        let req = OpenRequest {
+        let mut req = OpenRequest {
             path: path.to_string(),
             query: query.to_string(),
             headers: headers.to_vec(),
             subprotocols: subprotocols.to_vec(),
             remote_addr: format!("{PEER}:0"),
+        };
+        let admission = match self.hub.admit(&route, PEER, origin, &mut req) {
+            Ok(a) => a,
+            Err(refused) => return Ok(Some(refused.status)),
         };
         match self.hub.open(route, admission, req).await {
             Ok(opened) => {

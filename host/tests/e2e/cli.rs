@@ -250,3 +250,30 @@ async fn sighup_rereads_the_certificate() {
     }
     ca.tls(addr).await.expect("still serving TLS after SIGHUP");
 }
+
+#[test]
+fn wharf_token_mints_what_a_route_with_that_secret_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "minted\n").unwrap();
+    let out = wharf()
+        .args(["token", "--sub", "ada", "--aud", "chat", "--ttl", "60", "--secret-file"])
+        .arg(&secret)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap();
+    let config = wharf::config::AuthConfig {
+        hs256_secret_file: Some(secret),
+        audience: Some("chat".into()),
+        ..Default::default()
+    };
+    let verified =
+        wharf::auth::Verifier::load(&config).unwrap().verify(token.trim()).expect("the minted token verifies");
+    assert_eq!(verified.metadata[0], ("auth.sub".to_string(), "ada".to_string()));
+    let wrong = wharf::config::AuthConfig { audience: Some("other".into()), ..config };
+    assert!(wharf::auth::Verifier::load(&wrong).unwrap().verify(token.trim()).is_err());
+    let out = wharf().args(["token", "--secret-env", "WHARF_TEST_SURELY_UNSET_VARIABLE"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WHARF_TEST_SURELY_UNSET_VARIABLE"));
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -164,5 +165,126 @@ async fn new_certificate_files_reach_new_handshakes_and_open_connections_stay() 
     tokio::time::sleep(Duration::from_millis(400)).await;
     let mut again = wss(&next, host.addr, "/echo").await.expect("the renewed certificate still serves");
     assert_eq!(echo(&mut again, "again").await, "again");
+    host.stop().await.unwrap();
+}
+
+/// An HS256 token for `claims` signed with `secret`.
+fn token(secret: &str, claims: serde_json::Value) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap();
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// The status and body a handshake was refused with.
+async fn refused(request: http::Request<()>) -> (u16, String) {
+    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request)).await.expect("answered") {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let body = resp.body().as_deref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+            (resp.status().as_u16(), body)
+        }
+        Err(e) => panic!("expected an HTTP refusal, got {e}"),
+        Ok(_) => panic!("expected an HTTP refusal, the connection opened"),
+    }
+}
+
+fn request(url: &str, headers: &[(&str, &str)]) -> http::Request<()> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.into_client_request().unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+    }
+    req
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_with_auth_admits_only_verified_tokens_and_the_handler_sees_the_claims() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, "first-secret\n").unwrap();
+    let body = format!(
+        r#"
+[plugins.relay]
+component = @relay@
+[[routes]]
+path = "/room"
+plugin = "relay"
+subprotocols = ["wharf"]
+[routes.auth]
+hs256_secret_file = {secret_file:?}
+audience = "wharf-test"
+close_on_expiry = true
+"#
+    );
+    let config = config_from(&body);
+    let host = spawn(config.clone()).await;
+    let url = format!("ws://{}/room", host.addr);
+    let good = |sub: &str, ttl: u64| {
+        token("first-secret", json!({"sub": sub, "aud": "wharf-test", "exp": unix_now() + ttl, "role": "mod"}))
+    };
+
+    // Refused before any handler runs: nothing is recorded.
+    assert_eq!(refused(request(&url, &[])).await, (401, "a token is required".into()));
+    let forged = token("wrong", json!({"aud": "wharf-test", "exp": unix_now() + 60}));
+    let (status, why) = refused(request(&format!("{url}?token={forged}"), &[])).await;
+    assert_eq!(status, 401);
+    assert!(why.contains("InvalidSignature"), "{why}");
+    let expired = token("first-secret", json!({"aud": "wharf-test", "exp": unix_now() - 10}));
+    assert!(refused(request(&format!("{url}?token={expired}"), &[])).await.1.contains("ExpiredSignature"));
+    let wrong_aud = token("first-secret", json!({"aud": "elsewhere", "exp": unix_now() + 60}));
+    assert!(refused(request(&format!("{url}?token={wrong_aud}"), &[])).await.1.contains("InvalidAudience"));
+    let (_, list) = admin(&host, "GET", "/connections", None).await;
+    assert_eq!(list["connections"].as_array().map(Vec::len), Some(0), "{list}");
+    let (_, metrics) = admin(&host, "GET", "/metrics", None).await;
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    assert!(metrics.contains(r#"wharf_auth_refused_total{reason="missing",route="/room"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"wharf_auth_refused_total{reason="invalid",route="/room"} 3"#), "{metrics}");
+
+    // The query, a bearer header and a subprotocol entry all carry it; the
+    // handler sees the claims as metadata.
+    async fn opened(req: http::Request<()>) -> (Client, Option<String>) {
+        let (mut ws, resp) =
+            tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req)).await.unwrap().expect("opens");
+        assert!(expect_text(&mut ws).await.starts_with("id:"));
+        let protocol = resp.headers().get("sec-websocket-protocol").map(|v| v.to_str().unwrap().to_string());
+        (ws, protocol)
+    }
+    let (mut by_query, _) = opened(request(&format!("{url}?token={}", good("ada", 60)), &[])).await;
+    assert_eq!(ask(&mut by_query, "get:auth.sub").await, "auth.sub=ada");
+    let claims = ask(&mut by_query, "get:auth.claims").await;
+    let claims: serde_json::Value = serde_json::from_str(claims.strip_prefix("auth.claims=").unwrap()).unwrap();
+    assert_eq!((claims["role"].as_str(), claims["aud"].as_str()), (Some("mod"), Some("wharf-test")));
+    let bearer = format!("Bearer {}", good("bob", 60));
+    let (mut by_header, _) = opened(request(&url, &[("authorization", &bearer)])).await;
+    assert_eq!(ask(&mut by_header, "get:auth.sub").await, "auth.sub=bob");
+    let offer = format!("wharf, wharf.token.{}", good("cy", 60));
+    let (mut by_protocol, chosen) = opened(request(&url, &[("sec-websocket-protocol", &offer)])).await;
+    assert_eq!(chosen.as_deref(), Some("wharf"), "the token entry is never the chosen subprotocol");
+    assert_eq!(ask(&mut by_protocol, "get:auth.sub").await, "auth.sub=cy");
+
+    // close_on_expiry: a token that expires closes its connection with 3000.
+    let (mut short, _) = opened(request(&format!("{url}?token={}", good("dee", 2)), &[])).await;
+    let started = std::time::Instant::now();
+    assert_eq!(expect_close(&mut short).await, 3000);
+    assert!(started.elapsed() <= Duration::from_secs(4), "closed {:?} after opening", started.elapsed());
+    assert_eq!(ask(&mut by_query, "get:auth.sub").await, "auth.sub=ada", "others stay open");
+
+    // A config reload re-reads the key: old tokens stop opening, open
+    // connections stay.
+    std::fs::write(&secret_file, "second-secret").unwrap();
+    host.app().serve_config(&config).await.expect("reload");
+    assert_eq!(refused(request(&format!("{url}?token={}", good("eve", 60)), &[])).await.0, 401);
+    let fresh = token("second-secret", json!({"sub": "eve", "aud": "wharf-test", "exp": unix_now() + 60}));
+    let (mut eve, _) = opened(request(&format!("{url}?token={fresh}"), &[])).await;
+    assert_eq!(ask(&mut eve, "get:auth.sub").await, "auth.sub=eve");
+    assert_eq!(ask(&mut by_header, "get:auth.sub").await, "auth.sub=bob");
+    // A key that cannot be read refuses the reload and changes nothing.
+    std::fs::remove_file(&secret_file).unwrap();
+    let err = format!("{:#}", host.app().serve_config(&config).await.expect_err("refused"));
+    assert!(err.contains("routes[0].auth") && err.contains("hs256_secret_file: cannot read"), "{err}");
+    let (mut again, _) = opened(request(&format!("{url}?token={fresh}"), &[])).await;
+    assert_eq!(ask(&mut again, "get:auth.sub").await, "auth.sub=eve");
     host.stop().await.unwrap();
 }

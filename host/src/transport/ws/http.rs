@@ -153,9 +153,9 @@ async fn upgrade(
     let accept_key = derive_accept_key(key.as_bytes());
     // Behind a trusted proxy, the client is the address it reports.
     let client = shared.opts.trusted_proxies.client(peer, req.headers());
-    let open = open_request(&req, client);
+    let mut open = open_request(&req, client);
     let origin = req.headers().get(header::ORIGIN).map(|v| String::from_utf8_lossy(v.as_bytes()));
-    let admission = match shared.hub.admit(&route, client.ip(), origin.as_deref(), &open.subprotocols) {
+    let admission = match shared.hub.admit(&route, client.ip(), origin.as_deref(), &mut open) {
         Ok(a) => a,
         Err(r) => return refused(r),
     };

@@ -122,10 +122,16 @@ async fn serve(shared: &Listener, ws: &mut Ws, conn: &Connection, stats: &Stats)
     let far = Instant::now() + Duration::from_secs(86_400 * 365);
     let ping_timer = tokio::time::sleep_until(pings.every.map_or(far, |d| Instant::now() + d));
     let lifetime = tokio::time::sleep_until(policy.max_lifetime.map_or(far, |d| Instant::now() + d));
+    // A token that expires closes the connection when it does.
+    let expires = conn.token_expires_at().map(|at| {
+        let left = at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+        Instant::now() + left
+    });
+    let expiry = tokio::time::sleep_until(expires.unwrap_or(far));
     // One waiter on shutdown for the connection's life: creating one on
     // every turn costs a lock.
     let shutdown = shared.shutdown.cancelled();
-    tokio::pin!(ping_timer, lifetime, shutdown);
+    tokio::pin!(ping_timer, lifetime, expiry, shutdown);
     let mut batch = Vec::new();
     loop {
         if let Some((code, reason)) = inbox.next(&mut batch, WRITE_BATCH) {
@@ -147,6 +153,9 @@ async fn serve(shared: &Listener, ws: &mut Ws, conn: &Connection, stats: &Stats)
             _ = inbox.ready() => {}
             _ = &mut lifetime, if policy.max_lifetime.is_some() => {
                 return End::Host(close::GOING_AWAY, "connection lifetime reached".into());
+            }
+            _ = &mut expiry, if expires.is_some() => {
+                return End::Host(close::TOKEN_EXPIRED, "token expired".into());
             }
             _ = &mut ping_timer, if pings.every.is_some() => {
                 if pings.missed >= pings.allowed_misses {
