@@ -288,3 +288,78 @@ close_on_expiry = true
     assert_eq!(ask(&mut again, "get:auth.sub").await, "auth.sub=eve");
     host.stop().await.unwrap();
 }
+
+/// Runs a Python `websockets` script (from the test venv) with `args`; its
+/// stdout, or a panic with its stderr.
+async fn python(script: &'static str, args: Vec<String>) -> String {
+    let python = repo_root().join("target/grip-venv/bin/python");
+    assert!(python.is_file(), "{} is missing: run `make test-deps`", python.display());
+    let out = tokio::task::spawn_blocking(move || Command::new(python).arg("-c").arg(script).args(args).output())
+        .await
+        .unwrap()
+        .expect("python runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permessage_deflate_is_negotiated_per_route_and_a_bomb_gets_1009() {
+    let host = spawn(config_from(
+        r#"
+[plugins.echo]
+component = @echo@
+[[routes]]
+path = "/echo"
+plugin = "echo"
+compression = "deflate"
+[[routes]]
+path = "/plain"
+plugin = "echo"
+[[routes]]
+path = "/small"
+plugin = "echo"
+compression = "deflate"
+[routes.limits]
+max_message_bytes = 65536
+"#,
+    ))
+    .await;
+    // websockets offers permessage-deflate with client_max_window_bits, as
+    // browsers do; the echo comes back compressed and inflates to the same.
+    let script = r#"
+import asyncio, sys
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosedError
+async def main(base):
+    async with connect(base + "/echo", max_size=None) as ws:
+        print(ws.response.headers.get("Sec-WebSocket-Extensions"))
+        for msg in ["hi", '{"type":"chat","text":"' + "hello " * 500 + '"}', bytes(range(256)) * 64, "é" * 10000]:
+            await ws.send(msg)
+            assert await asyncio.wait_for(ws.recv(), 10) == msg, "echo differs"
+        # A fragmented compressed message.
+        await ws.send(["part one, " * 50, "part two, " * 50])
+        assert await asyncio.wait_for(ws.recv(), 10) == "part one, " * 50 + "part two, " * 50
+    async with connect(base + "/plain") as ws:
+        print(ws.response.headers.get("Sec-WebSocket-Extensions"))
+        await ws.send("plain"); assert await asyncio.wait_for(ws.recv(), 10) == "plain"
+    async with connect(base + "/small", max_size=None) as ws:
+        # 4 MiB of one letter compresses to a few KiB: inflated, it is far
+        # past the route's 64 KiB.
+        await ws.send("z" * (4 << 20))
+        try:
+            await asyncio.wait_for(ws.recv(), 10)
+        except ConnectionClosedError as e:
+            print(e.rcvd.code)
+asyncio.run(main(sys.argv[1]))
+"#;
+    let out = python(script, vec![format!("ws://{}", host.addr)]).await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines, ["permessage-deflate; client_no_context_takeover", "None", "1009"], "{out}");
+    // Every message reached the handler once; the bomb never did.
+    let (_, metrics) = admin(&host, "GET", "/metrics", None).await;
+    let metrics = metrics.as_str().unwrap_or_default();
+    assert!(metrics.contains("wharf_messages_received_total{route=\"/echo\"} 5"), "{metrics}");
+    assert!(metrics.contains("wharf_messages_sent_total{route=\"/echo\"} 5"), "{metrics}");
+    assert!(metrics.contains("wharf_messages_received_total{route=\"/small\"} 0"), "{metrics}");
+    host.stop().await.unwrap();
+}

@@ -19,9 +19,11 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tower::ServiceExt;
 
+use super::deflate::{self, reader::Inflating};
 use super::stream::Stream;
 use super::{Listener, socket};
 use crate::close;
+use crate::config::Compression;
 use crate::handler::OpenRequest;
 use crate::hub::{Admission, Refused, Route};
 
@@ -151,6 +153,12 @@ async fn upgrade(
         return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
     };
     let accept_key = derive_accept_key(key.as_bytes());
+    let deflate = match route.policy.compression {
+        Compression::Off => None,
+        Compression::Deflate => deflate::negotiate(
+            req.headers().get_all(header::SEC_WEBSOCKET_EXTENSIONS).iter().filter_map(|v| v.to_str().ok()),
+        ),
+    };
     // Behind a trusted proxy, the client is the address it reports.
     let client = shared.opts.trusted_proxies.client(peer, req.headers());
     let mut open = open_request(&req, client);
@@ -163,7 +171,8 @@ async fn upgrade(
     // Run the open in its own task: if the client goes away mid-handshake,
     // hyper drops this future, but the open still completes and, if it was
     // accepted, the connection is closed with on-close like any other.
-    let opening = shared.tasks.spawn(open_connection(shared.clone(), route, admission, open, accept_key, on_upgrade));
+    let opening =
+        shared.tasks.spawn(open_connection(shared.clone(), route, admission, open, accept_key, deflate, on_upgrade));
     opening.await.unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, close::HANDLER_ERROR_REASON))
 }
 
@@ -175,6 +184,7 @@ async fn open_connection(
     admission: Admission,
     open: OpenRequest,
     accept_key: String,
+    deflate: Option<(deflate::Agreed, String)>,
     on_upgrade: hyper::upgrade::OnUpgrade,
 ) -> Response<Body> {
     let opened = match shared.hub.open(route, admission, open).await {
@@ -183,20 +193,23 @@ async fn open_connection(
     };
     let (conn, subprotocol) = (opened.conn, opened.subprotocol);
     let task_shared = shared.clone();
+    let agreed = deflate.as_ref().map(|(a, _)| *a);
     shared.tasks.spawn(async move {
         let shared = task_shared;
         let ws = match on_upgrade.await.map(|u| u.downcast::<TokioIo<Stream>>()) {
             Ok(Ok(parts)) => {
                 let stream = parts.io.into_inner();
                 let config = super::ws_config(conn.policy());
-                WebSocketStream::from_partially_read(stream, parts.read_buf.to_vec(), Role::Server, Some(config)).await
+                let limit = conn.policy().max_message_bytes;
+                let stream = Inflating::new(stream, &parts.read_buf, agreed.is_some(), limit);
+                WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await
             }
             Ok(Err(_)) | Err(_) => {
                 conn.close(close::ABNORMAL, "").await;
                 return;
             }
         };
-        socket::run(&shared, ws, conn).await;
+        socket::run(&shared, ws, conn, agreed).await;
     });
 
     let mut resp = Response::new(Full::new(Bytes::new()).map_err(|never| match never {}).boxed_unsync());
@@ -207,6 +220,9 @@ async fn open_connection(
     h.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&accept_key).expect("base64 is a valid header"));
     if let Some(p) = subprotocol.as_deref().and_then(|p| HeaderValue::from_str(p).ok()) {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
+    }
+    if let Some(v) = deflate.and_then(|(_, v)| HeaderValue::from_str(&v).ok()) {
+        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, v);
     }
     resp
 }

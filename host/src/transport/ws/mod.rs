@@ -1,10 +1,12 @@
 //! The WebSocket front end: one listener for HTTP and WebSocket, the upgrade
 //! handshake (`http.rs`), and one task per connection that owns its socket
-//! (`socket.rs`), over plain TCP or TLS (`stream.rs`), with the client's
-//! address read through trusted proxies (`client_addr.rs`). Everything about a connection that is not WebSocket (its
+//! (`socket.rs`), over plain TCP or TLS (`stream.rs`), with permessage-deflate
+//! where a route asks for it (`deflate/`), and the client's address read
+//! through trusted proxies (`client_addr.rs`). Everything about a connection that is not WebSocket (its
 //! admission, handler, mailbox and close) is the hub's.
 
 mod client_addr;
+mod deflate;
 mod http;
 mod socket;
 mod stream;

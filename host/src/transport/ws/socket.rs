@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, O
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, error::ProtocolError};
 
 use super::Listener;
+use super::deflate::{self, Agreed, InflateError, reader::Inflating};
 use crate::close;
 use crate::handler::Message;
 use crate::hub::{Connection, Outbound};
@@ -39,14 +40,15 @@ enum End {
     Gone,
 }
 
-type Ws = WebSocketStream<super::stream::Stream>;
+type Ws = WebSocketStream<Inflating<super::stream::Stream>>;
 
 /// Runs an accepted connection to its end, then closes it (once).
-pub(super) async fn run(shared: &Listener, mut ws: Ws, conn: Connection) {
+pub(super) async fn run(shared: &Listener, mut ws: Ws, conn: Connection, deflate: Option<Agreed>) {
     let path = conn.route().path.clone();
     let stats = Stats {
         received: shared.hub.metrics().messages_in.with_label_values(&[&*path]),
         sent: shared.hub.metrics().messages_out.with_label_values(&[&*path]),
+        deflate,
     };
     let end = serve(shared, &mut ws, &conn, &stats).await;
     let (code, reason) = match end {
@@ -77,10 +79,13 @@ pub(super) async fn run(shared: &Listener, mut ws: Ws, conn: Connection) {
     Box::pin(conn.close(code, &reason)).await;
 }
 
-/// Pre-resolved message counters of one connection's route.
+/// Pre-resolved message counters of one connection's route, and how its
+/// messages are written.
 struct Stats {
     received: prometheus::IntCounter,
     sent: prometheus::IntCounter,
+    /// What was agreed for permessage-deflate, if anything.
+    deflate: Option<Agreed>,
 }
 
 /// Server pings: when the next one is due and how many went unanswered.
@@ -223,7 +228,12 @@ async fn serve(shared: &Listener, ws: &mut Ws, conn: &Connection, stats: &Stats)
 /// Maps a read error to how the connection ends.
 fn read_error(e: WsError) -> End {
     match e {
-        WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Io(_) => End::Gone,
+        WsError::Io(e) => match e.get_ref().and_then(|e| e.downcast_ref::<InflateError>()) {
+            Some(InflateError::TooBig) => End::Fail(close::TOO_BIG, "message too big".into()),
+            Some(InflateError::Corrupt) => End::Fail(close::INVALID_PAYLOAD, "invalid compressed data".into()),
+            None => End::Gone,
+        },
+        WsError::ConnectionClosed | WsError::AlreadyClosed => End::Gone,
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => End::Gone,
         WsError::Capacity(_) => End::Fail(close::TOO_BIG, "message too big".into()),
         WsError::Utf8(_) => End::Fail(close::INVALID_PAYLOAD, "invalid UTF-8".into()),
@@ -232,11 +242,17 @@ fn read_error(e: WsError) -> End {
     }
 }
 
-/// The WebSocket frame of an outgoing message: its payload is shared, not
-/// copied, and a text payload is not validated again (it is UTF-8 by
-/// construction).
-fn frame(msg: Outbound) -> WsMessage {
+/// The WebSocket frame of an outgoing message: compressed (RSV1 set) when
+/// deflate was agreed and it makes the message smaller; otherwise its
+/// payload is shared, not copied. A text payload is not validated again
+/// (it is UTF-8 by construction).
+fn frame(msg: Outbound, deflate: Option<Agreed>) -> WsMessage {
     let data = if msg.is_text() { Data::Text } else { Data::Binary };
+    if let Some(packed) = deflate.and_then(|a| deflate::compress(a, msg.payload())) {
+        let mut frame = Frame::message(packed, OpCode::Data(data), true);
+        frame.header_mut().rsv1 = true;
+        return WsMessage::Frame(frame);
+    }
     WsMessage::Frame(Frame::message(msg.payload().clone(), OpCode::Data(data), true))
 }
 
@@ -257,7 +273,7 @@ async fn write_all(ws: &mut Ws, batch: &mut Vec<Outbound>, stats: &Stats, limit:
     let n = batch.len();
     let write = async {
         for msg in batch.drain(..) {
-            ws.feed(frame(msg)).await?;
+            ws.feed(frame(msg, stats.deflate)).await?;
         }
         ws.flush().await
     };
