@@ -3,7 +3,9 @@
 # echo example served by target/debug/wharf, and against the same echo
 # written as a WebSocket-over-HTTP backend with gripcontrol
 # (host/tests/grip/backend.py, on /grip-echo), then compares every case's
-# result for each with expected.json: any change in behaviour fails.
+# result for each with expected.json; and the compression cases (12, 13)
+# against the echo with permessage-deflate, compared with
+# expected-deflate.json: any change in behaviour fails.
 #
 #   conformance/autobahn/run.sh            run and compare
 #   conformance/autobahn/run.sh --update   run and rewrite expected.json
@@ -71,7 +73,11 @@ for _ in $(seq 1 100); do
 done
 [ -n "$addr" ] || { cat "$log" >&2; echo "autobahn: wharf did not report its address" >&2; exit 1; }
 
-rm -rf "$out/report"
+# Two fuzzing clients side by side (each is one Python thread): cases 1-10
+# against the plain and the backend echo; the compression cases against
+# the deflate echo. Of 12.* and 13.* every group's cases 1-8 (payloads up to
+# 32 KiB) run: the whole of both takes the Python 2 client about an hour.
+rm -rf "$out/report" "$out/report-deflate"
 cat >"$out/fuzzingclient.json" <<JSON
 {
   "options": {"failByDrop": false},
@@ -82,19 +88,45 @@ cat >"$out/fuzzingclient.json" <<JSON
   "exclude-agent-cases": {}
 }
 JSON
+# Case patterns match by prefix (12.*.1 would also take 12.*.10-18): take
+# every case of 12 and 13 and leave out 9-18 of each group.
+skip=""
+for c in 12 13; do for n in $(seq 9 18); do skip="$skip${skip:+, }\"$c.*.$n\""; done; done
+cat >"$out/fuzzingclient-deflate.json" <<JSON
+{
+  "options": {"failByDrop": false},
+  "outdir": "$out/report-deflate",
+  "servers": [{"agent": "wharf-deflate", "url": "ws://$addr/echo-deflate"}],
+  "cases": ["12.*", "13.*"],
+  "exclude-cases": [${AUTOBAHN_DEFLATE_SKIP-$skip}],
+  "exclude-agent-cases": {}
+}
+JSON
 
-echo "autobahn: fuzzing ws://$addr/echo (report in $out/report/index.html)"
-(cd "$out" && timeout 900 "$py2" -c "
+wstest() {
+  (cd "$out" && timeout 1200 "$py2" -c "
 import site, sys
 site.addsitedir('$lib')
-sys.argv = ['wstest', '-m', 'fuzzingclient', '-s', '$out/fuzzingclient.json']
+sys.argv = ['wstest', '-m', 'fuzzingclient', '-s', '$1']
 from autobahntestsuite import wstest
 wstest.run()
-" >"$out/wstest.log" 2>&1) || { tail -n 20 "$out/wstest.log" >&2; echo "autobahn: wstest failed" >&2; exit 1; }
+" >"$2" 2>&1) || { tail -n 20 "$2" >&2; echo "autobahn: wstest failed ($1)" >&2; return 1; }
+}
+echo "autobahn: fuzzing ws://$addr/echo, /grip-echo and /echo-deflate (reports in $out/report*/index.html)"
+wstest "$out/fuzzingclient.json" "$out/wstest.log" &
+plain=$!
+wstest "$out/fuzzingclient-deflate.json" "$out/wstest-deflate.log" &
+compressed=$!
+ok=0
+wait $plain || ok=1
+wait $compressed || ok=1
+[ $ok = 0 ] || exit 1
 
 kill -0 "$pid" 2>/dev/null || { tail -n 20 "$log" >&2; echo "autobahn: wharf exited during the run" >&2; exit 1; }
 status=0
 python3 "$here/compare.py" "$here/expected.json" "$out/report/index.json" wharf "$@" || status=1
 echo "autobahn: the same echo as a WebSocket-over-HTTP backend:"
 python3 "$here/compare.py" "$here/expected.json" "$out/report/index.json" wharf-grip || status=1
+echo "autobahn: the echo with permessage-deflate (cases 12 and 13):"
+python3 "$here/compare.py" "$here/expected-deflate.json" "$out/report-deflate/index.json" wharf-deflate "$@" || status=1
 exit $status

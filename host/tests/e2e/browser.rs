@@ -1,6 +1,7 @@
-//! The chat page in a real headless browser: two pages served by the host,
-//! a message typed in one appears in both. Needs Debian's `chromium` and the
-//! npm packages of `host/tests/browser` (`make test` installs both).
+//! The chat page in a real headless browser: two pages served by the host
+//! over HTTPS and `wss://` with permessage-deflate, a message typed in one
+//! appears in both. Needs Debian's `chromium` and the npm packages of
+//! `host/tests/browser` (`make test` installs both).
 
 use std::process::Command;
 
@@ -19,8 +20,15 @@ async fn chat_page_works_in_headless_chromium() {
         "{chromium} is missing: `apt-get install chromium` (make test does)"
     );
     let static_dir = repo_root().join("examples/static").display().to_string();
-    let host = spawn(config(&[("/chat", "chat")], &format!("static_dir = {static_dir:?}"))).await;
-    let url = format!("http://{}/", host.addr);
+    let (ca, certs) = (TestCa::new("browser test CA"), tempfile::tempdir().unwrap());
+    let (cert, key) = ca.server_files(certs.path(), "server");
+    let mut config = config_from(&format!(
+        "[plugins.chat]\ncomponent = @chat@\n[[routes]]\npath = \"/chat\"\nplugin = \"chat\"\ncompression = \"deflate\"\n\
+         [tls]\ncert = {cert:?}\nkey = {key:?}\n"
+    ));
+    config.static_dir = Some(static_dir.into());
+    let host = spawn(config).await;
+    let url = format!("https://localhost:{}/", host.addr.port());
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node").arg(dir.join("chat.mjs")).arg(url).output().expect("running node")
     })
@@ -30,5 +38,9 @@ async fn chat_page_works_in_headless_chromium() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "browser test failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("ada: hello from the browser"), "{stdout}");
+    assert!(
+        stdout.contains("protocol: https:; extensions: permessage-deflate; client_no_context_takeover"),
+        "Chromium negotiated permessage-deflate over TLS: {stdout}"
+    );
     host.stop().await.unwrap();
 }

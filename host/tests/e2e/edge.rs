@@ -178,18 +178,6 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 
-/// The status and body a handshake was refused with.
-async fn refused(request: http::Request<()>) -> (u16, String) {
-    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request)).await.expect("answered") {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            let body = resp.body().as_deref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
-            (resp.status().as_u16(), body)
-        }
-        Err(e) => panic!("expected an HTTP refusal, got {e}"),
-        Ok(_) => panic!("expected an HTTP refusal, the connection opened"),
-    }
-}
-
 fn request(url: &str, headers: &[(&str, &str)]) -> http::Request<()> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut req = url.into_client_request().unwrap();
@@ -226,15 +214,15 @@ close_on_expiry = true
     };
 
     // Refused before any handler runs: nothing is recorded.
-    assert_eq!(refused(request(&url, &[])).await, (401, "a token is required".into()));
+    assert_eq!(refusal(request(&url, &[])).await, (401, "a token is required".into()));
     let forged = token("wrong", json!({"aud": "wharf-test", "exp": unix_now() + 60}));
-    let (status, why) = refused(request(&format!("{url}?token={forged}"), &[])).await;
+    let (status, why) = refusal(request(&format!("{url}?token={forged}"), &[])).await;
     assert_eq!(status, 401);
     assert!(why.contains("InvalidSignature"), "{why}");
     let expired = token("first-secret", json!({"aud": "wharf-test", "exp": unix_now() - 10}));
-    assert!(refused(request(&format!("{url}?token={expired}"), &[])).await.1.contains("ExpiredSignature"));
+    assert!(refusal(request(&format!("{url}?token={expired}"), &[])).await.1.contains("ExpiredSignature"));
     let wrong_aud = token("first-secret", json!({"aud": "elsewhere", "exp": unix_now() + 60}));
-    assert!(refused(request(&format!("{url}?token={wrong_aud}"), &[])).await.1.contains("InvalidAudience"));
+    assert!(refusal(request(&format!("{url}?token={wrong_aud}"), &[])).await.1.contains("InvalidAudience"));
     let (_, list) = admin(&host, "GET", "/connections", None).await;
     assert_eq!(list["connections"].as_array().map(Vec::len), Some(0), "{list}");
     let (_, metrics) = admin(&host, "GET", "/metrics", None).await;
@@ -275,7 +263,7 @@ close_on_expiry = true
     // connections stay.
     std::fs::write(&secret_file, "second-secret").unwrap();
     host.app().serve_config(&config).await.expect("reload");
-    assert_eq!(refused(request(&format!("{url}?token={}", good("eve", 60)), &[])).await.0, 401);
+    assert_eq!(refusal(request(&format!("{url}?token={}", good("eve", 60)), &[])).await.0, 401);
     let fresh = token("second-secret", json!({"sub": "eve", "aud": "wharf-test", "exp": unix_now() + 60}));
     let (mut eve, _) = opened(request(&format!("{url}?token={fresh}"), &[])).await;
     assert_eq!(ask(&mut eve, "get:auth.sub").await, "auth.sub=eve");

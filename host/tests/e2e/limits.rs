@@ -13,7 +13,7 @@ use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::Message;
 
 /// The close code `faulty`'s on-close recorded for connection `id`, asked on
 /// the unlimited `/faulty` route; waits until it is recorded.
@@ -28,11 +28,7 @@ async fn recorded_close(host: &wharf::app::Running, id: &str) -> String {
 
 /// The HTTP status a handshake was refused with.
 async fn refused_status(request: impl IntoClientRequest + Unpin) -> u16 {
-    match tokio::time::timeout(WAIT, connect_async(request)).await.expect("handshake answered") {
-        Err(WsError::Http(resp)) => resp.status().as_u16(),
-        Err(e) => panic!("expected an HTTP refusal, got {e}"),
-        Ok(_) => panic!("expected an HTTP refusal, the connection opened"),
-    }
+    refusal(request).await.0
 }
 
 const FRAMES: &str = r#"

@@ -210,6 +210,19 @@ pub async fn refused_with(host: &Running, path: &str) -> Option<u16> {
     }
 }
 
+/// The HTTP status and body a handshake was refused with; a panic when it
+/// opened or failed otherwise.
+pub async fn refusal(request: impl tokio_tungstenite::tungstenite::client::IntoClientRequest + Unpin) -> (u16, String) {
+    match tokio::time::timeout(WAIT, connect_async(request)).await.expect("handshake answered") {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let body = resp.body().as_deref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+            (resp.status().as_u16(), body)
+        }
+        Err(e) => panic!("expected an HTTP refusal, got {e}"),
+        Ok(_) => panic!("expected an HTTP refusal, the connection opened"),
+    }
+}
+
 /// Sends `text` and returns the text that comes back.
 pub async fn ask(ws: &mut Client, text: &str) -> String {
     send_text(ws, text).await;

@@ -288,7 +288,9 @@ mod tests {
         let mut x = 0x2545_f491_4f6c_dd1d_u64;
         let noise: Vec<u8> = (0..4096)
             .map(|_| {
-                (x ^= x << 13, x ^= x >> 7, x ^= x << 17);
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
                 (x >> 24) as u8
             })
             .collect();
