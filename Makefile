@@ -12,6 +12,7 @@
 #   make bench-cluster  broadcast across hosts sharing one Redis (BENCHMARKS.md)
 #   make bench-languages  the examples in Rust, JavaScript and Python side by side (BENCHMARKS.md)
 #   make bench-grip  a WebSocket-over-HTTP backend behind Wharf and behind Pushpin (BENCHMARKS.md)
+#   make bench-edge  what TLS, permessage-deflate and connection tokens cost (BENCHMARKS.md)
 #   make soak    30 minutes of mixed traffic, embedded store and Redis side by side (BENCHMARKS.md)
 
 CARGO  ?= cargo
@@ -21,7 +22,7 @@ BROWSER_DIR := host/tests/browser
 # gripcontrol and websockets for the backend tests and Autobahn (test-deps).
 GRIP_VENV := target/grip-venv
 
-.PHONY: run build host guests components components-parallel tools wharf-bin wasm-target test test-deps conformance autobahn bench bench-quick bench-cluster bench-cluster-quick bench-languages bench-languages-quick bench-grip bench-grip-quick soak soak-quick lint lint-guests fmt clean
+.PHONY: run build host guests components components-parallel tools wharf-bin wasm-target test test-deps conformance autobahn bench bench-quick bench-cluster bench-cluster-quick bench-languages bench-languages-quick bench-grip bench-grip-quick bench-edge bench-edge-quick soak soak-quick lint lint-guests fmt clean
 
 run: build
 	./target/release/wharf serve --config examples/wharf.toml
@@ -199,6 +200,18 @@ bench-grip: host
 bench-grip-quick: host
 	$(CARGO) build --release -p wharf-bench
 	$(PIN_LOAD) target/release/wharf-bench grip $(PIN_SERVER) --quick --out target/bench/BENCHMARKS.md --json target/bench/grip-quick.json
+
+# What TLS, permessage-deflate and connection tokens cost (a minute): echo
+# over ws:// and wss://, with and without deflate, handshakes with RSA and
+# P-256 certificates and with tokens, idle memory; writes its section of
+# BENCHMARKS.md.
+bench-edge: host guests
+	$(CARGO) build --release -p wharf-bench
+	$(PIN_LOAD) target/release/wharf-bench edge $(PIN_SERVER)
+
+bench-edge-quick: host guests
+	$(CARGO) build --release -p wharf-bench
+	$(PIN_LOAD) target/release/wharf-bench edge $(PIN_SERVER) --quick --out target/bench/BENCHMARKS.md --json target/bench/edge-quick.json
 
 bench-languages-quick: build
 	$(CARGO) build --release -p wharf-bench

@@ -9,6 +9,7 @@
 
 pub mod baseline;
 pub mod cluster;
+pub mod edge;
 pub mod grip;
 pub mod languages;
 pub mod load;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use wharf_bench::{baseline, cluster, grip, languages, load, matrix, report, soak};
+use wharf_bench::{baseline, cluster, edge, grip, languages, load, matrix, report, soak};
 
 #[derive(Parser)]
 #[command(name = "wharf-bench", about = "Load generator, native baseline and benchmark matrix for Wharf")]
@@ -133,6 +133,28 @@ enum Command {
         #[arg(long, default_value = "target/bench/grip.json")]
         json: PathBuf,
         /// Pin the gateways to this core.
+        #[arg(long)]
+        server_core: Option<usize>,
+    },
+    /// What TLS, permessage-deflate and connection tokens cost: echo,
+    /// handshakes and idle memory; writes its section of the report.
+    Edge {
+        /// A moment of each point instead of the full plan.
+        #[arg(long)]
+        quick: bool,
+        /// The wharf binary.
+        #[arg(long, default_value = "target/release/wharf")]
+        wharf: PathBuf,
+        /// The echo example's component.
+        #[arg(long, default_value = "target/wasm32-wasip2/release/echo.wasm")]
+        echo: PathBuf,
+        /// The Markdown file whose generated section is replaced.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+        /// Raw results (JSON).
+        #[arg(long, default_value = "target/bench/edge.json")]
+        json: PathBuf,
+        /// Pin the hosts to this core.
         #[arg(long)]
         server_core: Option<usize>,
     },
@@ -273,6 +295,17 @@ async fn main() -> anyhow::Result<()> {
             let text = std::fs::read_to_string(&out).unwrap_or_default();
             let section = grip::markdown(&points, &plan, &report::machine(server_core), command);
             std::fs::write(&out, report::splice_between(&text, grip::BEGIN, grip::END, &section))?;
+            eprintln!("wrote {} and {}", out.display(), json.display());
+        }
+        Command::Edge { quick, wharf, echo, out, json, server_core } => {
+            let plan = if quick { edge::Plan::quick(server_core) } else { edge::Plan::full(server_core) };
+            let absolute = |p: PathBuf| std::fs::canonicalize(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+            let results = edge::run(&plan, &absolute(wharf)?, &absolute(echo)?).await?;
+            write_json(&json, &results)?;
+            let command = if quick { "make bench-edge-quick" } else { "make bench-edge" };
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            let section = edge::markdown(&results, &plan, &report::machine(server_core), command);
+            std::fs::write(&out, report::splice_between(&text, edge::BEGIN, edge::END, &section))?;
             eprintln!("wrote {} and {}", out.display(), json.display());
         }
         Command::Soak { minutes, quick, wharf, components, out, json } => {
