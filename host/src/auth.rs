@@ -41,7 +41,8 @@ pub struct Verified {
 /// A route's token check, its keys read once (again on a config reload).
 pub struct Verifier {
     keys: Keys,
-    validation: Validation,
+    /// The checks for each algorithm the keys use (one or two), made once.
+    validations: Vec<(Algorithm, Validation)>,
     close_on_expiry: bool,
 }
 
@@ -76,19 +77,35 @@ impl Verifier {
         } else {
             bail!("names no key");
         };
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.algorithms = Vec::new(); // set per key at verification
-        validation.leeway = config.leeway_s;
-        validation.validate_nbf = true;
-        validation.validate_aud = config.audience.is_some();
-        if let Some(aud) = &config.audience {
-            validation.set_audience(&[aud]);
+        let mut algorithms: Vec<Algorithm> = Vec::new();
+        let used: Vec<Algorithm> = match &keys {
+            Keys::One(_, alg) => vec![*alg],
+            Keys::Set(set) => set.values().map(|(_, alg)| *alg).collect(),
+        };
+        for alg in used {
+            if !algorithms.contains(&alg) {
+                algorithms.push(alg);
+            }
         }
-        if let Some(iss) = &config.issuer {
-            validation.set_issuer(&[iss]);
-        }
-        validation.set_required_spec_claims(&["exp"]);
-        Ok(Verifier { keys, validation, close_on_expiry: config.close_on_expiry })
+        let validations = algorithms
+            .into_iter()
+            .map(|alg| {
+                // Only this algorithm: a token cannot choose another.
+                let mut validation = Validation::new(alg);
+                validation.leeway = config.leeway_s;
+                validation.validate_nbf = true;
+                validation.validate_aud = config.audience.is_some();
+                if let Some(aud) = &config.audience {
+                    validation.set_audience(&[aud]);
+                }
+                if let Some(iss) = &config.issuer {
+                    validation.set_issuer(&[iss]);
+                }
+                validation.set_required_spec_claims(&["exp"]);
+                (alg, validation)
+            })
+            .collect();
+        Ok(Verifier { keys, validations, close_on_expiry: config.close_on_expiry })
     }
 
     /// Whether a connection is closed when its token expires.
@@ -112,9 +129,9 @@ impl Verifier {
                 (key, *alg)
             }
         };
-        let mut validation = self.validation.clone();
-        validation.algorithms = vec![alg];
-        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, key, &validation)
+        let (_, validation) =
+            self.validations.iter().find(|(a, _)| *a == alg).expect("a validation for every key's algorithm");
+        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, key, validation)
             .map_err(|e| format!("invalid token: {e}"))?;
         let claims = data.claims;
         let expires_at =

@@ -76,7 +76,7 @@ impl Hub {
             return Err(Refused::new(403, "origin not allowed"));
         }
         let token =
-            policy.auth.as_ref().map(|_| crate::auth::take_token(&req.query, &req.headers, &mut req.subprotocols));
+            policy.auth.as_ref().and_then(|_| crate::auth::take_token(&req.query, &req.headers, &mut req.subprotocols));
         policy.check_offer(&req.subprotocols).map_err(|why| Refused::new(400, why))?;
         if !policy.admit_rate(peer) {
             return Err(Refused::retry(429, "too many new connections; retry later"));
@@ -84,12 +84,12 @@ impl Hub {
         // After the rate limit: checking a signature costs CPU.
         let verified = match (&policy.auth, token) {
             (None, _) => None,
-            (Some(_), Some(None)) | (Some(_), None) => {
+            (Some(_), None) => {
                 tracing::debug!(%peer, route = %route.path, "no token");
                 self.metrics.auth_refused.with_label_values(&[&*route.path, "missing"]).inc();
                 return Err(Refused::new(401, "a token is required"));
             }
-            (Some(verifier), Some(Some(token))) => match verifier.verify(&token) {
+            (Some(verifier), Some(token)) => match verifier.verify(&token) {
                 Ok(v) => Some(v),
                 Err(why) => {
                     tracing::debug!(%peer, route = %route.path, why, "token refused");
