@@ -77,9 +77,9 @@ wharf-bin:
 # them side by side).
 COMPONENTS := target/components
 JS_EXAMPLES := js/echo js/chat ts/echo ts/chat ts/counter ts/tour
-JS_SDK := $(wildcard guest-sdk/js/src/* guest-sdk/js/build/*) guest-sdk/js/package-lock.json wit/wharf.wit
+JS_SDK := $(wildcard guest-sdk/js/src/* guest-sdk/js/build/*) guest-sdk/js/package-lock.json wit/deps/wharf-handler-0.1.0/wharf.wit
 PY_EXAMPLES := python/echo python/chat python/counter python/tour
-PY_SDK := $(wildcard guest-sdk/python/wharf/*.py) guest-sdk/python/requirements.txt wit/wharf.wit
+PY_SDK := $(wildcard guest-sdk/python/wharf/*.py) guest-sdk/python/requirements.txt wit/deps/wharf-handler-0.1.0/wharf.wit
 COMPONENT_FILES := $(foreach e,$(JS_EXAMPLES),$(COMPONENTS)/$(subst /,-,$(e)).wasm) \
   $(foreach e,$(PY_EXAMPLES),$(COMPONENTS)/py-$(notdir $(e)).wasm)
 # The host's own test handlers in those languages (examples/test-guests-*).

@@ -30,8 +30,9 @@ use std::fmt;
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
-        world: "wharf:handler/wharf",
+        // The current version only (the frozen ones are in `wit/deps/`).
+        path: "../wit/wharf.wit",
+        world: "wharf:handler/wharf@0.2.0",
         pub_export_macro: true,
         export_macro_name: "export",
         default_bindings_module: "wharf_guest::bindings",
@@ -241,7 +242,28 @@ impl Connection {
 
     /// Adds this connection to a channel (see [`channels::publish`]).
     pub fn subscribe(&self, channel: &str) -> Result<()> {
-        Ok(wit::channels::subscribe(self.0, channel)?)
+        wit::channels::subscribe(self.0, channel, None)?;
+        Ok(())
+    }
+
+    /// Adds this connection to a channel, first delivering (after the
+    /// event, in order) the publications after `since`, the last position
+    /// its client saw, when the channel keeps history: none missed and none
+    /// twice. Without `since`, or on a channel without history, it is
+    /// [`Connection::subscribe`].
+    ///
+    /// ```no_run
+    /// # fn f(conn: wharf_guest::Connection, since: wharf_guest::Position) -> wharf_guest::Result<()> {
+    /// let joined = conn.subscribe_since("room", Some(&since))?;
+    /// if !joined.recovered {
+    ///     conn.send(r#"{"type":"reload"}"#)?; // history was lost: start over
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn subscribe_since(&self, channel: &str, since: Option<&Position>) -> Result<Subscribed> {
+        let since = since.map(Position::to_wit);
+        let s = wit::channels::subscribe(self.0, channel, since.as_ref())?;
+        Ok(Subscribed { recovered: s.recovered, replayed: s.replayed, latest: s.latest.map(Position::from_wit) })
     }
 
     /// Removes this connection from a channel.
@@ -263,6 +285,65 @@ pub struct ConnectionInfo {
     pub channels: Vec<String>,
 }
 
+/// Where a publication sits in its channel's history: an offset that grows
+/// by one per publication, and the epoch that names one unbroken run of
+/// the history (it changes when the history was lost).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Position {
+    /// The offset; the first publication's is 1, 0 is "before it".
+    pub offset: u64,
+    /// The epoch.
+    pub epoch: String,
+}
+
+impl Position {
+    /// A position, e.g. one a client sent back.
+    pub fn new(offset: u64, epoch: impl Into<String>) -> Self {
+        Position { offset, epoch: epoch.into() }
+    }
+
+    fn from_wit(p: wit::types::Position) -> Self {
+        Position { offset: p.offset, epoch: p.epoch }
+    }
+
+    fn to_wit(&self) -> wit::types::Position {
+        wit::types::Position { offset: self.offset, epoch: self.epoch.clone() }
+    }
+}
+
+/// What [`Connection::subscribe_since`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscribed {
+    /// Whether every publication after `since` is delivered before the
+    /// live ones (`false`: some are gone, or the epoch changed).
+    pub recovered: bool,
+    /// How many missed publications are delivered first.
+    pub replayed: u32,
+    /// The channel's position when the connection joined; `None` when the
+    /// channel keeps no history.
+    pub latest: Option<Position>,
+}
+
+/// One publication kept in a channel's history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Publication {
+    /// Its offset.
+    pub offset: u64,
+    /// The message as members received it.
+    pub msg: Message,
+}
+
+/// What [`channels::history`] answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// Oldest first.
+    pub publications: Vec<Publication>,
+    /// The channel's position now.
+    pub latest: Position,
+    /// Whether `since` could be served.
+    pub recovered: bool,
+}
+
 impl fmt::Display for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
@@ -271,7 +352,7 @@ impl fmt::Display for Connection {
 
 /// Fan-out to every connection of the route, or to a named channel.
 pub mod channels {
-    use super::{Connection, Message, Result, wit};
+    use super::{Connection, HistoryPage, Message, Position, Publication, Result, wit};
 
     /// Sends to every open connection on the current route except `except`.
     ///
@@ -285,14 +366,47 @@ pub mod channels {
     }
 
     /// Sends to every member of `channel`, the caller included if subscribed.
+    /// On a channel that keeps history (the host's `[[channels]]`), the
+    /// publication is made now and its position is the answer; otherwise it
+    /// is delivered after the event and the answer is `None`.
     ///
     /// ```no_run
     /// # fn f() -> wharf_guest::Result<()> {
     /// wharf_guest::channels::publish("room", "hello, room")?;
     /// # Ok(()) }
     /// ```
-    pub fn publish(channel: &str, msg: impl Into<Message>) -> Result<()> {
-        Ok(wit::channels::publish(channel, &msg.into().into())?)
+    pub fn publish(channel: &str, msg: impl Into<Message>) -> Result<Option<Position>> {
+        Ok(wit::channels::publish(channel, &msg.into().into())?.map(Position::from_wit))
+    }
+
+    /// Publishes the JSON object `json` to a channel that keeps history,
+    /// with `"offset"` and `"epoch"` added as its first fields, so that
+    /// clients can resume from the last one they saw.
+    ///
+    /// ```no_run
+    /// # fn f() -> wharf_guest::Result<()> {
+    /// let pos = wharf_guest::channels::publish_stamped("room", r#"{"type":"say","text":"hi"}"#)?;
+    /// // members receive {"offset":N,"epoch":"…","type":"say","text":"hi"}
+    /// # Ok(()) }
+    /// ```
+    pub fn publish_stamped(channel: &str, json: &str) -> Result<Position> {
+        Ok(Position::from_wit(wit::channels::publish_stamped(channel, json)?))
+    }
+
+    /// The publications `channel` kept after `since` (without it, the last
+    /// ones), oldest first, at most `limit` (at most 1,000).
+    pub fn history(channel: &str, since: Option<&Position>, limit: u32) -> Result<HistoryPage> {
+        let since = since.map(Position::to_wit);
+        let page = wit::channels::history(channel, since.as_ref(), limit)?;
+        Ok(HistoryPage {
+            publications: page
+                .publications
+                .into_iter()
+                .map(|p| Publication { offset: p.offset, msg: p.msg.into() })
+                .collect(),
+            latest: Position::from_wit(page.latest),
+            recovered: page.recovered,
+        })
     }
 
     /// The members of `channel` (presence), ascending, at most 10,000.

@@ -41,7 +41,10 @@ fn echo_plugins(rt: &tokio::runtime::Runtime) -> (Runtime, Vec<(&'static str, Pl
         memory_budget_bytes: 1 << 30,
         pool_growth_bytes: None,
     };
-    let runtime = Runtime::new(opts, store, Arc::new(Metrics::new())).expect("runtime");
+    let metrics = Arc::new(Metrics::new());
+    let registry = Arc::new(wharf::hub::Registry::new(metrics.outbound_dropped.clone()));
+    let history = Arc::new(wharf::hub::ChannelLog::new(store.history.clone(), registry, &metrics));
+    let runtime = Runtime::new(opts, store, history, metrics).expect("runtime");
     let caps = EventCaps {
         max_message_bytes: 1 << 20,
         max_messages: 1000,

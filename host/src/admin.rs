@@ -8,6 +8,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -415,16 +417,38 @@ impl Admin {
                     Ok(ns) => (name.to_string(), ns),
                     Err((status, reason)) => return error(status, &reason),
                 };
-                match self.message_body(req).await {
-                    Ok(msg) => {
-                        let delivered = self.hub.publish(&channel::qualified(&namespace, &name), msg);
+                let msg = match self.message_body(req).await {
+                    Ok(msg) => msg,
+                    Err(resp) => return resp,
+                };
+                let qualified = channel::qualified(&namespace, &name);
+                match self.hub.history().publish_now(&qualified, msg.clone()).await {
+                    None => {
+                        let delivered = self.hub.publish(&qualified, msg);
                         json_response(
                             StatusCode::OK,
                             json!({ "channel": name, "namespace": namespace, "delivered": delivered }),
                         )
                     }
-                    Err(resp) => resp,
+                    Some(Ok((pos, delivered))) => json_response(
+                        StatusCode::OK,
+                        json!({
+                            "channel": name,
+                            "namespace": namespace,
+                            "delivered": delivered,
+                            "offset": pos.offset,
+                            "epoch": &*pos.epoch,
+                        }),
+                    ),
+                    Some(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, &format!("not published: {e}")),
                 }
+            }
+            (&Method::GET, ["channels", name, "history"]) if !name.is_empty() => {
+                let namespace = match self.channel_namespace(&req) {
+                    Ok(ns) => ns,
+                    Err((status, reason)) => return error(status, &reason),
+                };
+                self.history(&req, name, &namespace).await
             }
             (&Method::POST, ["publish"] | ["publish", ""]) => self.grip_publish(req).await,
             (&Method::GET, ["channels", name]) if !name.is_empty() => {
@@ -540,7 +564,16 @@ impl Admin {
         for item in publish.items.iter().cloned() {
             let channel = channel::qualified(&namespace, &item.channel);
             match item.action {
-                Action::Send(msg) => delivered += self.hub.publish(&channel, msg),
+                Action::Send(msg) => {
+                    delivered += match self.hub.history().publish_now(&channel, msg.clone()).await {
+                        None => self.hub.publish(&channel, msg),
+                        Some(Ok((_, n))) => n,
+                        Some(Err(e)) => {
+                            tracing::warn!(channel, error = %e, "a GRIP publication to a channel with history was lost");
+                            0
+                        }
+                    }
+                }
                 Action::Close { code, reason } => match self.hub.store().connections.members(&channel).await {
                     Ok(ids) => {
                         for id in ids {
@@ -563,6 +596,52 @@ impl Admin {
                 "closed": closed,
             }),
         )
+    }
+
+    /// `GET /channels/{channel}/history?since=OFFSET&epoch=EPOCH&limit=N`.
+    async fn history(&self, req: &Request<Incoming>, name: &str, namespace: &str) -> Response<Full<Bytes>> {
+        use crate::handler::ChannelHistory;
+        let qualified = channel::qualified(namespace, name);
+        let Some(limits) = self.hub.history().limits(&qualified) else {
+            return error(StatusCode::NOT_FOUND, &format!("channel `{name}` keeps no history (see [[channels]])"));
+        };
+        let limit = match query_param(req, "limit").map(|l| l.parse::<usize>()) {
+            None => crate::history::MAX_READ.min(limits.size),
+            Some(Ok(n)) if (1..=crate::history::MAX_READ).contains(&n) => n,
+            Some(_) => return error(StatusCode::BAD_REQUEST, "limit must be 1 to 1000"),
+        };
+        let since = match (query_param(req, "since"), query_param(req, "epoch")) {
+            (None, None) => None,
+            (Some(offset), Some(epoch)) => match offset.parse::<u64>() {
+                Ok(offset) => Some(crate::history::Position { offset, epoch: epoch.into() }),
+                Err(_) => return error(StatusCode::BAD_REQUEST, "since must be an offset (a whole number)"),
+            },
+            _ => return error(StatusCode::BAD_REQUEST, "since and epoch go together"),
+        };
+        match self.hub.history().read(&qualified, limits, since.as_ref(), limit).await {
+            Ok(page) => {
+                let publications: Vec<Value> = page
+                    .publications
+                    .iter()
+                    .map(|p| match &p.msg {
+                        Message::Text(t) => json!({ "offset": p.offset, "text": t }),
+                        Message::Binary(b) => json!({ "offset": p.offset, "binary": BASE64.encode(b) }),
+                    })
+                    .collect();
+                json_response(
+                    StatusCode::OK,
+                    json!({
+                        "channel": name,
+                        "namespace": namespace,
+                        "epoch": &*page.latest.epoch,
+                        "offset": page.latest.offset,
+                        "recovered": page.recovered,
+                        "publications": publications,
+                    }),
+                )
+            }
+            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &format!("history unavailable: {e}")),
+        }
     }
 
     fn channel_namespace(&self, req: &Request<Incoming>) -> Result<String, (StatusCode, String)> {

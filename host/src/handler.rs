@@ -13,6 +13,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use crate::conn_id::ConnId;
+use crate::history::{Limits, Page, Position};
+use crate::store::{Entry, StoreResult};
 
 /// One complete WebSocket message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,6 +85,19 @@ pub enum Effect {
         /// The channel, qualified by its namespace (`crate::channel`).
         channel: String,
     },
+    /// Finish a subscription that replays (this host's connection only):
+    /// queue the publications of `page` after `since`, then those held
+    /// since the replay began, then deliver live (`Registry::finish_replay`).
+    Resume {
+        /// The connection.
+        conn: ConnId,
+        /// The channel, qualified by its namespace (`crate::channel`).
+        channel: String,
+        /// The position the client had.
+        since: Option<crate::history::Position>,
+        /// What was read of the channel's history.
+        page: Arc<crate::history::Page>,
+    },
     /// Remove a connection from a channel.
     Unsubscribe {
         /// The connection.
@@ -114,9 +129,10 @@ impl Effect {
     pub fn recipient(&self) -> Option<ConnId> {
         match self {
             Effect::Emit { to, .. } => Some(*to),
-            Effect::Subscribe { conn, .. } | Effect::Unsubscribe { conn, .. } | Effect::Close { conn, .. } => {
-                Some(*conn)
-            }
+            Effect::Subscribe { conn, .. }
+            | Effect::Resume { conn, .. }
+            | Effect::Unsubscribe { conn, .. }
+            | Effect::Close { conn, .. } => Some(*conn),
             Effect::Broadcast { .. } | Effect::Publish { .. } => None,
         }
     }
@@ -156,6 +172,30 @@ pub struct EventContext {
 pub trait EffectSink: Send + Sync + 'static {
     /// Applies `effects` in order.
     fn apply(&self, effects: Vec<Effect>);
+}
+
+/// Channel history as a handler reaches it during an event: the hub's
+/// (`hub::history`). Publishing to a channel that keeps history, reading
+/// it and starting a replay happen at once, not after the event.
+#[async_trait]
+pub trait ChannelHistory: Send + Sync + 'static {
+    /// What qualified channel `channel` keeps; `None`: no history.
+    fn limits(&self, channel: &str) -> Option<Limits>;
+
+    /// Publishes `entry` to `channel` (which keeps `limits`): kept, then
+    /// delivered to its members on every host, in offset order.
+    async fn publish(&self, channel: &str, limits: Limits, entry: Entry) -> StoreResult<Position>;
+
+    /// What `channel` kept after `since` (or its last), at most `limit`.
+    async fn read(&self, channel: &str, limits: Limits, since: Option<&Position>, limit: usize) -> StoreResult<Page>;
+
+    /// Starts a subscription of this host's connection `conn` that replays
+    /// (finished by [`Effect::Resume`]); whether the connection is here.
+    fn begin_replay(&self, conn: ConnId, channel: &str) -> bool;
+
+    /// Takes back a replay whose [`Effect::Resume`] will not be applied (its
+    /// event failed): the connection leaves the channel on this host.
+    fn abandon_replay(&self, conn: ConnId, channel: &str);
 }
 
 /// The code behind a route: told of each connection's open, messages and

@@ -36,6 +36,7 @@ pub mod conn_id;
 mod fuzzing;
 pub mod grip;
 pub mod handler;
+pub mod history;
 pub mod hub;
 pub mod metrics;
 pub mod runtime;

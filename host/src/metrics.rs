@@ -40,6 +40,9 @@ pub struct Metrics {
     /// Handshakes refused for their token, by route and reason (`missing`,
     /// `invalid`).
     pub auth_refused: IntCounterVec,
+    /// Publications to channels that keep history, by result (`kept`,
+    /// `failed`: the store could not take it, and nobody received it).
+    pub history_publications: IntCounterVec,
 }
 
 impl Metrics {
@@ -112,6 +115,14 @@ impl Metrics {
                 &["route", "reason"],
             )
             .expect("valid metric"),
+            history_publications: IntCounterVec::new(
+                Opts::new(
+                    "wharf_history_publications_total",
+                    "Publications to channels that keep history, by result (kept, failed)",
+                ),
+                &["result"],
+            )
+            .expect("valid metric"),
             instance_memory_bytes: IntGauge::new(
                 "wharf_instance_memory_bytes",
                 "Linear memory the live handler instances hold together (limits.instance_memory_mib bounds it)",
@@ -135,6 +146,7 @@ impl Metrics {
             &m.guest_log_dropped,
             &m.backend_errors,
             &m.auth_refused,
+            &m.history_publications,
         ] {
             m.registry.register(Box::new(c.clone())).expect("unique metric");
         }

@@ -333,7 +333,7 @@ impl App {
             memory_budget_bytes: (limits.instance_memory_mib as usize) << 20,
             pool_growth_bytes: limits.pool_growth_mib.map(|m| (m as usize) << 20),
         };
-        let runtime = Runtime::new(opts, hub.store().clone(), hub.metrics().clone())?;
+        let runtime = Runtime::new(opts, hub.store().clone(), hub.history().clone(), hub.metrics().clone())?;
         let app = Arc::new(App {
             hub,
             plugins: std::sync::Mutex::new(HashMap::new()),

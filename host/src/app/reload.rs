@@ -135,12 +135,13 @@ impl App {
             self.hub.store().kv.set_quota(config.namespace_of(name), quota);
         }
         *self.plugins.lock().unwrap_or_else(|p| p.into_inner()) = slots;
+        self.hub.history().set_rules(config.history_rules());
         summary.removed_routes = self.hub.set_routes(routes, close::GOING_AWAY, "route removed");
         Ok(summary)
     }
 
     /// Re-reads the config file this host started from and applies its
-    /// plugins and routes (other keys need a restart). On any error the
+    /// plugins, routes and `[[channels]]` (other keys need a restart). On any error the
     /// host keeps serving what it served.
     pub async fn reload_config(self: &Arc<Self>) -> anyhow::Result<ReloadSummary> {
         let current = self.config.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -148,6 +149,7 @@ impl App {
         let mut next = current.clone();
         next.plugins = file.plugins;
         next.routes = file.routes;
+        next.channels = file.channels;
         next.validate(&next.source)?;
         let summary = self.apply_config(&next).await?;
         *self.config.lock().unwrap_or_else(|p| p.into_inner()) = next;

@@ -83,9 +83,10 @@ impl Sdk {
         Ok(Sdk { root })
     }
 
-    /// The WIT directory the SDKs are generated from.
+    /// The WIT the JavaScript and Python SDKs are generated from: the frozen
+    /// `wharf:handler@0.1.0` until they take 0.2.0 (the Rust SDK is on 0.2.0).
     pub fn wit(&self) -> PathBuf {
-        self.root.join("../wit")
+        self.root.join("../wit/deps/wharf-handler-0.1.0")
     }
 
     /// The JavaScript SDK (`guest-sdk/js`).

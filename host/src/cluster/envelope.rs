@@ -86,7 +86,9 @@ pub fn encode_effect(effect: &Effect, origin: u32) -> Vec<u8> {
         Effect::Broadcast { .. } => 2,
         Effect::Emit { .. } => 3,
         Effect::Close { .. } => 4,
-        Effect::Subscribe { .. } => 5,
+        // A replay is finished only by the host holding the connection;
+        // another host can only make it a member.
+        Effect::Subscribe { .. } | Effect::Resume { .. } => 5,
         Effect::Unsubscribe { .. } => 6,
     };
     let mut out = header(kind, origin);
@@ -110,7 +112,9 @@ pub fn encode_effect(effect: &Effect, origin: u32) -> Vec<u8> {
             out.extend_from_slice(&code.to_be_bytes());
             put_bytes(&mut out, reason.as_bytes());
         }
-        Effect::Subscribe { conn, channel } | Effect::Unsubscribe { conn, channel } => {
+        Effect::Subscribe { conn, channel }
+        | Effect::Resume { conn, channel, .. }
+        | Effect::Unsubscribe { conn, channel } => {
             out.extend_from_slice(&conn.to_be_bytes());
             put_bytes(&mut out, channel.as_bytes());
         }

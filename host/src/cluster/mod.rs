@@ -136,6 +136,9 @@ pub struct Cluster {
     url: String,
     heartbeat_ttl: Duration,
     store: Arc<RedisStore>,
+    /// Channel history. Until the Redis back end of history exists, the
+    /// config refuses `[[channels]]` on Redis, so this one keeps nothing.
+    history: Arc<dyn crate::store::History>,
     conn: ConnectionManager,
     outbox: Outbox,
     /// The publisher's end of the outbox until [`Cluster::start`] takes it.
@@ -178,6 +181,7 @@ impl Cluster {
             stop: CancellationToken::new(),
             asked: Mutex::default(),
             next_req: AtomicU64::new(0),
+            history: Arc::new(crate::store::LocalHistory::memory()),
         };
         cluster.health.set(&cluster.health.subscribed, false);
         Ok(Arc::new(cluster))
@@ -191,7 +195,7 @@ impl Cluster {
     /// The store every host shares: key/value and connection records in
     /// Redis.
     pub fn store(&self) -> Store {
-        Store { kv: self.store.clone(), connections: self.store.clone() }
+        Store { kv: self.store.clone(), connections: self.store.clone(), history: self.history.clone() }
     }
 
     /// Starts the publisher, the subscription (which applies other hosts'

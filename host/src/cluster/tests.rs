@@ -24,7 +24,11 @@ async fn host(redis: &RedisServer) -> (Arc<RedisStore>, Store, mpsc::Receiver<Ou
     let (tx, rx) = mpsc::channel(1024);
     let outbox = Outbox::new(tx, IntCounter::new("queue_full", "queue_full").unwrap());
     let store = Arc::new(RedisStore::connect(&redis.url(), TTL, RecordCaps::default(), outbox).await.unwrap());
-    let s = Store { kv: store.clone(), connections: store.clone() };
+    let s = Store {
+        kv: store.clone(),
+        connections: store.clone(),
+        history: Arc::new(crate::store::LocalHistory::memory()),
+    };
     (store, s, rx)
 }
 

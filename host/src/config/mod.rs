@@ -91,6 +91,54 @@ pub struct Config {
     /// WebSocket routes: a path served by a plugin or a backend.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Channels that keep history: `[[channels]]` tables, the first that
+    /// matches a channel wins; a channel no table matches keeps none.
+    #[serde(default)]
+    pub channels: Vec<ChannelConfig>,
+}
+
+/// One `[[channels]]` table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// A channel name as plugins name it (`lobby`), or a prefix ending in
+    /// `*` (`room*`; `*` alone matches every channel).
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// Only channels of this channel namespace; default: any.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Publications kept per channel, 1 to 10,000.
+    pub history_size: usize,
+    /// How long each publication is kept, in milliseconds.
+    pub history_ttl_ms: u64,
+    /// Bytes of payload kept per channel; default 1 MiB, at most 64 MiB.
+    #[serde(default = "default_history_bytes")]
+    pub history_max_bytes: usize,
+}
+
+fn default_history_bytes() -> usize {
+    1 << 20
+}
+
+impl Config {
+    /// The `[[channels]]` tables as history rules.
+    pub fn history_rules(&self) -> crate::history::Rules {
+        crate::history::Rules(
+            self.channels
+                .iter()
+                .map(|c| crate::history::Rule {
+                    pattern: c.pattern.clone(),
+                    namespace: c.namespace.clone(),
+                    limits: crate::history::Limits {
+                        size: c.history_size,
+                        ttl: std::time::Duration::from_millis(c.history_ttl_ms),
+                        max_bytes: c.history_max_bytes,
+                    },
+                })
+                .collect(),
+        )
+    }
 }
 
 /// One plugin: a component and its settings.

@@ -407,3 +407,32 @@ fn a_route_auth_names_exactly_one_key_and_compression_is_deflate_or_off() {
     let ok = Config::parse(&format!("{route}compression = \"deflate\"\n"), "t.toml").unwrap();
     assert_eq!(ok.routes[0].compression, Compression::Deflate);
 }
+
+#[test]
+fn channel_history_tables_are_checked_key_by_key() {
+    let plugin = "[plugins.chat]\ncomponent = \"c.wasm\"\n";
+    let table = |body: &str| format!("{plugin}[[channels]]\n{body}\n");
+    let good = "match = \"room*\"\nhistory_size = 100\nhistory_ttl_ms = 60000";
+    let c = Config::parse(&table(good), "t.toml").unwrap();
+    c.validate("t.toml").unwrap();
+    let rules = c.history_rules();
+    assert_eq!(rules.limits("chat:room-1").map(|l| (l.size, l.max_bytes)), Some((100, 1 << 20)));
+    assert_eq!(rules.limits("chat:lobby"), None);
+    for (body, key) in [
+        ("match = \"ro*om\"\nhistory_size = 1\nhistory_ttl_ms = 1", "channels[0].match"),
+        ("match = \"\"\nhistory_size = 1\nhistory_ttl_ms = 1", "channels[0].match"),
+        ("match = \"r\"\nhistory_size = 0\nhistory_ttl_ms = 1", "channels[0].history_size"),
+        ("match = \"r\"\nhistory_size = 10001\nhistory_ttl_ms = 1", "channels[0].history_size"),
+        ("match = \"r\"\nhistory_size = 1\nhistory_ttl_ms = 0", "channels[0].history_ttl_ms"),
+        ("match = \"r\"\nhistory_size = 1\nhistory_ttl_ms = 1\nhistory_max_bytes = 0", "channels[0].history_max_bytes"),
+        ("match = \"r\"\nnamespace = \"nope\"\nhistory_size = 1\nhistory_ttl_ms = 1", "channels[0].namespace"),
+    ] {
+        let e = parse_err(&table(body));
+        assert_eq!(e.key, key, "{body}: {e}");
+    }
+    let e = parse_err(&format!("store = \"redis://127.0.0.1:6379/0\"\n{}", table(good)));
+    assert_eq!(e.key, "channels[0].match", "{e}");
+    assert!(e.reason.contains("Redis"), "{e}");
+    let e = parse_err(&table("match = \"r\"\nhistory_size = 1"));
+    assert!(e.reason.contains("history_ttl_ms"), "a missing key is named: {e}");
+}

@@ -37,6 +37,36 @@ impl Config {
                 }
             }
         }
+        for (i, c) in self.channels.iter().enumerate() {
+            let key = |k: &str| format!("channels[{i}].{k}");
+            let stem = c.pattern.strip_suffix('*').unwrap_or(&c.pattern);
+            if (c.pattern.is_empty() || stem.contains('*')) || stem.len() > 256 {
+                return Err(err(
+                    key("match"),
+                    format!("`{}` must be a channel name, or a prefix ending in one `*`", c.pattern),
+                ));
+            }
+            if let Some(ns) = &c.namespace
+                && !self.channel_namespaces().contains(ns)
+            {
+                return Err(err(key("namespace"), format!("no plugin or backend has channel namespace `{ns}`")));
+            }
+            if !(1..=crate::history::MAX_SIZE).contains(&c.history_size) {
+                return Err(err(key("history_size"), format!("must be 1 to {}", crate::history::MAX_SIZE)));
+            }
+            if c.history_ttl_ms == 0 || c.history_ttl_ms > crate::store::MAX_TTL.as_millis() as u64 {
+                return Err(err(key("history_ttl_ms"), "must be at least 1 and at most 100 years".into()));
+            }
+            if !(1..=crate::history::MAX_BYTES).contains(&c.history_max_bytes) {
+                return Err(err(key("history_max_bytes"), format!("must be 1 to {}", crate::history::MAX_BYTES)));
+            }
+            if matches!(self.store.backend, super::StoreChoice::Redis(_)) {
+                return Err(err(
+                    key("match"),
+                    "channel history needs the memory or embedded store for now; the Redis store keeps none".into(),
+                ));
+            }
+        }
         if self.admin.enabled && self.admin.token.is_none() && !self.admin.listen.ip().is_loopback() {
             return Err(err(
                 "admin.listen".into(),

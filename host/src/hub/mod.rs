@@ -19,6 +19,7 @@
 
 mod admission;
 mod bus;
+mod history;
 mod lifecycle;
 mod outbound;
 mod registry;
@@ -33,12 +34,13 @@ use serde_json::Value;
 
 pub use admission::{ConnectionPolicy, Counter, KeyedCounter, Place};
 pub use bus::{Bus, LocalBus, Unreachable};
+pub use history::ChannelLog;
 pub use lifecycle::{Admission, Connection, Opened, Refused};
 pub use outbound::Outbound;
 pub use registry::{Delivery, Inbox, Mailbox, QueuePolicy, Registry};
 
 use crate::conn_id::host_of;
-use crate::handler::{ConnId, Effect, Handler, Message};
+use crate::handler::{ChannelHistory, ConnId, Effect, Handler, Message};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -64,6 +66,7 @@ pub struct Hub {
     store: Store,
     bus: Arc<dyn Bus>,
     metrics: Arc<Metrics>,
+    history: Arc<ChannelLog>,
     /// Open connections on this host at once.
     max_connections: usize,
     open: Arc<admission::Counter>,
@@ -80,12 +83,14 @@ impl Hub {
         metrics: Arc<Metrics>,
         max_connections: usize,
     ) -> Self {
+        let history = Arc::new(ChannelLog::new(store.history.clone(), registry.clone(), &metrics));
         Hub {
             routes: ArcSwap::from_pointee(HashMap::new()),
             registry,
             store,
             bus,
             metrics,
+            history,
             max_connections,
             open: Arc::default(),
             open_per_route: DashMap::new(),
@@ -138,6 +143,11 @@ impl Hub {
         &self.metrics
     }
 
+    /// Channel history and its rules.
+    pub fn history(&self) -> &Arc<ChannelLog> {
+        &self.history
+    }
+
     /// Applies what a handler asked for, in order: an effect on another
     /// host's connection goes to that host, a fan-out goes to every other
     /// host and to this host's members, the rest to this host's registry.
@@ -149,6 +159,17 @@ impl Hub {
                     self.registry.apply(effect);
                 }
                 None => {
+                    let effect = match effect {
+                        Effect::Publish { channel, msg } => match self.history.limits(&channel) {
+                            // Kept first, then delivered by the history.
+                            Some(limits) => {
+                                self.history.queue(channel, limits, msg);
+                                continue;
+                            }
+                            None => Effect::Publish { channel, msg },
+                        },
+                        other => other,
+                    };
                     self.bus.forward(&effect);
                     self.registry.apply(effect);
                 }
@@ -175,6 +196,7 @@ impl Hub {
     }
 
     /// Sends to a channel's members on every host; how many on this one.
+    /// A channel that keeps history takes [`ChannelLog::publish_now`].
     pub fn publish(&self, channel: &str, msg: Message) -> usize {
         let delivered = self.registry.publish(channel, &Outbound::from(msg.clone()));
         self.bus.forward(&Effect::Publish { channel: channel.to_string(), msg });

@@ -21,6 +21,7 @@ use super::Outbound;
 use crate::close;
 use crate::config::SlowReader;
 use crate::handler::{ConnId, Effect};
+use crate::history::{Page, Position};
 
 /// A queue that grew past this many slots is shrunk once drained, so a burst
 /// does not pin its memory to an idle connection.
@@ -224,13 +225,32 @@ struct Entry {
 /// The receiving side handed to a connection's task.
 pub type Inbox = Arc<Mailbox>;
 
+/// One member of a channel.
+struct Member {
+    outbox: Outbox,
+    /// The last publication a replay delivered to it (epoch, offset): a
+    /// live one at or before it is not delivered again.
+    replayed: Option<(Arc<str>, u64)>,
+}
+
+/// Publications that reached a channel while a member's replay was being
+/// read: (offset, epoch, message).
+type Held = Vec<(u64, Arc<str>, Outbound)>;
+
+/// Most publications held for one replaying member; past it the
+/// connection is closed as a slow reader.
+const MAX_HELD: usize = crate::history::MAX_SIZE;
+
 /// All live connections of this host.
 pub struct Registry {
     next_id: AtomicU64,
     dropped: prometheus::IntCounter,
     conns: DashMap<ConnId, Entry>,
     routes: DashMap<Arc<str>, HashMap<ConnId, Outbox>>,
-    channels: DashMap<String, HashMap<ConnId, Outbox>>,
+    channels: DashMap<String, HashMap<ConnId, Member>>,
+    /// Members whose replay is under way, by channel: what was published
+    /// meanwhile. A channel's entry here is locked before its members.
+    replaying: DashMap<String, HashMap<ConnId, Held>>,
 }
 
 impl Registry {
@@ -243,6 +263,7 @@ impl Registry {
             conns: DashMap::new(),
             routes: DashMap::new(),
             channels: DashMap::new(),
+            replaying: DashMap::new(),
         }
     }
 
@@ -277,12 +298,21 @@ impl Registry {
             members.is_empty()
         });
         for channel in &entry.channels {
-            self.channels.remove_if_mut(channel, |_, members| {
-                members.remove(&id);
-                members.is_empty()
-            });
+            self.leave(id, channel);
         }
         true
+    }
+
+    /// Takes `id` out of `channel`'s members and replays.
+    fn leave(&self, id: ConnId, channel: &str) {
+        self.replaying.remove_if_mut(channel, |_, held| {
+            held.remove(&id);
+            held.is_empty()
+        });
+        self.channels.remove_if_mut(channel, |_, members| {
+            members.remove(&id);
+            members.is_empty()
+        });
     }
 
     /// Queues a message for one connection.
@@ -300,7 +330,7 @@ impl Registry {
     /// Queues a message for every member of a route but `except`; how many.
     pub fn broadcast(&self, route: &str, msg: &Outbound, except: Option<ConnId>) -> usize {
         let Some(members) = self.routes.get(route) else { return 0 };
-        self.fan_out(&members, msg, except)
+        self.fan_out(members.iter(), msg, except)
     }
 
     /// Adds a connection to a channel; whether the connection is registered.
@@ -308,9 +338,62 @@ impl Registry {
         let Some(mut e) = self.conns.get_mut(&id) else { return false };
         if !e.channels.contains(channel) {
             e.channels.insert(channel.to_string());
-            self.channels.entry(channel.to_string()).or_default().insert(id, e.outbox.clone());
+            let member = Member { outbox: e.outbox.clone(), replayed: None };
+            self.channels.entry(channel.to_string()).or_default().insert(id, member);
         }
         true
+    }
+
+    /// Starts a subscription that replays: from now until
+    /// [`Registry::finish_replay`], publications to `channel` are held for
+    /// `id` instead of delivered. Whether the connection is registered.
+    pub fn begin_replay(&self, id: ConnId, channel: &str) -> bool {
+        let Some(mut e) = self.conns.get_mut(&id) else { return false };
+        e.channels.insert(channel.to_string());
+        drop(e);
+        let mut replaying = self.replaying.entry(channel.to_string()).or_default();
+        replaying.insert(id, Vec::new());
+        self.channels.remove_if_mut(channel, |_, members| {
+            members.remove(&id);
+            members.is_empty()
+        });
+        true
+    }
+
+    /// Ends a replay that `begin_replay` started: queues for `id` the
+    /// publications of `page` after `since`, then those held meanwhile that
+    /// `page` did not have, and makes it a member; none twice, none
+    /// missing. Nothing when the connection left the channel meanwhile.
+    pub fn finish_replay(&self, id: ConnId, channel: &str, since: Option<&Position>, page: &Page) {
+        let Some(outbox) = self.conns.get(&id).map(|e| e.outbox.clone()) else { return };
+        let Some(mut replaying) = self.replaying.get_mut(channel) else { return };
+        let Some(held) = replaying.remove(&id) else { return };
+        let mut epoch = page.latest.epoch.clone();
+        let mut last = since.filter(|p| p.epoch == epoch).map_or(0, |p| p.offset);
+        let queue = |msg: Outbound| {
+            if let Delivery::DroppedOldest(n) = outbox.push(msg) {
+                self.dropped.inc_by(n);
+            }
+        };
+        for p in &page.publications {
+            if p.offset > last {
+                queue(p.msg.clone().into());
+                last = p.offset;
+            }
+        }
+        for (offset, held_epoch, msg) in held {
+            if held_epoch == epoch && offset <= last {
+                continue;
+            }
+            queue(msg);
+            (epoch, last) = (held_epoch, offset);
+        }
+        let member = Member { outbox, replayed: Some((epoch, last)) };
+        self.channels.entry(channel.to_string()).or_default().insert(id, member);
+        if replaying.is_empty() {
+            drop(replaying);
+            self.replaying.remove_if(channel, |_, r| r.is_empty());
+        }
     }
 
     /// Removes a connection from a channel.
@@ -319,16 +402,39 @@ impl Registry {
         if !e.channels.remove(channel) {
             return;
         }
-        self.channels.remove_if_mut(channel, |_, members| {
-            members.remove(&id);
-            members.is_empty()
-        });
+        drop(e);
+        self.leave(id, channel);
     }
 
     /// Queues a message for every member of a channel; how many.
     pub fn publish(&self, channel: &str, msg: &Outbound) -> usize {
         let Some(members) = self.channels.get(channel) else { return 0 };
-        self.fan_out(&members, msg, None)
+        self.fan_out(members.iter().map(|(id, m)| (id, &m.outbox)), msg, None)
+    }
+
+    /// Queues a publication of a channel that keeps history, at `pos`, for
+    /// every member (but one whose replay already delivered it) and holds
+    /// it for members whose replay is under way; how many took it. Calls
+    /// for one channel must come in offset order.
+    pub fn publish_at(&self, channel: &str, pos: &Position, msg: &Outbound) -> usize {
+        let mut replaying = self.replaying.get_mut(channel);
+        if let Some(replaying) = replaying.as_mut() {
+            for (id, held) in replaying.iter_mut() {
+                if held.len() >= MAX_HELD {
+                    if let Some(e) = self.conns.get(id) {
+                        e.outbox.request_close(close::POLICY, "outbound queue full");
+                    }
+                    continue;
+                }
+                held.push((pos.offset, pos.epoch.clone(), msg.clone()));
+            }
+        }
+        let Some(members) = self.channels.get(channel) else { return 0 };
+        let fresh = members.iter().filter(|(_, m)| match &m.replayed {
+            Some((epoch, last)) => *epoch != pos.epoch || pos.offset > *last,
+            None => true,
+        });
+        self.fan_out(fresh.map(|(id, m)| (id, &m.outbox)), msg, None)
     }
 
     /// Asks every accepted connection on a route to close; how many.
@@ -372,6 +478,10 @@ impl Registry {
                 true
             }
             Effect::Subscribe { conn, channel } => self.subscribe(conn, &channel),
+            Effect::Resume { conn, channel, since, page } => {
+                self.finish_replay(conn, &channel, since.as_ref(), &page);
+                self.conns.contains_key(&conn)
+            }
             Effect::Unsubscribe { conn, channel } => {
                 self.unsubscribe(conn, &channel);
                 true
@@ -381,7 +491,12 @@ impl Registry {
     }
 
     /// Queues `msg` for every member but `except`; how many took it.
-    fn fan_out(&self, members: &HashMap<ConnId, Outbox>, msg: &Outbound, except: Option<ConnId>) -> usize {
+    fn fan_out<'m>(
+        &self,
+        members: impl Iterator<Item = (&'m ConnId, &'m Outbox)>,
+        msg: &Outbound,
+        except: Option<ConnId>,
+    ) -> usize {
         let (mut queued, mut dropped) = (0, 0);
         for (id, outbox) in members {
             if Some(*id) == except {
@@ -440,6 +555,67 @@ mod tests {
         assert!(drain(&ia).is_empty());
         assert_eq!(drain(&ib), [text("x")]);
         assert!(drain(&ic).is_empty(), "not yet accepted");
+    }
+
+    fn pos(offset: u64, epoch: &str) -> Position {
+        Position { offset, epoch: epoch.into() }
+    }
+
+    fn page(epoch: &str, offsets: std::ops::RangeInclusive<u64>, latest: u64) -> Page {
+        Page {
+            publications: offsets
+                .map(|o| crate::history::Publication { offset: o, msg: msg(&format!("p{o}")) })
+                .collect(),
+            latest: pos(latest, epoch),
+            recovered: true,
+        }
+    }
+
+    #[test]
+    fn a_replay_delivers_what_was_missed_then_what_came_meanwhile_none_twice() {
+        let r = registry();
+        let (a, ia) = r.reserve("/r".into(), queue(64, SlowReader::Close));
+        let (b, ib) = r.reserve("/r".into(), queue(64, SlowReader::Close));
+        r.subscribe(b, "room");
+        assert!(r.begin_replay(a, "room"));
+        // While a's history is read (it reaches offset 5), 5 arrives late
+        // (another host's publication, already in what was read), then 6.
+        assert_eq!(r.publish_at("room", &pos(5, "e"), &text("p5")), 1, "b gets it; a's is held");
+        assert_eq!(r.publish_at("room", &pos(6, "e"), &text("p6")), 1);
+        assert_eq!(drain(&ia), [], "nothing for a until its replay is applied");
+        r.finish_replay(a, "room", Some(&pos(2, "e")), &page("e", 3..=5, 5));
+        assert_eq!(drain(&ia), [text("p3"), text("p4"), text("p5"), text("p6")], "in order, 5 once");
+        // A publication the replay already gave is not delivered again (a
+        // late copy from the Redis stream); a later one is.
+        assert_eq!(r.publish_at("room", &pos(6, "e"), &text("p6")), 1, "only b");
+        assert_eq!(r.publish_at("room", &pos(7, "e"), &text("p7")), 2);
+        assert_eq!(drain(&ia), [text("p7")]);
+        // A new epoch (history lost) starts over at 1: delivered.
+        assert_eq!(r.publish_at("room", &pos(1, "f"), &text("f1")), 2);
+        assert_eq!(drain(&ia), [text("f1")]);
+        assert_eq!(drain(&ib), [text("p5"), text("p6"), text("p6"), text("p7"), text("f1")]);
+    }
+
+    #[test]
+    fn a_replay_from_another_epoch_or_a_left_channel_delivers_no_old_offsets() {
+        let r = registry();
+        let (a, ia) = r.reserve("/r".into(), queue(64, SlowReader::Close));
+        r.subscribe(a, "room");
+        assert!(r.begin_replay(a, "room"), "a member that resumes replays instead");
+        assert_eq!(r.publish("room", &text("plain")), 0, "it is not a live member meanwhile");
+        r.finish_replay(a, "room", Some(&pos(9, "old")), &page("new", 1..=2, 2));
+        assert_eq!(drain(&ia), [text("p1"), text("p2")], "another epoch: what is kept, from the start");
+        assert_eq!(r.publish("room", &text("plain")), 1);
+        drain(&ia);
+        // Left (unsubscribed) before its replay was applied: nothing.
+        assert!(r.begin_replay(a, "hall"));
+        r.unsubscribe(a, "hall");
+        r.finish_replay(a, "hall", None, &page("e", 1..=1, 1));
+        assert_eq!(drain(&ia), []);
+        assert_eq!(r.publish_at("hall", &pos(2, "e"), &text("x")), 0);
+        assert!(r.remove(a));
+        assert!(r.channels.is_empty() && r.replaying.is_empty());
+        assert!(!r.begin_replay(a, "room"), "a connection that is gone");
     }
 
     #[test]

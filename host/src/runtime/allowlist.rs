@@ -2,7 +2,7 @@
 //! it imports anything else, with each refused import named.
 //!
 //! What is allowed is decided by what an import can reach:
-//! - the Wharf world (`wharf:handler/*@0.1.0`);
+//! - the Wharf world (`wharf:handler/*@0.2.0`, and the frozen `@0.1.0`);
 //! - the WASI 0.2 interfaces the guest toolchains' runtimes link (Rust's
 //!   standard library, componentize-js, componentize-py): streams, stdio
 //!   (stdout and stderr go to the host log, stdin is empty), exit, clocks,
@@ -16,6 +16,9 @@
 //! Sockets, HTTP and everything else are refused by name: a component that
 //! imports them is not loaded (`wharf build` strips the socket imports that
 //! componentize-py's runtime carries, see `build/no_network.rs`).
+
+/// The versions of the Wharf world this host serves.
+const WHARF_VERSIONS: &[&str] = &["0.2.0", "0.1.0"];
 
 /// WASI 0.2 interfaces a plugin may import.
 const WASI_ALLOWED: &[&str] = &[
@@ -45,7 +48,7 @@ const WASI_ALLOWED: &[&str] = &[
 pub fn refusal(import: &str) -> Option<&'static str> {
     let (interface, version) = import.split_once('@').unwrap_or((import, ""));
     if interface.starts_with("wharf:handler/") {
-        return (version != "0.1.0").then_some("this host provides wharf:handler@0.1.0");
+        return (!WHARF_VERSIONS.contains(&version)).then_some("this host provides wharf:handler@0.2.0 and @0.1.0");
     }
     if WASI_ALLOWED.contains(&interface) {
         return (!version.starts_with("0.2.")).then_some("this host provides WASI 0.2");
@@ -79,7 +82,9 @@ mod tests {
         // nothing: no directory is preopened.
         assert_eq!(refusal("wasi:filesystem/types@0.2.12"), None);
         assert_eq!(refusal("wasi:filesystem/preopens@0.2.9"), None);
-        assert!(refusal("wharf:handler/connections@0.2.0").is_some());
+        assert_eq!(refusal("wharf:handler/channels@0.2.0"), None);
+        assert!(refusal("wharf:handler/connections@0.3.0").is_some());
+        assert!(refusal("wharf:handler/connections@0.1.1").is_some());
         assert!(refusal("wasi:io/streams@0.3.0").is_some());
     }
 

@@ -1,14 +1,19 @@
-//! The host side of the WIT imports: thin adapters that check arguments and
-//! caps, then delegate to the store or record an [`Effect`].
+//! The host side of the WIT imports (version 0.2.0; 0.1.0's are served by
+//! these through `compat.rs`): thin adapters that check arguments and caps,
+//! then delegate to the store, the channel history, or record an
+//! [`Effect`].
 
 use std::time::{Duration, Instant};
 
-use super::bindings::types::{Error, LogLevel};
-use super::bindings::wharf::handler::{channels, connections, kv, logging, types};
+use std::sync::Arc;
+
+use super::bindings::v2::types::{Error, LogLevel};
+use super::bindings::v2::{channels, connections, kv, logging, types};
 use super::state::{InstanceState, PluginEnv};
 use crate::close;
 use crate::handler::{ConnId, Effect, Message};
-use crate::store::{StoreError, StoreResult};
+use crate::history;
+use crate::store::{Entry, StoreError, StoreResult};
 
 /// Longest key accepted by the key/value and metadata imports.
 pub(crate) const MAX_KEY_BYTES: usize = 1024;
@@ -21,6 +26,9 @@ pub(crate) const MAX_LOG_BYTES_PER_EVENT: usize = 64 << 10;
 const MAX_LIST: u32 = 1000;
 /// Most ids one `members` call returns.
 const MAX_MEMBERS: usize = 10_000;
+/// What a stamp adds to a message at most: the two fields, a 20-digit
+/// offset and a 16-digit epoch.
+const STAMP_BYTES: usize = 64;
 
 /// The one place store errors become guest-visible errors.
 fn store_error(e: StoreError) -> Error {
@@ -49,13 +57,35 @@ pub(crate) fn from_message(m: Message) -> types::Message {
     }
 }
 
+fn to_position(p: types::Position) -> history::Position {
+    history::Position { offset: p.offset, epoch: Arc::from(p.epoch) }
+}
+
+fn from_position(p: history::Position) -> types::Position {
+    types::Position { offset: p.offset, epoch: p.epoch.to_string() }
+}
+
+fn from_page(page: history::Page) -> types::HistoryPage {
+    types::HistoryPage {
+        publications: page
+            .publications
+            .into_iter()
+            .map(|p| types::Publication { offset: p.offset, msg: from_message(p.msg) })
+            .collect(),
+        latest: from_position(page.latest),
+        recovered: page.recovered,
+    }
+}
+
 impl InstanceState {
     fn push(&mut self, effect: Effect) -> Result<(), Error> {
-        if self.call.effects.len() >= self.env.caps.max_effects {
-            return Err(Error::QuotaExceeded);
-        }
+        self.room_for_effect()?;
         self.call.effects.push(effect);
         Ok(())
+    }
+
+    fn room_for_effect(&self) -> Result<(), Error> {
+        if self.call.effects.len() >= self.env.caps.max_effects { Err(Error::QuotaExceeded) } else { Ok(()) }
     }
 
     /// Counts one outgoing message against the event's caps.
@@ -64,6 +94,11 @@ impl InstanceState {
             types::Message::Text(t) => t.len(),
             types::Message::Binary(b) => b.len(),
         };
+        self.spend_message_bytes(len)
+    }
+
+    /// Counts one outgoing message of `len` bytes against the event's caps.
+    fn spend_message_bytes(&mut self, len: usize) -> Result<(), Error> {
         let caps = &self.env.caps;
         if len > caps.max_message_bytes {
             return Err(Error::TooLarge);
@@ -218,14 +253,48 @@ impl channels::Host for InstanceState {
         self.push(Effect::Broadcast { route, msg: to_message(msg), except })
     }
 
-    async fn subscribe(&mut self, conn: ConnId, channel: String) -> Result<(), Error> {
+    async fn subscribe(
+        &mut self,
+        conn: ConnId,
+        channel: String,
+        since: Option<types::Position>,
+    ) -> Result<types::Subscribed, Error> {
         self.spend_store_op()?;
         let env = self.env.clone();
         let channel = env.channel(&channel)?;
         env.own_connection(self.call.deadline, conn).await?;
+        self.room_for_effect()?;
         // Presence changes now; delivery starts when the effect is applied.
         env.timed(self.call.deadline, "channel_subscribe", env.store.connections.subscribe(conn, &channel)).await?;
-        self.push(Effect::Subscribe { conn, channel })
+        let live = types::Subscribed { recovered: since.is_none(), replayed: 0, latest: None };
+        let Some(limits) = env.history.limits(&channel) else {
+            self.push(Effect::Subscribe { conn, channel })?;
+            return Ok(live);
+        };
+        // A channel with history always joins through a replay, so that
+        // the position answered is exact: every later publication reaches
+        // the connection, none twice.
+        if !env.history.begin_replay(conn, &channel) {
+            self.push(Effect::Subscribe { conn, channel })?;
+            return Ok(types::Subscribed { recovered: false, ..live });
+        }
+        let since = since.map(to_position);
+        let read = env.history.read(&channel, limits, since.as_ref(), if since.is_some() { limits.size } else { 0 });
+        let page = match env.timed(self.call.deadline, "history_read", read).await {
+            Ok(page) => page,
+            Err(e) => {
+                crate::handler::ChannelHistory::abandon_replay(&*env.history, conn, &channel);
+                return Err(e);
+            }
+        };
+        let answer = types::Subscribed {
+            recovered: page.recovered,
+            replayed: page.publications.len() as u32,
+            latest: Some(from_position(page.latest.clone())),
+        };
+        let since = since.or_else(|| Some(page.latest.clone()));
+        self.push(Effect::Resume { conn, channel, since, page: Arc::new(page) })?;
+        Ok(answer)
     }
 
     async fn unsubscribe(&mut self, conn: ConnId, channel: String) -> Result<(), Error> {
@@ -246,10 +315,47 @@ impl channels::Host for InstanceState {
         Ok(ids)
     }
 
-    async fn publish(&mut self, channel: String, msg: types::Message) -> Result<(), Error> {
-        let channel = self.env.channel(&channel)?;
+    async fn publish(&mut self, channel: String, msg: types::Message) -> Result<Option<types::Position>, Error> {
+        let env = self.env.clone();
+        let channel = env.channel(&channel)?;
         self.spend_message(&msg)?;
-        self.push(Effect::Publish { channel, msg: to_message(msg) })
+        let Some(limits) = env.history.limits(&channel) else {
+            self.push(Effect::Publish { channel, msg: to_message(msg) })?;
+            return Ok(None);
+        };
+        self.spend_store_op()?;
+        let publish = env.history.publish(&channel, limits, Entry::Plain(to_message(msg)));
+        Ok(Some(from_position(env.timed(self.call.deadline, "history_publish", publish).await?)))
+    }
+
+    async fn publish_stamped(&mut self, channel: String, json: String) -> Result<types::Position, Error> {
+        let env = self.env.clone();
+        let channel = env.channel(&channel)?;
+        let limits = env.history.limits(&channel).ok_or(Error::NotAllowed)?;
+        self.spend_message_bytes(json.len() + STAMP_BYTES)?;
+        let body = history::object_body(&json).map_err(|_| Error::InvalidArgument)?;
+        self.spend_store_op()?;
+        let publish = env.history.publish(&channel, limits, Entry::Stamped(body.to_string()));
+        Ok(from_position(env.timed(self.call.deadline, "history_publish", publish).await?))
+    }
+
+    async fn history(
+        &mut self,
+        channel: String,
+        since: Option<types::Position>,
+        limit: u32,
+    ) -> Result<types::HistoryPage, Error> {
+        self.spend_store_op()?;
+        let env = self.env.clone();
+        let channel = env.channel(&channel)?;
+        let Some(limits) = env.history.limits(&channel) else {
+            let latest = types::Position { offset: 0, epoch: String::new() };
+            return Ok(types::HistoryPage { publications: Vec::new(), latest, recovered: since.is_none() });
+        };
+        let since = since.map(to_position);
+        let limit = (limit as usize).min(history::MAX_READ);
+        let read = env.history.read(&channel, limits, since.as_ref(), limit);
+        Ok(from_page(env.timed(self.call.deadline, "history_read", read).await?))
     }
 }
 
@@ -408,6 +514,7 @@ mod tests {
             name: Arc::from("p"),
             namespace: "p".into(),
             channel_namespace: "p".into(),
+            history: history_of(&store, &metrics, Default::default()),
             store,
             caps,
             metrics,
@@ -418,6 +525,31 @@ mod tests {
         let mut s = InstanceState::new(Arc::new(env));
         s.call.begin(MINE, Arc::from("/r"), Duration::from_secs(60));
         s
+    }
+
+    /// `subscribe` without a position, its answer left out.
+    async fn subscribe(s: &mut InstanceState, conn: ConnId, channel: String) -> Result<(), Error> {
+        channels::Host::subscribe(s, conn, channel, None).await.map(drop)
+    }
+
+    /// `publish`, its position left out.
+    async fn publish(s: &mut InstanceState, channel: String, msg: types::Message) -> Result<(), Error> {
+        channels::Host::publish(s, channel, msg).await.map(drop)
+    }
+
+    /// The hub's channel history over `store`, with `rules`.
+    fn history_of(
+        store: &Store,
+        metrics: &Metrics,
+        rules: crate::history::Rules,
+    ) -> Arc<dyn crate::handler::ChannelHistory> {
+        let registry = Arc::new(crate::hub::Registry::new(metrics.outbound_dropped.clone()));
+        // The registry's first id is MINE: this host's connection.
+        let queue = crate::hub::QueuePolicy { capacity: 8, max_bytes: 1 << 20, slow_reader: Default::default() };
+        assert_eq!(registry.reserve("/r".into(), queue).0, MINE);
+        let log = crate::hub::ChannelLog::new(store.history.clone(), registry, metrics);
+        log.set_rules(rules);
+        Arc::new(log)
     }
 
     fn text(n: usize) -> types::Message {
@@ -451,7 +583,7 @@ mod tests {
             let got = connections::Host::get_metadata(&mut s, id, "k".into()).await;
             assert_eq!(got, Err(Error::UnknownConnection));
             assert_eq!(connections::Host::info(&mut s, id).await.map(|i| i.id), Err(Error::UnknownConnection));
-            let sub = channels::Host::subscribe(&mut s, id, "room".into()).await;
+            let sub = subscribe(&mut s, id, "room".into()).await;
             assert_eq!(sub, Err(Error::UnknownConnection));
         }
         assert!(s.call.effects.is_empty());
@@ -465,9 +597,9 @@ mod tests {
         // Plugin q's connection is in q's `room`; p's `room` is another channel.
         s.env.store.connections.subscribe(THEIRS, &crate::channel::qualified("q", "room")).await.unwrap();
         assert_eq!(channels::Host::members(&mut s, "room".into()).await, Ok(vec![]));
-        assert_eq!(channels::Host::subscribe(&mut s, MINE, "room".into()).await, Ok(()));
+        assert_eq!(subscribe(&mut s, MINE, "room".into()).await, Ok(()));
         assert_eq!(channels::Host::members(&mut s, "room".into()).await, Ok(vec![MINE]));
-        assert_eq!(channels::Host::publish(&mut s, "room".into(), text(1)).await, Ok(()));
+        assert_eq!(publish(&mut s, "room".into(), text(1)).await, Ok(()));
         let qualified = "p:room".to_string();
         assert_eq!(
             s.call.effects,
@@ -481,12 +613,77 @@ mod tests {
         assert_eq!(info.channels, ["room"], "a plugin sees its own names");
     }
 
+    /// [`state`] where channels `p:room*` keep 3 publications.
+    async fn with_history() -> InstanceState {
+        let mut s = state(EventCaps { max_store_ops: 100, max_effects: 100, max_messages: 100, ..caps() }).await;
+        let limits = history::Limits { size: 3, ttl: Duration::from_secs(60), max_bytes: 1 << 20 };
+        let rule = history::Rule { pattern: "room*".into(), namespace: Some("p".into()), limits };
+        let mut env = clone_env(&s.env);
+        env.caps.max_bytes = 1 << 20;
+        env.caps.max_message_bytes = 1 << 10;
+        env.history = history_of(&env.store, &env.metrics, history::Rules(vec![rule]));
+        s.env = Arc::new(env);
+        s
+    }
+
+    #[tokio::test]
+    async fn a_channel_with_history_answers_positions_pages_and_stamps() {
+        let mut s = with_history().await;
+        let p1 = channels::Host::publish(&mut s, "room".into(), text(1)).await.unwrap().expect("a position");
+        let p2 = channels::Host::publish(&mut s, "room".into(), text(2)).await.unwrap().unwrap();
+        assert_eq!((p1.offset, p2.offset, &p1.epoch), (1, 2, &p2.epoch));
+        assert!(s.call.effects.is_empty(), "made at the call, not after the event");
+        let plain = channels::Host::publish(&mut s, "other".into(), text(1)).await;
+        assert!(matches!(plain, Ok(None)), "no history");
+        let stamped = channels::Host::publish_stamped(&mut s, "room".into(), r#"{"say":"hi"}"#.into()).await.unwrap();
+        assert_eq!(stamped.offset, 3);
+        let bad = channels::Host::publish_stamped(&mut s, "room".into(), "[1]".into()).await;
+        assert_eq!(bad.map(drop), Err(Error::InvalidArgument));
+        let none = channels::Host::publish_stamped(&mut s, "other".into(), "{}".into()).await;
+        assert_eq!(none.map(drop), Err(Error::NotAllowed), "a channel without history has no positions");
+
+        let page = channels::Host::history(&mut s, "room".into(), Some(p1.clone()), 10).await.unwrap();
+        assert!(page.recovered);
+        let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset).collect();
+        assert_eq!(offsets, [2, 3]);
+        let want = format!(r#"{{"offset":3,"epoch":"{}","say":"hi"}}"#, p1.epoch);
+        assert!(matches!(&page.publications[1].msg, types::Message::Text(t) if *t == want));
+        let lost = types::Position { offset: 1, epoch: "gone".into() };
+        assert!(!channels::Host::history(&mut s, "room".into(), Some(lost), 10).await.unwrap().recovered);
+        let plain = channels::Host::history(&mut s, "other".into(), None, 10).await.unwrap();
+        assert_eq!((plain.publications.len(), plain.latest.offset), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_subscribe_with_a_position_asks_for_a_replay_of_what_was_missed() {
+        let mut s = with_history().await;
+        let p1 = channels::Host::publish(&mut s, "room".into(), text(1)).await.unwrap().unwrap();
+        channels::Host::publish(&mut s, "room".into(), text(2)).await.unwrap();
+        let joined = channels::Host::subscribe(&mut s, MINE, "room".into(), Some(p1.clone())).await.unwrap();
+        assert_eq!((joined.recovered, joined.replayed), (true, 1));
+        assert_eq!(joined.latest.map(|p| p.offset), Some(2));
+        let [Effect::Resume { conn: MINE, channel, since, page }] = &s.call.effects[..] else {
+            panic!("{:?}", s.call.effects)
+        };
+        assert_eq!(channel, "p:room");
+        assert_eq!(since.as_ref().map(|p| p.offset), Some(1));
+        assert_eq!(page.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), [2]);
+        // Without a position it joins at the channel's position now.
+        let joined = channels::Host::subscribe(&mut s, MINE, "room-2".into(), None).await.unwrap();
+        assert_eq!((joined.recovered, joined.replayed, joined.latest.map(|p| p.offset)), (true, 0, Some(0)));
+        // A channel without history: a plain subscription; a position
+        // cannot be served.
+        let plain = channels::Host::subscribe(&mut s, MINE, "other".into(), Some(p1)).await.unwrap();
+        assert_eq!((plain.recovered, plain.latest.is_none()), (false, true));
+        assert!(matches!(s.call.effects.last(), Some(Effect::Subscribe { .. })));
+    }
+
     #[tokio::test]
     async fn messages_are_capped_in_size_count_and_bytes_per_event() {
         let mut s = state(caps()).await;
-        assert_eq!(channels::Host::publish(&mut s, "c".into(), text(17)).await, Err(Error::TooLarge));
+        assert_eq!(publish(&mut s, "c".into(), text(17)).await, Err(Error::TooLarge));
         for _ in 0..2 {
-            assert_eq!(channels::Host::publish(&mut s, "c".into(), text(16)).await, Ok(()));
+            assert_eq!(publish(&mut s, "c".into(), text(16)).await, Ok(()));
         }
         // 32 of 40 bytes spent: a 9-byte message is over the budget, an
         // 8-byte one fits, then the count (3) is spent.
@@ -516,8 +713,8 @@ mod tests {
         assert_eq!(kv::Host::increment(&mut s, "k".into(), 1).await, Err(Error::InvalidArgument), "not a counter");
         assert_eq!(channels::Host::members(&mut s, String::new()).await, Err(Error::InvalidArgument));
         let mut s = state(caps()).await;
-        assert_eq!(channels::Host::publish(&mut s, "c".repeat(257), text(1)).await, Err(Error::TooLarge));
-        assert_eq!(channels::Host::publish(&mut s, String::new(), text(1)).await, Err(Error::InvalidArgument));
+        assert_eq!(publish(&mut s, "c".repeat(257), text(1)).await, Err(Error::TooLarge));
+        assert_eq!(publish(&mut s, String::new(), text(1)).await, Err(Error::InvalidArgument));
     }
 
     #[test]
@@ -600,6 +797,7 @@ mod tests {
             namespace: env.namespace.clone(),
             channel_namespace: env.channel_namespace.clone(),
             store: env.store.clone(),
+            history: env.history.clone(),
             caps: env.caps,
             metrics: env.metrics.clone(),
             budget: env.budget.clone(),
@@ -612,7 +810,7 @@ mod tests {
     async fn effects_of_any_kind_are_capped_per_event() {
         let mut s = state(EventCaps { max_messages: 100, max_store_ops: 100, ..caps() }).await;
         for i in 0..5 {
-            let r = channels::Host::subscribe(&mut s, MINE, format!("c{i}")).await;
+            let r = subscribe(&mut s, MINE, format!("c{i}")).await;
             assert_eq!(r, Ok(()), "effect {i}");
         }
         assert_eq!(channels::Host::unsubscribe(&mut s, MINE, "c0".into()).await, Err(Error::QuotaExceeded));

@@ -7,6 +7,7 @@
 mod allowlist;
 mod bindings;
 mod capabilities;
+mod compat;
 mod engine;
 mod guest_language;
 mod guest_output;
@@ -27,9 +28,9 @@ pub use memory::MemoryBudget;
 pub use plugin::{CallContext, Plugin};
 pub use state::EventCaps;
 
-use bindings::{Wharf, WharfPre};
 use state::{InstanceState, PluginEnv};
 
+use crate::handler::ChannelHistory;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -53,6 +54,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<InstanceState>,
     store: Store,
+    history: Arc<dyn ChannelHistory>,
     metrics: Arc<Metrics>,
     budget: Arc<MemoryBudget>,
     opts: RuntimeOptions,
@@ -79,16 +81,21 @@ impl Namespaces {
 impl Runtime {
     /// Builds the engine and links WASI (with nothing granted) and the Wharf
     /// imports.
-    pub fn new(opts: RuntimeOptions, store: Store, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+    pub fn new(
+        opts: RuntimeOptions,
+        store: Store,
+        history: Arc<dyn ChannelHistory>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
         let engine = engine::build(&opts.engine)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("linking WASI")?;
-        Wharf::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+        bindings::AllVersions::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(anyhow::Error::from)
             .context("linking the Wharf world")?;
         let ticker = engine::EpochTicker::start(&engine);
         let budget = Arc::new(MemoryBudget::new(opts.memory_budget_bytes, metrics.instance_memory_bytes.clone()));
-        Ok(Runtime { engine, linker, store, metrics, budget, opts, _ticker: ticker })
+        Ok(Runtime { engine, linker, store, history, metrics, budget, opts, _ticker: ticker })
     }
 
     /// The names of everything a component imports, after checking that it
@@ -118,20 +125,18 @@ impl Runtime {
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
             .context("cannot link the component")?;
-        let pre = WharfPre::new(pre)
-            .map_err(anyhow::Error::from)
-            .context("the component does not export the wharf:handler world")?;
         let env = Arc::new(PluginEnv {
             name: Arc::from(name),
             namespace: namespaces.kv.clone(),
             channel_namespace: namespaces.channels.clone(),
             store: self.store.clone(),
+            history: self.history.clone(),
             caps: EventCaps { memory_bytes: caps.memory_bytes.min(self.opts.engine.memory_bytes), ..caps },
             metrics: self.metrics.clone(),
             budget: self.budget.clone(),
             pool_growth_bytes: self.opts.pool_growth_bytes.unwrap_or_else(|| language.default_pool_growth_bytes()),
             language,
         });
-        Ok(Plugin::new(&self.engine, pre, env, self.opts.instance_pool))
+        Plugin::new(&self.engine, pre, env, self.opts.instance_pool)
     }
 }

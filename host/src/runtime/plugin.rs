@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use wasmtime::component::Component;
+use wasmtime::component::{Component, InstancePre};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
-use super::bindings::{Wharf, WharfPre, types};
+use super::bindings::{v1, v2};
 use super::capabilities::{from_message, to_message};
 use super::state::{InstanceState, PluginEnv};
 use crate::handler::{Accept, EventContext, HandlerFailure, Message, OpenRequest, Outcome, Reject};
@@ -38,18 +38,85 @@ enum Event {
     Close = 2,
 }
 
+/// Where a component's `handler` export is, for the world version it was
+/// built for.
+enum Indices {
+    V2(v2::GuestIndices),
+    V1(v1::GuestIndices),
+}
+
+/// An instance's `handler` export.
+enum Exports {
+    V2(v2::Guest),
+    V1(v1::Guest),
+}
+
 struct Instance {
     store: Store<InstanceState>,
-    bindings: Wharf,
+    exports: Exports,
 }
 
 /// A compiled, pre-linked plugin with its instance pool.
 pub struct Plugin {
     engine: Engine,
     stats: [EventStats; 3],
-    pre: WharfPre<InstanceState>,
+    pre: InstancePre<InstanceState>,
+    indices: Indices,
     env: Arc<PluginEnv>,
     pool: InstancePool,
+}
+
+/// The WIT version of the handler export of a pre-linked component: 0.2.0
+/// or the frozen 0.1.0.
+fn handler_export(pre: &InstancePre<InstanceState>) -> anyhow::Result<Indices> {
+    let v2 = match v2::GuestIndices::new(pre) {
+        Ok(i) => return Ok(Indices::V2(i)),
+        Err(e) => e,
+    };
+    match v1::GuestIndices::new(pre) {
+        Ok(i) => Ok(Indices::V1(i)),
+        Err(v1) => {
+            anyhow::bail!("the component does not export the wharf:handler world: {v2}; nor version 0.1.0 of it: {v1}")
+        }
+    }
+}
+
+/// The upgrade request as version `$v` of the world has it.
+macro_rules! request {
+    ($v:ident, $req:expr) => {{
+        let req = $req;
+        $v::types::Request {
+            path: req.path,
+            query: req.query,
+            headers: req.headers,
+            subprotocols: req.subprotocols,
+            remote_addr: req.remote_addr,
+        }
+    }};
+}
+
+/// A handler's open answer, from any version of the world.
+macro_rules! open_answer {
+    ($r:expr) => {
+        $r.map(|r| {
+            r.map(|a| Accept { subprotocol: a.subprotocol, metadata: a.metadata })
+                .map_err(|j| Reject { status: j.status, reason: j.reason })
+        })
+    };
+}
+
+fn from_v1(m: v1::types::Message) -> Message {
+    match m {
+        v1::types::Message::Text(t) => Message::Text(t),
+        v1::types::Message::Binary(b) => Message::Binary(b),
+    }
+}
+
+fn to_v1(m: Message) -> v1::types::Message {
+    match m {
+        Message::Text(t) => v1::types::Message::Text(t),
+        Message::Binary(b) => v1::types::Message::Binary(b),
+    }
 }
 
 /// Warm instances, last in first out: the instance used last has its memory
@@ -79,12 +146,28 @@ impl InstancePool {
 }
 
 impl Plugin {
-    pub(crate) fn new(engine: &Engine, pre: WharfPre<InstanceState>, env: Arc<PluginEnv>, pool_size: usize) -> Self {
+    /// A plugin of pre-linked component `pre`, refused when it exports no
+    /// version of the `handler` interface.
+    pub(crate) fn new(
+        engine: &Engine,
+        pre: InstancePre<InstanceState>,
+        env: Arc<PluginEnv>,
+        pool_size: usize,
+    ) -> anyhow::Result<Self> {
+        let indices = handler_export(&pre)?;
         let stats = ["open", "message", "close"].map(|event| EventStats {
             seconds: env.metrics.handler_seconds.with_label_values(&[&*env.name, event]),
             traps: env.metrics.traps.with_label_values(&[&*env.name, event]),
         });
-        Plugin { engine: engine.clone(), stats, pre, env, pool: InstancePool::new(pool_size.max(1)) }
+        Ok(Plugin { engine: engine.clone(), stats, pre, indices, env, pool: InstancePool::new(pool_size.max(1)) })
+    }
+
+    /// The version of the world the component was built for.
+    pub fn world_version(&self) -> &'static str {
+        match self.indices {
+            Indices::V2(_) => "0.2.0",
+            Indices::V1(_) => "0.1.0",
+        }
     }
 
     /// The language its component was written in.
@@ -99,24 +182,18 @@ impl Plugin {
 
     /// Runs `on-open`.
     pub async fn on_open(&self, cx: CallContext<'_>, req: OpenRequest) -> Outcome<Result<Accept, Reject>> {
-        let req = types::Request {
-            path: req.path,
-            query: req.query,
-            headers: req.headers,
-            subprotocols: req.subprotocols,
-            remote_addr: req.remote_addr,
-        };
         let started = Instant::now();
         let mut inst = self.take(cx).await?;
-        let r = inst.bindings.wharf_handler_handler().call_on_open(&mut inst.store, cx.event.conn, &req).await;
+        let (conn, store) = (cx.event.conn, &mut inst.store);
+        let r = match &inst.exports {
+            Exports::V2(g) => open_answer!(g.call_on_open(store, conn, &request!(v2, req)).await),
+            Exports::V1(g) => open_answer!(g.call_on_open(store, conn, &request!(v1, req)).await),
+        };
         let store_ops = inst.store.data().call.store_ops;
         let (r, fx) = self.finish(inst, cx, Event::Open, started, r)?;
         if let Ok(accept) = &r {
             self.check_accept(&accept.metadata, store_ops)?;
         }
-        let r = r
-            .map(|a| Accept { subprotocol: a.subprotocol, metadata: a.metadata })
-            .map_err(|j| Reject { status: j.status, reason: j.reason });
         Ok((r, fx))
     }
 
@@ -155,11 +232,10 @@ impl Plugin {
     /// A direct reply is within `max_message_bytes`, like every message a
     /// handler sends. (It is not counted against the event's byte budget:
     /// a handler that spent the budget on emits may still answer.)
-    fn check_reply(&self, reply: &Option<types::Message>) -> Result<(), HandlerFailure> {
+    fn check_reply(&self, reply: &Option<Message>) -> Result<(), HandlerFailure> {
         let len = match reply {
             None => return Ok(()),
-            Some(types::Message::Text(t)) => t.len(),
-            Some(types::Message::Binary(b)) => b.len(),
+            Some(m) => crate::history::size(m),
         };
         let max = self.env.caps.max_message_bytes;
         if len <= max {
@@ -173,20 +249,27 @@ impl Plugin {
 
     /// Runs `on-message`; the answer is the direct reply.
     pub async fn on_message(&self, cx: CallContext<'_>, msg: Message) -> Outcome<Option<Message>> {
-        let msg = from_message(msg);
         let started = Instant::now();
         let mut inst = self.take(cx).await?;
-        let r = inst.bindings.wharf_handler_handler().call_on_message(&mut inst.store, cx.event.conn, &msg).await;
+        let (conn, store) = (cx.event.conn, &mut inst.store);
+        let r = match &inst.exports {
+            Exports::V2(g) => g.call_on_message(store, conn, &from_message(msg)).await.map(|r| r.map(to_message)),
+            Exports::V1(g) => g.call_on_message(store, conn, &to_v1(msg)).await.map(|r| r.map(from_v1)),
+        };
         let (reply, fx) = self.finish(inst, cx, Event::Message, started, r)?;
         self.check_reply(&reply)?;
-        Ok((reply.map(to_message), fx))
+        Ok((reply, fx))
     }
 
     /// Runs `on-close`.
     pub async fn on_close(&self, cx: CallContext<'_>, code: u16, reason: &str) -> Outcome<()> {
         let started = Instant::now();
         let mut inst = self.take(cx).await?;
-        let r = inst.bindings.wharf_handler_handler().call_on_close(&mut inst.store, cx.event.conn, code, reason).await;
+        let (conn, store) = (cx.event.conn, &mut inst.store);
+        let r = match &inst.exports {
+            Exports::V2(g) => g.call_on_close(store, conn, code, reason).await,
+            Exports::V1(g) => g.call_on_close(store, conn, code, reason).await,
+        };
         self.finish(inst, cx, Event::Close, started, r)
     }
 
@@ -236,13 +319,15 @@ impl Plugin {
         });
         // Instantiation runs guest start code: bound it like an event.
         self.arm(&mut store);
-        let bindings = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| HandlerFailure::Unavailable(format!("instantiating plugin {}: {e:#}", self.env.name)))?;
+        let failed =
+            |e: wasmtime::Error| HandlerFailure::Unavailable(format!("instantiating plugin {}: {e:#}", self.env.name));
+        let instance = self.pre.instantiate_async(&mut store).await.map_err(failed)?;
+        let exports = match &self.indices {
+            Indices::V2(i) => Exports::V2(i.load(&mut store, &instance).map_err(failed)?),
+            Indices::V1(i) => Exports::V1(i.load(&mut store, &instance).map_err(failed)?),
+        };
         store.data_mut().limits.settle();
-        Ok(Instance { store, bindings })
+        Ok(Instance { store, exports })
     }
 
     /// Collects the effects; returns a healthy instance to the pool.
@@ -277,6 +362,13 @@ impl Plugin {
             }
             Err(e) => {
                 stats.traps.inc();
+                // A failed event's effects are not applied: take back the
+                // replays they would have finished.
+                for effect in &effects {
+                    if let crate::handler::Effect::Resume { conn, channel, .. } = effect {
+                        self.env.history.abandon_replay(*conn, channel);
+                    }
+                }
                 let event = ["on-open", "on-message", "on-close"][event as usize];
                 Err(HandlerFailure::Trap(format!("plugin `{}` {event}: {}", self.env.name, describe_trap(&e))))
             }

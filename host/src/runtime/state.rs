@@ -20,6 +20,8 @@ pub(crate) struct PluginEnv {
     pub channel_namespace: String,
     /// The host's store.
     pub store: Store,
+    /// Channel history (the hub's).
+    pub history: Arc<dyn crate::handler::ChannelHistory>,
     /// Per-event caps.
     pub caps: EventCaps,
     /// The host's metrics.

@@ -1,6 +1,7 @@
 //! Host-owned state, by concern: plugin key/value namespaces ([`Kv`]) and
 //! the records of open connections with their metadata and channel
-//! membership ([`Connections`]). A [`Store`] is one of each.
+//! membership ([`Connections`]), and channel history ([`History`]). A
+//! [`Store`] is one of each.
 //!
 //! Nothing here knows about Wasm or sockets; the runtime's host imports, the
 //! hub and the admin API call in through plain Rust types.
@@ -13,6 +14,8 @@
 
 mod db_file;
 mod embedded;
+mod history;
+mod history_file;
 mod memory;
 mod presence;
 #[cfg(test)]
@@ -26,6 +29,7 @@ use async_trait::async_trait;
 
 use crate::conn_id::ConnId;
 pub use embedded::EmbeddedKv;
+pub use history::{Deliver, Entry, History, LocalHistory};
 pub use memory::MemoryKv;
 pub use presence::Presence;
 
@@ -231,6 +235,8 @@ pub struct Store {
     pub kv: Arc<dyn Kv>,
     /// Connection records and presence.
     pub connections: Arc<dyn Connections>,
+    /// Channel history.
+    pub history: Arc<dyn History>,
 }
 
 /// The longest time to live a key keeps: a longer one (up to `u64::MAX`
@@ -255,11 +261,11 @@ pub enum StoreKind {
 /// Opens the local back end `kind`, with its files under `data_dir`;
 /// connection records are in this process's memory, within `caps`.
 pub fn open(kind: &StoreKind, data_dir: &Path, caps: RecordCaps) -> anyhow::Result<Store> {
-    let kv: Arc<dyn Kv> = match kind {
-        StoreKind::Memory => Arc::new(MemoryKv::default()),
-        StoreKind::Embedded => Arc::new(EmbeddedKv::open(data_dir)?),
+    let (kv, history): (Arc<dyn Kv>, Arc<dyn History>) = match kind {
+        StoreKind::Memory => (Arc::new(MemoryKv::default()), Arc::new(LocalHistory::memory())),
+        StoreKind::Embedded => (Arc::new(EmbeddedKv::open(data_dir)?), Arc::new(LocalHistory::embedded(data_dir)?)),
     };
-    Ok(Store { kv, connections: Arc::new(Presence::new(caps)) })
+    Ok(Store { kv, connections: Arc::new(Presence::new(caps)), history })
 }
 
 /// Parses a stored counter value.

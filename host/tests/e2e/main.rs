@@ -17,6 +17,7 @@ mod edge;
 mod examples;
 mod fuzz;
 mod grip;
+mod history;
 mod languages;
 mod lifecycle;
 mod limits;

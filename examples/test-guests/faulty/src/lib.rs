@@ -152,7 +152,7 @@ impl Handler for Faulty {
             Some(cmd) if cmd.starts_with("say:") => {
                 let (channel, text) = cmd[4..].split_once('=').unwrap_or((&cmd[4..], ""));
                 Some(Message::text(
-                    channels::publish(channel, Message::text(text)).map_or_else(|e| e.to_string(), |()| "ok".into()),
+                    channels::publish(channel, Message::text(text)).map_or_else(|e| e.to_string(), |_| "ok".into()),
                 ))
             }
             Some(cmd) if cmd.starts_with("meta:") => {

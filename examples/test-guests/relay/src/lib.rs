@@ -9,16 +9,38 @@
 //! - `join:ID:CHANNEL` subscribes ID to CHANNEL; `pub:CHANNEL:TEXT` publishes;
 //! - `members:CHANNEL` answers the member ids, comma-separated.
 //!
+//! Channel history (world 0.2.0), with `POS` as `OFFSET@EPOCH`:
+//!
+//! - `pub:CHANNEL:TEXT` answers `at POS` on a channel that keeps history;
+//! - `stamp:CHANNEL:JSON` publishes JSON with its position stamped in and
+//!   answers `at POS`;
+//! - `resume:ID:CHANNEL:POS` subscribes ID from POS (`-` for none) and
+//!   answers `resumed recovered=B replayed=N latest=POS`;
+//! - `history:CHANNEL:POS:LIMIT` answers `history recovered=B latest=POS
+//!   offsets=O,O,...`.
+//!
 //! Each action answers `ok` or `error: ...`. When a connection closes and its
 //! metadata has `farewell` = `CHANNEL:N:TEXT`, its close handler publishes N
 //! messages `TEXT K (CODE)` to CHANNEL, K from 1 to N, CODE the close code.
 
-use wharf_guest::{Accept, Connection, Handler, Message, Reject, Request, channels, export_handler};
+use wharf_guest::{Accept, Connection, Handler, Message, Position, Reject, Request, channels, export_handler};
 
 struct Relay;
 
 fn id(s: &str) -> Result<Connection, String> {
     s.parse().map(Connection::from_id).map_err(|_| format!("bad id `{s}`"))
+}
+
+fn position(s: &str) -> Result<Option<Position>, String> {
+    if s == "-" {
+        return Ok(None);
+    }
+    let (offset, epoch) = s.split_once('@').ok_or("POS is OFFSET@EPOCH")?;
+    Ok(Some(Position::new(offset.parse().map_err(|_| "bad offset")?, epoch)))
+}
+
+fn show(p: &Position) -> String {
+    format!("{}@{}", p.offset, p.epoch)
 }
 
 fn act(conn: &Connection, text: &str) -> Result<String, String> {
@@ -52,7 +74,37 @@ fn act(conn: &Connection, text: &str) -> Result<String, String> {
         }
         "pub" => {
             let (channel, msg) = rest.split_once(':').ok_or("pub:CHANNEL:TEXT")?;
-            channels::publish(channel, msg).map_err(e)?;
+            if let Some(pos) = channels::publish(channel, msg).map_err(e)? {
+                return Ok(format!("at {}", show(&pos)));
+            }
+        }
+        "stamp" => {
+            let (channel, json) = rest.split_once(':').ok_or("stamp:CHANNEL:JSON")?;
+            return Ok(format!("at {}", show(&channels::publish_stamped(channel, json).map_err(e)?)));
+        }
+        "resume" => {
+            let mut parts = rest.splitn(3, ':');
+            let (Some(who), Some(channel), Some(pos)) = (parts.next(), parts.next(), parts.next()) else {
+                return Err("resume:ID:CHANNEL:POS".into());
+            };
+            let s = id(who)?.subscribe_since(channel, position(pos)?.as_ref()).map_err(e)?;
+            let latest = s.latest.as_ref().map_or("-".into(), show);
+            return Ok(format!("resumed recovered={} replayed={} latest={latest}", s.recovered, s.replayed));
+        }
+        "history" => {
+            let mut parts = rest.splitn(3, ':');
+            let (Some(channel), Some(pos), Some(limit)) = (parts.next(), parts.next(), parts.next()) else {
+                return Err("history:CHANNEL:POS:LIMIT".into());
+            };
+            let limit = limit.parse().map_err(|_| "bad limit")?;
+            let page = channels::history(channel, position(pos)?.as_ref(), limit).map_err(e)?;
+            let offsets: Vec<String> = page.publications.iter().map(|p| p.offset.to_string()).collect();
+            return Ok(format!(
+                "history recovered={} latest={} offsets={}",
+                page.recovered,
+                show(&page.latest),
+                offsets.join(",")
+            ));
         }
         "members" => {
             let ids: Vec<String> = channels::members(rest).map_err(e)?.iter().map(|c| c.id().to_string()).collect();
