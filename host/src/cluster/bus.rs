@@ -26,7 +26,7 @@ const MAX_BATCH: usize = 512;
 /// Longest wait between two attempts to reach Redis.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-const ALL: &str = "wharf:bus:all";
+pub(super) const ALL: &str = "wharf:bus:all";
 
 fn host_channel(host: u32) -> String {
     format!("wharf:bus:h:{host}")
@@ -234,6 +234,10 @@ impl Cluster {
                 if let Some(asker) = self.asked.lock().unwrap_or_else(|p| p.into_inner()).remove(&req) {
                     let _ = asker.send(seen);
                 }
+            }
+            Ok((_, Envelope::Recorded { channel, pos, msg })) => {
+                self.metrics.received.inc();
+                registry.publish_at(&channel, &pos, &msg.into());
             }
             Ok((_, Envelope::Effect(effect))) => {
                 self.metrics.received.inc();

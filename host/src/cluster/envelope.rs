@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::store::RecordChange;
 use crate::handler::{ConnId, Effect, Message};
+use crate::history::Position;
 
 const VERSION: u8 = 1;
 
@@ -45,6 +46,33 @@ pub enum Envelope {
         /// (connection, last activity) pairs.
         seen: Vec<(ConnId, u64)>,
     },
+    /// A publication to a channel that keeps history, at its position.
+    /// Written by the Redis script that kept it ([`recorded_prefix`]), from
+    /// no host ([`STORE_ORIGIN`]): every host delivers it, the publishing
+    /// one included, so all deliver one channel's publications in offset
+    /// order. Its offset is 20 ASCII digits.
+    Recorded {
+        /// The qualified channel.
+        channel: String,
+        /// Its position.
+        pos: Position,
+        /// The message.
+        msg: Message,
+    },
+}
+
+/// The origin of frames the store's scripts write: no host has it.
+pub const STORE_ORIGIN: u32 = u32::MAX;
+
+/// Kind of [`Envelope::Recorded`].
+const RECORDED: u8 = 10;
+
+/// The start of an [`Envelope::Recorded`] frame for `channel`, before its
+/// offset: the Redis script that keeps the publication appends the rest.
+pub fn recorded_prefix(channel: &str) -> Vec<u8> {
+    let mut out = header(RECORDED, STORE_ORIGIN);
+    put_bytes(&mut out, channel.as_bytes());
+    out
 }
 
 /// A frame that is not a valid envelope.
@@ -150,6 +178,14 @@ impl Envelope {
                 }
                 out
             }
+            Envelope::Recorded { channel, pos, msg } => {
+                let mut out = recorded_prefix(channel);
+                out[2..6].copy_from_slice(&origin.to_be_bytes());
+                out.extend_from_slice(format!("{:020}", pos.offset).as_bytes());
+                put_bytes(&mut out, pos.epoch.as_bytes());
+                put_msg(&mut out, msg);
+                out
+            }
             Envelope::Activity { req, seen } => {
                 let mut out = header(9, origin);
                 out.extend_from_slice(&req.to_be_bytes());
@@ -209,6 +245,13 @@ impl Envelope {
                 let req = r.u64()?;
                 let n = r.count(16)?;
                 Envelope::Activity { req, seen: (0..n).map(|_| Ok((r.u64()?, r.u64()?))).collect::<Result<_, _>>()? }
+            }
+            RECORDED => {
+                let channel = r.string()?;
+                let digits = std::str::from_utf8(r.take(20)?).map_err(|_| Malformed("offset"))?;
+                let offset = digits.parse().map_err(|_| Malformed("offset"))?;
+                let pos = Position { offset, epoch: r.string()?.into() };
+                Envelope::Recorded { channel, pos, msg: r.msg()? }
             }
             _ => return Err(Malformed("unknown kind")),
         };
@@ -302,6 +345,16 @@ mod tests {
             Envelope::ActivityQuery { req: u64::MAX, conns: vec![] },
             Envelope::Activity { req: 1, seen: vec![(1 << 40 | 1, 1_700_000_000_000)] },
             Envelope::Activity { req: 2, seen: vec![] },
+            Envelope::Recorded {
+                channel: "chat:room".into(),
+                pos: Position { offset: u64::MAX, epoch: "0123456789abcdef".into() },
+                msg: Message::Binary(vec![0, 1]),
+            },
+            Envelope::Recorded {
+                channel: String::new(),
+                pos: Position { offset: 1, epoch: "".into() },
+                msg: Message::Text("é".into()),
+            },
         ];
         for env in all {
             let frame = env.encode(12);

@@ -35,6 +35,7 @@
 
 mod bus;
 mod envelope;
+mod history;
 mod liveness;
 mod scripts;
 mod store;
@@ -136,9 +137,6 @@ pub struct Cluster {
     url: String,
     heartbeat_ttl: Duration,
     store: Arc<RedisStore>,
-    /// Channel history. Until the Redis back end of history exists, the
-    /// config refuses `[[channels]]` on Redis, so this one keeps nothing.
-    history: Arc<dyn crate::store::History>,
     conn: ConnectionManager,
     outbox: Outbox,
     /// The publisher's end of the outbox until [`Cluster::start`] takes it.
@@ -181,7 +179,6 @@ impl Cluster {
             stop: CancellationToken::new(),
             asked: Mutex::default(),
             next_req: AtomicU64::new(0),
-            history: Arc::new(crate::store::LocalHistory::memory()),
         };
         cluster.health.set(&cluster.health.subscribed, false);
         Ok(Arc::new(cluster))
@@ -195,7 +192,7 @@ impl Cluster {
     /// The store every host shares: key/value and connection records in
     /// Redis.
     pub fn store(&self) -> Store {
-        Store { kv: self.store.clone(), connections: self.store.clone(), history: self.history.clone() }
+        Store { kv: self.store.clone(), connections: self.store.clone(), history: self.store.clone() }
     }
 
     /// Starts the publisher, the subscription (which applies other hosts'

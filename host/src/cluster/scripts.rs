@@ -17,6 +17,8 @@
 //! | `h:{host}:conns` | set | the connections a host holds |
 //! | `h:{host}:alive` | string with TTL | the host's heartbeat |
 //! | `hosts` / `hosts:next` | set / counter | registered hosts / the last host number handed out |
+//! | `hm:{channel}` | hash | a channel's history: `epoch`, `top` (the last offset), `bytes` (of the kept payloads) |
+//! | `hl:{channel}` | list | its kept publications, oldest first, each its offset (20 digits), `at_ms` (13 digits), kind (`0` text, `1` binary), payload |
 
 use std::sync::LazyLock;
 
@@ -352,5 +354,121 @@ for _, id in ipairs(ids) do close(id) end
 redis.call('DEL', 'wharf:h:' .. h .. ':conns')
 redis.call('SREM', 'wharf:hosts', h)
 return #ids"#
+    ))
+});
+
+/// The history helpers: `trim` drops what is over a channel's limits, and
+/// `meta` reads (or starts) its epoch. A channel's keys expire a day after
+/// its last publication has.
+const HISTORY_FNS: &str = r#"
+local function meta(ch, epoch)
+  local m = 'wharf:hm:' .. ch
+  local e = redis.call('HGET', m, 'epoch')
+  if not e then
+    redis.call('DEL', 'wharf:hl:' .. ch)
+    redis.call('HSET', m, 'epoch', epoch, 'top', 0, 'bytes', 0)
+    redis.call('PEXPIRE', m, 86400000)
+    e = epoch
+  end
+  return e, tonumber(redis.call('HGET', m, 'top')), tonumber(redis.call('HGET', m, 'bytes'))
+end
+
+local function trim(ch, size, ttl, maxb, now, bytes)
+  local l = 'wharf:hl:' .. ch
+  local len = redis.call('LLEN', l)
+  while len > 0 do
+    local head = redis.call('LINDEX', l, 0)
+    local at = tonumber(string.sub(head, 21, 33))
+    if len > size or bytes > maxb or at + ttl <= now then
+      redis.call('LPOP', l)
+      bytes = bytes - (#head - 34)
+      len = len - 1
+    else
+      break
+    end
+  end
+  redis.call('HSET', 'wharf:hm:' .. ch, 'bytes', bytes)
+  return len
+end
+
+local function u32(n)
+  return string.char(math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
+end
+"#;
+
+/// Appends a publication to a channel's history and publishes it to every
+/// host at its offset, in one step. ARGV: channel, size, ttl_ms, max_bytes,
+/// now_ms, a new epoch (used when the channel has none), kind (`0` text,
+/// `1` binary, `2` the inside of a JSON object to stamp), payload, the
+/// frame's prefix (`envelope::recorded_prefix`), the bus channel. Returns
+/// `{offset, epoch}`.
+pub static HISTORY_APPEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{HISTORY_FNS}
+local ch = ARGV[1]
+local size, ttl, maxb, now = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local epoch, top, bytes = meta(ch, ARGV[6])
+top = redis.call('HINCRBY', 'wharf:hm:' .. ch, 'top', 1)
+local kind, payload = ARGV[7], ARGV[8]
+if kind == '2' then
+  local sep = ','
+  if string.match(payload, '^%s*}}') then sep = '' end
+  payload = '{{"offset":' .. string.format('%d', top) .. ',"epoch":"' .. epoch .. '"' .. sep .. payload
+  kind = '0'
+end
+if #payload <= maxb then
+  redis.call('RPUSH', 'wharf:hl:' .. ch, string.format('%020d', top) .. string.format('%013d', now) .. kind .. payload)
+  bytes = bytes + #payload
+end
+trim(ch, size, ttl, maxb, now, bytes)
+redis.call('PEXPIRE', 'wharf:hm:' .. ch, ttl + 86400000)
+redis.call('PEXPIRE', 'wharf:hl:' .. ch, ttl)
+local msgkind = '\0'
+if kind == '1' then msgkind = '\1' end
+local frame = ARGV[9] .. string.format('%020d', top) .. u32(#epoch) .. epoch .. msgkind .. u32(#payload) .. payload
+redis.call('PUBLISH', ARGV[10], frame)
+return {{top, epoch}}
+"#
+    ))
+});
+
+/// Reads a channel's history. ARGV: channel, size, ttl_ms, max_bytes,
+/// now_ms, a new epoch (used when the channel has none), since offset (``
+/// for none), since epoch, limit. Returns `{top, epoch, recovered (0/1),
+/// entries...}`.
+pub static HISTORY_READ: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{HISTORY_FNS}
+local ch = ARGV[1]
+local size, ttl, maxb, now = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local epoch, top, bytes = meta(ch, ARGV[6])
+local l = 'wharf:hl:' .. ch
+local len = trim(ch, size, ttl, maxb, now, bytes)
+local function offset(i) return tonumber(string.sub(redis.call('LINDEX', l, i), 1, 20)) end
+local first = top + 1
+if len > 0 then first = offset(0) end
+local limit = tonumber(ARGV[9])
+local from, recovered = 0, 1
+if ARGV[7] == '' then
+  from = math.max(0, len - limit)
+else
+  local since = tonumber(ARGV[7])
+  if ARGV[8] ~= epoch or since > top then
+    from, recovered = len, 0
+  else
+    -- Offsets are consecutive but for publications too large to keep.
+    from = math.min(math.max(since + 1 - first, 0), len)
+    while from > 0 and offset(from - 1) > since do from = from - 1 end
+    if since + 1 < first then recovered = 0 end
+  end
+end
+local out = {{top, epoch, recovered}}
+if limit > 0 and from < len then
+  for _, e in ipairs(redis.call('LRANGE', l, from, from + limit - 1)) do
+    table.insert(out, e)
+  end
+end
+return out
+"#
     ))
 });

@@ -24,11 +24,7 @@ async fn host(redis: &RedisServer) -> (Arc<RedisStore>, Store, mpsc::Receiver<Ou
     let (tx, rx) = mpsc::channel(1024);
     let outbox = Outbox::new(tx, IntCounter::new("queue_full", "queue_full").unwrap());
     let store = Arc::new(RedisStore::connect(&redis.url(), TTL, RecordCaps::default(), outbox).await.unwrap());
-    let s = Store {
-        kv: store.clone(),
-        connections: store.clone(),
-        history: Arc::new(crate::store::LocalHistory::memory()),
-    };
+    let s = Store { kv: store.clone(), connections: store.clone(), history: store.clone() };
     (store, s, rx)
 }
 
@@ -253,4 +249,59 @@ fn redis_passwords_stay_out_of_logs() {
     assert_eq!(super::redact("redis://:s3cret@10.0.0.5:6379/0"), "redis://:***@10.0.0.5:6379/0");
     assert_eq!(super::redact("redis://app:s3cret@h:1/2"), "redis://app:***@h:1/2");
     assert_eq!(super::redact("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_history_is_one_sequence_for_every_host_and_a_flush_starts_an_epoch() {
+    use crate::handler::Message;
+    use crate::store::{Entry, History};
+    let redis = RedisServer::start();
+    let (a, _, _) = host(&redis).await;
+    let (b, _, _) = host(&redis).await;
+    crate::store::history_suite(&*a, "c:room").await;
+
+    // Two hosts publish at once: one sequence of offsets, published to
+    // every host in offset order, each frame carrying its position.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut sub = client.get_async_pubsub().await.unwrap();
+    sub.subscribe(super::bus::ALL).await.unwrap();
+    let limits = crate::store::HISTORY_LIMITS;
+    let publish = |store: Arc<RedisStore>, who: &'static str| async move {
+        for i in 0..100 {
+            let msg = Entry::Plain(Message::Text(format!("{who}{i}")));
+            store.append("c:race", limits, msg, &|_, _| panic!("Redis delivers through the bus")).await.unwrap();
+        }
+    };
+    let (ta, tb) = (tokio::spawn(publish(a.clone(), "a")), tokio::spawn(publish(b.clone(), "b")));
+    ta.await.unwrap();
+    tb.await.unwrap();
+    let mut stream = sub.on_message();
+    let mut offsets = Vec::new();
+    let mut epoch = None;
+    while offsets.len() < 200 {
+        let frame = tokio::time::timeout(Duration::from_secs(5), futures_util::StreamExt::next(&mut stream))
+            .await
+            .expect("every publication is published")
+            .unwrap();
+        let payload: Vec<u8> = frame.get_payload().unwrap();
+        let (origin, env) = Envelope::decode(&payload).unwrap();
+        assert_eq!(origin, super::envelope::STORE_ORIGIN, "no host skips it");
+        let Envelope::Recorded { channel, pos, .. } = env else { panic!("{env:?}") };
+        assert_eq!(channel, "c:race");
+        assert_eq!(*epoch.get_or_insert(pos.epoch.clone()), pos.epoch);
+        offsets.push(pos.offset);
+    }
+    assert_eq!(offsets, (1..=200).collect::<Vec<u64>>(), "one sequence, in order");
+    let page = b.read("c:race", limits, None, 3).await.unwrap();
+    assert_eq!(page.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), [3, 4, 5].map(|o| o + 195));
+
+    // Redis loses its data: the next publication starts a new epoch, and
+    // an old position is not served.
+    let old = page.latest.clone();
+    let mut conn = a.commands();
+    redis::cmd("FLUSHALL").query_async::<()>(&mut conn).await.unwrap();
+    let next = a.append("c:race", limits, Entry::Plain(Message::Text("x".into())), &|_, _| {}).await.unwrap();
+    assert_eq!(next.offset, 1);
+    assert_ne!(next.epoch, old.epoch);
+    assert!(!b.read("c:race", limits, Some(&old), 10).await.unwrap().recovered);
 }

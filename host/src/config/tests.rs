@@ -430,9 +430,6 @@ fn channel_history_tables_are_checked_key_by_key() {
         let e = parse_err(&table(body));
         assert_eq!(e.key, key, "{body}: {e}");
     }
-    let e = parse_err(&format!("store = \"redis://127.0.0.1:6379/0\"\n{}", table(good)));
-    assert_eq!(e.key, "channels[0].match", "{e}");
-    assert!(e.reason.contains("Redis"), "{e}");
     let e = parse_err(&table("match = \"r\"\nhistory_size = 1"));
     assert!(e.reason.contains("history_ttl_ms"), "a missing key is named: {e}");
 }

@@ -60,12 +60,6 @@ impl Config {
             if !(1..=crate::history::MAX_BYTES).contains(&c.history_max_bytes) {
                 return Err(err(key("history_max_bytes"), format!("must be 1 to {}", crate::history::MAX_BYTES)));
             }
-            if matches!(self.store.backend, super::StoreChoice::Redis(_)) {
-                return Err(err(
-                    key("match"),
-                    "channel history needs the memory or embedded store for now; the Redis store keeps none".into(),
-                ));
-            }
         }
         if self.admin.enabled && self.admin.token.is_none() && !self.admin.listen.ip().is_loopback() {
             return Err(err(

@@ -29,6 +29,8 @@ use async_trait::async_trait;
 
 use crate::conn_id::ConnId;
 pub use embedded::EmbeddedKv;
+#[cfg(test)]
+pub(crate) use history::tests::{LIMITS as HISTORY_LIMITS, suite as history_suite};
 pub use history::{Deliver, Entry, History, LocalHistory};
 pub use memory::MemoryKv;
 pub use presence::Presence;

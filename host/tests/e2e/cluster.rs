@@ -583,3 +583,82 @@ fn an_unreachable_redis_at_start_up_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("store") && err.contains(&format!("redis://127.0.0.1:{port}/0")), "{err}");
 }
+
+/// A relay answer `at OFFSET@EPOCH` → (offset, epoch).
+fn position(answer: &str) -> (u64, String) {
+    let (o, e) =
+        answer.strip_prefix("at ").unwrap_or_else(|| panic!("not a position: {answer}")).split_once('@').unwrap();
+    (o.parse().unwrap(), e.to_string())
+}
+
+/// The offsets of stamped publications (of `epoch`) among `texts`, the
+/// relay's own answers left out.
+fn stamped_offsets(texts: &[String], epoch: &str) -> Vec<u64> {
+    texts
+        .iter()
+        .filter(|t| t.starts_with('{'))
+        .map(|t| {
+            let v: serde_json::Value = serde_json::from_str(t).unwrap();
+            assert_eq!(v["epoch"], epoch, "{t}");
+            v["offset"].as_u64().unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_on_redis_is_one_sequence_and_a_resume_on_another_host_misses_nothing() {
+    let redis = RedisServer::start();
+    let rooms = "[[channels]]\nmatch = \"room*\"\nhistory_size = 1000\nhistory_ttl_ms = 600000\n";
+    let hosts = [Host::start(&redis, rooms), Host::start(&redis, rooms)];
+    let mut writer = hosts[0].connect("/relay").await;
+    relay_id(&mut writer).await;
+    let mut here = hosts[0].connect("/relay").await;
+    let here_id = relay_id(&mut here).await;
+    send_text(&mut writer, "pub:room:one").await;
+    let (first, epoch) = position(&expect_text(&mut writer).await);
+    send_text(&mut writer, "pub:room:two").await;
+    assert_eq!(position(&expect_text(&mut writer).await), (first + 1, epoch.clone()));
+    assert_eq!(first, 1);
+    send_text(&mut here, &format!("resume:{here_id}:room:2@{epoch}")).await;
+    assert_eq!(expect_text(&mut here).await, format!("resumed recovered=true replayed=0 latest=2@{epoch}"));
+
+    // The writer publishes 200 stamped messages as fast as it can; a client
+    // on the other host resumes from 2 meanwhile.
+    let mut there = hosts[1].connect("/relay").await;
+    let there_id = relay_id(&mut there).await;
+    for i in 0..200 {
+        futures_util::SinkExt::feed(
+            &mut writer,
+            tokio_tungstenite::tungstenite::Message::text(format!("stamp:room:{{\"n\":{i}}}")),
+        )
+        .await
+        .unwrap();
+    }
+    futures_util::SinkExt::flush(&mut writer).await.unwrap();
+    send_text(&mut there, &format!("resume:{there_id}:room:2@{epoch}")).await;
+    let mut last = 0;
+    for _ in 0..200 {
+        last = position(&expect_text(&mut writer).await).0;
+    }
+    assert_eq!(last, 202);
+    let mut got = Vec::new();
+    while got.len() < 201 {
+        got.push(expect_text(&mut there).await);
+    }
+    assert_eq!(got.iter().filter(|t| t.starts_with("resumed recovered=true")).count(), 1, "{got:?}");
+    assert_eq!(stamped_offsets(&got, &epoch), (3..=202).collect::<Vec<u64>>(), "no gap, no duplicate, in order");
+    let mut live = Vec::new();
+    while live.len() < 200 {
+        live.push(expect_text(&mut here).await);
+    }
+    assert_eq!(stamped_offsets(&live, &epoch), (3..=202).collect::<Vec<u64>>(), "the publishing host's member too");
+    // Either host reads the same history.
+    let (status, page) =
+        hosts[1].admin("GET", &format!("/channels/room/history?namespace=relay&since=200&epoch={epoch}"), None).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["publications"].as_array().unwrap().len(), 2);
+    let (status, body) = hosts[1].admin("POST", "/channels/room/messages?namespace=relay", Some("from admin")).await;
+    assert_eq!((status, &body["offset"]), (200, &203.into()), "{body}");
+    assert_eq!(expect_text(&mut here).await, "from admin");
+    assert_eq!(expect_text(&mut there).await, "from admin");
+}
