@@ -44,3 +44,32 @@ async fn chat_page_works_in_headless_chromium() {
     );
     host.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rooms_page_shows_every_message_once_in_order_after_a_drop() {
+    let dir = repo_root().join("host/tests/browser");
+    assert!(dir.join("node_modules/playwright-core").is_dir(), "playwright-core is missing: run `make test-deps`");
+    let static_dir = repo_root().join("examples/static").display().to_string();
+    let mut config = config_from(
+        "[plugins.rooms]\ncomponent = @rooms@\n[[routes]]\npath = \"/rooms\"\nplugin = \"rooms\"\n\
+         [[channels]]\nmatch = \"room:*\"\nhistory_size = 100\nhistory_ttl_ms = 600000\n",
+    );
+    config.static_dir = Some(static_dir.into());
+    let host = spawn(config).await;
+    let url = format!("http://127.0.0.1:{}/", host.addr.port());
+    let admin = format!("http://{}", host.admin_addr.expect("admin API"));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(dir.join("rooms.mjs"))
+            .args([url, admin, ADMIN_TOKEN.to_string()])
+            .output()
+            .expect("running node")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "browser test failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("ok: every message once, in order, after a drop"), "{stdout}");
+    host.stop().await.unwrap();
+}
