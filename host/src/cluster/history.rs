@@ -49,6 +49,19 @@ fn publication(entry: &[u8]) -> StoreResult<Publication> {
     Ok(Publication { offset, msg })
 }
 
+/// ARGV 1 to 6 of both history scripts: the channel, its limits, now, and
+/// the epoch to start when it has none.
+fn channel_args<'s>(script: &'s redis::Script, channel: &str, limits: &Limits) -> redis::ScriptInvocation<'s> {
+    let mut call = script.prepare_invoke();
+    call.arg(channel)
+        .arg(limits.size)
+        .arg(limits.ttl.as_millis() as u64)
+        .arg(limits.max_bytes)
+        .arg(now_ms())
+        .arg(&*history::new_epoch());
+    call
+}
+
 #[async_trait]
 impl History for RedisStore {
     async fn append(
@@ -64,13 +77,7 @@ impl History for RedisStore {
             Entry::Plain(Message::Binary(b)) => ("1", b),
             Entry::Stamped(body) => ("2", body.into_bytes()),
         };
-        let r: Vec<Value> = scripts::HISTORY_APPEND
-            .arg(channel)
-            .arg(limits.size)
-            .arg(limits.ttl.as_millis() as u64)
-            .arg(limits.max_bytes)
-            .arg(now_ms())
-            .arg(&*history::new_epoch())
+        let r: Vec<Value> = channel_args(&scripts::HISTORY_APPEND, channel, &limits)
             .arg(kind)
             .arg(payload)
             .arg(recorded_prefix(channel))
@@ -90,13 +97,7 @@ impl History for RedisStore {
     async fn read(&self, channel: &str, limits: Limits, since: Option<&Position>, limit: usize) -> StoreResult<Page> {
         let mut conn = self.redis()?;
         let limit = limit.min(history::MAX_READ.max(limits.size));
-        let r: Vec<Value> = scripts::HISTORY_READ
-            .arg(channel)
-            .arg(limits.size)
-            .arg(limits.ttl.as_millis() as u64)
-            .arg(limits.max_bytes)
-            .arg(now_ms())
-            .arg(&*history::new_epoch())
+        let r: Vec<Value> = channel_args(&scripts::HISTORY_READ, channel, &limits)
             .arg(since.map_or(String::new(), |p| p.offset.to_string()))
             .arg(since.map_or("", |p| &*p.epoch))
             .arg(limit)

@@ -391,6 +391,14 @@ local function trim(ch, size, ttl, maxb, now, bytes)
   return len
 end
 
+-- ARGV 1 to 6 of both scripts: the channel, its limits, now, and the
+-- epoch to start when it has none; then its epoch, top and bytes.
+local function channel_args()
+  local ch = ARGV[1]
+  local epoch, top, bytes = meta(ch, ARGV[6])
+  return ch, tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), epoch, top, bytes
+end
+
 local function u32(n)
   return string.char(math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
 end
@@ -405,9 +413,7 @@ end
 pub static HISTORY_APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"{HISTORY_FNS}
-local ch = ARGV[1]
-local size, ttl, maxb, now = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local epoch, top, bytes = meta(ch, ARGV[6])
+local ch, size, ttl, maxb, now, epoch, top, bytes = channel_args()
 top = redis.call('HINCRBY', 'wharf:hm:' .. ch, 'top', 1)
 local kind, payload = ARGV[7], ARGV[8]
 if kind == '2' then
@@ -439,9 +445,7 @@ return {{top, epoch}}
 pub static HISTORY_READ: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"{HISTORY_FNS}
-local ch = ARGV[1]
-local size, ttl, maxb, now = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local epoch, top, bytes = meta(ch, ARGV[6])
+local ch, size, ttl, maxb, now, epoch, top, bytes = channel_args()
 local l = 'wharf:hl:' .. ch
 local len = trim(ch, size, ttl, maxb, now, bytes)
 local function offset(i) return tonumber(string.sub(redis.call('LINDEX', l, i), 1, 20)) end
