@@ -13,6 +13,7 @@
 #   make bench-languages  the examples in Rust, JavaScript and Python side by side (BENCHMARKS.md)
 #   make bench-grip  a WebSocket-over-HTTP backend behind Wharf and behind Pushpin (BENCHMARKS.md)
 #   make bench-edge  what TLS, permessage-deflate and connection tokens cost (BENCHMARKS.md)
+#   make bench-history  what channel history costs, and recovering missed messages (BENCHMARKS.md)
 #   make soak    30 minutes of mixed traffic, embedded store and Redis side by side (BENCHMARKS.md)
 
 CARGO  ?= cargo
@@ -212,6 +213,17 @@ bench-edge: host guests
 bench-edge-quick: host guests
 	$(CARGO) build --release -p wharf-bench
 	$(PIN_LOAD) target/release/wharf-bench edge $(PIN_SERVER) --quick --out target/bench/BENCHMARKS.md --json target/bench/edge-quick.json
+
+# What channel history costs (a minute): fan-out to 1,000 members with
+# history on and off, memory and embedded stores side by side, and the time
+# to recover 100 missed messages; writes its section of BENCHMARKS.md.
+bench-history: host guests
+	$(CARGO) build --release -p wharf-bench
+	$(PIN_LOAD) target/release/wharf-bench history $(PIN_SERVER)
+
+bench-history-quick: host guests
+	$(CARGO) build --release -p wharf-bench
+	$(PIN_LOAD) target/release/wharf-bench history $(PIN_SERVER) --quick --out target/bench/BENCHMARKS.md --json target/bench/history-quick.json
 
 bench-languages-quick: build
 	$(CARGO) build --release -p wharf-bench

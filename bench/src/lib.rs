@@ -11,6 +11,7 @@ pub mod baseline;
 pub mod cluster;
 pub mod edge;
 pub mod grip;
+pub mod history;
 pub mod languages;
 pub mod load;
 pub mod matrix;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use wharf_bench::{baseline, cluster, edge, grip, languages, load, matrix, report, soak};
+use wharf_bench::{baseline, cluster, edge, grip, history, languages, load, matrix, report, soak};
 
 #[derive(Parser)]
 #[command(name = "wharf-bench", about = "Load generator, native baseline and benchmark matrix for Wharf")]
@@ -158,6 +158,29 @@ enum Command {
         #[arg(long)]
         server_core: Option<usize>,
     },
+    /// What channel history costs: fan-out with history on and off on the
+    /// memory and embedded stores side by side, and the time to recover
+    /// missed messages; writes its section of the report.
+    History {
+        /// A moment of each point instead of the full plan.
+        #[arg(long)]
+        quick: bool,
+        /// The wharf binary.
+        #[arg(long, default_value = "target/release/wharf")]
+        wharf: PathBuf,
+        /// Where the chat and rooms examples' components are.
+        #[arg(long, default_value = "target/wasm32-wasip2/release")]
+        components: PathBuf,
+        /// The Markdown file whose generated section is replaced.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+        /// Raw results (JSON).
+        #[arg(long, default_value = "target/bench/history.json")]
+        json: PathBuf,
+        /// Pin the hosts to this core.
+        #[arg(long)]
+        server_core: Option<usize>,
+    },
     /// Mixed traffic for a long time against a host on the embedded store
     /// and one on Redis (restarted midway), side by side; writes its
     /// section of the report and fails when a check does not hold.
@@ -306,6 +329,17 @@ async fn main() -> anyhow::Result<()> {
             let text = std::fs::read_to_string(&out).unwrap_or_default();
             let section = edge::markdown(&results, &plan, &report::machine(server_core), command);
             std::fs::write(&out, report::splice_between(&text, edge::BEGIN, edge::END, &section))?;
+            eprintln!("wrote {} and {}", out.display(), json.display());
+        }
+        Command::History { quick, wharf, components, out, json, server_core } => {
+            let plan = if quick { history::Plan::quick(server_core) } else { history::Plan::full(server_core) };
+            let absolute = |p: PathBuf| std::fs::canonicalize(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+            let results = history::run(&plan, &absolute(wharf)?, &absolute(components)?).await?;
+            write_json(&json, &results)?;
+            let command = if quick { "make bench-history-quick" } else { "make bench-history" };
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            let section = history::markdown(&results, &plan, &report::machine(server_core), command);
+            std::fs::write(&out, report::splice_between(&text, history::BEGIN, history::END, &section))?;
             eprintln!("wrote {} and {}", out.display(), json.display());
         }
         Command::Soak { minutes, quick, wharf, components, out, json } => {

@@ -316,10 +316,14 @@ fn example_config_parses_and_validates() {
             "/ts/counter",
             "/py/echo",
             "/py/chat",
-            "/py/counter"
+            "/py/counter",
+            "/rooms"
         ]
     );
     assert!(c.static_dir.is_some());
+    let rooms = c.history_rules();
+    assert_eq!(rooms.limits("rooms:room:lobby").map(|l| l.size), Some(100), "the rooms page's rooms keep history");
+    assert_eq!(rooms.limits("chat:room"), None, "the chat page's room keeps none");
 }
 
 #[test]
