@@ -76,7 +76,7 @@ fn host(
     let data = dir.join(format!("{store}-{history}"));
     let mut text = format!(
         "listen = \"127.0.0.1:0\"\nstore = \"{store}\"\ndata_dir = {:?}\n[admin]\nenabled = false\n\
-         [limits]\noutbound_queue = 100000\n\
+         [limits]\nconnect_rate = 0\nmax_handshakes_per_ip = 1024\nmax_connections = 20000\noutbound_queue = 100000\n\
          [plugins.chat]\ncomponent = {:?}\n[plugins.rooms]\ncomponent = {:?}\n\
          [[routes]]\npath = \"/chat\"\nplugin = \"chat\"\n[[routes]]\npath = \"/rooms\"\nplugin = \"rooms\"\n\
          [[channels]]\nmatch = \"room:*\"\nnamespace = \"rooms\"\nhistory_size = 1000\nhistory_ttl_ms = 600000\n",

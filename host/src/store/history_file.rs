@@ -9,7 +9,7 @@
 //! position of the old one learns that history was lost instead of
 //! silently missing what never reached the disk.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -119,6 +119,9 @@ fn load(db: &Database) -> Result<Loaded, redb::Error> {
 }
 
 fn apply(db: &Database, batch: &[Op]) -> Result<(), redb::Error> {
+    // A channel's epoch and first kept offset are written once per batch,
+    // as the last change of the batch left them.
+    let mut metas: HashMap<&str, &Op> = HashMap::new();
     let txn = db.begin_write()?;
     {
         let mut channels = txn.open_table(CHANNELS)?;
@@ -128,14 +131,20 @@ fn apply(db: &Database, batch: &[Op]) -> Result<(), redb::Error> {
                 Op::Put { channel, offset, at_ms, msg } => {
                     entries.insert((channel.as_str(), *offset), encode(*at_ms, msg).as_slice())?;
                 }
-                Op::Meta { channel, epoch, top, last_ms, first_kept } => {
-                    channels.insert(channel.as_str(), (&**epoch, *top, *last_ms))?;
-                    entries.retain_in((channel.as_str(), 0)..(channel.as_str(), *first_kept), |_, _| false)?;
+                Op::Meta { channel, .. } => {
+                    metas.insert(channel.as_str(), op);
                 }
                 Op::Forget { channel } => {
+                    metas.remove(channel.as_str());
                     channels.remove(channel.as_str())?;
                     entries.retain_in((channel.as_str(), 0)..=(channel.as_str(), u64::MAX), |_, _| false)?;
                 }
+            }
+        }
+        for op in metas.into_values() {
+            if let Op::Meta { channel, epoch, top, last_ms, first_kept } = op {
+                channels.insert(channel.as_str(), (&**epoch, *top, *last_ms))?;
+                entries.retain_in((channel.as_str(), 0)..(channel.as_str(), *first_kept), |_, _| false)?;
             }
         }
     }
