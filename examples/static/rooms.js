@@ -1,6 +1,7 @@
 // The rooms page's client: it remembers the position (offset and epoch) of
 // the last message it showed and, whenever the socket closes, reconnects
-// with backoff from that position, so the host replays what it missed.
+// with backoff (1 s, doubling up to 5 s, as Socket.IO's clients do) from
+// that position, so the host replays what it missed.
 const params = new URLSearchParams(location.search);
 const room = params.get('room') || 'lobby';
 const name = params.get('name') || 'anonymous';
@@ -10,7 +11,9 @@ const list = document.getElementById('messages');
 const input = document.getElementById('input');
 
 let position = null; // { offset, epoch } of the last message shown
-let backoff = 250;
+const FIRST_DELAY_MS = 1000;
+let backoff = FIRST_DELAY_MS;
+let opens = 0;
 let socket = null;
 
 function show(m) {
@@ -45,7 +48,9 @@ function connect() {
       if (!position || position.epoch !== m.epoch || position.offset < m.offset) {
         position = { offset: m.offset, epoch: m.epoch };
       }
-      backoff = 250;
+      backoff = FIRST_DELAY_MS;
+      opens += 1;
+      document.body.dataset.opens = String(opens);
       document.body.dataset.replayed = String(m.replayed);
       statusEl.textContent = 'connected';
       input.disabled = false;
