@@ -422,15 +422,15 @@ impl Admin {
                     Err(resp) => return resp,
                 };
                 let qualified = channel::qualified(&namespace, &name);
-                match self.hub.history().publish_now(&qualified, msg.clone()).await {
-                    None => {
+                match self.hub.history().publish_now(&qualified, msg).await {
+                    Err(msg) => {
                         let delivered = self.hub.publish(&qualified, msg);
                         json_response(
                             StatusCode::OK,
                             json!({ "channel": name, "namespace": namespace, "delivered": delivered }),
                         )
                     }
-                    Some(Ok((pos, delivered))) => json_response(
+                    Ok(Ok((pos, delivered))) => json_response(
                         StatusCode::OK,
                         json!({
                             "channel": name,
@@ -440,7 +440,7 @@ impl Admin {
                             "epoch": &*pos.epoch,
                         }),
                     ),
-                    Some(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, &format!("not published: {e}")),
+                    Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, &format!("not published: {e}")),
                 }
             }
             (&Method::GET, ["channels", name, "history"]) if !name.is_empty() => {
@@ -565,10 +565,10 @@ impl Admin {
             let channel = channel::qualified(&namespace, &item.channel);
             match item.action {
                 Action::Send(msg) => {
-                    delivered += match self.hub.history().publish_now(&channel, msg.clone()).await {
-                        None => self.hub.publish(&channel, msg),
-                        Some(Ok((_, n))) => n,
-                        Some(Err(e)) => {
+                    delivered += match self.hub.history().publish_now(&channel, msg).await {
+                        Err(msg) => self.hub.publish(&channel, msg),
+                        Ok(Ok((_, n))) => n,
+                        Ok(Err(e)) => {
                             tracing::warn!(channel, error = %e, "a GRIP publication to a channel with history was lost");
                             0
                         }

@@ -49,11 +49,13 @@ impl ChannelLog {
     }
 
     /// Publishes to `channel` if it keeps history: its position, and how
-    /// many of this host's members took it; `None` when the channel keeps
-    /// none (then nothing was done).
-    pub async fn publish_now(&self, channel: &str, msg: Message) -> Option<StoreResult<(Position, usize)>> {
-        let limits = self.limits(channel)?;
-        Some(self.publish_counted(channel, limits, Entry::Plain(msg)).await)
+    /// many of this host's members took it. A channel that keeps none gets
+    /// `msg` back, untouched, for the plain fan-out.
+    pub async fn publish_now(&self, channel: &str, msg: Message) -> Result<StoreResult<(Position, usize)>, Message> {
+        match self.limits(channel) {
+            Some(limits) => Ok(self.publish_counted(channel, limits, Entry::Plain(msg)).await),
+            None => Err(msg),
+        }
     }
 
     async fn publish_counted(&self, channel: &str, limits: Limits, entry: Entry) -> StoreResult<(Position, usize)> {

@@ -329,6 +329,39 @@ mod tests {
         assert_eq!(inbox.pending(), None, "the close was for the other host's connection");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_effects_publish_to_a_channel_with_history_is_kept_then_delivered_in_order() {
+        let metrics = Arc::new(Metrics::new());
+        let registry = Arc::new(Registry::new(metrics.outbound_dropped.clone()));
+        let store = crate::store::open(&StoreKind::Memory, std::path::Path::new("."), Default::default()).unwrap();
+        let bus = Arc::new(RecordingBus::default());
+        let hub = Hub::new(registry.clone(), store, bus.clone(), metrics, 10);
+        let limits = crate::history::Limits { size: 10, ttl: Duration::from_secs(60), max_bytes: 1 << 20 };
+        let rule = crate::history::Rule { pattern: "room".into(), namespace: None, limits };
+        hub.history().set_rules(crate::history::Rules(vec![rule]));
+        let queue = QueuePolicy { capacity: 8, max_bytes: 1 << 20, slow_reader: SlowReader::Close };
+        let (member, inbox) = registry.reserve("/r".into(), queue);
+        registry.subscribe(member, "g:room");
+        // What a backend's answer asks for is applied without waiting.
+        hub.apply(vec![
+            Effect::Publish { channel: "g:room".into(), msg: text("one") },
+            Effect::Publish { channel: "g:room".into(), msg: text("two") },
+        ]);
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while got.len() < 2 && tokio::time::Instant::now() < deadline {
+            inbox.take(&mut got, usize::MAX);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(got.iter().map(Outbound::to_message).collect::<Vec<_>>(), [text("one"), text("two")]);
+        let page = hub.history().read("g:room", limits, None, 10).await.unwrap();
+        assert_eq!(
+            page.publications.iter().map(|p| (p.offset, p.msg.clone())).collect::<Vec<_>>(),
+            [(1, text("one")), (2, text("two"))]
+        );
+        assert!(bus.0.lock().unwrap().is_empty(), "the history delivers it, not the plain fan-out");
+    }
+
     /// A handler with a bug in the host's side of it: a message `panic`
     /// panics in the connection's task. Records each close.
     #[derive(Default)]
