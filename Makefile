@@ -78,11 +78,14 @@ wharf-bin:
 # them side by side).
 COMPONENTS := target/components
 JS_EXAMPLES := js/echo js/chat ts/echo ts/chat ts/counter ts/tour
-JS_SDK := $(wildcard guest-sdk/js/src/* guest-sdk/js/build/*) guest-sdk/js/package-lock.json wit/deps/wharf-handler-0.1.0/wharf.wit
+JS_SDK := $(wildcard guest-sdk/js/src/* guest-sdk/js/build/*) guest-sdk/js/package-lock.json wit/wharf.wit
 PY_EXAMPLES := python/echo python/chat python/counter python/tour
-PY_SDK := $(wildcard guest-sdk/python/wharf/*.py) guest-sdk/python/requirements.txt wit/deps/wharf-handler-0.1.0/wharf.wit
+PY_SDK := $(wildcard guest-sdk/python/wharf/*.py) guest-sdk/python/requirements.txt wit/wharf.wit
+# The rooms example in each language; its scenarios need history, so
+# `make conformance` runs them with examples/rooms/wharf-test.toml.
+ROOMS := $(WASM)/rooms.wasm $(COMPONENTS)/ts-rooms.wasm $(COMPONENTS)/py-rooms.wasm
 COMPONENT_FILES := $(foreach e,$(JS_EXAMPLES),$(COMPONENTS)/$(subst /,-,$(e)).wasm) \
-  $(foreach e,$(PY_EXAMPLES),$(COMPONENTS)/py-$(notdir $(e)).wasm)
+  $(foreach e,$(PY_EXAMPLES),$(COMPONENTS)/py-$(notdir $(e)).wasm) $(COMPONENTS)/ts-rooms.wasm $(COMPONENTS)/py-rooms.wasm
 # The host's own test handlers in those languages (examples/test-guests-*).
 TEST_COMPONENTS := $(COMPONENTS)/js-faulty.wasm $(COMPONENTS)/py-faulty.wasm
 components: $(COMPONENT_FILES) $(TEST_COMPONENTS)
@@ -127,12 +130,15 @@ NEW_LANGS := rust js ts python
 # The runs share the compile cache of the host's tests (target/test-data/cache),
 # so each component is compiled once per `make test`.
 TEST_CONFIG := target/test-data/wharf-test.toml
+ROOMS_CONFIG := target/test-data/wharf-test-rooms.toml
 conformance: wasm-target components
 	$(CARGO) build -p wharf
 	@mkdir -p $(dir $(TEST_CONFIG)) && echo 'cache_dir = "$(CURDIR)/target/test-data/cache"' > $(TEST_CONFIG)
 	for e in $(EXAMPLES); do ./target/debug/wharf test --config $(TEST_CONFIG) $(WASM)/$$e.wasm examples/$$e/tests/*.toml || exit 1; done
 	for e in $(JS_EXAMPLES); do ./target/debug/wharf test --config $(TEST_CONFIG) $(COMPONENTS)/$$(echo $$e | tr / -).wasm examples/$${e#*/}/tests/*.toml || exit 1; done
 	for e in $(PY_EXAMPLES); do ./target/debug/wharf test --config $(TEST_CONFIG) $(COMPONENTS)/py-$${e#*/}.wasm examples/$${e#*/}/tests/*.toml || exit 1; done
+	cat $(TEST_CONFIG) examples/rooms/wharf-test.toml > $(ROOMS_CONFIG)
+	for w in $(ROOMS); do ./target/debug/wharf test --config $(ROOMS_CONFIG) $$w examples/rooms/tests/*.toml || exit 1; done
 	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	  for lang in $(NEW_LANGS); do \
 	    (cd "$$tmp" && $(CURDIR)/target/debug/wharf new hello-$$lang --lang $$lang) && \

@@ -5,6 +5,8 @@
 const params = new URLSearchParams(location.search);
 const room = params.get('room') || 'lobby';
 const name = params.get('name') || 'anonymous';
+// The rooms route: /rooms (Rust), /ts/rooms or /py/rooms (its twins).
+const route = ['/rooms', '/ts/rooms', '/py/rooms'].includes(params.get('route')) ? params.get('route') : '/rooms';
 const statusEl = document.getElementById('status');
 const noticeEl = document.getElementById('notice');
 const list = document.getElementById('messages');
@@ -31,7 +33,7 @@ function connect() {
     query.set('since', String(position.offset));
     query.set('epoch', position.epoch);
   }
-  socket = new WebSocket(`${scheme}//${location.host}/rooms?${query}`);
+  socket = new WebSocket(`${scheme}//${location.host}${route}?${query}`);
   statusEl.textContent = position ? 'reconnecting…' : 'connecting…';
   socket.onmessage = (event) => {
     const m = JSON.parse(event.data);

@@ -1,5 +1,6 @@
 """`tour` in Python: every host call of the `wharf` module, in one room
-(the example of docs/handlers.md; tests in examples/tour/tests)."""
+(the example of docs/handlers.md; tests in examples/tour/tests), but
+channel history's, which examples/python/rooms shows."""
 
 from wharf import Accept, Handler, Reject, WharfError, channels, connection, kv, log, parse_json
 

@@ -8,11 +8,14 @@ read /etc/passwd and `dial` to open a TCP socket (neither reaches anything).
 key/value (`closed:<id>`), which `close-code?<id>` reads back. (Modules are
 imported at the top: componentize-py bundles what the module imports when
 it is built, and a handler cannot import more at run time.) An open whose
-query says `throw` raises (the client gets 500); `reject=STATUS` rejects."""
+query says `throw` raises (the client gets 500); `reject=STATUS` rejects.
+`publish:CH:TEXT` publishes and answers the position as JSON (`null` on a
+channel without history), or `error: CODE`."""
 
+import json
 import socket
 
-from wharf import Handler, Reject, kv
+from wharf import Handler, Reject, WharfError, channels, kv
 
 
 class Faulty(Handler):
@@ -42,6 +45,13 @@ class Faulty(Handler):
                     return "read: " + f.read()
             except OSError as e:
                 return f"refused: {e}"
+        if msg.startswith("publish:"):
+            _, channel, text = msg.split(":", 2)
+            try:
+                at = channels.publish(channel, text)
+            except WharfError as e:
+                return f"error: {e.code}"
+            return json.dumps(None if at is None else {"offset": at.offset, "epoch": at.epoch})
         if msg == "dial":
             try:
                 socket.create_connection(("127.0.0.1", 80), timeout=1)

@@ -1,5 +1,5 @@
 // The glue `wharf build` puts between a handler's default export and the
-// WIT exports (`wharf:handler/handler@0.1.0`). Not part of the public API.
+// WIT exports (`wharf:handler/handler@0.2.0`). Not part of the public API.
 //
 // An exception ends only its event: from `onOpen` the client gets 500 (a
 // `Reject` gets its own status); from `onMessage` the event traps and the

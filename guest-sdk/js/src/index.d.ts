@@ -55,8 +55,12 @@ export declare class Connection {
   deleteMetadata(key: string): void;
   /** The connection's route, metadata and channels. */
   info(): ConnectionInfo;
-  /** Joins a channel; membership ends when the connection closes. */
-  subscribe(channel: string): void;
+  /**
+   * Joins a channel; membership ends when the connection closes. With
+   * `since` on a channel that keeps history, what the client missed is
+   * delivered first, in order, then the live publications, none twice.
+   */
+  subscribe(channel: string, options?: { since?: Position | PositionInput }): Subscribed;
   /** Leaves a channel (a no-op when not a member). */
   unsubscribe(channel: string): void;
 }
@@ -100,10 +104,55 @@ export interface Handler {
   onClose?(conn: Connection, code: number, reason: string): void | Promise<void>;
 }
 
+/** Where a publication sits in its channel's history. */
+export interface Position {
+  /** Grows by one per publication; 0 is "before the first". */
+  offset: number;
+  /** Names one unbroken run of the history; offsets of another epoch mean nothing. */
+  epoch: string;
+}
+
+/** A position as a client may send it back (the offset as a string or bigint too). */
+export interface PositionInput {
+  offset: number | bigint | string;
+  epoch: string;
+}
+
+/** What `subscribe` did. */
+export interface Subscribed {
+  /** With `since`: whether every publication after it was delivered (`false`: some are gone). */
+  recovered: boolean;
+  /** How many missed publications were delivered first. */
+  replayed: number;
+  /** The channel's position when the connection joined; `undefined` without history. */
+  latest?: Position;
+}
+
+/** One publication a channel kept. */
+export interface Publication {
+  offset: number;
+  msg: Message;
+}
+
+/** What `history` answers. */
+export interface HistoryPage {
+  /** Oldest first. */
+  publications: Publication[];
+  /** The channel's position now (offset 0 when it has had none in this epoch). */
+  latest: Position;
+  /** Whether `since` could be served (`false`: too old, or another epoch). */
+  recovered: boolean;
+}
+
 /** Fan-out to the route and to named channels (the plugin's own names). */
 export declare const channels: {
-  publish(channel: string, msg: Outgoing): void;
-  publishJson(channel: string, value: unknown): void;
+  /** The publication's position on a channel with history, else `undefined`. */
+  publish(channel: string, msg: Outgoing): Position | undefined;
+  publishJson(channel: string, value: unknown): Position | undefined;
+  /** A JSON object stamped with its `offset` and `epoch` (channels with history only). */
+  publishStamped(channel: string, value: object | string): Position;
+  /** What the channel kept after `since` (or its last `limit`, default 100, at most 1000). */
+  history(channel: string, options?: { since?: Position | PositionInput; limit?: number }): HistoryPage;
   broadcast(msg: Outgoing, options?: { except?: Connection | string | bigint }): void;
   members(channel: string): Connection[];
 };

@@ -10,10 +10,10 @@
 // `unknown-connection`, `not-allowed`, `too-large`, `quota-exceeded`,
 // `invalid-argument`, `conflict`, `unavailable`.
 
-import * as wit from "wharf:handler/connections@0.1.0";
-import * as witChannels from "wharf:handler/channels@0.1.0";
-import * as witKv from "wharf:handler/kv@0.1.0";
-import { log as witLog } from "wharf:handler/logging@0.1.0";
+import * as wit from "wharf:handler/connections@0.2.0";
+import * as witChannels from "wharf:handler/channels@0.2.0";
+import * as witKv from "wharf:handler/kv@0.2.0";
+import { log as witLog } from "wharf:handler/logging@0.2.0";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -126,9 +126,16 @@ export class Connection {
     return { id: i.id.toString(), route: i.route, metadata: Object.fromEntries(i.metadata), channels: i.channels };
   }
 
-  /** Joins a channel; membership ends when the connection closes. */
-  subscribe(channel) {
-    call("subscribe", () => witChannels.subscribe(this._id, channel));
+  /**
+   * Joins a channel; membership ends when the connection closes. With
+   * `{ since }` (the last position the client saw) on a channel that keeps
+   * history, the publications after it are delivered first, in order, then
+   * the live ones, none twice. Answers `{ recovered, replayed, latest }`.
+   */
+  subscribe(channel, options = {}) {
+    const since = toPosition(options.since, "subscribe");
+    const s = call("subscribe", () => witChannels.subscribe(this._id, channel, since));
+    return { recovered: s.recovered, replayed: s.replayed, latest: fromPosition(s.latest) };
   }
 
   /** Leaves a channel (a no-op when not a member). */
@@ -146,15 +153,66 @@ export function connection(id) {
   return new Connection(toId(id));
 }
 
+// A position as the WIT wants it (`undefined` stays `undefined`). The
+// offset may be a number, a bigint or a decimal string (as a client sent it).
+function toPosition(p, op) {
+  if (p === undefined || p === null) return undefined;
+  if (typeof p !== "object" || typeof p.epoch !== "string") {
+    throw new TypeError(`${op}: a position is { offset, epoch } with a string epoch`);
+  }
+  let offset;
+  try {
+    offset = BigInt(p.offset);
+  } catch {
+    throw new TypeError(`${op}: a position's offset is a whole number, not ${String(p.offset)}`);
+  }
+  if (offset < 0n || offset > 0xffffffffffffffffn) throw new TypeError(`${op}: offset ${offset} is out of range`);
+  return { offset, epoch: p.epoch };
+}
+
+// A position for the handler: the offset as a number (exact up to 2^53,
+// which no channel reaches), as clients see it in stamped JSON.
+function fromPosition(p) {
+  return p === undefined || p === null ? undefined : { offset: Number(p.offset), epoch: p.epoch };
+}
+
 /** Fan-out to the route and to named channels. */
 export const channels = {
-  /** Sends to every member of `channel` (the caller too, when a member). */
+  /**
+   * Sends to every member of `channel` (the caller too, when a member). On a
+   * channel that keeps history, answers the publication's `{ offset, epoch }`;
+   * otherwise `undefined`.
+   */
   publish(channel, msg) {
-    call("publish", () => witChannels.publish(channel, toWire(msg)));
+    return fromPosition(call("publish", () => witChannels.publish(channel, toWire(msg))));
   },
-  /** Publishes `JSON.stringify(value)` as text. */
+  /** Publishes `JSON.stringify(value)` as text; answers as `publish`. */
   publishJson(channel, value) {
-    channels.publish(channel, JSON.stringify(value));
+    return channels.publish(channel, JSON.stringify(value));
+  },
+  /**
+   * Publishes a JSON object (a value, or its JSON text) to which the host
+   * adds the publication's position as the first fields, `"offset"` and
+   * `"epoch"`; answers that position. Only on a channel that keeps history.
+   */
+  publishStamped(channel, value) {
+    const json = typeof value === "string" ? value : JSON.stringify(value);
+    return fromPosition(call("publishStamped", () => witChannels.publishStamped(channel, json)));
+  },
+  /**
+   * What `channel` kept after `since` (`{ offset, epoch }`), oldest first, at
+   * most `limit` (default 100, at most 1000); without `since`, the last
+   * `limit`. Answers `{ publications: [{ offset, msg }], latest, recovered }`.
+   */
+  history(channel, options = {}) {
+    const since = toPosition(options.since, "history");
+    const limit = options.limit === undefined ? 100 : options.limit;
+    const page = call("history", () => witChannels.history(channel, since, limit));
+    return {
+      publications: page.publications.map((p) => ({ offset: Number(p.offset), msg: p.msg.val })),
+      latest: fromPosition(page.latest),
+      recovered: page.recovered,
+    };
   },
   /** Sends to every connection on the current route, but `except`. */
   broadcast(msg, options = {}) {

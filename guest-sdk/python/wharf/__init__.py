@@ -28,9 +28,13 @@ __all__ = [
     "Accept",
     "Connection",
     "Handler",
+    "HistoryPage",
     "Message",
+    "Position",
+    "Publication",
     "Reject",
     "Request",
+    "Subscribed",
     "WharfError",
     "channels",
     "connection",
@@ -111,6 +115,89 @@ def _id(conn: Union["Connection", int]) -> int:
     return conn.id if isinstance(conn, Connection) else int(conn)
 
 
+class Position:
+    """Where a publication sits in its channel's history.
+
+    ``offset`` grows by one per publication (0 is "before the first");
+    ``epoch`` names one unbroken run of the history, and offsets of another
+    epoch mean nothing in this one."""
+
+    __slots__ = ("offset", "epoch")
+
+    def __init__(self, offset: int, epoch: str) -> None:
+        self.offset = int(offset)
+        self.epoch = str(epoch)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Position) and (other.offset, other.epoch) == (self.offset, self.epoch)
+
+    def __hash__(self) -> int:
+        return hash((self.offset, self.epoch))
+
+    def __repr__(self) -> str:
+        return f"Position({self.offset}, {self.epoch!r})"
+
+
+class Subscribed:
+    """What :meth:`Connection.subscribe` did: ``recovered`` (with ``since``:
+    whether every publication after it was delivered), ``replayed`` (how many
+    were delivered first) and ``latest`` (the channel's position when the
+    connection joined; ``None`` without history)."""
+
+    __slots__ = ("recovered", "replayed", "latest")
+
+    def __init__(self, recovered: bool, replayed: int, latest: Optional[Position]) -> None:
+        self.recovered = recovered
+        self.replayed = replayed
+        self.latest = latest
+
+    def __repr__(self) -> str:
+        return f"Subscribed(recovered={self.recovered}, replayed={self.replayed}, latest={self.latest!r})"
+
+
+class Publication:
+    """One publication a channel kept: its ``offset`` and ``msg``."""
+
+    __slots__ = ("offset", "msg")
+
+    def __init__(self, offset: int, msg: "Message") -> None:
+        self.offset = offset
+        self.msg = msg
+
+    def __repr__(self) -> str:
+        return f"Publication({self.offset}, {self.msg!r})"
+
+
+class HistoryPage:
+    """What :meth:`channels.history <_Channels.history>` answers:
+    ``publications`` (oldest first), ``latest`` (the channel's position now)
+    and ``recovered`` (whether ``since`` could be served)."""
+
+    __slots__ = ("publications", "latest", "recovered")
+
+    def __init__(self, publications: List[Publication], latest: Position, recovered: bool) -> None:
+        self.publications = publications
+        self.latest = latest
+        self.recovered = recovered
+
+    def __repr__(self) -> str:
+        return f"HistoryPage({self.publications!r}, latest={self.latest!r}, recovered={self.recovered})"
+
+
+def _to_wit(p: Optional[Position], op: str) -> Optional[_types.Position]:
+    if p is None:
+        return None
+    if not isinstance(p, Position):
+        raise TypeError(f"{op}: since is a wharf.Position, not {type(p).__name__}")
+    if not 0 <= p.offset < 2**64:
+        raise ValueError(f"{op}: offset {p.offset} is out of range")
+    return _types.Position(p.offset, p.epoch)
+
+
+def _from_wit(p: Optional[_types.Position]) -> Optional[Position]:
+    return None if p is None else Position(p.offset, p.epoch)
+
+
 class Connection:
     """One WebSocket connection of this plugin."""
 
@@ -149,9 +236,14 @@ class Connection:
         i = _call("info", lambda: _connections.info(self.id))
         return {"id": i.id, "route": i.route, "metadata": dict(i.metadata), "channels": list(i.channels)}
 
-    def subscribe(self, channel: str) -> None:
-        """Joins a channel; membership ends when the connection closes."""
-        _call("subscribe", lambda: _channels.subscribe(self.id, channel))
+    def subscribe(self, channel: str, since: Optional[Position] = None) -> Subscribed:
+        """Joins a channel; membership ends when the connection closes.
+
+        With ``since`` (the last position the client saw) on a channel that
+        keeps history, the publications after it are delivered first, in
+        order, then the live ones, none twice."""
+        s = _call("subscribe", lambda: _channels.subscribe(self.id, channel, _to_wit(since, "subscribe")))
+        return Subscribed(s.recovered, s.replayed, _from_wit(s.latest))
 
     def unsubscribe(self, channel: str) -> None:
         """Leaves a channel (a no-op when not a member)."""
@@ -230,13 +322,35 @@ class Handler:
 class _Channels:
     """Fan-out to the route and to named channels (the plugin's own names)."""
 
-    def publish(self, channel: str, msg: Outgoing) -> None:
-        """Sends to every member of ``channel`` (the caller too, when a member)."""
-        _call("publish", lambda: _channels.publish(channel, _wire(msg)))
+    def publish(self, channel: str, msg: Outgoing) -> Optional[Position]:
+        """Sends to every member of ``channel`` (the caller too, when a member).
+        On a channel that keeps history, answers the publication's position;
+        otherwise ``None``."""
+        return _from_wit(_call("publish", lambda: _channels.publish(channel, _wire(msg))))
 
-    def publish_json(self, channel: str, value: Any) -> None:
-        """Publishes ``json.dumps(value)`` as text."""
-        self.publish(channel, _json.dumps(value))
+    def publish_json(self, channel: str, value: Any) -> Optional[Position]:
+        """Publishes ``json.dumps(value)`` as text; answers as :meth:`publish`."""
+        return self.publish(channel, _json.dumps(value))
+
+    def publish_stamped(self, channel: str, value: Union[Dict[str, Any], str]) -> Position:
+        """Publishes a JSON object (a dict, or its JSON text) to which the host
+        adds the publication's position as the first fields, ``"offset"`` and
+        ``"epoch"``; answers that position. Only on a channel that keeps
+        history (else ``not-allowed``)."""
+        text = value if isinstance(value, str) else _json.dumps(value)
+        p = _call("publish_stamped", lambda: _channels.publish_stamped(channel, text))
+        return Position(p.offset, p.epoch)
+
+    def history(self, channel: str, since: Optional[Position] = None, limit: int = 100) -> HistoryPage:
+        """What ``channel`` kept after ``since``, oldest first, at most ``limit``
+        (at most 1000); without ``since``, the last ``limit``. Counts as one
+        store operation."""
+        page = _call("history", lambda: _channels.history(channel, _to_wit(since, "history"), limit))
+        return HistoryPage(
+            [Publication(p.offset, p.msg.value) for p in page.publications],
+            Position(page.latest.offset, page.latest.epoch),
+            page.recovered,
+        )
 
     def broadcast(self, msg: Outgoing, except_: Optional[Union[Connection, int]] = None) -> None:
         """Sends to every connection on the current route, but ``except_``."""

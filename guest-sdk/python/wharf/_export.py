@@ -1,5 +1,5 @@
 """The glue ``wharf build`` puts between a handler class and the WIT exports
-(``wharf:handler/handler@0.1.0``). Not part of the public API.
+(``wharf:handler/handler@0.2.0``). Not part of the public API.
 
 An exception ends only its event: from ``on_open`` the client gets 500 (a
 :class:`Reject` gets its own status); from ``on_message`` the event traps and

@@ -83,10 +83,12 @@ impl Sdk {
         Ok(Sdk { root })
     }
 
-    /// The WIT the JavaScript and Python SDKs are generated from: the frozen
-    /// `wharf:handler@0.1.0` until they take 0.2.0 (the Rust SDK is on 0.2.0).
+    /// The WIT the JavaScript and Python SDKs are generated from: the
+    /// current `wharf:handler` world, as one file (its directory also holds
+    /// the frozen versions in `deps/`, which the generators would take for
+    /// dependencies).
     pub fn wit(&self) -> PathBuf {
-        self.root.join("../wit/deps/wharf-handler-0.1.0")
+        self.root.join("../wit/wharf.wit")
     }
 
     /// The JavaScript SDK (`guest-sdk/js`).

@@ -317,12 +317,17 @@ fn example_config_parses_and_validates() {
             "/py/echo",
             "/py/chat",
             "/py/counter",
-            "/rooms"
+            "/rooms",
+            "/ts/rooms",
+            "/py/rooms"
         ]
     );
     assert!(c.static_dir.is_some());
     let rooms = c.history_rules();
-    assert_eq!(rooms.limits("rooms:room:lobby").map(|l| l.size), Some(100), "the rooms page's rooms keep history");
+    for plugin in ["rooms", "ts-rooms", "py-rooms"] {
+        let lobby = format!("{plugin}:room:lobby");
+        assert_eq!(rooms.limits(&lobby).map(|l| l.size), Some(100), "the rooms page's rooms keep history");
+    }
     assert_eq!(rooms.limits("chat:room"), None, "the chat page's room keeps none");
 }
 

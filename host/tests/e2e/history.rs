@@ -214,3 +214,88 @@ async fn the_embedded_store_keeps_history_across_a_restart_with_its_epoch() {
     assert_eq!(expect_text(&mut ws).await, format!("at 5@{epoch}"), "the same epoch goes on");
     host.stop().await.unwrap();
 }
+
+/// The next message of a rooms client, as JSON.
+async fn next_json(ws: &mut Client) -> serde_json::Value {
+    let text = expect_text(ws).await;
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// The rooms example in each language: a client that drops and reopens
+/// from the position of the last message it saw gets every message it
+/// missed, in order, then the welcome and the live ones, none twice; a
+/// `history` request answers the last kept; a stale epoch is told apart.
+async fn rooms_resume(plugin: &str) {
+    let channels = "[[channels]]\nmatch = \"room:*\"\nhistory_size = 100\nhistory_ttl_ms = 600000\n";
+    let host = spawn(config(&[("/rooms", plugin)], channels)).await;
+    let mut ada = connect(&host, "/rooms?room=r&name=ada").await;
+    let welcome = next_json(&mut ada).await;
+    assert_eq!(
+        (&welcome["type"], &welcome["recovered"], &welcome["offset"]),
+        (&"welcome".into(), &true.into(), &0.into())
+    );
+    let mut bob = connect(&host, "/rooms?room=r&name=bob").await;
+    assert_eq!(next_json(&mut bob).await["type"], "welcome");
+
+    send_text(&mut ada, "m0").await;
+    let seen = next_json(&mut ada).await;
+    assert_eq!(next_json(&mut bob).await, seen, "{plugin}: every member gets the same stamped message");
+    assert_eq!((&seen["offset"], &seen["text"], &seen["from"]), (&1.into(), &"m0".into(), &"ada".into()));
+    let epoch = seen["epoch"].as_str().expect("stamped with the epoch").to_string();
+    ada.close(None).await.unwrap();
+    drop(ada);
+
+    for i in 1..=5 {
+        send_text(&mut bob, &format!("m{i}")).await;
+        assert_eq!(next_json(&mut bob).await["offset"], i + 1, "{plugin}");
+    }
+    let mut ada = connect(&host, &format!("/rooms?room=r&name=ada&since=1&epoch={epoch}")).await;
+    for i in 1..=5 {
+        let m = next_json(&mut ada).await;
+        assert_eq!((&m["type"], &m["offset"], &m["text"]), (&"say".into(), &(i + 1).into(), &format!("m{i}").into()));
+        assert_eq!(m["epoch"], epoch.as_str());
+    }
+    let welcome = next_json(&mut ada).await;
+    assert_eq!(
+        (&welcome["type"], &welcome["recovered"], &welcome["replayed"], &welcome["offset"], &welcome["epoch"]),
+        (&"welcome".into(), &true.into(), &5.into(), &6.into(), &epoch.as_str().into()),
+        "{plugin}: {welcome}"
+    );
+    send_text(&mut bob, "live").await;
+    assert_eq!(next_json(&mut ada).await["offset"], 7, "{plugin}: then the live ones");
+    assert_eq!(next_json(&mut bob).await["offset"], 7);
+    expect_silence(&mut ada, Duration::from_millis(100)).await;
+
+    send_text(&mut ada, r#"{"type":"history","limit":3}"#).await;
+    let page = next_json(&mut ada).await;
+    let offsets: Vec<_> = page["messages"].as_array().expect("messages").iter().map(|m| m["offset"].clone()).collect();
+    assert_eq!(offsets, [5, 6, 7], "{plugin}: the last 3, oldest first: {page}");
+    assert_eq!(
+        (&page["recovered"], &page["offset"], &page["epoch"]),
+        (&true.into(), &7.into(), &epoch.as_str().into())
+    );
+
+    let mut cy = connect(&host, "/rooms?room=r&name=cy&since=3&epoch=0000000000000000").await;
+    let welcome = next_json(&mut cy).await;
+    assert_eq!(
+        (&welcome["recovered"], &welcome["replayed"], &welcome["offset"]),
+        (&false.into(), &0.into(), &7.into())
+    );
+    expect_silence(&mut cy, Duration::from_millis(50)).await;
+    host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_rooms_example_resumes_a_dropped_client() {
+    rooms_resume("rooms").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_rooms_example_resumes_a_dropped_client() {
+    rooms_resume("ts-rooms").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_rooms_example_resumes_a_dropped_client() {
+    rooms_resume("py-rooms").await;
+}

@@ -93,6 +93,42 @@ async fn misbehaviour_is_contained(lang: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_publish_answers_the_position_on_a_channel_with_history() {
+    publish_answers_positions("js").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_publish_answers_the_position_on_a_channel_with_history() {
+    publish_answers_positions("py").await;
+}
+
+/// The SDK's `publish` hands back the WIT's `option<position>`: the
+/// offset as a number and the epoch on a channel that keeps history,
+/// nothing on one that keeps none.
+async fn publish_answers_positions(lang: &str) {
+    let body = format!(
+        "{}\n[[channels]]\nmatch = \"kept\"\nhistory_size = 10\nhistory_ttl_ms = 60000\n",
+        FAULTY.replace("LANG", lang)
+    );
+    let host = spawn(config_from(&body)).await;
+    let mut ws = connect(&host, "/faulty").await;
+    let mut epochs = Vec::new();
+    for offset in 1..=3 {
+        let answer: serde_json::Value = serde_json::from_str(&ask(&mut ws, "publish:kept:x").await).unwrap();
+        assert_eq!(answer["offset"], offset, "{lang}: {answer}");
+        epochs.push(answer["epoch"].as_str().expect("an epoch").to_string());
+    }
+    assert!(epochs.iter().all(|e| e == &epochs[0] && e.len() == 16), "{lang}: one epoch: {epochs:?}");
+    assert_eq!(ask(&mut ws, "publish:plain:x").await, "null", "{lang}: no history, no position");
+    assert_eq!(ask(&mut ws, "publish::x").await, "error: invalid-argument", "{lang}: an empty channel name");
+    let (status, page) = admin(&host, "GET", "/channels/kept/history?namespace=faulty", None).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["epoch"], epochs[0].as_str());
+    assert_eq!(page["publications"].as_array().map(Vec::len), Some(3));
+    host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_handler_reaches_no_file_and_no_network() {
     let host = spawn(config_from(&FAULTY.replace("LANG", "py"))).await;
     let mut ws = connect(&host, "/faulty").await;

@@ -7,7 +7,9 @@
 // key/value (`closed:<id>`), which `close-code?<id>` reads back, so tests
 // see that on-close ran exactly once and with which code. An open whose
 // query says `throw` throws (the client gets 500); `reject=STATUS` rejects.
-import { kv, Reject } from "wharf";
+// `publish:CH:TEXT` publishes and answers the position as JSON (`null` on
+// a channel without history), or `error: CODE`.
+import { channels, kv, Reject, WharfError } from "wharf";
 
 export default {
   onOpen(conn, req) {
@@ -23,6 +25,15 @@ export default {
     if (msg === "bomb") {
       const hoard = [];
       for (;;) hoard.push(new Uint8Array(1 << 20).fill(7));
+    }
+    if (msg.startsWith("publish:")) {
+      const [, channel, text] = msg.split(":");
+      try {
+        return JSON.stringify(channels.publish(channel, text) ?? null);
+      } catch (e) {
+        if (e instanceof WharfError) return `error: ${e.code}`;
+        throw e;
+      }
     }
     if (msg.startsWith("close-code?")) return kv.get(`closed:${msg.slice("close-code?".length)}`) ?? "";
     return msg;

@@ -1,5 +1,6 @@
 // `tour` in TypeScript: every host call of the `wharf` module, in one room
-// (the example of docs/handlers.md; tests in examples/tour/tests).
+// (the example of docs/handlers.md; tests in examples/tour/tests), but
+// channel history's, which examples/ts/rooms shows.
 import { asBytes, channels, connection, kv, log, parseJson, Reject, WharfError, type Handler } from "wharf";
 
 const room: Handler = {
