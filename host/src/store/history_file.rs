@@ -1,6 +1,8 @@
 //! The embedded store's channel history on disk: `<data_dir>/history.redb`,
-//! written behind by one thread that folds every change waiting at that
-//! moment into one transaction. Publications are served from memory
+//! written behind by one thread that folds the changes of a few
+//! milliseconds into one transaction (so a busy channel costs a commit per
+//! `FLUSH_EVERY`, not one per publication), and makes them durable (an
+//! fsync) at most once per `SYNC_EVERY`, and when it falls idle. Publications are served from memory
 //! (`history.rs`); this file only brings them back at start-up.
 //!
 //! A stop that wrote everything (the store was dropped: a clean shutdown)
@@ -13,6 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use redb::{Database, ReadableTable, TableDefinition};
@@ -33,11 +36,30 @@ pub const FILE_NAME: &str = "history.redb";
 /// Most changes folded into one transaction.
 const MAX_BATCH: usize = 4096;
 
+/// How long the writer gathers changes after the first one of a batch.
+/// The file is written behind anyway (a crash starts new epochs), so this
+/// delays nothing a client sees.
+const FLUSH_EVERY: Duration = Duration::from_millis(10);
+
+/// How often a busy writer's commits are made durable; the others are
+/// written without an fsync (redb's `Durability::None`), which a crash may
+/// undo, as it may undo what was still queued: either way the file is not
+/// marked clean and the next start begins new epochs.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// A channel's state as its last change left it.
+struct Meta {
+    epoch: Arc<str>,
+    top: u64,
+    last_ms: u64,
+    /// Older entries go.
+    first_kept: u64,
+}
+
 enum Op {
-    /// A channel's epoch, top offset and first kept offset (older entries go).
-    Meta { channel: String, epoch: Arc<str>, top: u64, last_ms: u64, first_kept: u64 },
-    /// One kept publication.
-    Put { channel: String, offset: u64, at_ms: u64, msg: Message },
+    /// A channel's state changed, with the publication that changed it
+    /// when it is kept (offset, ms, message).
+    Meta { channel: String, meta: Meta, put: Option<(u64, u64, Message)> },
     /// A channel forgotten.
     Forget { channel: String },
 }
@@ -118,21 +140,25 @@ fn load(db: &Database) -> Result<Loaded, redb::Error> {
     Ok(Loaded { logs, clean })
 }
 
-fn apply(db: &Database, batch: &[Op]) -> Result<(), redb::Error> {
+/// Writes `batch` in one transaction, durable when `sync`.
+fn apply(db: &Database, batch: &[Op], sync: bool) -> Result<(), redb::Error> {
     // A channel's epoch and first kept offset are written once per batch,
     // as the last change of the batch left them.
-    let mut metas: HashMap<&str, &Op> = HashMap::new();
-    let txn = db.begin_write()?;
+    let mut metas: HashMap<&str, &Meta> = HashMap::new();
+    let mut txn = db.begin_write()?;
+    if !sync {
+        txn.set_durability(redb::Durability::None).map_err(redb::Error::from)?;
+    }
     {
         let mut channels = txn.open_table(CHANNELS)?;
         let mut entries = txn.open_table(ENTRIES)?;
         for op in batch {
             match op {
-                Op::Put { channel, offset, at_ms, msg } => {
-                    entries.insert((channel.as_str(), *offset), encode(*at_ms, msg).as_slice())?;
-                }
-                Op::Meta { channel, .. } => {
-                    metas.insert(channel.as_str(), op);
+                Op::Meta { channel, meta, put } => {
+                    if let Some((offset, at_ms, msg)) = put {
+                        entries.insert((channel.as_str(), *offset), encode(*at_ms, msg).as_slice())?;
+                    }
+                    metas.insert(channel.as_str(), meta);
                 }
                 Op::Forget { channel } => {
                     metas.remove(channel.as_str());
@@ -141,11 +167,9 @@ fn apply(db: &Database, batch: &[Op]) -> Result<(), redb::Error> {
                 }
             }
         }
-        for op in metas.into_values() {
-            if let Op::Meta { channel, epoch, top, last_ms, first_kept } = op {
-                channels.insert(channel.as_str(), (&**epoch, *top, *last_ms))?;
-                entries.retain_in((channel.as_str(), 0)..(channel.as_str(), *first_kept), |_, _| false)?;
-            }
+        for (channel, m) in metas {
+            channels.insert(channel, (&*m.epoch, m.top, m.last_ms))?;
+            entries.retain_in((channel, 0)..(channel, m.first_kept), |_, _| false)?;
         }
     }
     txn.commit()?;
@@ -155,19 +179,38 @@ fn apply(db: &Database, batch: &[Op]) -> Result<(), redb::Error> {
 fn write_loop(db: Database, ops: mpsc::Receiver<Op>) {
     let mut lost = false;
     let mut batch = Vec::new();
-    while let Ok(op) = ops.recv() {
-        batch.push(op);
-        while batch.len() < MAX_BATCH {
-            match ops.try_recv() {
-                Ok(op) => batch.push(op),
+    // Whether a commit since the last durable one may not be on disk yet.
+    let mut unsynced = false;
+    let mut synced_at = Instant::now();
+    let mut open = true;
+    while open {
+        let first = if unsynced {
+            match ops.recv_timeout(SYNC_EVERY.saturating_sub(synced_at.elapsed())) {
+                Ok(op) => Some(op),
+                // Idle with commits not on disk: make them durable now.
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match ops.recv() {
+                Ok(op) => Some(op),
                 Err(_) => break,
             }
+        };
+        if let Some(op) = first {
+            batch.push(op);
+            open = gather(&ops, &mut batch);
         }
-        if let Err(e) = apply(&db, &batch) {
-            if !lost {
-                tracing::error!(error = %e, "writing channel history failed; the next start begins new epochs");
+        let sync = synced_at.elapsed() >= SYNC_EVERY || batch.is_empty();
+        match apply(&db, &batch, sync) {
+            Ok(()) if sync => (unsynced, synced_at) = (false, Instant::now()),
+            Ok(()) => unsynced = true,
+            Err(e) => {
+                if !lost {
+                    tracing::error!(error = %e, "writing channel history failed; the next start begins new epochs");
+                }
+                lost = true;
             }
-            lost = true;
         }
         batch.clear();
     }
@@ -183,6 +226,20 @@ fn write_loop(db: Database, ops: mpsc::Receiver<Op>) {
     if let Err(e) = mark() {
         tracing::error!(error = %e, "marking the channel history file clean failed");
     }
+}
+
+/// Adds to `batch` what arrives within `FLUSH_EVERY`; `false` when the
+/// store was dropped (the batch is then the last one).
+fn gather(ops: &mpsc::Receiver<Op>, batch: &mut Vec<Op>) -> bool {
+    let until = Instant::now() + FLUSH_EVERY;
+    while batch.len() < MAX_BATCH {
+        match ops.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            Ok(op) => batch.push(op),
+            Err(mpsc::RecvTimeoutError::Timeout) => break,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return false,
+        }
+    }
+    true
 }
 
 impl HistoryFile {
@@ -209,23 +266,18 @@ impl HistoryFile {
 
     /// A publication appended to `log` (`kept`, when it is kept).
     pub(super) fn append(&self, channel: &str, log: &Log, kept: Option<&Kept>) {
-        if let Some(k) = kept {
-            let (channel, offset, at_ms, msg) = (channel.to_string(), k.offset, k.at_ms, k.msg.clone());
-            self.send(Op::Put { channel, offset, at_ms, msg });
-        }
-        self.epoch(channel, log);
+        let put = kept.map(|k| (k.offset, k.at_ms, k.msg.clone()));
+        self.send(Op::Meta { channel: channel.to_string(), meta: Self::meta(log), put });
     }
 
     /// `log`'s epoch, offset and first kept publication.
     pub(super) fn epoch(&self, channel: &str, log: &Log) {
+        self.send(Op::Meta { channel: channel.to_string(), meta: Self::meta(log), put: None });
+    }
+
+    fn meta(log: &Log) -> Meta {
         let first_kept = log.kept.front().map_or(log.top + 1, |k| k.offset);
-        self.send(Op::Meta {
-            channel: channel.to_string(),
-            epoch: log.epoch.clone(),
-            top: log.top,
-            last_ms: log.last_ms,
-            first_kept,
-        });
+        Meta { epoch: log.epoch.clone(), top: log.top, last_ms: log.last_ms, first_kept }
     }
 
     /// A channel forgotten.
