@@ -194,8 +194,12 @@ def _to_wit(p: Optional[Position], op: str) -> Optional[_types.Position]:
     return _types.Position(p.offset, p.epoch)
 
 
+def _position(p: _types.Position) -> Position:
+    return Position(p.offset, p.epoch)
+
+
 def _from_wit(p: Optional[_types.Position]) -> Optional[Position]:
-    return None if p is None else Position(p.offset, p.epoch)
+    return None if p is None else _position(p)
 
 
 class Connection:
@@ -338,8 +342,7 @@ class _Channels:
         ``"epoch"``; answers that position. Only on a channel that keeps
         history (else ``not-allowed``)."""
         text = value if isinstance(value, str) else _json.dumps(value)
-        p = _call("publish_stamped", lambda: _channels.publish_stamped(channel, text))
-        return Position(p.offset, p.epoch)
+        return _position(_call("publish_stamped", lambda: _channels.publish_stamped(channel, text)))
 
     def history(self, channel: str, since: Optional[Position] = None, limit: int = 100) -> HistoryPage:
         """What ``channel`` kept after ``since``, oldest first, at most ``limit``
@@ -348,7 +351,7 @@ class _Channels:
         page = _call("history", lambda: _channels.history(channel, _to_wit(since, "history"), limit))
         return HistoryPage(
             [Publication(p.offset, p.msg.value) for p in page.publications],
-            Position(page.latest.offset, page.latest.epoch),
+            _position(page.latest),
             page.recovered,
         )
 

@@ -2,8 +2,9 @@
 //! written behind by one thread that folds the changes of a few
 //! milliseconds into one transaction (so a busy channel costs a commit per
 //! `FLUSH_EVERY`, not one per publication), and makes them durable (an
-//! fsync) at most once per `SYNC_EVERY`, and when it falls idle. Publications are served from memory
-//! (`history.rs`); this file only brings them back at start-up.
+//! fsync) at most once per `SYNC_EVERY`, and when it falls idle.
+//! Publications are served from memory (`history.rs`); this file only
+//! brings them back at start-up.
 //!
 //! A stop that wrote everything (the store was dropped: a clean shutdown)
 //! marks the file clean. At open, a file not marked clean may have lost its
