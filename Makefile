@@ -125,7 +125,7 @@ test: test-deps guests components-parallel lint-guests
 # example's scenarios; then a project made by `wharf new` in each language,
 # in a temporary directory, must build with `wharf build` and pass
 # `wharf test`.
-EXAMPLES := echo chat broadcast counter
+EXAMPLES := echo chat broadcast counter countdown
 NEW_LANGS := rust js ts python
 # The runs share the compile cache of the host's tests (target/test-data/cache),
 # so each component is compiled once per `make test`.

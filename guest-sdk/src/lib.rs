@@ -468,6 +468,64 @@ pub mod kv {
     }
 }
 
+/// Timers: work for later, kept by the host and run by
+/// [`Handler::on_timer`] on exactly one host, at least once, never before
+/// its time. Names are the plugin's own; a second `set` of a name replaces
+/// the pending timer.
+///
+/// ```no_run
+/// # fn f() -> wharf_guest::Result<()> {
+/// use std::time::Duration;
+/// wharf_guest::timers::set("turn:lobby", Duration::from_secs(30), b"lobby")?;
+/// # Ok(()) }
+/// ```
+pub mod timers {
+    use super::{Result, wit};
+
+    /// A pending timer.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Timer {
+        /// Its name.
+        pub name: String,
+        /// When it is due (after a failed run: its next attempt), Unix ms.
+        pub due_unix_ms: u64,
+        /// What [`crate::Handler::on_timer`] will be given.
+        pub payload: Vec<u8>,
+        /// How many times its `on_timer` failed so far.
+        pub attempts: u32,
+    }
+
+    /// Sets timer `name` due `after` from now, replacing a pending one of
+    /// that name. `NotAllowed` when the component has no `on_timer`
+    /// (export it with [`crate::export_handler!`]), `QuotaExceeded` past
+    /// the plugin's cap on pending timers.
+    pub fn set(name: &str, after: std::time::Duration, payload: &[u8]) -> Result<()> {
+        let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+        Ok(wit::timers::set(name, wit::timers::When::AfterMs(ms), payload)?)
+    }
+
+    /// Sets timer `name` due at Unix time `unix_ms` (milliseconds; a time
+    /// already past is due at once), replacing a pending one of that name.
+    pub fn set_at(name: &str, unix_ms: u64, payload: &[u8]) -> Result<()> {
+        Ok(wit::timers::set(name, wit::timers::When::AtUnixMs(unix_ms), payload)?)
+    }
+
+    /// Cancels timer `name`; whether it was pending.
+    pub fn cancel(name: &str) -> Result<bool> {
+        Ok(wit::timers::cancel(name)?)
+    }
+
+    /// Timer `name`, when it is pending.
+    pub fn get(name: &str) -> Result<Option<Timer>> {
+        Ok(wit::timers::get(name)?.map(|t| Timer {
+            name: t.name,
+            due_unix_ms: t.due_unix_ms,
+            payload: t.payload,
+            attempts: t.attempts,
+        }))
+    }
+}
+
 /// Lines in the host's log, tagged with the plugin and connection.
 pub mod log {
     use super::wit::{logging, types::LogLevel};
@@ -563,8 +621,9 @@ impl Reject {
     }
 }
 
-/// The events of a connection. Every method has a default: accept every
-/// connection, ignore every message, do nothing on close.
+/// The events of a connection, and of the plugin's timers. Every method
+/// has a default: accept every connection, ignore every message, do nothing
+/// on close or when a timer is due.
 pub trait Handler {
     /// A client asks to open a connection.
     fn on_open(conn: Connection, req: Request) -> std::result::Result<Accept, Reject> {
@@ -582,6 +641,15 @@ pub trait Handler {
     fn on_close(conn: Connection, code: u16, reason: String) {
         let _ = (conn, code, reason);
     }
+
+    /// Timer `name` (set with [`timers::set`]) is due, with its payload.
+    /// No connection is the sender: it may send to any connection of the
+    /// plugin, publish, broadcast (to the route of the event that set the
+    /// timer), and set timers. A panic runs it again later, a bounded
+    /// number of times.
+    fn on_timer(name: String, payload: Vec<u8>) {
+        let _ = (name, payload);
+    }
 }
 
 #[doc(hidden)]
@@ -589,6 +657,7 @@ pub mod __private {
     use super::*;
 
     pub use super::bindings::exports::wharf::handler::handler::Guest;
+    pub use super::bindings::exports::wharf::handler::timer_handler::Guest as TimerGuest;
 
     pub fn on_open<H: Handler>(
         conn: u64,
@@ -613,10 +682,14 @@ pub mod __private {
     pub fn on_close<H: Handler>(conn: u64, code: u16, reason: String) {
         H::on_close(Connection(conn), code, reason)
     }
+
+    pub fn on_timer<H: Handler>(name: String, payload: Vec<u8>) {
+        H::on_timer(name, payload)
+    }
 }
 
-/// Exports a [`Handler`] type as the component's `wharf:handler` exports.
-/// Use it once per crate.
+/// Exports a [`Handler`] type as the component's `wharf:handler` exports
+/// (`handler` and `timer-handler`). Use it once per crate.
 #[macro_export]
 macro_rules! export_handler {
     ($handler:ty) => {
@@ -640,6 +713,11 @@ macro_rules! export_handler {
                 }
                 fn on_close(conn: u64, code: u16, reason: ::std::string::String) {
                     $crate::__private::on_close::<$handler>(conn, code, reason)
+                }
+            }
+            impl $crate::__private::TimerGuest for __WharfExport {
+                fn on_timer(name: ::std::string::String, payload: ::std::vec::Vec<u8>) {
+                    $crate::__private::on_timer::<$handler>(name, payload)
                 }
             }
     $crate::bindings::export!(__WharfExport with_types_in $crate::bindings);

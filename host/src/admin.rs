@@ -478,6 +478,24 @@ impl Admin {
                 Some(p) => json_response(StatusCode::OK, plugin_json(&p)),
                 None => error(StatusCode::NOT_FOUND, &format!("no plugin named `{name}`")),
             },
+            (&Method::GET, ["plugins", name, "timers"]) => match self.plugins.get(name) {
+                Some(_) => self.timers(&req, name).await,
+                None => error(StatusCode::NOT_FOUND, &format!("no plugin named `{name}`")),
+            },
+            (&Method::DELETE, ["plugins", name, "timers", timer]) if !timer.is_empty() => {
+                if self.plugins.get(name).is_none() {
+                    return error(StatusCode::NOT_FOUND, &format!("no plugin named `{name}`"));
+                }
+                match self.hub.store().timers.cancel(name, timer).await {
+                    Ok(true) => {
+                        json_response(StatusCode::OK, json!({ "plugin": name, "timer": timer, "cancelled": true }))
+                    }
+                    Ok(false) => {
+                        error(StatusCode::NOT_FOUND, &format!("plugin `{name}` has no timer `{timer}` pending"))
+                    }
+                    Err(e) => self.unavailable(e),
+                }
+            }
             (&Method::PUT, ["plugins", name]) => {
                 let name = name.to_string();
                 if self.plugins.get(&name).is_none() {
@@ -599,6 +617,42 @@ impl Admin {
     }
 
     /// `GET /channels/{channel}/history?since=OFFSET&epoch=EPOCH&limit=N`.
+    /// A plugin's pending timers by name, a page of `?limit=` (1 to 1000,
+    /// 100 by default) after `?after=`.
+    async fn timers(&self, req: &Request<Incoming>, plugin: &str) -> Response<Full<Bytes>> {
+        let limit = match query_param(req, "limit").map(|l| l.parse::<usize>()) {
+            None => 100,
+            Some(Ok(n)) if (1..=1000).contains(&n) => n,
+            Some(_) => return error(StatusCode::BAD_REQUEST, "limit must be 1 to 1000"),
+        };
+        let after = query_param(req, "after");
+        match self.hub.store().timers.list(plugin, after.as_deref(), limit + 1).await {
+            Ok(mut list) => {
+                let more = list.len() > limit;
+                list.truncate(limit);
+                let next = if more { list.last().map(|t| t.name.clone()) } else { None };
+                let timers: Vec<Value> = list
+                    .iter()
+                    .map(|t| {
+                        let mut v = json!({
+                            "name": t.name,
+                            "due_ms": t.due_ms,
+                            "attempts": t.attempts,
+                            "route": &*t.route,
+                        });
+                        match std::str::from_utf8(&t.payload) {
+                            Ok(text) => v["text"] = json!(text),
+                            Err(_) => v["binary"] = json!(BASE64.encode(&t.payload)),
+                        }
+                        v
+                    })
+                    .collect();
+                json_response(StatusCode::OK, json!({ "plugin": plugin, "timers": timers, "next": next }))
+            }
+            Err(e) => self.unavailable(e),
+        }
+    }
+
     async fn history(&self, req: &Request<Incoming>, name: &str, namespace: &str) -> Response<Full<Bytes>> {
         use crate::handler::ChannelHistory;
         let qualified = channel::qualified(namespace, name);

@@ -198,6 +198,28 @@ pub trait ChannelHistory: Send + Sync + 'static {
     fn abandon_replay(&self, conn: ConnId, channel: &str);
 }
 
+/// What became of one timer firing handed to a [`TimerTarget`].
+#[derive(Debug)]
+pub enum Fired {
+    /// `on-timer` ran and its effects were applied.
+    Ran,
+    /// It failed (trapped, ran out of time, could not run).
+    Failed(HandlerFailure),
+    /// This host serves no plugin of that name (now).
+    NoPlugin,
+}
+
+/// Where the timer scheduler hands due timers: the plugins by name.
+#[async_trait]
+pub trait TimerTarget: Send + Sync + 'static {
+    /// Runs `plugin`'s `on-timer` for `timer` and applies its effects.
+    async fn fire(&self, plugin: &str, timer: &crate::store::Timer) -> Fired;
+
+    /// Firings per second this host runs for `plugin`; `None` when it
+    /// serves no plugin of that name.
+    fn firing_rate(&self, plugin: &str) -> Option<u32>;
+}
+
 /// The code behind a route: told of each connection's open, messages and
 /// close, one event at a time per connection.
 #[async_trait]

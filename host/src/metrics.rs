@@ -4,7 +4,7 @@
 //! counting a message is one atomic add, not a label lookup.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder, exponential_buckets,
 };
 
@@ -43,6 +43,17 @@ pub struct Metrics {
     /// Publications to channels that keep history, by result (`kept`,
     /// `failed`: the store could not take it, and nobody received it).
     pub history_publications: IntCounterVec,
+    /// Timers pending, as the scheduler last counted them (on Redis: on
+    /// every host).
+    pub timers_pending: IntGauge,
+    /// Timer firings whose `on-timer` ran, by plugin.
+    pub timers_fired: IntCounterVec,
+    /// Timer firings that failed and will run again, by plugin.
+    pub timers_retried: IntCounterVec,
+    /// Timers dropped after their last retry failed, by plugin.
+    pub timers_dropped: IntCounterVec,
+    /// How long after its due time each firing started.
+    pub timer_lateness_seconds: Histogram,
 }
 
 impl Metrics {
@@ -123,6 +134,28 @@ impl Metrics {
                 &["result"],
             )
             .expect("valid metric"),
+            timers_pending: IntGauge::new("wharf_timers_pending", "Timers pending (on Redis: on every host)")
+                .expect("valid metric"),
+            timers_fired: IntCounterVec::new(
+                Opts::new("wharf_timers_fired_total", "Timer firings whose on-timer ran"),
+                &["plugin"],
+            )
+            .expect("valid metric"),
+            timers_retried: IntCounterVec::new(
+                Opts::new("wharf_timers_retried_total", "Timer firings that failed and will run again"),
+                &["plugin"],
+            )
+            .expect("valid metric"),
+            timers_dropped: IntCounterVec::new(
+                Opts::new("wharf_timers_dropped_total", "Timers dropped after their last retry failed"),
+                &["plugin"],
+            )
+            .expect("valid metric"),
+            timer_lateness_seconds: Histogram::with_opts(
+                HistogramOpts::new("wharf_timer_lateness_seconds", "How long after its due time a timer firing started")
+                    .buckets(exponential_buckets(1e-3, 2.0, 14).expect("valid buckets")), // 1 ms .. ~8 s
+            )
+            .expect("valid metric"),
             instance_memory_bytes: IntGauge::new(
                 "wharf_instance_memory_bytes",
                 "Linear memory the live handler instances hold together (limits.instance_memory_mib bounds it)",
@@ -147,12 +180,17 @@ impl Metrics {
             &m.backend_errors,
             &m.auth_refused,
             &m.history_publications,
+            &m.timers_fired,
+            &m.timers_retried,
+            &m.timers_dropped,
         ] {
             m.registry.register(Box::new(c.clone())).expect("unique metric");
         }
         m.registry.register(Box::new(m.connections_open.clone())).expect("unique metric");
         m.registry.register(Box::new(m.handler_seconds.clone())).expect("unique metric");
         m.registry.register(Box::new(m.store_seconds.clone())).expect("unique metric");
+        m.registry.register(Box::new(m.timers_pending.clone())).expect("unique metric");
+        m.registry.register(Box::new(m.timer_lateness_seconds.clone())).expect("unique metric");
         m
     }
 

@@ -1,9 +1,11 @@
 // The glue `wharf build` puts between a handler's default export and the
-// WIT exports (`wharf:handler/handler@0.2.0`). Not part of the public API.
+// WIT exports (`wharf:handler/handler@0.2.0` and `timer-handler`). Not part
+// of the public API.
 //
 // An exception ends only its event: from `onOpen` the client gets 500 (a
 // `Reject` gets its own status); from `onMessage` the event traps and the
-// host closes the connection with 1011; from `onClose` it is logged. Its
+// host closes the connection with 1011; from `onClose` it is logged; from
+// `onTimer` the event traps and the host runs the timer again later. Its
 // message and stack go to the host log, tagged with plugin and connection.
 
 import { Connection, Reject, asBytes, log } from "./index.js";
@@ -92,12 +94,36 @@ function isThenable(v) {
   return v !== null && typeof v === "object" && typeof v.then === "function";
 }
 
-/** The WIT-level `handler` export for the handler `app`. */
-export function exportHandler(app) {
+/** The WIT-level `handler` and `timerHandler` exports for the handler `app`. */
+export function exportHandlers(app) {
   const h = typeof app === "function" ? new app() : app;
   if (h === null || typeof h !== "object") {
-    throw new TypeError("the default export of src/index is the handler: an object or a class with onOpen / onMessage / onClose");
+    throw new TypeError("the default export of src/index is the handler: an object or a class with onOpen / onMessage / onClose / onTimer");
   }
+  return { handler: exportHandler(h), timerHandler: exportTimerHandler(h) };
+}
+
+function exportTimerHandler(h) {
+  const { onTimer } = h;
+  const failed = (name, e) => {
+    report("onTimer", `none, timer ${name}`, e);
+    throw e;
+  };
+  return {
+    onTimer(name, payload) {
+      if (typeof onTimer !== "function") return;
+      let out;
+      try {
+        out = onTimer.call(h, name, payload);
+      } catch (e) {
+        failed(name, e);
+      }
+      if (isThenable(out)) return out.then(undefined, (e) => failed(name, e));
+    },
+  };
+}
+
+function exportHandler(h) {
   const { onOpen, onMessage, onClose } = h;
 
   const openFailed = (id, e) => {

@@ -102,6 +102,8 @@ export interface Handler {
   onMessage?(conn: Connection, msg: Message): Outgoing | void | Promise<Outgoing | void>;
   /** Runs exactly once for every accepted connection. */
   onClose?(conn: Connection, code: number, reason: string): void | Promise<void>;
+  /** Timer `name` is due (see `timers`); an exception runs it again later. */
+  onTimer?(name: string, payload: Uint8Array): void | Promise<void>;
 }
 
 /** Where a publication sits in its channel's history. */
@@ -168,6 +170,24 @@ export declare const kv: {
   increment(key: string, delta?: number): number;
   compareAndSwap(key: string, expected: string | Uint8Array | undefined, value: string | Uint8Array): boolean;
   listKeys(prefix?: string, options?: { cursor?: string; limit?: number }): string[];
+};
+
+/** A pending timer. */
+export interface Timer {
+  name: string;
+  /** When it is due (after a failed run: its next attempt), Unix ms. */
+  dueUnixMs: number;
+  payload: Uint8Array;
+  /** How many times its `onTimer` failed so far. */
+  attempts: number;
+}
+
+/** Timers, run by the handler's `onTimer` at least once, never early. */
+export declare const timers: {
+  set(name: string, afterMs: number | bigint, payload?: string | Uint8Array): void;
+  setAt(name: string, unixMs: number | bigint, payload?: string | Uint8Array): void;
+  cancel(name: string): boolean;
+  get(name: string): Timer | undefined;
 };
 
 /** Lines in the host's log, tagged with the plugin and connection. */

@@ -2,7 +2,8 @@
 //
 // A handler is the default export of `src/index.js` (or `src/index.ts`): an
 // object, or a class constructed once, with any of `onOpen(conn, req)`,
-// `onMessage(conn, msg)` and `onClose(conn, code, reason)`. The host owns
+// `onMessage(conn, msg)`, `onClose(conn, code, reason)` and
+// `onTimer(name, payload)`. The host owns
 // the sockets and all state: between two events a handler may be thrown
 // away, so what must survive lives in connection metadata or `kv`.
 //
@@ -14,6 +15,7 @@ import * as wit from "wharf:handler/connections@0.2.0";
 import * as witChannels from "wharf:handler/channels@0.2.0";
 import * as witKv from "wharf:handler/kv@0.2.0";
 import { log as witLog } from "wharf:handler/logging@0.2.0";
+import * as witTimers from "wharf:handler/timers@0.2.0";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -269,6 +271,44 @@ export const kv = {
   listKeys(prefix = "", options = {}) {
     const limit = options.limit === undefined ? 100 : options.limit;
     return call("kv.listKeys", () => witKv.listKeys(prefix, options.cursor ?? undefined, limit));
+  },
+};
+
+// Milliseconds as the WIT's u64: a finite number of at least 0 (rounded
+// up), or a bigint.
+function toMs(v, what) {
+  if (typeof v === "bigint" && v >= 0n) return v;
+  if (typeof v === "number" && Number.isFinite(v) && v >= 0) return BigInt(Math.ceil(v));
+  throw new TypeError(`${what} is a number of milliseconds, at least 0`);
+}
+
+/**
+ * Timers: work for later, kept by the host and run by the handler's
+ * `onTimer(name, payload)` on exactly one host, at least once, never before
+ * its time. Names are the plugin's own; setting a name again replaces the
+ * pending timer. Payloads are strings (UTF-8) or bytes; `onTimer` gets a
+ * Uint8Array.
+ */
+export const timers = {
+  /** Sets timer `name` due `afterMs` milliseconds from now. */
+  set(name, afterMs, payload = "") {
+    const when = { tag: "after-ms", val: toMs(afterMs, "afterMs") };
+    call("timers.set", () => witTimers.set(name, when, toBytes(payload)));
+  },
+  /** Sets timer `name` due at Unix time `unixMs` (a past time: at once). */
+  setAt(name, unixMs, payload = "") {
+    const when = { tag: "at-unix-ms", val: toMs(unixMs, "unixMs") };
+    call("timers.setAt", () => witTimers.set(name, when, toBytes(payload)));
+  },
+  /** Cancels timer `name`; whether it was pending. */
+  cancel(name) {
+    return call("timers.cancel", () => witTimers.cancel(name));
+  },
+  /** Timer `name` as `{ name, dueUnixMs, payload, attempts }`, or `undefined`. */
+  get(name) {
+    const t = call("timers.get", () => witTimers.get(name));
+    if (t === undefined) return undefined;
+    return { name: t.name, dueUnixMs: Number(t.dueUnixMs), payload: t.payload, attempts: t.attempts };
   },
 };
 

@@ -1,8 +1,8 @@
 """wharf: write Wharf WebSocket handlers in Python.
 
 A handler is a subclass of :class:`Handler` in ``app.py``, with any of
-``on_open(conn, req)``, ``on_message(conn, msg)`` and
-``on_close(conn, code, reason)``. The host owns the sockets and all state:
+``on_open(conn, req)``, ``on_message(conn, msg)``,
+``on_close(conn, code, reason)`` and ``on_timer(name, payload)``. The host owns the sockets and all state:
 between two events a handler may be thrown away, so what must survive lives
 in connection metadata or :data:`kv`.
 
@@ -22,6 +22,7 @@ from wit_world.imports import channels as _channels
 from wit_world.imports import connections as _connections
 from wit_world.imports import kv as _kv
 from wit_world.imports import logging as _logging
+from wit_world.imports import timers as _timers
 from wit_world.imports import types as _types
 
 __all__ = [
@@ -35,12 +36,14 @@ __all__ = [
     "Reject",
     "Request",
     "Subscribed",
+    "Timer",
     "WharfError",
     "channels",
     "connection",
     "kv",
     "log",
     "parse_json",
+    "timers",
 ]
 
 Message = Union[str, bytes]
@@ -322,6 +325,60 @@ class Handler:
         """Runs exactly once for every accepted connection."""
         return None
 
+    def on_timer(self, name: str, payload: bytes) -> None:
+        """Timer ``name`` (see :data:`timers`) is due; an exception runs it
+        again later, a bounded number of times."""
+        return None
+
+
+class Timer:
+    """A pending timer."""
+
+    name: str
+    due_unix_ms: int
+    """When it is due (after a failed run: its next attempt), Unix ms."""
+    payload: bytes
+    attempts: int
+    """How many times its ``on_timer`` failed so far."""
+
+    def __init__(self, name: str, due_unix_ms: int, payload: bytes, attempts: int) -> None:
+        self.name, self.due_unix_ms, self.payload, self.attempts = name, due_unix_ms, payload, attempts
+
+    def __repr__(self) -> str:
+        return f"Timer({self.name!r}, due_unix_ms={self.due_unix_ms}, attempts={self.attempts})"
+
+
+def _ms(v: Union[int, float], what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v < 0 or v == float("inf"):
+        raise ValueError(f"{what} is a number of milliseconds, at least 0")
+    return int(-(-v // 1))
+
+
+class _Timers:
+    """Timers: work for later, kept by the host and run by the handler's
+    ``on_timer(name, payload)`` on exactly one host, at least once, never
+    before its time. Names are the plugin's own; setting a name again
+    replaces the pending timer. Payloads are ``str`` (UTF-8) or ``bytes``."""
+
+    def set(self, name: str, after_ms: Union[int, float], payload: Union[str, bytes] = b"") -> None:
+        """Sets timer ``name`` due ``after_ms`` milliseconds from now."""
+        when = _timers.When_AfterMs(_ms(after_ms, "after_ms"))
+        _call("timers.set", lambda: _timers.set(name, when, _bytes(payload)))
+
+    def set_at(self, name: str, unix_ms: Union[int, float], payload: Union[str, bytes] = b"") -> None:
+        """Sets timer ``name`` due at Unix time ``unix_ms`` (a past time: at once)."""
+        when = _timers.When_AtUnixMs(_ms(unix_ms, "unix_ms"))
+        _call("timers.set_at", lambda: _timers.set(name, when, _bytes(payload)))
+
+    def cancel(self, name: str) -> bool:
+        """Cancels timer ``name``; whether it was pending."""
+        return _call("timers.cancel", lambda: _timers.cancel(name))
+
+    def get(self, name: str) -> Optional[Timer]:
+        """Timer ``name``, or ``None`` when none is pending."""
+        t = _call("timers.get", lambda: _timers.get(name))
+        return None if t is None else Timer(t.name, t.due_unix_ms, bytes(t.payload), t.attempts)
+
 
 class _Channels:
     """Fan-out to the route and to named channels (the plugin's own names)."""
@@ -444,3 +501,4 @@ def parse_json(msg: Message) -> Any:
 channels = _Channels()
 kv = _Kv()
 log = _Log()
+timers = _Timers()

@@ -1,17 +1,19 @@
 """The glue ``wharf build`` puts between a handler class and the WIT exports
-(``wharf:handler/handler@0.2.0``). Not part of the public API.
+(``wharf:handler/handler@0.2.0`` and ``timer-handler``). Not part of the
+public API.
 
 An exception ends only its event: from ``on_open`` the client gets 500 (a
 :class:`Reject` gets its own status); from ``on_message`` the event traps and
-the host closes the connection with 1011; from ``on_close`` it is logged. Its
-traceback goes to the host log, tagged with plugin and connection.
+the host closes the connection with 1011; from ``on_close`` it is logged;
+from ``on_timer`` the event traps and the host runs the timer again later.
+Its traceback goes to the host log, tagged with plugin and connection.
 """
 
 from __future__ import annotations
 
 import traceback
 from types import ModuleType
-from typing import Any, Optional, Type
+from typing import Any, Optional, Tuple, Type
 
 from componentize_py_types import Err
 from wit_world import exports
@@ -22,7 +24,7 @@ from . import Accept, Connection, Handler, Reject, Request, log
 _ACCEPT = types.Accept(None, [])
 
 
-def _report(event: str, conn: int, e: BaseException) -> None:
+def _report(event: str, conn: Any, e: BaseException) -> None:
     text = "".join(traceback.format_exception(type(e), e, e.__traceback__)).rstrip()
     log.error(f"uncaught exception in {event} (connection {conn}): {text}")
 
@@ -58,9 +60,24 @@ def handler_class(module: ModuleType) -> Type[Handler]:
     return found[0]
 
 
-def export_handler(module: ModuleType) -> type:
-    """The class componentize-py exports as ``handler``, for ``module``'s handler."""
+def export_handlers(module: ModuleType) -> Tuple[type, type]:
+    """The classes componentize-py exports as ``handler`` and
+    ``timer-handler``, for ``module``'s handler."""
     app = handler_class(module)()
+    on_timer = app.on_timer
+
+    class TimerGlue(exports.TimerHandler):
+        def on_timer(self, name: str, payload: bytes) -> None:
+            try:
+                on_timer(name, bytes(payload))
+            except Exception as e:
+                _report("on_timer", f"none, timer {name}", e)
+                raise
+
+    return _handler_glue(app), TimerGlue
+
+
+def _handler_glue(app: Handler) -> type:
     on_open, on_message, on_close = app.on_open, app.on_message, app.on_close
 
     class Glue(exports.Handler):

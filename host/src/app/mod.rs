@@ -8,9 +8,11 @@
 //! - [`plugins`]: plugin slots (the version serving now), loading and
 //!   swapping, and the admin API's view of them.
 //! - [`reload`]: watching component files and re-reading the config.
+//! - [`timers`]: the plugins as the timer scheduler's target.
 
 mod plugins;
 mod reload;
+mod timers;
 mod wasm_handler;
 
 use std::collections::HashMap;
@@ -24,12 +26,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::AdminOptions;
+use crate::clock::Clock;
 use crate::cluster::Cluster;
 use crate::config::{Config, Limits, RouteConfig, StoreChoice};
 use crate::conn_id::id_base;
 use crate::hub::{Bus, ConnectionPolicy, Hub, LocalBus, Registry};
 use crate::metrics::Metrics;
 use crate::runtime::{self, EngineOptions, EventCaps, Runtime, RuntimeOptions};
+use crate::scheduler::Scheduler;
 use crate::store::{self as store_mod, Store, StoreKind};
 use crate::tls::Tls;
 use crate::transport::ws::{self, ServerOptions};
@@ -51,6 +55,7 @@ pub(crate) fn event_caps(limits: &Limits) -> EventCaps {
         max_effects: MAX_EFFECTS_PER_EVENT,
         deadline_ticks: limits.event_timeout_ms.div_ceil(runtime::EPOCH_TICK.as_millis() as u64).max(1),
         memory_bytes: (limits.memory_mib as usize) << 20,
+        max_timers: limits.max_timers,
     }
 }
 
@@ -110,6 +115,8 @@ pub struct App {
     /// The listeners' certificates, re-read on SIGHUP, and the watchers
     /// that re-read them when their files change.
     tls: std::sync::Mutex<(Vec<Arc<Tls>>, Vec<notify::RecommendedWatcher>)>,
+    /// Fires the plugins' timers.
+    scheduler: Arc<crate::scheduler::Scheduler>,
 }
 
 /// The certificates of both listeners, read before anything is served.
@@ -192,6 +199,12 @@ pub async fn start_on(config: Config, listener: TcpListener) -> anyhow::Result<R
 /// Builds the whole application for `config`, serving nothing yet: the
 /// store, the bus, the hub, the runtime and every plugin and route.
 pub(crate) async fn build(config: &Config) -> anyhow::Result<Arc<App>> {
+    build_with_clock(config, Clock::System).await
+}
+
+/// Like [`build`], with timers due by `clock` (the conformance kit's is
+/// manual).
+pub(crate) async fn build_with_clock(config: &Config, clock: Clock) -> anyhow::Result<Arc<App>> {
     let metrics = Arc::new(Metrics::new());
     let dropped = metrics.outbound_dropped.clone();
     let context = || format!("config {}: store", config.source);
@@ -210,7 +223,7 @@ pub(crate) async fn build(config: &Config) -> anyhow::Result<Arc<App>> {
         }
     };
     let hub = Arc::new(Hub::new(registry, store, bus, metrics, config.limits.max_connections));
-    match App::new(config, hub.clone()).await {
+    match App::new(config, hub.clone(), clock).await {
         Ok(app) => Ok(app),
         Err(e) => {
             hub.bus().leave().await;
@@ -243,6 +256,9 @@ async fn serve(app: Arc<App>, config: &Config, listener: TcpListener, tls: Liste
         None
     };
     app.watch_components();
+    if !app.scheduler.clock().is_manual() {
+        app.scheduler.start(shutdown.clone());
+    }
     let opts = ServerOptions {
         static_dir: config.static_dir.clone(),
         handshake_timeout: Duration::from_millis(config.limits.handshake_timeout_ms),
@@ -314,14 +330,22 @@ impl App {
         self.runtime.component_imports(bytes)
     }
 
-    /// Serves `config`'s plugins and routes (as a config reload does).
+    /// Serves `config`'s plugins and routes (as a config reload does), and
+    /// keeps it as the config served.
     pub async fn serve_config(self: &Arc<Self>, config: &Config) -> anyhow::Result<ReloadSummary> {
-        self.apply_config(config).await
+        let summary = self.apply_config(config).await?;
+        *self.config.lock().unwrap_or_else(|p| p.into_inner()) = config.clone();
+        Ok(summary)
+    }
+
+    /// Fires the plugins' timers.
+    pub fn scheduler(&self) -> &Arc<crate::scheduler::Scheduler> {
+        &self.scheduler
     }
 
     /// Builds the runtime on the hub's store and compiles every plugin the
     /// config names.
-    async fn new(config: &Config, hub: Arc<Hub>) -> anyhow::Result<Arc<App>> {
+    async fn new(config: &Config, hub: Arc<Hub>, clock: Clock) -> anyhow::Result<Arc<App>> {
         let limits = &config.limits;
         let opts = RuntimeOptions {
             engine: EngineOptions {
@@ -333,8 +357,17 @@ impl App {
             memory_budget_bytes: (limits.instance_memory_mib as usize) << 20,
             pool_growth_bytes: limits.pool_growth_mib.map(|m| (m as usize) << 20),
         };
-        let runtime = Runtime::new(opts, hub.store().clone(), hub.history().clone(), hub.metrics().clone())?;
-        let app = Arc::new(App {
+        let runtime =
+            Runtime::new(opts, hub.store().clone(), hub.history().clone(), hub.metrics().clone(), clock.clone())?;
+        let scheduling = timers::scheduler_options(limits);
+        let app = Arc::new_cyclic(|app| App {
+            scheduler: Scheduler::new(
+                hub.store().timers.clone(),
+                Arc::new(timers::AppTimers(app.clone())),
+                clock,
+                scheduling,
+                hub.metrics().clone(),
+            ),
             hub,
             plugins: std::sync::Mutex::new(HashMap::new()),
             runtime,

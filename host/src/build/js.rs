@@ -93,8 +93,8 @@ fn entry_js(source: &Path, js: &Path) -> String {
     format!(
         "// Written by `wharf build`: the handler behind the WIT exports.\n\
          import app from {};\n\
-         import {{ exportHandler }} from {};\n\
-         export const handler = exportHandler(app);\n",
+         import {{ exportHandlers }} from {};\n\
+         export const {{ handler, timerHandler }} = exportHandlers(app);\n",
         json_str(&source.display().to_string()),
         json_str(&js.join("src/export.js").display().to_string()),
     )

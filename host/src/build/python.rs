@@ -12,9 +12,9 @@ use super::{Sdk, Tool, default_out, work_dir};
 /// The module componentize-py starts from: the handler behind the glue.
 const ENTRY: &str = "# Written by `wharf build`: the handler behind the WIT exports.\n\
 import app\n\
-from wharf._export import export_handler\n\
+from wharf._export import export_handlers\n\
 \n\
-Handler = export_handler(app)\n";
+Handler, TimerHandler = export_handlers(app)\n";
 
 /// Builds `dir/app.py`; returns the component's path.
 pub(super) fn build(dir: &Path, out: Option<&Path>, sdk: &Sdk) -> anyhow::Result<PathBuf> {

@@ -41,6 +41,7 @@ mod scripts;
 mod store;
 #[cfg(test)]
 mod tests;
+mod timers;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -192,7 +193,12 @@ impl Cluster {
     /// The store every host shares: key/value and connection records in
     /// Redis.
     pub fn store(&self) -> Store {
-        Store { kv: self.store.clone(), connections: self.store.clone(), history: self.store.clone() }
+        Store {
+            kv: self.store.clone(),
+            connections: self.store.clone(),
+            history: self.store.clone(),
+            timers: self.store.clone(),
+        }
     }
 
     /// Starts the publisher, the subscription (which applies other hosts'

@@ -19,6 +19,8 @@
 //! | `hosts` / `hosts:next` | set / counter | registered hosts / the last host number handed out |
 //! | `hm:{channel}` | hash | a channel's history: `epoch`, `top` (the last offset), `bytes` (of the kept payloads) |
 //! | `hl:{channel}` | list | its kept publications, oldest first, each its offset (20 digits), `at_ms` (13 digits), kind (`0` text, `1` binary), payload |
+//! | `tm:{len}:{plugin}` | hash | a plugin's pending timers: name → the timer (`store::timers::encode`) |
+//! | `tq` | sorted set, score: Unix ms | every pending timer as `{len}:{plugin}{name}`, by when it is due, or, while a host holds its lease, when the lease ends |
 
 use std::sync::LazyLock;
 
@@ -474,5 +476,81 @@ if limit > 0 and from < len then
 end
 return out
 "#
+    ))
+});
+
+/// The timer functions: `member(plugin, name)` is its `tq` entry,
+/// `timers(plugin)` the key of its hash.
+const TIMER_FNS: &str = r#"
+local function member(plugin, name) return #plugin .. ':' .. plugin .. name end
+local function timers(plugin) return 'wharf:tm:' .. #plugin .. ':' .. plugin end
+"#;
+
+/// Sets a timer, replacing one of its name; 0 when it would add one past
+/// the plugin's cap. ARGV: plugin, name, timer, due ms, max pending.
+pub static TIMER_SET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{TIMER_FNS}
+local plugin, name = ARGV[1], ARGV[2]
+local key = timers(plugin)
+if redis.call('HEXISTS', key, name) == 0 and redis.call('HLEN', key) >= tonumber(ARGV[5]) then return 0 end
+redis.call('HSET', key, name, ARGV[3])
+redis.call('ZADD', 'wharf:tq', ARGV[4], member(plugin, name))
+return 1"#
+    ))
+});
+
+/// Cancels a timer; 1 when it was pending. ARGV: plugin, name.
+pub static TIMER_CANCEL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{TIMER_FNS}
+redis.call('ZREM', 'wharf:tq', member(ARGV[1], ARGV[2]))
+return redis.call('HDEL', timers(ARGV[1]), ARGV[2])"#
+    ))
+});
+
+/// Leases the timers due at ARGV[1] (at most ARGV[3]) until ARGV[2]:
+/// `{{plugin, name, timer}, ...}, next due (or ''), pending}`. A queue
+/// entry without its timer is dropped.
+pub static TIMER_CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{TIMER_FNS}
+local due = redis.call('ZRANGEBYSCORE', 'wharf:tq', '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {{}}
+for _, m in ipairs(due) do
+  local colon = string.find(m, ':', 1, true)
+  local n = tonumber(string.sub(m, 1, colon - 1))
+  local plugin = string.sub(m, colon + 1, colon + n)
+  local name = string.sub(m, colon + n + 1)
+  local t = redis.call('HGET', timers(plugin), name)
+  if t then
+    redis.call('ZADD', 'wharf:tq', ARGV[2], m)
+    table.insert(out, {{plugin, name, t}})
+  else
+    redis.call('ZREM', 'wharf:tq', m)
+  end
+end
+local first = redis.call('ZRANGE', 'wharf:tq', 0, 0, 'WITHSCORES')
+return {{out, first[2] or '', redis.call('ZCARD', 'wharf:tq')}}"#
+    ))
+});
+
+/// Ends a claimed timer's firing, unless it was set again: removes it
+/// (ARGV: plugin, name, the timer as claimed) or, with ARGV[4] (the timer
+/// to keep) and ARGV[5] (when it is due), keeps it due again.
+pub static TIMER_FINISH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{TIMER_FNS}
+local plugin, name = ARGV[1], ARGV[2]
+local key = timers(plugin)
+if redis.call('HGET', key, name) ~= ARGV[3] then return 0 end
+if ARGV[4] then
+  redis.call('HSET', key, name, ARGV[4])
+  redis.call('ZADD', 'wharf:tq', ARGV[5], member(plugin, name))
+else
+  redis.call('HDEL', key, name)
+  redis.call('ZREM', 'wharf:tq', member(plugin, name))
+end
+return 1"#
     ))
 });

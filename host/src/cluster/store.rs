@@ -118,6 +118,8 @@ pub struct RedisStore {
     caps: RecordCaps,
     /// Each key/value namespace's quota.
     quotas: Quotas,
+    /// Told when this host sets a timer.
+    pub(super) timers_changed: tokio::sync::Notify,
 }
 
 impl RedisStore {
@@ -157,6 +159,7 @@ impl RedisStore {
             token,
             caps,
             quotas: Quotas::default(),
+            timers_changed: tokio::sync::Notify::new(),
         };
         // A number another process holds (handed out again by a Redis that
         // lost its data) is skipped.

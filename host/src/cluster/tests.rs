@@ -24,7 +24,7 @@ async fn host(redis: &RedisServer) -> (Arc<RedisStore>, Store, mpsc::Receiver<Ou
     let (tx, rx) = mpsc::channel(1024);
     let outbox = Outbox::new(tx, IntCounter::new("queue_full", "queue_full").unwrap());
     let store = Arc::new(RedisStore::connect(&redis.url(), TTL, RecordCaps::default(), outbox).await.unwrap());
-    let s = Store { kv: store.clone(), connections: store.clone(), history: store.clone() };
+    let s = Store { kv: store.clone(), connections: store.clone(), history: store.clone(), timers: store.clone() };
     (store, s, rx)
 }
 
@@ -50,6 +50,30 @@ async fn redis_back_end_passes_the_suite() {
     let redis = RedisServer::start();
     let (store, s, _frames) = host(&redis).await;
     run(s, store.host()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_timers_pass_the_suite_and_one_host_holds_each_lease() {
+    use crate::store::Timers;
+    let redis = RedisServer::start();
+    let (a, _, _fa) = host(&redis).await;
+    let (b, _, _fb) = host(&redis).await;
+    crate::store::timers::tests::suite(&*a).await;
+    // Two hosts claiming at once: each due timer goes to one of them.
+    for i in 0..50 {
+        a.set("many", crate::store::timers::tests::timer(&format!("t{i:02}"), 10, ""), 1000).await.unwrap();
+    }
+    let (ca, cb) = tokio::join!(a.claim(100, 60_000, 30), b.claim(100, 60_000, 30));
+    let (ca, cb) = (ca.unwrap(), cb.unwrap());
+    let mut names: Vec<_> =
+        ca.due.iter().chain(&cb.due).filter(|d| &*d.plugin == "many").map(|d| d.timer.name.clone()).collect();
+    assert_eq!(names.len(), 50, "every due timer claimed once between the two: {} and {}", ca.due.len(), cb.due.len());
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 50, "no timer claimed by both");
+    // The holder died: after its lease the other host claims them.
+    let again = b.claim(60_000, 120_000, 100).await.unwrap();
+    assert_eq!(again.due.iter().filter(|d| &*d.plugin == "many").count(), 50);
 }
 
 fn remote_record(id: ConnId) -> ConnectionRecord {

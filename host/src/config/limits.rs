@@ -24,6 +24,10 @@ pub struct PluginLimits {
     pub kv_max_keys: Option<u64>,
     /// See [`Limits::kv_max_bytes`].
     pub kv_max_bytes: Option<u64>,
+    /// See [`Limits::max_timers`].
+    pub max_timers: Option<u64>,
+    /// See [`Limits::timer_firings_per_second`].
+    pub timer_firings_per_second: Option<u32>,
 }
 
 /// Connection limits one route may set for itself (`[routes.limits]`).
@@ -156,6 +160,19 @@ pub struct Limits {
     /// Connections one client IP may open at once before `connect_rate`
     /// applies; 0: `connect_rate`.
     pub connect_burst: u32,
+    /// Timers one plugin may have pending; past it `timers.set` of a new
+    /// name returns `quota-exceeded`.
+    pub max_timers: u64,
+    /// Timer firings per second one host runs for one plugin; due timers
+    /// past it wait for the next second (they fire late, never lost).
+    pub timer_firings_per_second: u32,
+    /// Times a timer whose `on-timer` failed (trapped, ran out of time) is
+    /// run again before it is dropped (counted in
+    /// `wharf_timers_dropped_total`).
+    pub timer_retries: u32,
+    /// The delay before a failed timer's first retry, in milliseconds;
+    /// it doubles with each further one.
+    pub timer_retry_ms: u64,
 }
 
 impl Default for Limits {
@@ -190,6 +207,10 @@ impl Default for Limits {
             max_channels_per_connection: 128,
             connect_rate: 1000,
             connect_burst: 2000,
+            max_timers: 100_000,
+            timer_firings_per_second: 10_000,
+            timer_retries: 5,
+            timer_retry_ms: 1000,
         }
     }
 }
@@ -220,6 +241,8 @@ impl Limits {
             max_value_bytes: o.max_value_bytes.unwrap_or(self.max_value_bytes),
             kv_max_keys: o.kv_max_keys.unwrap_or(self.kv_max_keys),
             kv_max_bytes: o.kv_max_bytes.unwrap_or(self.kv_max_bytes),
+            max_timers: o.max_timers.unwrap_or(self.max_timers),
+            timer_firings_per_second: o.timer_firings_per_second.unwrap_or(self.timer_firings_per_second),
             ..self.clone()
         }
     }
@@ -245,7 +268,7 @@ impl Limits {
     /// Checks every range; `prefix` is the table the limits came from.
     pub(super) fn check(&self, prefix: &str) -> Result<(), (String, &'static str)> {
         let l = self;
-        let checks: [(&str, bool, &'static str); 26] = [
+        let checks: [(&str, bool, &'static str); 30] = [
             ("event_timeout_ms", (1..=60_000).contains(&l.event_timeout_ms), "must be 1..=60000"),
             ("memory_mib", (1..=4096).contains(&l.memory_mib), "must be 1..=4096"),
             ("instance_pool", l.instance_pool <= 4096, "must be at most 4096"),
@@ -276,6 +299,10 @@ impl Limits {
                 "must be 1..=100000",
             ),
             ("connect_burst", l.connect_burst <= 1_000_000, "must be at most 1000000"),
+            ("max_timers", (1..=100_000_000).contains(&l.max_timers), "must be 1..=100000000"),
+            ("timer_firings_per_second", (1..=1_000_000).contains(&l.timer_firings_per_second), "must be 1..=1000000"),
+            ("timer_retries", l.timer_retries <= 100, "must be at most 100"),
+            ("timer_retry_ms", (1..=86_400_000).contains(&l.timer_retry_ms), "must be 1..=86400000"),
         ];
         match checks.into_iter().find(|(_, ok, _)| !ok) {
             Some((key, _, reason)) => Err((format!("{prefix}.{key}"), reason)),

@@ -319,7 +319,8 @@ fn example_config_parses_and_validates() {
             "/py/counter",
             "/rooms",
             "/ts/rooms",
-            "/py/rooms"
+            "/py/rooms",
+            "/countdown"
         ]
     );
     assert!(c.static_dir.is_some());

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use super::bindings::v2::types::{Error, LogLevel};
-use super::bindings::v2::{channels, connections, kv, logging, types};
+use super::bindings::v2::{channels, connections, kv, logging, timers, types};
 use super::state::{InstanceState, PluginEnv};
 use crate::close;
 use crate::handler::{ConnId, Effect, Message};
@@ -420,6 +420,71 @@ impl kv::Host for InstanceState {
     }
 }
 
+fn from_timer(t: crate::store::Timer) -> timers::Timer {
+    timers::Timer { name: t.name, due_unix_ms: t.due_ms, payload: t.payload, attempts: t.attempts }
+}
+
+fn check_timer_name(name: &str) -> Result<(), Error> {
+    match name.len() {
+        0 => Err(Error::InvalidArgument),
+        n if n > MAX_KEY_BYTES => Err(Error::TooLarge),
+        _ => Ok(()),
+    }
+}
+
+impl timers::Host for InstanceState {
+    async fn set(&mut self, name: String, when: timers::When, payload: Vec<u8>) -> Result<(), Error> {
+        self.spend_store_op()?;
+        let env = self.env.clone();
+        if !env.on_timer {
+            return Err(Error::NotAllowed);
+        }
+        check_timer_name(&name)?;
+        self.check_value(payload.len())?;
+        let now = env.clock.now_ms();
+        // At most a century ahead, as for key/value TTLs.
+        let latest = now.saturating_add(crate::store::MAX_TTL.as_millis() as u64);
+        let due_ms = match when {
+            timers::When::AfterMs(ms) => now.saturating_add(ms),
+            timers::When::AtUnixMs(at) => at,
+        }
+        .min(latest);
+        let route = self.call.route.clone();
+        let timer = crate::store::Timer {
+            name,
+            due_ms,
+            payload,
+            route,
+            attempts: 0,
+            version: crate::store::timers::new_version(),
+        };
+        let set = env.store.timers.set_later(&env.name, timer, env.caps.max_timers);
+        // Durable before the event ends (`Call::unwritten`), not before
+        // this call returns: a handler setting many waits for the disk once.
+        let written = env.timed(self.call.deadline, "timer_set", set).await?;
+        self.call.unwritten.push(written);
+        Ok(())
+    }
+
+    async fn cancel(&mut self, name: String) -> Result<bool, Error> {
+        self.spend_store_op()?;
+        let env = self.env.clone();
+        check_timer_name(&name)?;
+        let cancel = env.store.timers.cancel_later(&env.name, &name);
+        let (found, written) = env.timed(self.call.deadline, "timer_cancel", cancel).await?;
+        self.call.unwritten.push(written);
+        Ok(found)
+    }
+
+    async fn get(&mut self, name: String) -> Result<Option<timers::Timer>, Error> {
+        self.spend_store_op()?;
+        let env = self.env.clone();
+        check_timer_name(&name)?;
+        let timer = env.timed(self.call.deadline, "timer_get", env.store.timers.get(&env.name, &name)).await?;
+        Ok(timer.map(from_timer))
+    }
+}
+
 /// The part of a `log` line the host writes: at most
 /// [`super::guest_output::MAX_LINE`] bytes, cut at a character boundary and
 /// marked when cut.
@@ -486,6 +551,7 @@ mod tests {
             max_effects: 5,
             deadline_ticks: 1,
             memory_bytes: 1 << 20,
+            max_timers: 2,
         }
     }
 
@@ -521,6 +587,8 @@ mod tests {
             budget,
             pool_growth_bytes: 4 << 20,
             language: crate::runtime::GuestLanguage::Compiled,
+            clock: crate::clock::Clock::manual(1_000_000),
+            on_timer: true,
         };
         let mut s = InstanceState::new(Arc::new(env));
         s.call.begin(MINE, Arc::from("/r"), Duration::from_secs(60));
@@ -803,7 +871,44 @@ mod tests {
             budget: env.budget.clone(),
             pool_growth_bytes: env.pool_growth_bytes,
             language: env.language,
+            clock: env.clock.clone(),
+            on_timer: env.on_timer,
         }
+    }
+
+    #[tokio::test]
+    async fn timers_are_checked_counted_due_by_the_clock_and_capped_per_plugin() {
+        use timers::{Host as _, When};
+        let mut s = state(EventCaps { max_store_ops: 100, ..caps() }).await;
+        // Due by the plugin's clock (manual here, at 1,000,000).
+        s.set("a".into(), When::AfterMs(500), b"pay".to_vec()).await.unwrap();
+        let a = s.get("a".into()).await.unwrap().unwrap();
+        assert_eq!((a.due_unix_ms, a.payload.as_slice(), a.attempts), (1_000_500, b"pay".as_slice(), 0));
+        let stored = s.env.store.timers.get("p", "a").await.unwrap().unwrap();
+        assert_eq!(&*stored.route, "/r", "the timer remembers the route of the event that set it");
+        s.set("b".into(), When::AtUnixMs(7), Vec::new()).await.unwrap();
+        // Two pending is this plugin's cap; a replace is not a new one.
+        assert_eq!(s.set("c".into(), When::AfterMs(1), Vec::new()).await, Err(Error::QuotaExceeded));
+        s.set("a".into(), When::AfterMs(u64::MAX), Vec::new()).await.unwrap();
+        let far = s.get("a".into()).await.unwrap().unwrap().due_unix_ms;
+        assert_eq!(far, 1_000_000 + crate::store::MAX_TTL.as_millis() as u64, "at most a century ahead");
+        // Arguments.
+        assert_eq!(s.set(String::new(), When::AfterMs(1), Vec::new()).await, Err(Error::InvalidArgument));
+        assert_eq!(s.set("k".repeat(MAX_KEY_BYTES + 1), When::AfterMs(1), Vec::new()).await, Err(Error::TooLarge));
+        assert_eq!(s.set("a".into(), When::AfterMs(1), vec![0; 9]).await, Err(Error::TooLarge), "over max_value_bytes");
+        assert!(s.cancel("b".into()).await.unwrap());
+        assert!(!s.cancel("b".into()).await.unwrap());
+        assert!(matches!(s.get("b".into()).await, Ok(None)));
+        // Each call is a store operation.
+        assert_eq!(s.call.store_ops, 12);
+        // Another plugin's timer of the same name is another timer.
+        assert_eq!(s.env.store.timers.get("q", "a").await.unwrap(), None);
+
+        // A component without on-timer may not set one.
+        let mut env = clone_env(&s.env);
+        env.on_timer = false;
+        s.env = Arc::new(env);
+        assert_eq!(s.set("x".into(), When::AfterMs(1), Vec::new()).await, Err(Error::NotAllowed));
     }
 
     #[tokio::test]

@@ -57,6 +57,7 @@ pub struct Runtime {
     history: Arc<dyn ChannelHistory>,
     metrics: Arc<Metrics>,
     budget: Arc<MemoryBudget>,
+    clock: crate::clock::Clock,
     opts: RuntimeOptions,
     _ticker: engine::EpochTicker,
 }
@@ -80,12 +81,13 @@ impl Namespaces {
 
 impl Runtime {
     /// Builds the engine and links WASI (with nothing granted) and the Wharf
-    /// imports.
+    /// imports; timers set by handlers are due by `clock`.
     pub fn new(
         opts: RuntimeOptions,
         store: Store,
         history: Arc<dyn ChannelHistory>,
         metrics: Arc<Metrics>,
+        clock: crate::clock::Clock,
     ) -> anyhow::Result<Self> {
         let engine = engine::build(&opts.engine)?;
         let mut linker = Linker::new(&engine);
@@ -95,7 +97,7 @@ impl Runtime {
             .context("linking the Wharf world")?;
         let ticker = engine::EpochTicker::start(&engine);
         let budget = Arc::new(MemoryBudget::new(opts.memory_budget_bytes, metrics.instance_memory_bytes.clone()));
-        Ok(Runtime { engine, linker, store, history, metrics, budget, opts, _ticker: ticker })
+        Ok(Runtime { engine, linker, store, history, metrics, budget, clock, opts, _ticker: ticker })
     }
 
     /// The names of everything a component imports, after checking that it
@@ -136,6 +138,8 @@ impl Runtime {
             budget: self.budget.clone(),
             pool_growth_bytes: self.opts.pool_growth_bytes.unwrap_or_else(|| language.default_pool_growth_bytes()),
             language,
+            clock: self.clock.clone(),
+            on_timer: plugin::exports_on_timer(&pre),
         });
         Plugin::new(&self.engine, pre, env, self.opts.instance_pool)
     }

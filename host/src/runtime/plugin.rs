@@ -36,18 +36,22 @@ enum Event {
     Open = 0,
     Message = 1,
     Close = 2,
+    Timer = 3,
 }
 
+/// The events' names, by [`Event`].
+const EVENTS: [&str; 4] = ["on-open", "on-message", "on-close", "on-timer"];
+
 /// Where a component's `handler` export is, for the world version it was
-/// built for.
+/// built for, and its `timer-handler` export when it has one (0.2.0).
 enum Indices {
-    V2(v2::GuestIndices),
+    V2(v2::GuestIndices, Option<v2::TimerGuestIndices>),
     V1(v1::GuestIndices),
 }
 
-/// An instance's `handler` export.
+/// An instance's `handler` export, and its `timer-handler` export.
 enum Exports {
-    V2(v2::Guest),
+    V2(v2::Guest, Option<v2::TimerGuest>),
     V1(v1::Guest),
 }
 
@@ -59,7 +63,7 @@ struct Instance {
 /// A compiled, pre-linked plugin with its instance pool.
 pub struct Plugin {
     engine: Engine,
-    stats: [EventStats; 3],
+    stats: [EventStats; 4],
     pre: InstancePre<InstanceState>,
     indices: Indices,
     env: Arc<PluginEnv>,
@@ -70,7 +74,7 @@ pub struct Plugin {
 /// or the frozen 0.1.0.
 fn handler_export(pre: &InstancePre<InstanceState>) -> anyhow::Result<Indices> {
     let v2 = match v2::GuestIndices::new(pre) {
-        Ok(i) => return Ok(Indices::V2(i)),
+        Ok(i) => return Ok(Indices::V2(i, v2::TimerGuestIndices::new(pre).ok())),
         Err(e) => e,
     };
     match v1::GuestIndices::new(pre) {
@@ -79,6 +83,12 @@ fn handler_export(pre: &InstancePre<InstanceState>) -> anyhow::Result<Indices> {
             anyhow::bail!("the component does not export the wharf:handler world: {v2}; nor version 0.1.0 of it: {v1}")
         }
     }
+}
+
+/// Whether a pre-linked component exports `on-timer` (`timer-handler`,
+/// 0.2.0): a plugin without it may not set timers.
+pub(crate) fn exports_on_timer(pre: &InstancePre<InstanceState>) -> bool {
+    v2::GuestIndices::new(pre).is_ok() && v2::TimerGuestIndices::new(pre).is_ok()
 }
 
 /// The upgrade request as version `$v` of the world has it.
@@ -155,7 +165,7 @@ impl Plugin {
         pool_size: usize,
     ) -> anyhow::Result<Self> {
         let indices = handler_export(&pre)?;
-        let stats = ["open", "message", "close"].map(|event| EventStats {
+        let stats = ["open", "message", "close", "timer"].map(|event| EventStats {
             seconds: env.metrics.handler_seconds.with_label_values(&[&*env.name, event]),
             traps: env.metrics.traps.with_label_values(&[&*env.name, event]),
         });
@@ -165,7 +175,7 @@ impl Plugin {
     /// The version of the world the component was built for.
     pub fn world_version(&self) -> &'static str {
         match self.indices {
-            Indices::V2(_) => "0.2.0",
+            Indices::V2(..) => "0.2.0",
             Indices::V1(_) => "0.1.0",
         }
     }
@@ -186,10 +196,11 @@ impl Plugin {
         let mut inst = self.take(cx).await?;
         let (conn, store) = (cx.event.conn, &mut inst.store);
         let r = match &inst.exports {
-            Exports::V2(g) => open_answer!(g.call_on_open(store, conn, &request!(v2, req)).await),
+            Exports::V2(g, _) => open_answer!(g.call_on_open(store, conn, &request!(v2, req)).await),
             Exports::V1(g) => open_answer!(g.call_on_open(store, conn, &request!(v1, req)).await),
         };
         let store_ops = inst.store.data().call.store_ops;
+        let r = written(&mut inst, r).await;
         let (r, fx) = self.finish(inst, cx, Event::Open, started, r)?;
         if let Ok(accept) = &r {
             self.check_accept(&accept.metadata, store_ops)?;
@@ -253,9 +264,10 @@ impl Plugin {
         let mut inst = self.take(cx).await?;
         let (conn, store) = (cx.event.conn, &mut inst.store);
         let r = match &inst.exports {
-            Exports::V2(g) => g.call_on_message(store, conn, &from_message(msg)).await.map(|r| r.map(to_message)),
+            Exports::V2(g, _) => g.call_on_message(store, conn, &from_message(msg)).await.map(|r| r.map(to_message)),
             Exports::V1(g) => g.call_on_message(store, conn, &to_v1(msg)).await.map(|r| r.map(from_v1)),
         };
+        let r = written(&mut inst, r).await;
         let (reply, fx) = self.finish(inst, cx, Event::Message, started, r)?;
         self.check_reply(&reply)?;
         Ok((reply, fx))
@@ -267,10 +279,35 @@ impl Plugin {
         let mut inst = self.take(cx).await?;
         let (conn, store) = (cx.event.conn, &mut inst.store);
         let r = match &inst.exports {
-            Exports::V2(g) => g.call_on_close(store, conn, code, reason).await,
+            Exports::V2(g, _) => g.call_on_close(store, conn, code, reason).await,
             Exports::V1(g) => g.call_on_close(store, conn, code, reason).await,
         };
+        let r = written(&mut inst, r).await;
         self.finish(inst, cx, Event::Close, started, r)
+    }
+
+    /// Whether the component exports `on-timer`.
+    pub fn has_on_timer(&self) -> bool {
+        matches!(self.indices, Indices::V2(_, Some(_)))
+    }
+
+    /// Runs `on-timer` for timer `name`; `cx.event.conn` is 0 (no
+    /// connection) and its route is the one the timer was set on.
+    pub async fn on_timer(&self, cx: CallContext<'_>, name: &str, payload: &[u8]) -> Outcome<()> {
+        if !self.has_on_timer() {
+            return Err(HandlerFailure::Unavailable(format!(
+                "plugin `{}` has a timer due but its component exports no on-timer",
+                self.env.name
+            )));
+        }
+        let started = Instant::now();
+        let mut inst = self.take(cx).await?;
+        let r = match &inst.exports {
+            Exports::V2(_, Some(t)) => t.call_on_timer(&mut inst.store, name, payload).await,
+            _ => unreachable!("has_on_timer"),
+        };
+        let r = written(&mut inst, r).await;
+        self.finish(inst, cx, Event::Timer, started, r)
     }
 
     /// The load-time check: instantiates once, running the component's start
@@ -323,7 +360,10 @@ impl Plugin {
             |e: wasmtime::Error| HandlerFailure::Unavailable(format!("instantiating plugin {}: {e:#}", self.env.name));
         let instance = self.pre.instantiate_async(&mut store).await.map_err(failed)?;
         let exports = match &self.indices {
-            Indices::V2(i) => Exports::V2(i.load(&mut store, &instance).map_err(failed)?),
+            Indices::V2(i, t) => Exports::V2(
+                i.load(&mut store, &instance).map_err(failed)?,
+                t.as_ref().map(|t| t.load(&mut store, &instance)).transpose().map_err(failed)?,
+            ),
             Indices::V1(i) => Exports::V1(i.load(&mut store, &instance).map_err(failed)?),
         };
         store.data_mut().limits.settle();
@@ -369,11 +409,32 @@ impl Plugin {
                         self.env.history.abandon_replay(*conn, channel);
                     }
                 }
-                let event = ["on-open", "on-message", "on-close"][event as usize];
+                let event = EVENTS[event as usize];
                 Err(HandlerFailure::Trap(format!("plugin `{}` {event}: {}", self.env.name, describe_trap(&e))))
             }
         }
     }
+}
+
+/// `r` once what the event changed is durable (waiting at most a second
+/// past its deadline); an event whose changes could not be written fails.
+async fn written<T>(inst: &mut Instance, r: wasmtime::Result<T>) -> wasmtime::Result<T> {
+    let call = &mut inst.store.data_mut().call;
+    let unwritten = std::mem::take(&mut call.unwritten);
+    if unwritten.is_empty() || r.is_err() {
+        return r;
+    }
+    let until = call.deadline.max(tokio::time::Instant::now()) + std::time::Duration::from_secs(1);
+    for w in unwritten {
+        match tokio::time::timeout_at(until, w).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(wasmtime::Error::msg(format!("a change the event made could not be written: {e}")));
+            }
+            Err(_) => return Err(wasmtime::Error::msg("a change the event made was not written in time")),
+        }
+    }
+    r
 }
 
 /// A one-line description of why a call failed, for the log.

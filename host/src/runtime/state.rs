@@ -33,6 +33,11 @@ pub(crate) struct PluginEnv {
     pub pool_growth_bytes: usize,
     /// The language the component was written in.
     pub language: super::GuestLanguage,
+    /// The clock timers are due by.
+    pub clock: crate::clock::Clock,
+    /// Whether the component exports `on-timer` (else it may not set
+    /// timers).
+    pub on_timer: bool,
 }
 
 /// Bounds on what one event of a plugin may ask of the host. Past a cap the
@@ -55,6 +60,8 @@ pub struct EventCaps {
     pub deadline_ticks: u64,
     /// Linear memory cap of one instance, in bytes.
     pub memory_bytes: usize,
+    /// Timers the plugin may have pending at once (not per event).
+    pub max_timers: u64,
 }
 
 /// The event being handled right now.
@@ -78,6 +85,9 @@ pub(crate) struct Call {
     /// When the event's time is up: host calls that wait (on the store)
     /// give up then.
     pub deadline: tokio::time::Instant,
+    /// Changes made during the event that are not durable yet (timers on
+    /// the embedded store): the event ends once they are.
+    pub unwritten: Vec<crate::store::timers::Durable>,
 }
 
 impl Call {
@@ -102,6 +112,7 @@ impl Default for Call {
             store_ops: 0,
             log_bytes: 0,
             deadline: tokio::time::Instant::now(),
+            unwritten: Vec::new(),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Host-owned state, by concern: plugin key/value namespaces ([`Kv`]) and
 //! the records of open connections with their metadata and channel
-//! membership ([`Connections`]), and channel history ([`History`]). A
-//! [`Store`] is one of each.
+//! membership ([`Connections`]), channel history ([`History`]) and
+//! plugins' timers ([`Timers`]). A [`Store`] is one of each.
 //!
 //! Nothing here knows about Wasm or sockets; the runtime's host imports, the
 //! hub and the admin API call in through plain Rust types.
@@ -20,6 +20,8 @@ mod memory;
 mod presence;
 #[cfg(test)]
 pub(crate) mod suite;
+mod timer_file;
+pub mod timers;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -34,9 +36,10 @@ pub(crate) use history::tests::{LIMITS as HISTORY_LIMITS, suite as history_suite
 pub use history::{Deliver, Entry, History, LocalHistory};
 pub use memory::MemoryKv;
 pub use presence::Presence;
+pub use timers::{LocalTimers, Timer, Timers};
 
 /// Why a store operation failed.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StoreError {
     /// No such connection (never opened, or closed).
     #[error("unknown connection")]
@@ -239,6 +242,8 @@ pub struct Store {
     pub connections: Arc<dyn Connections>,
     /// Channel history.
     pub history: Arc<dyn History>,
+    /// Every plugin's pending timers.
+    pub timers: Arc<dyn Timers>,
 }
 
 /// The longest time to live a key keeps: a longer one (up to `u64::MAX`
@@ -263,11 +268,17 @@ pub enum StoreKind {
 /// Opens the local back end `kind`, with its files under `data_dir`;
 /// connection records are in this process's memory, within `caps`.
 pub fn open(kind: &StoreKind, data_dir: &Path, caps: RecordCaps) -> anyhow::Result<Store> {
-    let (kv, history): (Arc<dyn Kv>, Arc<dyn History>) = match kind {
-        StoreKind::Memory => (Arc::new(MemoryKv::default()), Arc::new(LocalHistory::memory())),
-        StoreKind::Embedded => (Arc::new(EmbeddedKv::open(data_dir)?), Arc::new(LocalHistory::embedded(data_dir)?)),
+    let (kv, history, timers): (Arc<dyn Kv>, Arc<dyn History>, Arc<dyn Timers>) = match kind {
+        StoreKind::Memory => {
+            (Arc::new(MemoryKv::default()), Arc::new(LocalHistory::memory()), Arc::new(LocalTimers::memory()))
+        }
+        StoreKind::Embedded => (
+            Arc::new(EmbeddedKv::open(data_dir)?),
+            Arc::new(LocalHistory::embedded(data_dir)?),
+            Arc::new(LocalTimers::embedded(data_dir)?),
+        ),
     };
-    Ok(Store { kv, connections: Arc::new(Presence::new(caps)), history })
+    Ok(Store { kv, connections: Arc::new(Presence::new(caps)), history, timers })
 }
 
 /// Parses a stored counter value.

@@ -128,12 +128,13 @@ fn config_for(component: &Path, plugin: &str, paths: &BTreeSet<String>, base: &C
 }
 
 /// A host built as `wharf serve` builds one, on an empty memory store,
-/// with no admin API and nothing served yet.
+/// with no admin API and nothing served yet; its timers are due by a
+/// simulated clock that moves only when a scenario advances it.
 async fn fresh_app(base: &Config) -> anyhow::Result<Arc<App>> {
     let mut config = base.clone();
     config.store = StoreChoice::Memory.into();
     config.admin.enabled = false;
-    crate::app::build(&config).await
+    crate::app::build_with_clock(&config, crate::clock::Clock::manual(crate::store::now_ms())).await
 }
 
 /// Runs the world check, the smoke test and every scenario against the
@@ -296,6 +297,7 @@ async fn run_step(app: &Arc<App>, sim: &mut Sim, step: &Step, namespace: &str) -
             Some(got) => Err(format!("{client} expected nothing, got {got}")),
         },
         Step::Close { client, code } => sim.close(client, *code).await,
+        Step::Advance { ms } => app.scheduler().advance(*ms).await.map(drop).map_err(|e| format!("advance_ms: {e:#}")),
         Step::Kv { key, equals } => {
             let got = app.store().kv.get(namespace, key).await.map_err(|e| e.to_string())?;
             let got = got.map(|v| String::from_utf8_lossy(&v).into_owned());

@@ -36,6 +36,11 @@
 //! An `open` step may offer `subprotocols = ["a", "b"]` and may say
 //! `expect_reject = 403` instead of accepting. `expect_close = 4000` expects
 //! the host to close the client's connection with that code.
+//!
+//! Timers are due by a simulated clock that stands still between steps:
+//! `advance_ms = 5000` (no `client`) moves it 5 s forward, one due time
+//! after another, running every timer due on the way at its time, so a
+//! scenario fires a timer without waiting for it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -104,6 +109,11 @@ pub enum Step {
         /// The expected value as text.
         equals: Option<String>,
     },
+    /// The simulated clock moves forward, firing the timers due on the way.
+    Advance {
+        /// Milliseconds.
+        ms: u64,
+    },
     /// A metadata value of a client's connection (`None`: absent).
     Metadata {
         /// The client.
@@ -158,6 +168,7 @@ struct RawStep {
     kv: Option<String>,
     metadata: Option<String>,
     equals: Option<String>,
+    advance_ms: Option<u64>,
 }
 
 fn hex(s: &str) -> Result<Vec<u8>, String> {
@@ -213,13 +224,14 @@ fn step(raw: RawStep) -> Result<Step, String> {
         raw.close.is_some(),
         raw.kv.is_some(),
         raw.metadata.is_some(),
+        raw.advance_ms.is_some(),
     ]
     .iter()
     .filter(|a| **a)
     .count();
     if actions != 1 {
         return Err("a step has exactly one of open, send, send_binary, expect, expect_regex, expect_json, \
-                    expect_binary, expect_none_ms, expect_close, close, kv, metadata"
+                    expect_binary, expect_none_ms, expect_close, close, kv, metadata, advance_ms"
             .into());
     }
     let client = || raw.client.clone().ok_or_else(|| "this step needs `client`".to_string());
@@ -269,6 +281,11 @@ fn step(raw: RawStep) -> Result<Step, String> {
         Step::Close { client: client()?, code }
     } else if let Some(key) = raw.kv.clone() {
         Step::Kv { key, equals: raw.equals.clone() }
+    } else if let Some(ms) = raw.advance_ms {
+        if raw.client.is_some() {
+            return Err("`advance_ms` moves everyone's clock: it takes no `client`".into());
+        }
+        Step::Advance { ms }
     } else {
         Step::Metadata { client: client()?, key: raw.metadata.clone().unwrap_or_default(), equals: raw.equals.clone() }
     })
@@ -277,6 +294,14 @@ fn step(raw: RawStep) -> Result<Step, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn advance_takes_milliseconds_and_no_client() {
+        let s = Scenario::parse("[[step]]\nadvance_ms = 1500\n", "t").unwrap();
+        assert_eq!(s.steps, [Step::Advance { ms: 1500 }]);
+        let e = Scenario::parse("[[step]]\nclient = \"a\"\nadvance_ms = 1\n", "t").unwrap_err();
+        assert!(e.contains("takes no `client`"), "{e}");
+    }
 
     #[test]
     fn hex_bytes() {
@@ -310,6 +335,7 @@ mod tests {
             "kv",
             "metadata",
             "equals",
+            "advance_ms",
             "headers",
             "subprotocols",
             "name",

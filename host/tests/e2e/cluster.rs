@@ -1,7 +1,8 @@
 //! Several `wharf serve` processes sharing one real `redis-server`: chat
 //! across hosts, admin sends to a connection on another host, kill -9 of a
-//! host, a host that stops (and what its close handlers publish), and a
-//! Redis restart in the middle of traffic.
+//! host, a host that stops (and what its close handlers publish), a Redis
+//! restart in the middle of traffic, and timers fired exactly once across
+//! hosts, taken over from a host killed while it held them.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command};
@@ -32,12 +33,14 @@ impl Host {
             cache_dir().display().to_string(),
             redis.url(),
         );
-        for name in ["echo", "chat", "broadcast", "relay"] {
+        for name in ["echo", "chat", "broadcast", "relay", "timers"] {
             text += &format!(
                 "[plugins.{name}]\ncomponent = {:?}\n[[routes]]\npath = \"/{name}\"\nplugin = \"{name}\"\n",
                 component(name).display().to_string()
             );
         }
+        // The timers guest's slow on-timer sleeps 1.5 s.
+        text += "[plugins.timers.limits]\nevent_timeout_ms = 3000\n";
         let config = dir.path().join("wharf.toml");
         std::fs::write(&config, text).unwrap();
         let (child, lines) = serve_process(&config);
@@ -661,4 +664,79 @@ async fn history_on_redis_is_one_sequence_and_a_resume_on_another_host_misses_no
     assert_eq!((status, &body["offset"]), (200, &203.into()), "{body}");
     assert_eq!(expect_text(&mut here).await, "from admin");
     assert_eq!(expect_text(&mut there).await, "from admin");
+}
+
+/// A command to the `timers` guest; its answer (skipping firings' notices).
+async fn timer_command(ws: &mut Client, text: &str) -> String {
+    send_text(ws, text).await;
+    loop {
+        let t = expect_text(ws).await;
+        if !t.starts_with("fired ") {
+            return t;
+        }
+    }
+}
+
+/// Asks `question` until the answer is `want`, for at most `within`.
+async fn timer_answer_becomes(ws: &mut Client, question: &str, want: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = timer_command(ws, question).await;
+        if got == want || Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hosts_fire_each_of_500_timers_exactly_once() {
+    let redis = RedisServer::start();
+    let hosts: Vec<Host> = (0..3).map(|_| Host::start(&redis, "")).collect();
+    let mut setter = hosts[0].connect("/timers").await;
+    assert_eq!(timer_command(&mut setter, "many t 500 1000").await, "ok");
+    let mut counter = hosts[2].connect("/timers").await;
+    assert_eq!(timer_answer_becomes(&mut counter, "total", "500", WAIT).await, "500");
+    // Give any second firing the time to happen: there is none.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(timer_command(&mut counter, "total").await, "500");
+    for i in 0..500 {
+        assert_eq!(timer_command(&mut counter, &format!("count t{i}")).await, "1", "timer t{i}");
+    }
+    let mut fired = 0.0;
+    for h in &hosts {
+        fired += h.metric("wharf_timers_fired_total").await;
+    }
+    assert_eq!(fired, 500.0, "firings counted by the three hosts together");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_a_killed_host_held_are_fired_by_the_others_after_its_lease() {
+    let redis = RedisServer::start();
+    let mut hosts: Vec<Host> = (0..3).map(|_| Host::start(&redis, "")).collect();
+    // Only the first host may claim: the others are stopped (SIGSTOP).
+    let signal = |h: &Host, sig: &str| {
+        let status = Command::new("kill").args([sig, &h.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    };
+    let mut ws = hosts[0].connect("/timers").await;
+    signal(&hosts[1], "-STOP");
+    signal(&hosts[2], "-STOP");
+    assert_eq!(timer_command(&mut ws, "many slow 20 200").await, "ok");
+    // Every one has started on the first host (each sleeps 1.5 s)...
+    assert_eq!(timer_answer_becomes(&mut ws, "started", "20", WAIT).await, "20");
+    // ...which dies holding them, none finished.
+    hosts[0].kill_9();
+    signal(&hosts[1], "-CONT");
+    signal(&hosts[2], "-CONT");
+    let mut ws = hosts[1].connect("/timers").await;
+    assert_eq!(timer_command(&mut ws, "total").await, "0", "the killed host finished none");
+    // Its leases end (5.2 s) and the others run every one, once.
+    assert_eq!(timer_answer_becomes(&mut ws, "total", "20", Duration::from_secs(30)).await, "20");
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(timer_command(&mut ws, "total").await, "20");
+    for i in 0..20 {
+        assert_eq!(timer_command(&mut ws, &format!("count slow{i}")).await, "1", "slow{i} fired once");
+    }
+    assert_eq!(timer_command(&mut ws, "started").await, "40", "each started on the killed host, then on another");
 }

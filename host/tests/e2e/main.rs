@@ -25,3 +25,4 @@ mod reload;
 mod sandbox;
 mod store;
 mod testkit;
+mod timers;
