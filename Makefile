@@ -77,9 +77,9 @@ wharf-bin:
 # `wharf build` into target/components/LANG-NAME.wasm (`make -j` builds
 # them side by side).
 COMPONENTS := target/components
-JS_EXAMPLES := js/echo js/chat ts/echo ts/chat ts/counter ts/tour
+JS_EXAMPLES := js/echo js/chat ts/echo ts/chat ts/counter ts/tour ts/countdown
 JS_SDK := $(wildcard guest-sdk/js/src/* guest-sdk/js/build/*) guest-sdk/js/package-lock.json wit/wharf.wit
-PY_EXAMPLES := python/echo python/chat python/counter python/tour
+PY_EXAMPLES := python/echo python/chat python/counter python/tour python/countdown
 PY_SDK := $(wildcard guest-sdk/python/wharf/*.py) guest-sdk/python/requirements.txt wit/wharf.wit
 # The rooms example in each language; its scenarios need history, so
 # `make conformance` runs them with examples/rooms/wharf-test.toml.

@@ -202,5 +202,8 @@ export declare const log: {
 /** `v` as a Uint8Array when it holds bytes (any typed array, ArrayBuffer). */
 export declare function asBytes(v: unknown): Uint8Array | undefined;
 
+/** The UTF-8 text of bytes (a timer's payload, a binary message). */
+export declare function text(bytes: Uint8Array | ArrayBuffer | ArrayBufferView): string;
+
 /** The text of a message parsed as JSON (`undefined` for binary or bad JSON). */
 export declare function parseJson<T = unknown>(msg: Message): T | undefined;

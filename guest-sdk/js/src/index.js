@@ -333,6 +333,13 @@ export const log = {
   error: (...args) => line("error", args),
 };
 
+/** The UTF-8 text of bytes (a timer's payload, a binary message). */
+export function text(bytes) {
+  const b = asBytes(bytes);
+  if (b === undefined) throw new TypeError("text() takes a Uint8Array, an ArrayBuffer or a typed array");
+  return decoder.decode(b);
+}
+
 /** The text of a message parsed as JSON (`undefined` for binary or bad JSON). */
 export function parseJson(msg) {
   if (typeof msg !== "string") return undefined;

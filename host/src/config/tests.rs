@@ -320,7 +320,9 @@ fn example_config_parses_and_validates() {
             "/rooms",
             "/ts/rooms",
             "/py/rooms",
-            "/countdown"
+            "/countdown",
+            "/ts/countdown",
+            "/py/countdown"
         ]
     );
     assert!(c.static_dir.is_some());

@@ -252,3 +252,50 @@ async fn pending_timers_survive_kill_9_of_the_embedded_host_and_fire_after_start
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// The countdown example in `plugin`'s language, on the real clock: two
+/// clients of one room get `started`, a tick a second (never early) and
+/// `done`.
+async fn countdown_on_the_real_clock(plugin: &str) {
+    let host = spawn(config(&[("/countdown", plugin)], "")).await;
+    let mut ada = connect(&host, "/countdown?room=r").await;
+    let mut bob = connect(&host, "/countdown?room=r").await;
+    let json = |t: String| serde_json::from_str::<serde_json::Value>(&t).unwrap();
+    for ws in [&mut ada, &mut bob] {
+        assert_eq!(json(expect_text(ws).await)["type"], "welcome");
+    }
+    let started = Instant::now();
+    send_text(&mut ada, r#"{"type":"start","seconds":2}"#).await;
+    for ws in [&mut ada, &mut bob] {
+        let got = json(expect_text(ws).await);
+        assert_eq!((got["type"].as_str(), got["seconds"].as_u64()), (Some("started"), Some(2)), "{got}");
+    }
+    for (left, at) in [(1, 1000), (0, 2000)] {
+        for ws in [&mut ada, &mut bob] {
+            let got = json(expect_text(ws).await);
+            assert_eq!((got["type"].as_str(), got["left"].as_u64()), (Some("tick"), Some(left)), "{got}");
+        }
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_millis(at), "tick {left} after {elapsed:?}, before its time");
+        assert!(elapsed < Duration::from_millis(at + 1500), "tick {left} after {elapsed:?}");
+    }
+    for ws in [&mut ada, &mut bob] {
+        assert_eq!(json(expect_text(ws).await)["type"], "done");
+    }
+    host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_countdown_ticks_on_the_real_clock() {
+    countdown_on_the_real_clock("countdown").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_countdown_ticks_on_the_real_clock() {
+    countdown_on_the_real_clock("ts-countdown").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_countdown_ticks_on_the_real_clock() {
+    countdown_on_the_real_clock("py-countdown").await;
+}
