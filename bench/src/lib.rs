@@ -3,7 +3,8 @@
 //! the matrix that `make bench` runs and writes to `BENCHMARKS.md`, and the
 //! multi-host runs of `make bench-cluster`, the guest languages side by side
 //! (`make bench-languages`), a WebSocket-over-HTTP backend behind Wharf
-//! and behind Pushpin (`make bench-grip`), and `make soak`.
+//! and behind Pushpin (`make bench-grip`), timers (`make bench-timers`),
+//! and `make soak`.
 //!
 //! Every target is loopback only; every loop is bounded in time and count.
 
@@ -21,3 +22,4 @@ pub mod report;
 pub mod server;
 pub mod soak;
 pub mod stats;
+pub mod timers;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use wharf_bench::{baseline, cluster, edge, grip, history, languages, load, matrix, report, soak};
+use wharf_bench::{baseline, cluster, edge, grip, history, languages, load, matrix, report, soak, timers};
 
 #[derive(Parser)]
 #[command(name = "wharf-bench", about = "Load generator, native baseline and benchmark matrix for Wharf")]
@@ -181,6 +181,29 @@ enum Command {
         #[arg(long)]
         server_core: Option<usize>,
     },
+    /// How late timers fire with 10,000 pending, and how many one host
+    /// fires a second, on the memory, embedded and Redis stores side by
+    /// side; writes its section of the report.
+    Timers {
+        /// A moment of each point instead of the full plan.
+        #[arg(long)]
+        quick: bool,
+        /// The wharf binary.
+        #[arg(long, default_value = "target/release/wharf")]
+        wharf: PathBuf,
+        /// The `timers` test guest.
+        #[arg(long, default_value = "target/wasm32-wasip2/release/timers.wasm")]
+        component: PathBuf,
+        /// The Markdown file whose generated section is replaced.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+        /// Raw results (JSON).
+        #[arg(long, default_value = "target/bench/timers.json")]
+        json: PathBuf,
+        /// Pin the hosts to this core.
+        #[arg(long)]
+        server_core: Option<usize>,
+    },
     /// Mixed traffic for a long time against a host on the embedded store
     /// and one on Redis (restarted midway), side by side; writes its
     /// section of the report and fails when a check does not hold.
@@ -340,6 +363,17 @@ async fn main() -> anyhow::Result<()> {
             let text = std::fs::read_to_string(&out).unwrap_or_default();
             let section = history::markdown(&results, &plan, &report::machine(server_core), command);
             std::fs::write(&out, report::splice_between(&text, history::BEGIN, history::END, &section))?;
+            eprintln!("wrote {} and {}", out.display(), json.display());
+        }
+        Command::Timers { quick, wharf, component, out, json, server_core } => {
+            let plan = if quick { timers::Plan::quick(server_core) } else { timers::Plan::full(server_core) };
+            let absolute = |p: PathBuf| std::fs::canonicalize(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+            let results = timers::run(&plan, &absolute(wharf)?, &absolute(component)?).await?;
+            write_json(&json, &results)?;
+            let command = if quick { "make bench-timers-quick" } else { "make bench-timers" };
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            let section = timers::markdown(&results, &plan, &report::machine(server_core), command);
+            std::fs::write(&out, report::splice_between(&text, timers::BEGIN, timers::END, &section))?;
             eprintln!("wrote {} and {}", out.display(), json.display());
         }
         Command::Soak { minutes, quick, wharf, components, out, json } => {

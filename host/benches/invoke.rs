@@ -44,7 +44,7 @@ fn echo_plugins(rt: &tokio::runtime::Runtime) -> (Runtime, Vec<(&'static str, Pl
     let metrics = Arc::new(Metrics::new());
     let registry = Arc::new(wharf::hub::Registry::new(metrics.outbound_dropped.clone()));
     let history = Arc::new(wharf::hub::ChannelLog::new(store.history.clone(), registry, &metrics));
-    let runtime = Runtime::new(opts, store, history, metrics).expect("runtime");
+    let runtime = Runtime::new(opts, store, history, metrics, wharf::clock::Clock::System).expect("runtime");
     let caps = EventCaps {
         max_message_bytes: 1 << 20,
         max_messages: 1000,
@@ -54,6 +54,7 @@ fn echo_plugins(rt: &tokio::runtime::Runtime) -> (Runtime, Vec<(&'static str, Pl
         max_effects: 10_000,
         deadline_ticks: 20,
         memory_bytes: 64 << 20,
+        max_timers: 1000,
     };
     let plugins = ECHOES
         .iter()

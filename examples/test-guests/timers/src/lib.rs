@@ -3,12 +3,16 @@
 //! Text commands, each answered with `ok`, a value or `error: REASON`:
 //! `set NAME MS` and `at NAME UNIX_MS` set a timer whose payload is the
 //! sender's id, `many PREFIX N MS` sets `PREFIX0`..`PREFIX{N-1}` due in MS
-//! (payload empty), `cancel NAME` answers whether it was pending, `get NAME`
+//! (payload empty), `spread PREFIX N START STEP` sets `PREFIX0`..
+//! due at Unix ms `START + i * STEP` (payload the sender's id),
+//! `cancel NAME` answers whether it was pending, `get NAME`
 //! answers `NAME DUE ATTEMPTS` or `none`, `count NAME` answers how often
 //! `on-timer` ran for NAME (a key/value counter), `total` how often it ran
 //! for any timer, `started` how many slow ones started.
 //!
-//! `on-timer` of a name starting with `slow` first counts its start
+//! `on-timer` of a name starting with `q` (quiet, for the benchmark) only
+//! sends `fired NAME` to the connection in its payload. Of one starting
+//! with `slow`, it first counts its start
 //! (`started:NAME`, `started`) and sleeps 1.5 s (give it an
 //! `event_timeout_ms` above that). Every `on-timer` then counts the firing
 //! (`fired:NAME` and `fired` in key/value),
@@ -53,6 +57,12 @@ impl Handler for Timers {
                     .try_for_each(|i| timers::set(&format!("{prefix}{i}"), after, b""));
                 answer(set.map(|()| "ok"))
             }
+            ["spread", prefix, n, start, step] => {
+                let (start, step) = (start.parse::<u64>().unwrap_or(0), step.parse::<u64>().unwrap_or(0));
+                let set = (0..n.parse::<u64>().unwrap_or(0))
+                    .try_for_each(|i| timers::set_at(&format!("{prefix}{i}"), start + i * step, id.as_bytes()));
+                answer(set.map(|()| "ok"))
+            }
             ["cancel", name] => answer(timers::cancel(name)),
             ["get", name] => answer(timers::get(name).map(|t| match t {
                 Some(t) => format!("{} {} {}", t.name, t.due_unix_ms, t.attempts),
@@ -74,6 +84,13 @@ impl Handler for Timers {
     }
 
     fn on_timer(name: String, payload: Vec<u8>) {
+        let to = std::str::from_utf8(&payload).ok().and_then(|s| s.parse::<u64>().ok()).map(Connection::from_id);
+        if name.starts_with('q') {
+            if let Some(conn) = to {
+                let _ = conn.send(format!("fired {name}").as_str());
+            }
+            return;
+        }
         if name.starts_with("slow") {
             let _ = kv::increment(&format!("started:{name}"), 1);
             let _ = kv::increment("started", 1);
@@ -88,8 +105,8 @@ impl Handler for Timers {
             let _ = timers::set(again, Duration::from_millis(100), &payload);
         }
         let note = format!("fired {name}");
-        if let Some(id) = std::str::from_utf8(&payload).ok().and_then(|s| s.parse::<u64>().ok()) {
-            let _ = Connection::from_id(id).send(note.as_str());
+        if let Some(conn) = to {
+            let _ = conn.send(note.as_str());
         }
         let _ = channels::publish("timers", format!("{note} (published)"));
         let _ = channels::broadcast(format!("{note} (broadcast)"), None);
