@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde::Serialize;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -95,17 +95,7 @@ fn host(
 
 /// The next text message of `ws`, within [`RECV_TIMEOUT`].
 async fn next_text(ws: &mut load::Ws) -> anyhow::Result<String> {
-    loop {
-        match tokio::time::timeout(RECV_TIMEOUT, ws.next()).await {
-            Err(_) => anyhow::bail!("no message within {RECV_TIMEOUT:?}"),
-            Ok(None) => anyhow::bail!("the connection closed"),
-            Ok(Some(m)) => {
-                if let Message::Text(t) = m? {
-                    return Ok(t.to_string());
-                }
-            }
-        }
-    }
+    load::next_text(ws, RECV_TIMEOUT).await
 }
 
 /// A rooms client's next message, parsed.

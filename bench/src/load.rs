@@ -80,6 +80,21 @@ impl CpuMeter {
     }
 }
 
+/// The next text message of `ws`, within `timeout`.
+pub async fn next_text(ws: &mut Ws, timeout: Duration) -> anyhow::Result<String> {
+    loop {
+        match tokio::time::timeout(timeout, ws.next()).await {
+            Err(_) => anyhow::bail!("no message within {timeout:?}"),
+            Ok(None) => anyhow::bail!("the connection closed"),
+            Ok(Some(m)) => {
+                if let Message::Text(t) = m? {
+                    return Ok(t.to_string());
+                }
+            }
+        }
+    }
+}
+
 /// Opens `n` connections, at most [`CONNECT_CONCURRENCY`] handshakes at a
 /// time; the connections and each handshake's duration.
 pub async fn connect_many(url: &str, n: usize) -> anyhow::Result<(Vec<Ws>, Vec<Duration>)> {

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde::Serialize;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -107,18 +107,9 @@ fn host(dir: &Path, wharf: &Path, timers: &Path, store: &str, core: Option<usize
     Server::start(name, wharf, &["serve", "--config", file.to_str().unwrap_or_default()], core, "wharf listening addr=")
 }
 
+/// The next text message of `ws`, within [`RECV_TIMEOUT`].
 async fn next_text(ws: &mut load::Ws) -> anyhow::Result<String> {
-    loop {
-        match tokio::time::timeout(RECV_TIMEOUT, ws.next()).await {
-            Err(_) => anyhow::bail!("no message within {RECV_TIMEOUT:?}"),
-            Ok(None) => anyhow::bail!("the connection closed"),
-            Ok(Some(m)) => {
-                if let Message::Text(t) = m? {
-                    return Ok(t.to_string());
-                }
-            }
-        }
-    }
+    load::next_text(ws, RECV_TIMEOUT).await
 }
 
 /// Sets `count` timers named `{prefix}{i}` due at `start + i * step`
