@@ -1,6 +1,7 @@
 """`tour` in Python: every host call of the `wharf` module, in one room
 (the example of docs/handlers.md; tests in examples/tour/tests), but
-channel history's, which examples/python/rooms shows."""
+channel history's and timers', which examples/python/rooms and
+examples/python/countdown show."""
 
 from wharf import Accept, Handler, Reject, WharfError, channels, connection, kv, log, parse_json
 

@@ -1,6 +1,7 @@
 // `tour` in TypeScript: every host call of the `wharf` module, in one room
 // (the example of docs/handlers.md; tests in examples/tour/tests), but
-// channel history's, which examples/ts/rooms shows.
+// channel history's and timers', which examples/ts/rooms and
+// examples/ts/countdown show.
 import { asBytes, channels, connection, kv, log, parseJson, Reject, WharfError, type Handler } from "wharf";
 
 const room: Handler = {
