@@ -225,7 +225,9 @@ pub trait TimerTarget: Send + Sync + 'static {
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
     /// The name connections of this handler are recorded under (the
-    /// plugin's name): handlers act only on connections of their own name.
+    /// plugin's name; a route's handler graph, `pipeline.rs`, the names of
+    /// all its handlers, comma-separated): handlers act only on connections
+    /// whose record names them.
     fn name(&self) -> Arc<str>;
 
     /// A client asks to open a connection: accept (with a subprotocol and

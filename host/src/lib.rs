@@ -40,6 +40,7 @@ pub mod handler;
 pub mod history;
 pub mod hub;
 pub mod metrics;
+pub mod pipeline;
 pub mod runtime;
 pub mod scaffold;
 pub mod scheduler;

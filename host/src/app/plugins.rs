@@ -171,7 +171,7 @@ impl App {
             .hub
             .routes()
             .values()
-            .filter(|r| *r.handler.name() == *slot.name)
+            .filter(|r| r.handler.name().split(',').any(|n| n == slot.name))
             .map(|r| r.path.to_string())
             .collect();
         routes.sort();

@@ -41,6 +41,40 @@ pub(super) struct Watcher {
 }
 
 impl App {
+    /// The handler graph of route `r`: its `chain` of plugins, then those
+    /// only its selection names, each a [`WasmHandler`] of its slot.
+    fn pipeline(
+        &self,
+        r: &crate::config::RouteConfig,
+        chain: &[&str],
+        slots: &HashMap<String, Arc<PluginSlot>>,
+    ) -> crate::pipeline::Pipeline {
+        let mut names: Vec<&str> = chain.to_vec();
+        if let Some(select) = &r.select {
+            for name in select.handlers.values().chain(&select.default) {
+                if !names.contains(&name.as_str()) {
+                    names.push(name);
+                }
+            }
+        }
+        let index = |name: &str| names.iter().position(|n| *n == name).expect("every named handler is in the graph");
+        let select = r.select.as_ref().map(|s| crate::pipeline::Select {
+            field: s.field.clone(),
+            by_value: s.handlers.iter().map(|(value, name)| (value.clone(), index(name))).collect(),
+            default: s.default.as_deref().map(index),
+        });
+        let fresh = r.instances == Instances::Fresh;
+        let handlers: Vec<Arc<dyn Handler>> =
+            names.iter().map(|n| Arc::new(WasmHandler::new(slots[*n].clone(), fresh)) as Arc<dyn Handler>).collect();
+        crate::pipeline::Pipeline::new(
+            handlers,
+            chain.len(),
+            select,
+            self.hub.store().connections.clone(),
+            Arc::new(super::HubEffects(Arc::downgrade(&self.hub))),
+        )
+    }
+
     /// Makes `config`'s plugins and routes the served ones. Everything is
     /// compiled and checked before anything changes: on error nothing does.
     pub(super) async fn apply_config(self: &Arc<Self>, config: &Config) -> anyhow::Result<ReloadSummary> {
@@ -108,7 +142,7 @@ impl App {
             .zip(verifiers)
             .map(|(r, auth)| {
                 let path: Arc<str> = Arc::from(r.path.as_str());
-                let handler: Arc<dyn Handler> = match (&r.plugin, &r.backend) {
+                let handler: Arc<dyn Handler> = match (r.chain().as_slice(), &r.backend) {
                     (_, Some(backend)) => Arc::new(BackendHandler::new(
                         path.clone(),
                         super::backend_options(backend),
@@ -116,10 +150,11 @@ impl App {
                         Arc::new(super::HubEffects(Arc::downgrade(&self.hub))),
                         self.hub.metrics().clone(),
                     )),
-                    (Some(plugin), None) => {
-                        Arc::new(WasmHandler::new(slots[plugin].clone(), r.instances == Instances::Fresh))
+                    ([plugin], None) if r.select.is_none() => {
+                        Arc::new(WasmHandler::new(slots[*plugin].clone(), r.instances == Instances::Fresh))
                     }
-                    (None, None) => unreachable!("a validated route names a plugin or a backend"),
+                    ([], None) => unreachable!("a validated route names a plugin or a backend"),
+                    (chain, None) => Arc::new(self.pipeline(r, chain, &slots)),
                 };
                 let route =
                     Route { path: path.clone(), handler, policy: super::connection_policy(&config.limits, r, auth) };

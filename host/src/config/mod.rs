@@ -252,9 +252,17 @@ pub struct RouteConfig {
     /// The path, starting with `/`.
     pub path: String,
     /// The plugin that handles it (a key of `[plugins]`); a route names a
-    /// plugin or a backend.
+    /// plugin, a chain of them (`plugins`) or a backend.
     #[serde(default)]
     pub plugin: Option<String>,
+    /// The plugins that handle it, in order (`plugins = ["auth", "chat"]`):
+    /// every one runs the open (any may refuse it) and the close (in
+    /// reverse order); messages go to the last, or where `select` says.
+    #[serde(default)]
+    pub plugins: Vec<String>,
+    /// Messages routed by a field: `[routes.select]`.
+    #[serde(default)]
+    pub select: Option<SelectConfig>,
     /// The WebSocket-over-HTTP backend that handles it instead of a plugin:
     /// its URL, or a `[routes.backend]` table.
     #[serde(default, deserialize_with = "backend::url_or_table")]
@@ -282,6 +290,34 @@ pub struct RouteConfig {
     /// permessage-deflate (RFC 7692): `"deflate"` or `"off"` (the default).
     #[serde(default)]
     pub compression: Compression,
+}
+
+/// Which handler each message of a route goes to (`[routes.select]`), by
+/// a top-level field of a JSON text message.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SelectConfig {
+    /// The field, e.g. `action`.
+    pub field: String,
+    /// Its values and the plugin each goes to (`[routes.select.handlers]`,
+    /// `join = "rooms"`); a plugin named here need not be in the route's
+    /// chain, and then it gets messages only.
+    #[serde(default)]
+    pub handlers: std::collections::BTreeMap<String, String>,
+    /// Where every other message goes (binary, not JSON, a value not
+    /// listed); without it those get an error reply.
+    pub default: Option<String>,
+}
+
+impl RouteConfig {
+    /// The plugins every connection's open and close go through, in order
+    /// (`plugins`, or the one `plugin`); empty for a backend.
+    pub fn chain(&self) -> Vec<&str> {
+        match &self.plugin {
+            Some(p) if self.plugins.is_empty() => vec![p.as_str()],
+            _ => self.plugins.iter().map(String::as_str).collect(),
+        }
+    }
 }
 
 /// Whether a route compresses messages.

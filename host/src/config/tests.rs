@@ -445,3 +445,43 @@ fn channel_history_tables_are_checked_key_by_key() {
     let e = parse_err(&table("match = \"r\"\nhistory_size = 1"));
     assert!(e.reason.contains("history_ttl_ms"), "a missing key is named: {e}");
 }
+
+#[test]
+fn a_route_chains_plugins_and_selects_by_field_each_name_checked() {
+    let plugins = "[plugins.auth]\ncomponent = \"a.wasm\"\n[plugins.rooms]\ncomponent = \"r.wasm\"\n\
+                   [plugins.chat]\ncomponent = \"c.wasm\"\n";
+    let text = format!(
+        "{plugins}[[routes]]\npath = \"/app\"\nplugins = [\"auth\", \"rooms\"]\n\
+         [routes.select]\nfield = \"action\"\ndefault = \"rooms\"\n[routes.select.handlers]\njoin = \"rooms\"\nsay = \"chat\"\n"
+    );
+    let c = Config::parse(&text, "t.toml").unwrap();
+    c.validate("t.toml").unwrap();
+    assert_eq!(c.routes[0].chain(), ["auth", "rooms"]);
+    let select = c.routes[0].select.as_ref().unwrap();
+    assert_eq!((select.field.as_str(), select.handlers["say"].as_str()), ("action", "chat"));
+    let one = Config::parse(&format!("{plugins}[[routes]]\npath = \"/a\"\nplugin = \"auth\"\n"), "t.toml").unwrap();
+    assert_eq!(one.routes[0].chain(), ["auth"], "`plugin = ...` is a chain of one");
+
+    for (route, key, reason) in [
+        ("plugins = [\"auth\", \"nobody\"]", "routes[0].plugins[1]", "no plugin named `nobody`"),
+        ("plugins = [\"auth\", \"auth\"]", "routes[0].plugins[1]", "twice"),
+        ("plugin = \"auth\"\nplugins = [\"auth\"]", "routes[0]", "use one"),
+        ("plugins = []", "routes[0]", "names no plugin"),
+        ("plugins = [\"auth\"]\n[routes.select]\nfield = \"\"", "routes[0].select.field", "top-level field"),
+        (
+            "plugins = [\"auth\"]\n[routes.select]\nfield = \"a\"\n[routes.select.handlers]\nx = \"ghost\"",
+            "routes[0].select.handlers.x",
+            "no plugin named `ghost`",
+        ),
+        (
+            "plugins = [\"auth\"]\n[routes.select]\nfield = \"a\"\ndefault = \"ghost\"",
+            "routes[0].select.default",
+            "ghost",
+        ),
+        ("backend = \"http://127.0.0.1:1/\"\n[routes.select]\nfield = \"a\"", "routes[0].select", "not a backend"),
+    ] {
+        let e = parse_err(&format!("{plugins}[[routes]]\npath = \"/a\"\n{route}\n"));
+        assert_eq!(e.key, key, "{route}: {e}");
+        assert!(e.reason.contains(reason), "{route}: {e}");
+    }
+}

@@ -4,6 +4,38 @@
 use super::{Config, ConfigError};
 
 impl Config {
+    /// A route's chain (`plugins`) and selection (`[routes.select]`) name
+    /// plugins of `[plugins]`, each once; a selection goes with plugins.
+    fn check_chain(&self, i: usize, route: &super::RouteConfig) -> Result<(), (String, String)> {
+        let known = |key: String, name: &str| {
+            if self.plugins.contains_key(name) {
+                Ok(())
+            } else {
+                Err((key, format!("no plugin named `{name}` in [plugins]")))
+            }
+        };
+        for (j, name) in route.plugins.iter().enumerate() {
+            known(format!("routes[{i}].plugins[{j}]"), name)?;
+            if route.plugins[..j].contains(name) {
+                return Err((format!("routes[{i}].plugins[{j}]"), format!("`{name}` is in the chain twice")));
+            }
+        }
+        let Some(select) = &route.select else { return Ok(()) };
+        if route.backend.is_some() {
+            return Err((format!("routes[{i}].select"), "goes with plugins, not a backend".into()));
+        }
+        if select.field.is_empty() {
+            return Err((format!("routes[{i}].select.field"), "names a top-level field of the messages".into()));
+        }
+        for (value, name) in &select.handlers {
+            known(format!("routes[{i}].select.handlers.{value}"), name)?;
+        }
+        if let Some(name) = &select.default {
+            known(format!("routes[{i}].select.default"), name)?;
+        }
+        Ok(())
+    }
+
     /// Checks cross-references and ranges; `file` names the source in errors.
     pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
         let err = |key: String, reason: String| ConfigError { file: file.to_string(), key, reason };
@@ -109,13 +141,24 @@ impl Config {
             if let Some(auth) = &route.auth {
                 auth.check().map_err(|(key, reason)| err(format!("routes[{i}].auth{key}"), reason))?;
             }
+            if route.plugin.is_some() && !route.plugins.is_empty() {
+                return Err(err(format!("routes[{i}]"), "names `plugin` and `plugins`; use one".into()));
+            }
+            if !route.plugins.is_empty() && route.backend.is_some() {
+                return Err(err(
+                    format!("routes[{i}]"),
+                    "names plugins and a backend; a route has one or the other".into(),
+                ));
+            }
+            self.check_chain(i, route).map_err(|(key, reason)| err(key, reason))?;
             match (&route.plugin, &route.backend) {
                 (Some(_), Some(_)) => {
                     return Err(err(format!("routes[{i}]"), "names a plugin and a backend; a route has one".into()));
                 }
-                (None, None) => {
+                (None, None) if route.plugins.is_empty() => {
                     return Err(err(format!("routes[{i}]"), "names no plugin and no backend".into()));
                 }
+                (None, None) => {}
                 (Some(plugin), None) if !self.plugins.contains_key(plugin) => {
                     return Err(err(format!("routes[{i}].plugin"), format!("no plugin named `{plugin}` in [plugins]")));
                 }

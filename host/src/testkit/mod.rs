@@ -115,6 +115,8 @@ fn config_for(component: &Path, plugin: &str, paths: &BTreeSet<String>, base: &C
         .map(|p| crate::config::RouteConfig {
             path: p.clone(),
             plugin: Some(plugin.to_string()),
+            plugins: Vec::new(),
+            select: None,
             backend: None,
             instances: Default::default(),
             origins: Vec::new(),

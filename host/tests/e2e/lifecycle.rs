@@ -268,3 +268,45 @@ async fn static_files_serve_no_dotfiles_and_nothing_outside_the_directory() {
     }
     host.stop().await.unwrap();
 }
+
+/// A route of two handlers, `faulty` then `echo`, messages picked by
+/// `"to"`: `{"to":"echo",...}` to echo, everything else to faulty.
+fn chain_config() -> wharf::config::Config {
+    config_from(
+        "[plugins.faulty]\ncomponent = @faulty@\n[plugins.echo]\ncomponent = @echo@\n\
+         [[routes]]\npath = \"/chain\"\nplugins = [\"faulty\", \"echo\"]\n\
+         [routes.select]\nfield = \"to\"\ndefault = \"faulty\"\n[routes.select.handlers]\necho = \"echo\"\n\
+         [[routes]]\npath = \"/f\"\nplugin = \"faulty\"\n",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_of_handlers_opens_in_order_routes_messages_by_field_and_closes_each() {
+    let host = spawn(chain_config()).await;
+    let mut f = connect(&host, "/f").await;
+    // The first handler refuses: the client gets its status, no close runs.
+    assert_eq!(refused_with(&host, "/chain?reject=401").await, Some(401));
+    assert_eq!(ask(&mut f, "closes?").await, "", "no close counted yet");
+
+    let mut ws = connect(&host, "/chain").await;
+    // Selected by field, to echo; anything else to the default, faulty,
+    // which acts on the route's connection (its metadata).
+    assert_eq!(ask(&mut ws, r#"{"to":"echo","n":1}"#).await, r#"{"to":"echo","n":1}"#);
+    assert_eq!(ask(&mut ws, "meta:k=v").await, "ok");
+    assert_eq!(ask(&mut ws, "count").await.parse::<u32>().map(|n| n >= 1), Ok(true));
+    let id = {
+        let (_, list) = admin(&host, "GET", "/connections?route=/chain", None).await;
+        list["connections"][0]["id"].as_str().unwrap().to_string()
+    };
+    let (_, record) = admin(&host, "GET", &format!("/connections/{id}"), None).await;
+    assert_eq!(record["plugin"], "faulty,echo", "the record names the route's handlers: {record}");
+    assert_eq!(record["metadata"]["k"], "v", "{record}");
+    ws.close(None).await.unwrap();
+    // Both handlers' closes run; faulty's counts.
+    let deadline = std::time::Instant::now() + WAIT;
+    while ask(&mut f, "closes?").await != "1" {
+        assert!(std::time::Instant::now() < deadline, "faulty's on-close did not run");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    host.stop().await.unwrap();
+}

@@ -1,0 +1,350 @@
+//! A route as a small graph of handlers: a chain that every connection's
+//! open and close go through, and the handler each message goes to (the
+//! last of the chain, or one picked by a top-level field of the message).
+//!
+//! - **Open** runs through the chain in order. Each handler's accepted
+//!   metadata is stored before the next one's open, so it sees it; a reject
+//!   stops the chain (the client gets that status) and a failure stops it
+//!   too (500). Either way the handlers that had accepted get their close,
+//!   in reverse order, before the connection is forgotten.
+//! - **Close** runs on every handler of the chain, in reverse order, once
+//!   each, whatever ended the connection; a failing one does not keep the
+//!   others from running.
+//! - **Messages** go to the last handler of the chain, or, with a
+//!   selection, to the handler its field's value names (a handler named
+//!   there need not be in the chain: it gets messages only), else the
+//!   default; binary and non-JSON messages go to the default. A value with
+//!   no handler and no default is answered with an error reply.
+//!
+//! The connection belongs to the route: its record names every handler of
+//! the graph ([`Pipeline::name`], comma-separated), and each may act on it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::handler::{
+    Accept, Effect, EffectSink, EventContext, Handler, HandlerFailure, Message, OpenRequest, Outcome, Reject,
+};
+use crate::store::Connections;
+
+/// The close code the chain's earlier handlers get when a later one
+/// refused the connection: it never opened.
+pub const NEVER_OPENED: u16 = 1006;
+
+/// Which handler a message goes to, by one of its top-level JSON fields.
+pub struct Select {
+    /// The field, e.g. `action`.
+    pub field: String,
+    /// Its values and the handler (an index into [`Pipeline`]'s handlers)
+    /// each names.
+    pub by_value: HashMap<String, usize>,
+    /// Where everything else goes; `None`: an error reply.
+    pub default: Option<usize>,
+}
+
+/// A route's handlers: the chain (the first `chain` of `handlers`), and
+/// those only a selection names after it.
+pub struct Pipeline {
+    handlers: Vec<Arc<dyn Handler>>,
+    chain: usize,
+    select: Option<Select>,
+    name: Arc<str>,
+    connections: Arc<dyn Connections>,
+    sink: Arc<dyn EffectSink>,
+}
+
+impl Pipeline {
+    /// The graph of `handlers`, whose first `chain` are the chain (at least
+    /// one), messages picked by `select` (else the chain's last). Accepted
+    /// metadata goes to `connections` between opens; the effects of closes
+    /// that run after a failed open go to `sink`.
+    pub fn new(
+        handlers: Vec<Arc<dyn Handler>>,
+        chain: usize,
+        select: Option<Select>,
+        connections: Arc<dyn Connections>,
+        sink: Arc<dyn EffectSink>,
+    ) -> Self {
+        assert!((1..=handlers.len()).contains(&chain), "a chain has one handler or more");
+        let names: Vec<String> = handlers.iter().map(|h| h.name().to_string()).collect();
+        Pipeline { name: Arc::from(names.join(",")), handlers, chain, select, connections, sink }
+    }
+
+    /// The handler a message goes to, or the error reply when none does.
+    fn target(&self, msg: &Message) -> Result<&Arc<dyn Handler>, Message> {
+        let Some(select) = &self.select else { return Ok(&self.handlers[self.chain - 1]) };
+        let value = match msg {
+            Message::Text(t) => serde_json::from_str::<serde_json::Value>(t).ok(),
+            Message::Binary(_) => None,
+        };
+        let value = value.as_ref().and_then(|v| v.get(&select.field));
+        let picked = value.and_then(|v| v.as_str()).and_then(|v| select.by_value.get(v)).or(select.default.as_ref());
+        match picked {
+            Some(i) => Ok(&self.handlers[*i]),
+            None => {
+                let shown = value.map_or_else(|| "none".to_string(), |v| v.to_string());
+                Err(Message::Text(
+                    serde_json::json!({
+                        "type": "error",
+                        "error": format!("no handler for {} {shown}", select.field),
+                    })
+                    .to_string(),
+                ))
+            }
+        }
+    }
+
+    /// Runs the close of the chain's first `n` handlers, last first; their
+    /// effects, the failures logged.
+    async fn close_first(&self, n: usize, cx: &EventContext, code: u16, reason: &str) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for h in self.handlers[..n].iter().rev() {
+            match h.close(cx, code, reason).await {
+                Ok(((), fx)) => effects.extend(fx),
+                Err(failure) => {
+                    tracing::warn!(conn = cx.conn, route = %cx.route, handler = %h.name(), %failure, "on-close failed")
+                }
+            }
+        }
+        effects
+    }
+}
+
+#[async_trait]
+impl Handler for Pipeline {
+    fn name(&self) -> Arc<str> {
+        self.name.clone()
+    }
+
+    async fn open(&self, cx: &EventContext, req: OpenRequest) -> Outcome<Result<Accept, Reject>> {
+        let mut effects = Vec::new();
+        let mut accept = Accept::default();
+        for (i, h) in self.handlers[..self.chain].iter().enumerate() {
+            let (answer, fx) = match h.open(cx, req.clone()).await {
+                Ok(outcome) => outcome,
+                Err(failure) => {
+                    self.sink.apply(self.close_first(i, cx, NEVER_OPENED, "a later handler failed").await);
+                    return Err(failure);
+                }
+            };
+            effects.extend(fx);
+            match answer {
+                Ok(a) => {
+                    for (key, value) in &a.metadata {
+                        if let Err(e) = self.connections.metadata_set(cx.conn, key, value).await {
+                            let failure = HandlerFailure::Unavailable(format!("storing {}'s metadata: {e}", h.name()));
+                            effects.extend(self.close_first(i + 1, cx, NEVER_OPENED, "not opened").await);
+                            self.sink.apply(effects);
+                            return Err(failure);
+                        }
+                    }
+                    accept.metadata.extend(a.metadata);
+                    accept.subprotocol = a.subprotocol.or(accept.subprotocol);
+                }
+                Err(reject) => {
+                    effects.extend(self.close_first(i, cx, NEVER_OPENED, "a later handler refused it").await);
+                    return Ok((Err(reject), effects));
+                }
+            }
+        }
+        Ok((Ok(accept), effects))
+    }
+
+    async fn message(&self, cx: &EventContext, msg: Message) -> Outcome<Option<Message>> {
+        match self.target(&msg) {
+            Ok(h) => h.message(cx, msg).await,
+            Err(reply) => Ok((Some(reply), Vec::new())),
+        }
+    }
+
+    async fn close(&self, cx: &EventContext, code: u16, reason: &str) -> Outcome<()> {
+        Ok(((), self.close_first(self.chain, cx, code, reason).await))
+    }
+
+    async fn settle(&self, cx: &EventContext) {
+        for h in &self.handlers {
+            h.settle(cx).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The graph with handlers that record what they were told.
+
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::store::{ConnectionRecord, Presence, RecordCaps};
+
+    /// What every test handler was told, in order: `name:event`.
+    type Log = Arc<Mutex<Vec<String>>>;
+
+    struct Node {
+        name: &'static str,
+        log: Log,
+        /// `reject`, `fail` (on open), or nothing.
+        open: &'static str,
+        connections: Arc<dyn Connections>,
+    }
+
+    #[async_trait]
+    impl Handler for Node {
+        fn name(&self) -> Arc<str> {
+            Arc::from(self.name)
+        }
+
+        async fn open(&self, cx: &EventContext, _req: OpenRequest) -> Outcome<Result<Accept, Reject>> {
+            let seen = self.connections.metadata_get(cx.conn, "user").await.unwrap();
+            self.log.lock().unwrap().push(format!("{}:open user={}", self.name, seen.as_deref().unwrap_or("-")));
+            let effect = Effect::Emit { to: cx.conn, msg: Message::Text(format!("{} opened", self.name)) };
+            match self.open {
+                "reject" => Ok((Err(Reject { status: 401, reason: "no".into() }), vec![effect])),
+                "fail" => Err(HandlerFailure::Trap("open trapped".into())),
+                _ => Ok((
+                    Ok(Accept { subprotocol: None, metadata: vec![("user".into(), self.name.into())] }),
+                    vec![effect],
+                )),
+            }
+        }
+
+        async fn message(&self, _cx: &EventContext, msg: Message) -> Outcome<Option<Message>> {
+            self.log.lock().unwrap().push(format!("{}:message", self.name));
+            Ok((Some(msg), Vec::new()))
+        }
+
+        async fn close(&self, _cx: &EventContext, code: u16, _reason: &str) -> Outcome<()> {
+            self.log.lock().unwrap().push(format!("{}:close {code}", self.name));
+            if self.open == "close-fails" {
+                return Err(HandlerFailure::Trap("close trapped".into()));
+            }
+            Ok(((), vec![Effect::Emit { to: 1, msg: Message::Text(format!("{} closed", self.name)) }]))
+        }
+    }
+
+    #[derive(Default)]
+    struct Sink(Mutex<Vec<Effect>>);
+
+    impl EffectSink for Sink {
+        fn apply(&self, effects: Vec<Effect>) {
+            self.0.lock().unwrap().extend(effects);
+        }
+    }
+
+    struct Graph {
+        pipeline: Pipeline,
+        log: Log,
+        sink: Arc<Sink>,
+        cx: EventContext,
+    }
+
+    /// Nodes `(name, open behaviour)`, the first `chain` the chain.
+    async fn graph(nodes: &[(&'static str, &'static str)], chain: usize, select: Option<Select>) -> Graph {
+        let log: Log = Log::default();
+        let connections: Arc<dyn Connections> = Arc::new(Presence::new(RecordCaps::default()));
+        let record = ConnectionRecord {
+            id: 1,
+            route: "/app".into(),
+            plugin: "x".into(),
+            remote_addr: String::new(),
+            connected_at_ms: 0,
+            metadata: Vec::new(),
+            channels: Vec::new(),
+        };
+        connections.open(record).await.unwrap();
+        let handlers: Vec<Arc<dyn Handler>> = nodes
+            .iter()
+            .map(|(name, open)| {
+                Arc::new(Node { name, log: log.clone(), open, connections: connections.clone() }) as Arc<dyn Handler>
+            })
+            .collect();
+        let sink = Arc::new(Sink::default());
+        let pipeline = Pipeline::new(handlers, chain, select, connections, sink.clone());
+        Graph { pipeline, log, sink, cx: EventContext { conn: 1, route: Arc::from("/app") } }
+    }
+
+    fn logged(g: &Graph) -> Vec<String> {
+        std::mem::take(&mut *g.log.lock().unwrap())
+    }
+
+    #[tokio::test]
+    async fn open_runs_the_chain_in_order_with_each_ones_metadata_and_close_runs_it_backwards() {
+        let g = graph(&[("auth", ""), ("rooms", "")], 2, None).await;
+        assert_eq!(&*g.pipeline.name(), "auth,rooms");
+        let (answer, effects) = g.pipeline.open(&g.cx, OpenRequest::default()).await.unwrap();
+        let accept = answer.unwrap();
+        assert_eq!(accept.metadata, [("user".to_string(), "auth".to_string()), ("user".into(), "rooms".into())]);
+        assert_eq!(logged(&g), ["auth:open user=-", "rooms:open user=auth"], "auth's metadata is seen by rooms");
+        assert_eq!(effects.len(), 2, "both opens' effects, in order: {effects:?}");
+        g.pipeline.message(&g.cx, Message::Text("hi".into())).await.unwrap();
+        assert_eq!(logged(&g), ["rooms:message"], "without a selection, the chain's last gets messages");
+        let ((), effects) = g.pipeline.close(&g.cx, 1000, "bye").await.unwrap();
+        assert_eq!(logged(&g), ["rooms:close 1000", "auth:close 1000"]);
+        assert_eq!(effects.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_reject_stops_the_chain_and_closes_only_those_that_accepted() {
+        let g = graph(&[("auth", "reject"), ("rooms", "")], 2, None).await;
+        let (answer, _) = g.pipeline.open(&g.cx, OpenRequest::default()).await.unwrap();
+        assert_eq!(answer.unwrap_err().status, 401);
+        assert_eq!(logged(&g), ["auth:open user=-"], "rooms never runs, and no close for either");
+
+        let g = graph(&[("a", ""), ("b", ""), ("c", "reject")], 3, None).await;
+        let (answer, effects) = g.pipeline.open(&g.cx, OpenRequest::default()).await.unwrap();
+        assert!(answer.is_err());
+        let closed = format!("b:close {NEVER_OPENED}");
+        assert_eq!(logged(&g), ["a:open user=-", "b:open user=a", "c:open user=b", closed.as_str(), "a:close 1006"]);
+        assert_eq!(effects.len(), 5, "three opens' effects, then two closes': {effects:?}");
+    }
+
+    #[tokio::test]
+    async fn a_failing_open_closes_those_that_accepted_and_their_effects_still_apply() {
+        let g = graph(&[("a", ""), ("b", "fail"), ("c", "")], 3, None).await;
+        assert!(g.pipeline.open(&g.cx, OpenRequest::default()).await.is_err());
+        assert_eq!(logged(&g), ["a:open user=-", "b:open user=a", "a:close 1006"]);
+        assert_eq!(g.sink.0.lock().unwrap().len(), 1, "a's close effect went to the hub");
+    }
+
+    #[tokio::test]
+    async fn a_failing_close_does_not_keep_the_others_from_running() {
+        let g = graph(&[("a", ""), ("b", "close-fails"), ("c", "")], 3, None).await;
+        let ((), effects) = g.pipeline.close(&g.cx, 1011, "trap").await.unwrap();
+        assert_eq!(logged(&g), ["c:close 1011", "b:close 1011", "a:close 1011"]);
+        assert_eq!(effects.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn messages_are_picked_by_field_with_a_default_and_an_error_reply_without_one() {
+        let select = |default| Select {
+            field: "action".into(),
+            by_value: HashMap::from([("join".to_string(), 1), ("say".to_string(), 2)]),
+            default,
+        };
+        let g = graph(&[("auth", ""), ("rooms", ""), ("chat", "")], 2, Some(select(Some(2)))).await;
+        for (msg, to) in [
+            (r#"{"action":"join"}"#, "rooms:message"),
+            (r#"{"action":"say","text":"x"}"#, "chat:message"),
+            (r#"{"action":"dance"}"#, "chat:message"),
+            ("not json", "chat:message"),
+            (r#"{"action":7}"#, "chat:message"),
+        ] {
+            g.pipeline.message(&g.cx, Message::Text(msg.into())).await.unwrap();
+            assert_eq!(logged(&g), [to], "{msg}");
+        }
+        g.pipeline.message(&g.cx, Message::Binary(vec![1])).await.unwrap();
+        assert_eq!(logged(&g), ["chat:message"], "binary goes to the default");
+        // Only the chain sees opens and closes.
+        g.pipeline.close(&g.cx, 1000, "").await.unwrap();
+        assert_eq!(logged(&g), ["rooms:close 1000", "auth:close 1000"]);
+
+        let g = graph(&[("auth", ""), ("rooms", "")], 2, Some(select(None))).await;
+        let (reply, _) = g.pipeline.message(&g.cx, Message::Text(r#"{"action":"dance"}"#.into())).await.unwrap();
+        assert_eq!(reply, Some(Message::Text(r#"{"error":"no handler for action \"dance\"","type":"error"}"#.into())));
+        let (reply, _) = g.pipeline.message(&g.cx, Message::Binary(vec![0])).await.unwrap();
+        assert_eq!(reply, Some(Message::Text(r#"{"error":"no handler for action none","type":"error"}"#.into())));
+        assert!(logged(&g).is_empty());
+    }
+}
