@@ -526,6 +526,27 @@ pub mod timers {
     }
 }
 
+/// Handing the current message on to another handler of the route (a
+/// route may be a chain of handlers: the host's config).
+pub mod pipeline {
+    use super::{Message, Result, wit};
+
+    /// Hands `msg` to `handler`, another plugin of this route's handlers:
+    /// its `on_message` runs after this event, in the order of this
+    /// event's sends, and its direct reply goes to the client.
+    /// `NotAllowed` outside `on_message`, for this handler itself or one
+    /// the route does not have.
+    ///
+    /// ```no_run
+    /// # fn f(msg: wharf_guest::Message) -> wharf_guest::Result<()> {
+    /// wharf_guest::pipeline::forward("chat", msg)?; // a rate limiter let it through
+    /// # Ok(()) }
+    /// ```
+    pub fn forward(handler: &str, msg: impl Into<Message>) -> Result<()> {
+        Ok(wit::pipeline::forward(handler, &msg.into().into())?)
+    }
+}
+
 /// Lines in the host's log, tagged with the plugin and connection.
 pub mod log {
     use super::wit::{logging, types::LogLevel};

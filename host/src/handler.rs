@@ -112,6 +112,17 @@ pub enum Effect {
         /// Payload.
         msg: Message,
     },
+    /// Hand the current connection's message on to another handler of its
+    /// route (`pipeline.forward`): taken by the route's [`crate::pipeline`]
+    /// before the effects are applied, never applied by the hub.
+    Forward {
+        /// The connection.
+        conn: ConnId,
+        /// The handler's name.
+        handler: String,
+        /// The message.
+        msg: Message,
+    },
     /// Close a connection.
     Close {
         /// The connection.
@@ -132,6 +143,7 @@ impl Effect {
             Effect::Subscribe { conn, .. }
             | Effect::Resume { conn, .. }
             | Effect::Unsubscribe { conn, .. }
+            | Effect::Forward { conn, .. }
             | Effect::Close { conn, .. } => Some(*conn),
             Effect::Broadcast { .. } | Effect::Publish { .. } => None,
         }

@@ -15,6 +15,11 @@
 //!   there need not be in the chain: it gets messages only), else the
 //!   default; binary and non-JSON messages go to the default. A value with
 //!   no handler and no default is answered with an error reply.
+//! - **Forwards** (`pipeline.forward`): a handler hands the message on to
+//!   another handler of the route; in the effects of the event, the
+//!   forward is replaced by what that handler did with it (its effects,
+//!   then its direct reply to the connection), at most
+//!   [`MAX_FORWARD_DEPTH`] deep.
 //!
 //! The connection belongs to the route: its record names every handler of
 //! the graph ([`Pipeline::name`], comma-separated), and each may act on it.
@@ -32,6 +37,10 @@ use crate::store::Connections;
 /// The close code the chain's earlier handlers get when a later one
 /// refused the connection: it never opened.
 pub const NEVER_OPENED: u16 = 1006;
+
+/// Most forwards one message passes through; a forward deeper than this
+/// (a cycle) is dropped.
+pub const MAX_FORWARD_DEPTH: usize = 8;
 
 /// Which handler a message goes to, by one of its top-level JSON fields.
 pub struct Select {
@@ -112,6 +121,45 @@ impl Pipeline {
     }
 }
 
+impl Pipeline {
+    /// `effects` with each forward replaced by what the handler it names
+    /// did with the message: its effects (their forwards in turn, one level
+    /// deeper), then its direct reply to the connection.
+    fn forwarded<'a>(
+        &'a self,
+        cx: &'a EventContext,
+        effects: Vec<Effect>,
+        depth: usize,
+    ) -> futures_util::future::BoxFuture<'a, Result<Vec<Effect>, HandlerFailure>> {
+        Box::pin(async move {
+            if !effects.iter().any(|e| matches!(e, Effect::Forward { .. })) {
+                return Ok(effects);
+            }
+            let mut out = Vec::with_capacity(effects.len());
+            for effect in effects {
+                let Effect::Forward { conn, handler, msg } = effect else {
+                    out.push(effect);
+                    continue;
+                };
+                let Some(h) = self.handlers.iter().find(|h| *h.name() == *handler) else {
+                    tracing::warn!(conn, route = %cx.route, handler, "a forward to a handler the route lacks is dropped");
+                    continue;
+                };
+                if depth >= MAX_FORWARD_DEPTH {
+                    tracing::warn!(conn, route = %cx.route, handler, "a forward {MAX_FORWARD_DEPTH} deep is dropped (a cycle?)");
+                    continue;
+                }
+                let (reply, fx) = h.message(cx, msg).await?;
+                out.extend(self.forwarded(cx, fx, depth + 1).await?);
+                if let Some(reply) = reply {
+                    out.push(Effect::Emit { to: conn, msg: reply });
+                }
+            }
+            Ok(out)
+        })
+    }
+}
+
 #[async_trait]
 impl Handler for Pipeline {
     fn name(&self) -> Arc<str> {
@@ -153,10 +201,11 @@ impl Handler for Pipeline {
     }
 
     async fn message(&self, cx: &EventContext, msg: Message) -> Outcome<Option<Message>> {
-        match self.target(&msg) {
-            Ok(h) => h.message(cx, msg).await,
-            Err(reply) => Ok((Some(reply), Vec::new())),
-        }
+        let (reply, effects) = match self.target(&msg) {
+            Ok(h) => h.message(cx, msg).await?,
+            Err(reply) => return Ok((Some(reply), Vec::new())),
+        };
+        Ok((reply, self.forwarded(cx, effects, 0).await?))
     }
 
     async fn close(&self, cx: &EventContext, code: u16, reason: &str) -> Outcome<()> {
@@ -210,9 +259,20 @@ mod tests {
             }
         }
 
-        async fn message(&self, _cx: &EventContext, msg: Message) -> Outcome<Option<Message>> {
+        async fn message(&self, cx: &EventContext, msg: Message) -> Outcome<Option<Message>> {
             self.log.lock().unwrap().push(format!("{}:message", self.name));
-            Ok((Some(msg), Vec::new()))
+            if self.open == "message-fails" {
+                return Err(HandlerFailure::Trap("message trapped".into()));
+            }
+            // `fwd:NAME` forwards it to NAME, after an emit of its own.
+            if let Message::Text(t) = &msg
+                && let Some(to) = t.strip_prefix("fwd:")
+            {
+                let mine = Effect::Emit { to: cx.conn, msg: Message::Text(format!("{} saw it", self.name)) };
+                let on = Effect::Forward { conn: cx.conn, handler: to.to_string(), msg: msg.clone() };
+                return Ok((Some(Message::Text(format!("{} replied", self.name))), vec![mine, on]));
+            }
+            Ok((Some(Message::Text(format!("{} replied", self.name))), Vec::new()))
         }
 
         async fn close(&self, _cx: &EventContext, code: u16, _reason: &str) -> Outcome<()> {
@@ -314,6 +374,41 @@ mod tests {
         let ((), effects) = g.pipeline.close(&g.cx, 1011, "trap").await.unwrap();
         assert_eq!(logged(&g), ["c:close 1011", "b:close 1011", "a:close 1011"]);
         assert_eq!(effects.len(), 2);
+    }
+
+    fn texts(effects: &[Effect]) -> Vec<String> {
+        effects
+            .iter()
+            .map(|e| match e {
+                Effect::Emit { msg: Message::Text(t), .. } => t.clone(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_forward_runs_the_named_handler_in_the_effects_order_and_a_cycle_stops() {
+        let g = graph(&[("limiter", ""), ("app", "")], 2, None).await;
+        // Messages go to the chain's last: app forwards to limiter here.
+        let (reply, effects) = g.pipeline.message(&g.cx, Message::Text("fwd:limiter".into())).await.unwrap();
+        assert_eq!(reply, Some(Message::Text("app replied".into())));
+        // limiter got `fwd:limiter` too, and forwards to itself: a cycle,
+        // cut at the depth limit.
+        let expected: Vec<String> = std::iter::once("app saw it".to_string())
+            .chain((0..MAX_FORWARD_DEPTH).map(|_| "limiter saw it".to_string()))
+            .chain((0..MAX_FORWARD_DEPTH).map(|_| "limiter replied".to_string()))
+            .collect();
+        assert_eq!(texts(&effects), expected);
+        assert_eq!(logged(&g).len(), 1 + MAX_FORWARD_DEPTH);
+
+        let g = graph(&[("limiter", ""), ("app", "")], 2, None).await;
+        let (_, effects) = g.pipeline.message(&g.cx, Message::Text("fwd:nobody".into())).await.unwrap();
+        assert_eq!(texts(&effects), ["app saw it"], "a forward to a handler the route lacks is dropped");
+
+        // A chain of one, with `broken` reachable only by forward.
+        let g = graph(&[("app", ""), ("broken", "message-fails")], 1, None).await;
+        let failed = g.pipeline.message(&g.cx, Message::Text("fwd:broken".into())).await;
+        assert!(failed.is_err(), "a forwarded handler's trap fails the event (1011)");
     }
 
     #[tokio::test]

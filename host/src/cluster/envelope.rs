@@ -118,6 +118,7 @@ pub fn encode_effect(effect: &Effect, origin: u32) -> Vec<u8> {
         // another host can only make it a member.
         Effect::Subscribe { .. } | Effect::Resume { .. } => 5,
         Effect::Unsubscribe { .. } => 6,
+        Effect::Forward { .. } => unreachable!("a forward is taken by its route's pipeline and never leaves the host"),
     };
     let mut out = header(kind, origin);
     match effect {
@@ -146,6 +147,7 @@ pub fn encode_effect(effect: &Effect, origin: u32) -> Vec<u8> {
             out.extend_from_slice(&conn.to_be_bytes());
             put_bytes(&mut out, channel.as_bytes());
         }
+        Effect::Forward { .. } => {}
     }
     out
 }

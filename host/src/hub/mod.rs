@@ -153,6 +153,11 @@ impl Hub {
     /// host and to this host's members, the rest to this host's registry.
     pub fn apply(&self, effects: Vec<Effect>) {
         for effect in effects {
+            if let Effect::Forward { conn, handler, .. } = &effect {
+                // Only a route's pipeline takes forwards, before this.
+                tracing::debug!(conn, handler, "a forward outside a route's pipeline is dropped");
+                continue;
+            }
             match effect.recipient() {
                 Some(id) if !self.bus.is_local(id) => self.bus.forward(&effect),
                 Some(_) => {

@@ -487,6 +487,8 @@ impl Registry {
                 true
             }
             Effect::Close { conn, code, reason } => self.close(conn, code, &reason),
+            // Taken by the route's pipeline; nothing to deliver.
+            Effect::Forward { conn, .. } => self.conns.contains_key(&conn),
         }
     }
 

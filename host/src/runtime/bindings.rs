@@ -26,7 +26,7 @@ pub(crate) mod v2 {
     pub(crate) use super::exports::wharf::handler0_2_0::timer_handler::{
         Guest as TimerGuest, GuestIndices as TimerGuestIndices,
     };
-    pub(crate) use super::wharf::handler0_2_0::{channels, connections, kv, logging, timers, types};
+    pub(crate) use super::wharf::handler0_2_0::{channels, connections, kv, logging, pipeline, timers, types};
 }
 
 /// Version 0.1.0, frozen: its imports are served by 0.2.0's (`compat.rs`).

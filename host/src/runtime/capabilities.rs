@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use super::bindings::v2::types::{Error, LogLevel};
-use super::bindings::v2::{channels, connections, kv, logging, timers, types};
+use super::bindings::v2::{channels, connections, kv, logging, pipeline, timers, types};
 use super::state::{InstanceState, PluginEnv};
 use crate::close;
 use crate::handler::{ConnId, Effect, Message};
@@ -418,6 +418,24 @@ impl kv::Host for InstanceState {
         let ns = &env.namespace;
         env.timed(self.call.deadline, "kv_list_keys", env.store.kv.list_keys(ns, &prefix, cursor.as_deref(), limit))
             .await
+    }
+}
+
+impl pipeline::Host for InstanceState {
+    async fn forward(&mut self, handler: String, msg: types::Message) -> Result<(), Error> {
+        let env = self.env.clone();
+        if !self.call.forwardable || handler == *env.name {
+            return Err(Error::NotAllowed);
+        }
+        self.spend_message(&msg)?;
+        self.room_for_effect()?;
+        let conn = self.call.conn;
+        // The route's handlers are the ones its connection's record names.
+        let record = env.timed(self.call.deadline, "connection_plugin", env.store.connections.plugin(conn)).await?;
+        if !record.is_some_and(|names| names.split(',').any(|n| n == handler)) {
+            return Err(Error::NotAllowed);
+        }
+        self.push(Effect::Forward { conn, handler, msg: to_message(msg) })
     }
 }
 

@@ -262,6 +262,7 @@ impl Plugin {
     pub async fn on_message(&self, cx: CallContext<'_>, msg: Message) -> Outcome<Option<Message>> {
         let started = Instant::now();
         let mut inst = self.take(cx).await?;
+        inst.store.data_mut().call.forwardable = true;
         let (conn, store) = (cx.event.conn, &mut inst.store);
         let r = match &inst.exports {
             Exports::V2(g, _) => g.call_on_message(store, conn, &from_message(msg)).await.map(|r| r.map(to_message)),

@@ -88,6 +88,8 @@ pub(crate) struct Call {
     /// Changes made during the event that are not durable yet (timers on
     /// the embedded store): the event ends once they are.
     pub unwritten: Vec<crate::store::timers::Durable>,
+    /// Whether the event is a message, which `pipeline.forward` may hand on.
+    pub forwardable: bool,
 }
 
 impl Call {
@@ -113,6 +115,7 @@ impl Default for Call {
             log_bytes: 0,
             deadline: tokio::time::Instant::now(),
             unwritten: Vec::new(),
+            forwardable: false,
         }
     }
 }

@@ -281,7 +281,7 @@ fn chain_config() -> wharf::config::Config {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_chain_of_handlers_opens_in_order_routes_messages_by_field_and_closes_each() {
+async fn a_chain_of_handlers_opens_in_order_routes_messages_by_field_forwards_and_closes_each() {
     let host = spawn(chain_config()).await;
     let mut f = connect(&host, "/f").await;
     // The first handler refuses: the client gets its status, no close runs.
@@ -301,6 +301,13 @@ async fn a_chain_of_handlers_opens_in_order_routes_messages_by_field_and_closes_
     let (_, record) = admin(&host, "GET", &format!("/connections/{id}"), None).await;
     assert_eq!(record["plugin"], "faulty,echo", "the record names the route's handlers: {record}");
     assert_eq!(record["metadata"]["k"], "v", "{record}");
+    // Forwarding: echo's reply reaches the client before faulty's own.
+    send_text(&mut ws, "forward:echo:passed on").await;
+    assert_eq!(expect_text(&mut ws).await, "passed on");
+    assert_eq!(expect_text(&mut ws).await, "forwarded");
+    assert_eq!(ask(&mut ws, "forward:faulty:x").await, "not allowed", "not to itself");
+    assert_eq!(ask(&mut ws, "forward:nobody:x").await, "not allowed", "only to the route's handlers");
+    assert_eq!(ask(&mut f, "forward:echo:x").await, "not allowed", "a route of one has nobody to forward to");
     ws.close(None).await.unwrap();
     // Both handlers' closes run; faulty's counts.
     let deadline = std::time::Instant::now() + WAIT;

@@ -16,7 +16,8 @@
 //! counter so tests can see that `on-close` ran exactly once. `get:KEY` and
 //! `set:KEY=VALUE` read and write its key/value namespace; `join:CHANNEL`,
 //! `members:CHANNEL`, `say:CHANNEL=TEXT` (publish) and `info:ID` exercise
-//! channels and presence; `meta:KEY=VALUE` sets metadata. `count`
+//! channels and presence; `meta:KEY=VALUE` sets metadata;
+//! `forward:HANDLER:TEXT` hands TEXT on to another handler of the route. `count`
 //! replies with how many events this instance has handled: it grows on a
 //! warm, reused instance and stays 1 when every event gets a fresh one.
 
@@ -154,6 +155,13 @@ impl Handler for Faulty {
                 Some(Message::text(
                     channels::publish(channel, Message::text(text)).map_or_else(|e| e.to_string(), |_| "ok".into()),
                 ))
+            }
+            Some(cmd) if cmd.starts_with("forward:") => {
+                let (to, text) = cmd[8..].split_once(':').unwrap_or((&cmd[8..], ""));
+                Some(Message::text(match wharf_guest::pipeline::forward(to, text) {
+                    Ok(()) => "forwarded".to_string(),
+                    Err(e) => e.to_string(),
+                }))
             }
             Some(cmd) if cmd.starts_with("meta:") => {
                 let (k, v) = cmd[5..].split_once('=').unwrap_or((&cmd[5..], ""));
