@@ -10,12 +10,13 @@ imported at the top: componentize-py bundles what the module imports when
 it is built, and a handler cannot import more at run time.) An open whose
 query says `throw` raises (the client gets 500); `reject=STATUS` rejects.
 `publish:CH:TEXT` publishes and answers the position as JSON (`null` on a
-channel without history), or `error: CODE`."""
+channel without history), or `error: CODE`. `forward:HANDLER:TEXT` hands
+TEXT on to another handler of the route (`forwarded`, or `error: CODE`)."""
 
 import json
 import socket
 
-from wharf import Handler, Reject, WharfError, channels, kv
+from wharf import Handler, Reject, WharfError, channels, kv, pipeline
 
 
 class Faulty(Handler):
@@ -52,6 +53,13 @@ class Faulty(Handler):
             except WharfError as e:
                 return f"error: {e.code}"
             return json.dumps(None if at is None else {"offset": at.offset, "epoch": at.epoch})
+        if msg.startswith("forward:"):
+            _, to, text = msg.split(":", 2)
+            try:
+                pipeline.forward(to, text)
+            except WharfError as e:
+                return f"error: {e.code}"
+            return "forwarded"
         if msg == "dial":
             try:
                 socket.create_connection(("127.0.0.1", 80), timeout=1)

@@ -190,6 +190,11 @@ export declare const timers: {
   get(name: string): Timer | undefined;
 };
 
+/** Handing the current message on to another handler of the route. */
+export declare const pipeline: {
+  forward(handler: string, msg: Outgoing): void;
+};
+
 /** Lines in the host's log, tagged with the plugin and connection. */
 export declare const log: {
   trace(...args: unknown[]): void;

@@ -16,6 +16,7 @@ import * as witChannels from "wharf:handler/channels@0.2.0";
 import * as witKv from "wharf:handler/kv@0.2.0";
 import { log as witLog } from "wharf:handler/logging@0.2.0";
 import * as witTimers from "wharf:handler/timers@0.2.0";
+import * as witPipeline from "wharf:handler/pipeline@0.2.0";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -309,6 +310,22 @@ export const timers = {
     const t = call("timers.get", () => witTimers.get(name));
     if (t === undefined) return undefined;
     return { name: t.name, dueUnixMs: Number(t.dueUnixMs), payload: t.payload, attempts: t.attempts };
+  },
+};
+
+/**
+ * Handing the current message on to another handler of the route (a route
+ * may be a chain of handlers: the host's config).
+ */
+export const pipeline = {
+  /**
+   * Hands `msg` (a string or bytes) to `handler`, another plugin of this
+   * route: its `onMessage` runs after this event and its reply goes to the
+   * client. Throws `not-allowed` outside `onMessage`, for this handler
+   * itself or one the route does not have.
+   */
+  forward(handler, msg) {
+    call("pipeline.forward", () => witPipeline.forward(handler, toWire(msg)));
   },
 };
 

@@ -22,6 +22,7 @@ from wit_world.imports import channels as _channels
 from wit_world.imports import connections as _connections
 from wit_world.imports import kv as _kv
 from wit_world.imports import logging as _logging
+from wit_world.imports import pipeline as _pipeline
 from wit_world.imports import timers as _timers
 from wit_world.imports import types as _types
 
@@ -43,6 +44,7 @@ __all__ = [
     "kv",
     "log",
     "parse_json",
+    "pipeline",
     "timers",
 ]
 
@@ -354,6 +356,18 @@ def _ms(v: Union[int, float], what: str) -> int:
     return int(-(-v // 1))
 
 
+class _Pipeline:
+    """Handing the current message on to another handler of the route (a
+    route may be a chain of handlers: the host's config)."""
+
+    def forward(self, handler: str, msg: Outgoing) -> None:
+        """Hands ``msg`` to ``handler``, another plugin of this route: its
+        ``on_message`` runs after this event and its reply goes to the
+        client. Raises ``not-allowed`` outside ``on_message``, for this
+        handler itself or one the route does not have."""
+        _call("pipeline.forward", lambda: _pipeline.forward(handler, _wire(msg)))
+
+
 class _Timers:
     """Timers: work for later, kept by the host and run by the handler's
     ``on_timer(name, payload)`` on exactly one host, at least once, never
@@ -501,4 +515,5 @@ def parse_json(msg: Message) -> Any:
 channels = _Channels()
 kv = _Kv()
 log = _Log()
+pipeline = _Pipeline()
 timers = _Timers()

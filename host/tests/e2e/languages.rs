@@ -232,3 +232,34 @@ fn a_javascript_component_carries_the_edited_bindings() {
     let unedited = wasm.split(|&b| b == b'\n').any(|line| line.trim_ascii_start().starts_with(b"_debugLog("));
     assert!(!unedited, "js-echo.wasm still calls _debugLog");
 }
+
+/// The SDK's `pipeline.forward` on a route of two handlers, LANG's faulty
+/// guest then the Rust echo: the forwarded message's reply reaches the
+/// client first, and forwarding to itself or to a handler the route lacks
+/// answers `not-allowed`.
+async fn forward_hands_the_message_on(lang: &str) {
+    let body = format!(
+        "[plugins.{lang}-faulty]\ncomponent = @{lang}-faulty@\n[plugins.echo]\ncomponent = @echo@\n\
+         [[routes]]\npath = \"/chain\"\nplugins = [\"{lang}-faulty\", \"echo\"]\n\
+         [routes.select]\nfield = \"to\"\ndefault = \"{lang}-faulty\"\n"
+    );
+    let host = spawn(config_from(&body)).await;
+    let mut ws = connect(&host, "/chain").await;
+    send_text(&mut ws, "forward:echo:on to echo").await;
+    assert_eq!(expect_text(&mut ws).await, "on to echo", "{lang}: echo's reply first");
+    assert_eq!(expect_text(&mut ws).await, "forwarded", "{lang}");
+    let itself = format!("forward:{lang}-faulty:x");
+    assert_eq!(ask(&mut ws, &itself).await, "error: not-allowed", "{lang}: not to itself");
+    assert_eq!(ask(&mut ws, "forward:nobody:x").await, "error: not-allowed", "{lang}: only the route's handlers");
+    host.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_forward_hands_the_message_to_another_handler_of_the_route() {
+    forward_hands_the_message_on("js").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_forward_hands_the_message_to_another_handler_of_the_route() {
+    forward_hands_the_message_on("py").await;
+}

@@ -8,8 +8,10 @@
 // see that on-close ran exactly once and with which code. An open whose
 // query says `throw` throws (the client gets 500); `reject=STATUS` rejects.
 // `publish:CH:TEXT` publishes and answers the position as JSON (`null` on
-// a channel without history), or `error: CODE`.
-import { channels, kv, Reject, WharfError } from "wharf";
+// a channel without history), or `error: CODE`. `forward:HANDLER:TEXT`
+// hands TEXT on to another handler of the route (`forwarded`, or
+// `error: CODE`).
+import { channels, kv, pipeline, Reject, WharfError } from "wharf";
 
 export default {
   onOpen(conn, req) {
@@ -30,6 +32,16 @@ export default {
       const [, channel, text] = msg.split(":");
       try {
         return JSON.stringify(channels.publish(channel, text) ?? null);
+      } catch (e) {
+        if (e instanceof WharfError) return `error: ${e.code}`;
+        throw e;
+      }
+    }
+    if (msg.startsWith("forward:")) {
+      const [, to, ...text] = msg.split(":");
+      try {
+        pipeline.forward(to, text.join(":"));
+        return "forwarded";
       } catch (e) {
         if (e instanceof WharfError) return `error: ${e.code}`;
         throw e;
