@@ -43,11 +43,12 @@ pub enum Command {
     /// Test a handler component headlessly: world check, lifecycle smoke
     /// test, then each scenario file. Exits non-zero when a check fails.
     Test {
-        /// The component (`.wasm`).
-        component: PathBuf,
-        /// Scenario files (TOML).
-        scenarios: Vec<PathBuf>,
-        /// A config whose limits apply (default: the built-in limits).
+        /// The component (`.wasm`), then scenario files (TOML); without a
+        /// component, the scenarios run against `--config`'s routes.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// A config whose limits apply (default: the built-in limits); with
+        /// no component, whose plugins and routes are tested as served.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Also write a report: `--format junit FILE`.
@@ -139,21 +140,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             });
             running.wait().await.context("wharf serve")
         }
-        Command::Test { component, scenarios, config, format } => {
+        Command::Test { paths, config, format } => {
             let junit = match format.as_slice() {
                 [] => None,
                 [kind, file] if kind == "junit" => Some(PathBuf::from(file)),
                 [kind, _] => anyhow::bail!("--format: unknown format `{kind}` (supported: junit)"),
                 _ => unreachable!("clap takes two values"),
             };
-            let base = match config {
-                Some(path) => Config::load(&path)?,
+            let base = match &config {
+                Some(path) => Config::load(path)?,
                 None => Config::parse("", "(defaults)")?,
             };
-            let report = crate::testkit::run(&component, &scenarios, &base).await?;
+            let is_component = paths[0].extension().is_some_and(|e| e == "wasm");
+            let (report, suite) = match (is_component, &config) {
+                (true, _) => {
+                    let report = crate::testkit::run(&paths[0], &paths[1..], &base).await?;
+                    (report, paths[0].display().to_string())
+                }
+                (false, Some(file)) => (crate::testkit::run_config(&paths, &base).await?, file.display().to_string()),
+                (false, None) => anyhow::bail!(
+                    "`{}` is not a component (.wasm): give the component first, or --config FILE to test that config's routes",
+                    paths[0].display()
+                ),
+            };
             print!("{}", report.text());
             if let Some(file) = junit {
-                let suite = component.display().to_string();
                 std::fs::write(&file, report.junit(&suite))
                     .with_context(|| format!("writing the JUnit report {}", file.display()))?;
             }

@@ -338,6 +338,13 @@ impl App {
         Ok(summary)
     }
 
+    /// The key/value namespace of plugin `plugin` in the config served,
+    /// if it has one of that name.
+    pub fn kv_namespace(&self, plugin: &str) -> Option<String> {
+        let config = self.config.lock().unwrap_or_else(|p| p.into_inner());
+        config.plugins.contains_key(plugin).then(|| config.namespace_of(plugin).to_string())
+    }
+
     /// Fires the plugins' timers.
     pub fn scheduler(&self) -> &Arc<crate::scheduler::Scheduler> {
         &self.scheduler

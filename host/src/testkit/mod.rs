@@ -139,6 +139,31 @@ async fn fresh_app(base: &Config) -> anyhow::Result<Arc<App>> {
     crate::app::build_with_clock(&config, crate::clock::Clock::manual(crate::store::now_ms())).await
 }
 
+/// Runs every scenario against the plugins and routes of `config` as it
+/// serves them (on an empty memory store, a simulated clock, no admin
+/// API): a route of several handlers is tested as a whole. The first check
+/// is that the config loads.
+pub async fn run_config(scenarios: &[PathBuf], config: &Config) -> anyhow::Result<Report> {
+    let scenarios: Vec<Scenario> = scenarios.iter().map(|p| Scenario::load(p)).collect::<anyhow::Result<_>>()?;
+    let mut report = Report::default();
+    let started = Instant::now();
+    let loaded = fresh_app(config).await.map(drop).map_err(|e| format!("{e:#}"));
+    let name = format!("config {}: {} plugins, {} routes", config.source, config.plugins.len(), config.routes.len());
+    let ok = loaded.is_ok();
+    report.checks.push(Check { name, result: loaded, took: started.elapsed() });
+    if !ok {
+        return Ok(report);
+    }
+    let only: Option<String> = (config.plugins.len() == 1).then(|| config.plugins.keys().next().cloned()).flatten();
+    for s in &scenarios {
+        let started = Instant::now();
+        let app = fresh_app(config).await?;
+        let result = run_scenario(&app, s, only.as_deref()).await;
+        report.checks.push(Check { name: format!("scenario {}", s.name), result, took: started.elapsed() });
+    }
+    Ok(report)
+}
+
 /// Runs the world check, the smoke test and every scenario against the
 /// component at `component`. `base` supplies limits and the cache directory.
 pub async fn run(component: &Path, scenarios: &[PathBuf], base: &Config) -> anyhow::Result<Report> {
@@ -211,7 +236,7 @@ pub async fn run(component: &Path, scenarios: &[PathBuf], base: &Config) -> anyh
             .collect();
         let app = fresh_app(&empty).await?;
         app.serve_config(&config_for(component, &plugin, &paths, base)).await?;
-        let result = run_scenario(&app, s, &plugin).await;
+        let result = run_scenario(&app, s, Some(&plugin)).await;
         report.checks.push(Check { name: format!("scenario {}", s.name), result, took: started.elapsed() });
     }
     Ok(report)
@@ -265,11 +290,13 @@ fn matches(matcher: &Matcher, got: &Received) -> bool {
     }
 }
 
-async fn run_scenario(app: &Arc<App>, s: &Scenario, namespace: &str) -> Result<(), String> {
+/// Runs one scenario; `kv` steps without `plugin` use `default_plugin`'s
+/// namespace.
+async fn run_scenario(app: &Arc<App>, s: &Scenario, default_plugin: Option<&str>) -> Result<(), String> {
     let mut sim = Sim::new(app.hub().clone());
     let result = async {
         for (i, step) in s.steps.iter().enumerate() {
-            run_step(app, &mut sim, step, namespace).await.map_err(|e| format!("step[{i}]: {e}"))?;
+            run_step(app, &mut sim, step, default_plugin).await.map_err(|e| format!("step[{i}]: {e}"))?;
         }
         Ok(())
     }
@@ -278,7 +305,7 @@ async fn run_scenario(app: &Arc<App>, s: &Scenario, namespace: &str) -> Result<(
     result
 }
 
-async fn run_step(app: &Arc<App>, sim: &mut Sim, step: &Step, namespace: &str) -> Result<(), String> {
+async fn run_step(app: &Arc<App>, sim: &mut Sim, step: &Step, default_plugin: Option<&str>) -> Result<(), String> {
     match step {
         Step::Open { client, path, query, headers, subprotocols, expect_reject } => {
             match (sim.open(client, path, query, headers, subprotocols).await?, expect_reject) {
@@ -300,7 +327,20 @@ async fn run_step(app: &Arc<App>, sim: &mut Sim, step: &Step, namespace: &str) -
         },
         Step::Close { client, code } => sim.close(client, *code).await,
         Step::Advance { ms } => app.scheduler().advance(*ms).await.map(drop).map_err(|e| format!("advance_ms: {e:#}")),
-        Step::Kv { key, equals } => {
+        Step::Kv { key, equals, set, plugin } => {
+            let Some(plugin) = plugin.as_deref().or(default_plugin) else {
+                return Err("the config has several plugins: name whose key/value this is (`plugin = ...`)".into());
+            };
+            let namespace = app.kv_namespace(plugin).ok_or_else(|| format!("no plugin named `{plugin}`"))?;
+            let namespace = namespace.as_str();
+            if let Some(value) = set {
+                return app
+                    .store()
+                    .kv
+                    .set(namespace, key, value.clone().into_bytes(), None)
+                    .await
+                    .map_err(|e| e.to_string());
+            }
             let got = app.store().kv.get(namespace, key).await.map_err(|e| e.to_string())?;
             let got = got.map(|v| String::from_utf8_lossy(&v).into_owned());
             if got == *equals { Ok(()) } else { Err(format!("kv {key:?} is {got:?}, expected {equals:?}")) }

@@ -21,7 +21,9 @@
 //!
 //! [[step]]
 //! kv = "hits"                     # the plugin's key/value store...
-//! equals = "3"                    # ...holds this (omit `equals` for "absent")
+//! equals = "3"                    # ...holds this (omit `equals` for "absent");
+//!                                 # or `set = "3"` writes it; `plugin = "auth"`
+//!                                 # names whose namespace, testing a config
 //!
 //! [[step]]
 //! client = "ada"
@@ -102,12 +104,17 @@ pub enum Step {
         /// The close code.
         code: u16,
     },
-    /// A key of the plugin's namespace holds a value (`None`: absent).
+    /// A key of the plugin's namespace holds a value (`None`: absent), or,
+    /// with `set`, is given one.
     Kv {
         /// The key.
         key: String,
         /// The expected value as text.
         equals: Option<String>,
+        /// The value to write instead of checking one.
+        set: Option<String>,
+        /// Whose namespace (a plugin of the config); `None`: the component's.
+        plugin: Option<String>,
     },
     /// The simulated clock moves forward, firing the timers due on the way.
     Advance {
@@ -168,6 +175,8 @@ struct RawStep {
     kv: Option<String>,
     metadata: Option<String>,
     equals: Option<String>,
+    set: Option<String>,
+    plugin: Option<String>,
     advance_ms: Option<u64>,
 }
 
@@ -241,6 +250,12 @@ fn step(raw: RawStep) -> Result<Step, String> {
     if raw.equals.is_some() && raw.kv.is_none() && raw.metadata.is_none() {
         return Err("`equals` goes with `kv` or `metadata`".into());
     }
+    if (raw.set.is_some() || raw.plugin.is_some()) && raw.kv.is_none() {
+        return Err("`set` and `plugin` go with `kv`".into());
+    }
+    if raw.set.is_some() && raw.equals.is_some() {
+        return Err("a `kv` step writes (`set`) or checks (`equals`), not both".into());
+    }
     Ok(if let Some(target) = &raw.open {
         if !target.starts_with('/') {
             return Err(format!("`open` takes a path starting with `/`, not `{target}`"));
@@ -280,7 +295,7 @@ fn step(raw: RawStep) -> Result<Step, String> {
         }
         Step::Close { client: client()?, code }
     } else if let Some(key) = raw.kv.clone() {
-        Step::Kv { key, equals: raw.equals.clone() }
+        Step::Kv { key, equals: raw.equals.clone(), set: raw.set.clone(), plugin: raw.plugin.clone() }
     } else if let Some(ms) = raw.advance_ms {
         if raw.client.is_some() {
             return Err("`advance_ms` moves everyone's clock: it takes no `client`".into());
@@ -335,6 +350,8 @@ mod tests {
             "kv",
             "metadata",
             "equals",
+            "set",
+            "plugin",
             "advance_ms",
             "headers",
             "subprotocols",
@@ -410,7 +427,7 @@ mod tests {
             }
         );
         assert_eq!(s.steps[1], Step::Send { client: "a".into(), msg: crate::handler::Message::Binary(vec![0, 255]) });
-        assert_eq!(s.steps[3], Step::Kv { key: "hits".into(), equals: Some("1".into()) });
+        assert_eq!(s.steps[3], Step::Kv { key: "hits".into(), equals: Some("1".into()), set: None, plugin: None });
     }
 
     #[test]

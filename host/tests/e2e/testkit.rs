@@ -186,3 +186,54 @@ fn wharf_new_refuses_bad_names_and_existing_directories() {
         assert!(scenario.contains(&format!("{name}: hello (#1)")), "{lang}: {scenario}");
     }
 }
+
+#[test]
+fn a_config_of_several_handlers_is_tested_as_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("app.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[plugins.faulty]\ncomponent = {:?}\n[plugins.echo]\ncomponent = {:?}\n\
+             [[routes]]\npath = \"/chain\"\nplugins = [\"faulty\", \"echo\"]\n\
+             [routes.select]\nfield = \"to\"\ndefault = \"faulty\"\n[routes.select.handlers]\necho = \"echo\"\n",
+            component("faulty").display().to_string(),
+            component("echo").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let scenario = dir.path().join("chain.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"a chain, its selection and a forward\"\n\
+         [[step]]\nkv = \"greeting\"\nplugin = \"faulty\"\nset = \"hi\"\n\
+         [[step]]\nclient = \"a\"\nopen = \"/chain?reject=403\"\nexpect_reject = 403\n\
+         [[step]]\nclient = \"a\"\nopen = \"/chain\"\n\
+         [[step]]\nclient = \"a\"\nsend = \"get:greeting\"\n\
+         [[step]]\nclient = \"a\"\nexpect = \"hi\"\n\
+         [[step]]\nclient = \"a\"\nsend = '{\"to\":\"echo\",\"n\":1}'\n\
+         [[step]]\nclient = \"a\"\nexpect_json = { to = \"echo\", n = 1 }\n\
+         [[step]]\nclient = \"a\"\nsend = \"forward:echo:on\"\n\
+         [[step]]\nclient = \"a\"\nexpect = \"on\"\n\
+         [[step]]\nclient = \"a\"\nexpect = \"forwarded\"\n\
+         [[step]]\nclient = \"a\"\nclose = 1000\n\
+         [[step]]\nkv = \"closed\"\nplugin = \"faulty\"\nequals = \"1\"\n",
+    )
+    .unwrap();
+    let out = wharf(&["test", "--config", config.to_str().unwrap(), scenario.to_str().unwrap()]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("ok   config ") && stdout.contains("2 plugins, 1 routes"), "{stdout}");
+    assert!(stdout.contains("ok   scenario a chain, its selection and a forward"), "{stdout}");
+
+    // A kv step without `plugin` in a config of two plugins is refused, by name.
+    std::fs::write(&scenario, "[[step]]\nkv = \"closed\"\n").unwrap();
+    let out = wharf(&["test", "--config", config.to_str().unwrap(), scenario.to_str().unwrap()]);
+    let (stdout, _) = text(&out);
+    assert!(!out.status.success());
+    assert!(stdout.contains("name whose key/value this is"), "{stdout}");
+    // Without a component or a config: a clear error.
+    let out = wharf(&["test", scenario.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("is not a component (.wasm)"), "{}", text(&out).1);
+}
