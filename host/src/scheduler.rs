@@ -144,7 +144,7 @@ impl Scheduler {
         let now = self.clock.now_ms();
         let due = &due;
         let later = |ms: u64| async move {
-            if let Err(e) = self.timers.retry(&due, now.saturating_add(ms), false).await {
+            if let Err(e) = self.timers.retry(due, now.saturating_add(ms), false).await {
                 tracing::warn!(plugin = %due.plugin, timer = %due.timer.name, error = %e, "a timer could not be put off; it runs when its lease ends");
             }
         };
@@ -160,19 +160,19 @@ impl Scheduler {
         let ended = match self.target.fire(&due.plugin, &due.timer).await {
             Fired::Ran => {
                 self.metrics.timers_fired.with_label_values(&[&*due.plugin]).inc();
-                self.timers.done(&due).await
+                self.timers.done(due).await
             }
             Fired::NoPlugin => return later(1_000).await,
             Fired::Failed(why) if due.timer.attempts >= self.opts.retries => {
                 self.metrics.timers_dropped.with_label_values(&[&*due.plugin]).inc();
                 tracing::warn!(plugin = %due.plugin, timer = %due.timer.name, attempts = due.timer.attempts + 1, reason = %why, "a timer's on-timer failed for the last time; the timer is dropped");
-                self.timers.done(&due).await
+                self.timers.done(due).await
             }
             Fired::Failed(why) => {
                 self.metrics.timers_retried.with_label_values(&[&*due.plugin]).inc();
                 let delay = self.opts.retry_ms.saturating_mul(1 << due.timer.attempts.min(30));
                 tracing::warn!(plugin = %due.plugin, timer = %due.timer.name, attempts = due.timer.attempts + 1, retry_in_ms = delay, reason = %why, "a timer's on-timer failed; it runs again later");
-                self.timers.retry(&due, self.clock.now_ms().saturating_add(delay), true).await
+                self.timers.retry(due, self.clock.now_ms().saturating_add(delay), true).await
             }
         };
         if let Err(e) = ended {
