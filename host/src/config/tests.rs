@@ -322,7 +322,9 @@ fn example_config_parses_and_validates() {
             "/py/rooms",
             "/countdown",
             "/ts/countdown",
-            "/py/countdown"
+            "/py/countdown",
+            "/app/login",
+            "/app"
         ]
     );
     assert!(c.static_dir.is_some());

@@ -317,3 +317,28 @@ async fn a_chain_of_handlers_opens_in_order_routes_messages_by_field_forwards_an
     }
     host.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_example_issues_a_token_and_its_chain_lets_that_client_in() {
+    let host = spawn(config_from(
+        "[plugins.app-auth]\ncomponent = @app-auth@\n[plugins.app-rooms]\ncomponent = @app-rooms@\n\
+         [[routes]]\npath = \"/app/login\"\nplugin = \"app-auth\"\n\
+         [[routes]]\npath = \"/app\"\nplugins = [\"app-auth\", \"app-rooms\"]\n\
+         [routes.select]\nfield = \"action\"\n[routes.select.handlers]\njoin = \"app-rooms\"\nsay = \"app-rooms\"\n",
+    ))
+    .await;
+    let json = |t: String| serde_json::from_str::<serde_json::Value>(&t).unwrap();
+    let mut login = connect(&host, "/app/login?name=ada").await;
+    let issued = json(expect_text(&mut login).await);
+    let token = issued["token"].as_str().expect("a token").to_string();
+    assert_eq!(expect_close(&mut login).await, 1000);
+    assert_eq!(refused_with(&host, "/app?token=guessed").await, Some(401));
+    let mut ada = connect(&host, &format!("/app?token={token}")).await;
+    assert_eq!(json(expect_text(&mut ada).await), serde_json::json!({ "type": "welcome", "user": "ada" }));
+    send_text(&mut ada, r#"{"action":"join","room":"r"}"#).await;
+    assert_eq!(json(expect_text(&mut ada).await)["type"], "joined");
+    send_text(&mut ada, r#"{"action":"say","text":"hello"}"#).await;
+    let said = json(expect_text(&mut ada).await);
+    assert_eq!((said["from"].as_str(), said["text"].as_str()), (Some("ada"), Some("hello")), "{said}");
+    host.stop().await.unwrap();
+}
