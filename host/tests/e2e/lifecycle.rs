@@ -342,3 +342,21 @@ async fn the_app_example_issues_a_token_and_its_chain_lets_that_client_in() {
     assert_eq!((said["from"].as_str(), said["text"].as_str()), (Some("ada"), Some("hello")), "{said}");
     host.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_in_one_handler_of_a_chain_closes_with_1011_and_its_close_still_runs() {
+    let host = spawn(chain_config()).await;
+    let mut f = connect(&host, "/f").await;
+    let mut ws = connect(&host, "/chain").await;
+    send_text(&mut ws, "panic").await; // to faulty, the default
+    assert_eq!(expect_close(&mut ws).await, 1011);
+    let deadline = std::time::Instant::now() + WAIT;
+    while ask(&mut f, "closes?").await != "1" {
+        assert!(std::time::Instant::now() < deadline, "faulty's on-close did not run after its trap");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The other connections of the route are untouched.
+    let mut other = connect(&host, "/chain").await;
+    assert_eq!(ask(&mut other, r#"{"to":"echo"}"#).await, r#"{"to":"echo"}"#);
+    host.stop().await.unwrap();
+}

@@ -252,3 +252,68 @@ async fn a_config_reload_applies_new_plugin_limits_to_open_connections() {
     assert!(host.app().reload_config().await.unwrap().swapped_plugins.is_empty());
     host.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swapping_one_handler_of_a_chain_under_load_drops_nothing_and_leaves_the_others() {
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\nstore = \"memory\"\ncache_dir = {:?}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{ADMIN_TOKEN}\"\n\
+         [plugins.faulty]\ncomponent = {:?}\n[plugins.echo]\ncomponent = {:?}\n\
+         [[routes]]\npath = \"/chain\"\nplugins = [\"faulty\", \"echo\"]\n[[routes]]\npath = \"/f\"\nplugin = \"faulty\"\n",
+        cache_dir().display().to_string(),
+        component("faulty").display().to_string(),
+        component("echo-v1").display().to_string(),
+    );
+    let config = Config::parse(&text, "test").unwrap();
+    config.validate("test").unwrap();
+    let host = spawn(config).await;
+    let swapped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..20 {
+        let mut ws = connect(&host, "/chain").await;
+        let swapped = swapped.clone();
+        clients.push(tokio::spawn(async move {
+            let (mut seen_v2, mut v2_replies, mut sent) = (false, 0, 0u32);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while v2_replies < 5 {
+                assert!(Instant::now() < deadline, "client {c} never heard v2");
+                let payload = format!("c{c}-{sent}");
+                ws.send(Message::text(payload.clone())).await.expect("connection still open");
+                let reply = expect_text(&mut ws).await;
+                sent += 1;
+                match reply.split_once(':') {
+                    Some(("v1", p)) if p == payload => assert!(!seen_v2, "client {c}: v1 answered after v2 had"),
+                    Some(("v2", p)) if p == payload => {
+                        assert!(swapped.load(std::sync::atomic::Ordering::SeqCst), "v2 before the swap");
+                        seen_v2 = true;
+                        v2_replies += 1;
+                    }
+                    _ => panic!("client {c}: reply {reply:?} to {payload:?}"),
+                }
+            }
+            expect_silence(&mut ws, Duration::from_millis(100)).await;
+            ws
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    swapped.store(true, std::sync::atomic::Ordering::SeqCst);
+    let v2 = std::fs::read(component("echo-v2")).unwrap();
+    let (status, body) = admin(&host, "PUT", "/plugins/echo", Some(("application/wasm", &v2))).await;
+    assert_eq!((status, body["generation"].as_u64()), (200, Some(2)), "{body}");
+    let mut open = Vec::new();
+    for c in clients {
+        open.push(c.await.expect("a client failed"));
+    }
+    let (_, faulty) = admin(&host, "GET", "/plugins/faulty", None).await;
+    assert_eq!(faulty["generation"], 1, "the chain's other handler is untouched");
+    for mut ws in open {
+        ws.close(None).await.unwrap();
+    }
+    // Each connection's close ran on faulty, the chain's first handler.
+    let mut f = connect(&host, "/f").await;
+    let deadline = Instant::now() + WAIT;
+    while ask(&mut f, "closes?").await != "20" {
+        assert!(Instant::now() < deadline, "not every close ran on faulty");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    host.stop().await.unwrap();
+}
