@@ -82,11 +82,14 @@ JS_EXAMPLES := js/echo js/chat ts/echo ts/chat ts/counter ts/tour ts/countdown
 JS_SDK := $(wildcard guest-sdk/js/src/* guest-sdk/js/build/*) guest-sdk/js/package-lock.json wit/wharf.wit
 PY_EXAMPLES := python/echo python/chat python/counter python/tour python/countdown
 PY_SDK := $(wildcard guest-sdk/python/wharf/*.py) guest-sdk/python/requirements.txt wit/wharf.wit
+# The app example's handlers in TypeScript (examples/app runs its scenarios
+# against its configs: Rust, TypeScript, and the two mixed).
 # The rooms example in each language; its scenarios need history, so
 # `make conformance` runs them with examples/rooms/wharf-test.toml.
 ROOMS := $(WASM)/rooms.wasm $(COMPONENTS)/ts-rooms.wasm $(COMPONENTS)/py-rooms.wasm
 COMPONENT_FILES := $(foreach e,$(JS_EXAMPLES),$(COMPONENTS)/$(subst /,-,$(e)).wasm) \
-  $(foreach e,$(PY_EXAMPLES),$(COMPONENTS)/py-$(notdir $(e)).wasm) $(COMPONENTS)/ts-rooms.wasm $(COMPONENTS)/py-rooms.wasm
+  $(foreach e,$(PY_EXAMPLES),$(COMPONENTS)/py-$(notdir $(e)).wasm) $(COMPONENTS)/ts-rooms.wasm $(COMPONENTS)/py-rooms.wasm \
+  $(COMPONENTS)/ts-app-auth.wasm $(COMPONENTS)/ts-app-rooms.wasm
 # The host's own test handlers in those languages (examples/test-guests-*).
 TEST_COMPONENTS := $(COMPONENTS)/js-faulty.wasm $(COMPONENTS)/py-faulty.wasm
 components: $(COMPONENT_FILES) $(TEST_COMPONENTS)
@@ -138,7 +141,7 @@ conformance: wasm-target components
 	for e in $(EXAMPLES); do ./target/debug/wharf test --config $(TEST_CONFIG) $(WASM)/$$e.wasm examples/$$e/tests/*.toml || exit 1; done
 	for e in $(JS_EXAMPLES); do ./target/debug/wharf test --config $(TEST_CONFIG) $(COMPONENTS)/$$(echo $$e | tr / -).wasm examples/$${e#*/}/tests/*.toml || exit 1; done
 	for e in $(PY_EXAMPLES); do ./target/debug/wharf test --config $(TEST_CONFIG) $(COMPONENTS)/py-$${e#*/}.wasm examples/$${e#*/}/tests/*.toml || exit 1; done
-	./target/debug/wharf test --config examples/app/app.toml examples/app/tests/*.toml
+	for c in app ts mixed; do ./target/debug/wharf test --config examples/app/$$c.toml examples/app/tests/*.toml || exit 1; done
 	cat $(TEST_CONFIG) examples/rooms/wharf-test.toml > $(ROOMS_CONFIG)
 	for w in $(ROOMS); do ./target/debug/wharf test --config $(ROOMS_CONFIG) $$w examples/rooms/tests/*.toml || exit 1; done
 	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
