@@ -14,6 +14,7 @@
 #   make bench-grip  a WebSocket-over-HTTP backend behind Wharf and behind Pushpin (BENCHMARKS.md)
 #   make bench-edge  what TLS, permessage-deflate and connection tokens cost (BENCHMARKS.md)
 #   make bench-history  what channel history costs, and recovering missed messages (BENCHMARKS.md)
+#   make bench-pipeline  what each handler of a route's chain costs a message (BENCHMARKS.md)
 #   make bench-timers  timer lateness with 10,000 pending, and firings per second (BENCHMARKS.md)
 #   make soak    30 minutes of mixed traffic, embedded store and Redis side by side (BENCHMARKS.md)
 
@@ -24,7 +25,7 @@ BROWSER_DIR := host/tests/browser
 # gripcontrol and websockets for the backend tests and Autobahn (test-deps).
 GRIP_VENV := target/grip-venv
 
-.PHONY: run build host guests components components-parallel tools wharf-bin wasm-target test test-deps conformance autobahn bench bench-quick bench-cluster bench-cluster-quick bench-languages bench-languages-quick bench-grip bench-grip-quick bench-edge bench-edge-quick bench-timers bench-timers-quick soak soak-quick lint lint-guests fmt clean
+.PHONY: run build host guests components components-parallel tools wharf-bin wasm-target test test-deps conformance autobahn bench bench-quick bench-cluster bench-cluster-quick bench-languages bench-languages-quick bench-grip bench-grip-quick bench-edge bench-edge-quick bench-timers bench-timers-quick bench-pipeline bench-pipeline-quick soak soak-quick lint lint-guests fmt clean
 
 run: build
 	./target/release/wharf serve --config examples/wharf.toml
@@ -235,6 +236,17 @@ bench-history: host guests
 bench-history-quick: host guests
 	$(CARGO) build --release -p wharf-bench
 	$(PIN_LOAD) target/release/wharf-bench history $(PIN_SERVER) --quick --out target/bench/BENCHMARKS.md --json target/bench/history-quick.json
+
+# What each handler of a route's chain costs a message (a minute): echo
+# alone, behind a selection, after one and two forwarding handlers; writes
+# its section of BENCHMARKS.md.
+bench-pipeline: host guests
+	$(CARGO) build --release -p wharf-bench
+	$(PIN_LOAD) target/release/wharf-bench pipeline $(PIN_SERVER)
+
+bench-pipeline-quick: host guests
+	$(CARGO) build --release -p wharf-bench
+	$(PIN_LOAD) target/release/wharf-bench pipeline $(PIN_SERVER) --quick --out target/bench/BENCHMARKS.md --json target/bench/pipeline-quick.json
 
 # How late timers fire with 10,000 pending and how many one host fires a
 # second, memory, embedded and Redis side by side (a minute); writes its

@@ -4,6 +4,7 @@
 //! multi-host runs of `make bench-cluster`, the guest languages side by side
 //! (`make bench-languages`), a WebSocket-over-HTTP backend behind Wharf
 //! and behind Pushpin (`make bench-grip`), timers (`make bench-timers`),
+//! routes of several handlers (`make bench-pipeline`),
 //! and `make soak`.
 //!
 //! Every target is loopback only; every loop is bounded in time and count.
@@ -16,6 +17,7 @@ pub mod history;
 pub mod languages;
 pub mod load;
 pub mod matrix;
+pub mod pipeline;
 pub mod procfs;
 pub mod redis;
 pub mod report;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use wharf_bench::{baseline, cluster, edge, grip, history, languages, load, matrix, report, soak, timers};
+use wharf_bench::{baseline, cluster, edge, grip, history, languages, load, matrix, pipeline, report, soak, timers};
 
 #[derive(Parser)]
 #[command(name = "wharf-bench", about = "Load generator, native baseline and benchmark matrix for Wharf")]
@@ -178,6 +178,29 @@ enum Command {
         #[arg(long, default_value = "target/bench/history.json")]
         json: PathBuf,
         /// Pin the hosts to this core.
+        #[arg(long)]
+        server_core: Option<usize>,
+    },
+    /// What each handler of a route's chain costs a message: echo alone,
+    /// behind a selection, after one and two forwarding handlers; writes
+    /// its section of the report.
+    Pipeline {
+        /// A moment of each point instead of the full plan.
+        #[arg(long)]
+        quick: bool,
+        /// The wharf binary.
+        #[arg(long, default_value = "target/release/wharf")]
+        wharf: PathBuf,
+        /// Where the echo and pass components are.
+        #[arg(long, default_value = "target/wasm32-wasip2/release")]
+        components: PathBuf,
+        /// The Markdown file whose generated section is replaced.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+        /// Raw results (JSON).
+        #[arg(long, default_value = "target/bench/pipeline.json")]
+        json: PathBuf,
+        /// Pin the host to this core.
         #[arg(long)]
         server_core: Option<usize>,
     },
@@ -363,6 +386,17 @@ async fn main() -> anyhow::Result<()> {
             let text = std::fs::read_to_string(&out).unwrap_or_default();
             let section = history::markdown(&results, &plan, &report::machine(server_core), command);
             std::fs::write(&out, report::splice_between(&text, history::BEGIN, history::END, &section))?;
+            eprintln!("wrote {} and {}", out.display(), json.display());
+        }
+        Command::Pipeline { quick, wharf, components, out, json, server_core } => {
+            let plan = if quick { pipeline::Plan::quick(server_core) } else { pipeline::Plan::full(server_core) };
+            let absolute = |p: PathBuf| std::fs::canonicalize(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+            let results = pipeline::run(&plan, &absolute(wharf)?, &absolute(components)?).await?;
+            write_json(&json, &results)?;
+            let command = if quick { "make bench-pipeline-quick" } else { "make bench-pipeline" };
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            let section = pipeline::markdown(&results, &plan, &report::machine(server_core), command);
+            std::fs::write(&out, report::splice_between(&text, pipeline::BEGIN, pipeline::END, &section))?;
             eprintln!("wrote {} and {}", out.display(), json.display());
         }
         Command::Timers { quick, wharf, component, out, json, server_core } => {

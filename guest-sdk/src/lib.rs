@@ -545,6 +545,13 @@ pub mod pipeline {
     pub fn forward(handler: &str, msg: impl Into<Message>) -> Result<()> {
         Ok(wit::pipeline::forward(handler, &msg.into().into())?)
     }
+
+    /// Hands `msg` to the next handler of the route's chain after this one
+    /// (a rate limiter or authoriser in front of the rest): [`forward`] by
+    /// position.
+    pub fn forward_next(msg: impl Into<Message>) -> Result<()> {
+        Ok(wit::pipeline::forward("", &msg.into().into())?)
+    }
 }
 
 /// Lines in the host's log, tagged with the plugin and connection.

@@ -118,7 +118,9 @@ pub enum Effect {
     Forward {
         /// The connection.
         conn: ConnId,
-        /// The handler's name.
+        /// The handler forwarding it.
+        from: Arc<str>,
+        /// The handler's name; empty: the one after `from` in the chain.
         handler: String,
         /// The message.
         msg: Message,

@@ -137,11 +137,18 @@ impl Pipeline {
             }
             let mut out = Vec::with_capacity(effects.len());
             for effect in effects {
-                let Effect::Forward { conn, handler, msg } = effect else {
+                let Effect::Forward { conn, from, handler, msg } = effect else {
                     out.push(effect);
                     continue;
                 };
-                let Some(h) = self.handlers.iter().find(|h| *h.name() == *handler) else {
+                let to = if handler.is_empty() {
+                    // The next one of the chain after the forwarding one.
+                    let at = self.handlers[..self.chain].iter().position(|h| h.name() == from);
+                    at.and_then(|i| self.handlers[..self.chain].get(i + 1))
+                } else {
+                    self.handlers.iter().find(|h| *h.name() == *handler)
+                };
+                let Some(h) = to else {
                     tracing::warn!(conn, route = %cx.route, handler, "a forward to a handler the route lacks is dropped");
                     continue;
                 };
@@ -269,7 +276,8 @@ mod tests {
                 && let Some(to) = t.strip_prefix("fwd:")
             {
                 let mine = Effect::Emit { to: cx.conn, msg: Message::Text(format!("{} saw it", self.name)) };
-                let on = Effect::Forward { conn: cx.conn, handler: to.to_string(), msg: msg.clone() };
+                let on =
+                    Effect::Forward { conn: cx.conn, from: self.name(), handler: to.to_string(), msg: msg.clone() };
                 return Ok((Some(Message::Text(format!("{} replied", self.name))), vec![mine, on]));
             }
             Ok((Some(Message::Text(format!("{} replied", self.name))), Vec::new()))
@@ -404,6 +412,14 @@ mod tests {
         let g = graph(&[("limiter", ""), ("app", "")], 2, None).await;
         let (_, effects) = g.pipeline.message(&g.cx, Message::Text("fwd:nobody".into())).await.unwrap();
         assert_eq!(texts(&effects), ["app saw it"], "a forward to a handler the route lacks is dropped");
+
+        // An empty name is the next of the chain: a -> b -> c, which replies.
+        let select = Select { field: "to".into(), by_value: HashMap::new(), default: Some(0) };
+        let g = graph(&[("a", ""), ("b", ""), ("c", "")], 3, Some(select)).await;
+        let (reply, effects) = g.pipeline.message(&g.cx, Message::Text("fwd:".into())).await.unwrap();
+        assert_eq!(reply, Some(Message::Text("a replied".into())));
+        assert_eq!(texts(&effects), ["a saw it", "b saw it", "c saw it", "c replied", "b replied"]);
+        assert_eq!(logged(&g), ["a:message", "b:message", "c:message"], "c, the chain's last, has no next");
 
         // A chain of one, with `broken` reachable only by forward.
         let g = graph(&[("app", ""), ("broken", "message-fails")], 1, None).await;

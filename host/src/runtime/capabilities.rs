@@ -430,12 +430,19 @@ impl pipeline::Host for InstanceState {
         self.spend_message(&msg)?;
         self.room_for_effect()?;
         let conn = self.call.conn;
-        // The route's handlers are the ones its connection's record names.
+        // The route's handlers are the ones its connection's record names,
+        // its chain first.
         let record = env.timed(self.call.deadline, "connection_plugin", env.store.connections.plugin(conn)).await?;
-        if !record.is_some_and(|names| names.split(',').any(|n| n == handler)) {
+        let names: Vec<&str> = record.as_deref().map(|r| r.split(',').collect()).unwrap_or_default();
+        let allowed = if handler.is_empty() {
+            names.iter().position(|n| *n == &*env.name).is_some_and(|i| i + 1 < names.len())
+        } else {
+            names.contains(&handler.as_str())
+        };
+        if !allowed {
             return Err(Error::NotAllowed);
         }
-        self.push(Effect::Forward { conn, handler, msg: to_message(msg) })
+        self.push(Effect::Forward { conn, from: env.name.clone(), handler, msg: to_message(msg) })
     }
 }
 

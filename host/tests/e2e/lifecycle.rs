@@ -360,3 +360,23 @@ async fn a_trap_in_one_handler_of_a_chain_closes_with_1011_and_its_close_still_r
     assert_eq!(ask(&mut other, r#"{"to":"echo"}"#).await, r#"{"to":"echo"}"#);
     host.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_passes_down_a_chain_to_the_handler_that_answers() {
+    let host = spawn(config_from(
+        "[plugins.pass1]\ncomponent = @pass@\n[plugins.pass2]\ncomponent = @pass@\n[plugins.echo]\ncomponent = @echo@\n\
+         [[routes]]\npath = \"/chain\"\nplugins = [\"pass1\", \"pass2\", \"echo\"]\n\
+         [routes.select]\nfield = \"action\"\ndefault = \"pass1\"\n\
+         [[routes]]\npath = \"/alone\"\nplugin = \"pass1\"\n",
+    ))
+    .await;
+    let mut ws = connect(&host, "/chain").await;
+    for i in 0..20 {
+        let text = format!("through two {i}");
+        assert_eq!(ask(&mut ws, &text).await, text);
+    }
+    expect_silence(&mut ws, std::time::Duration::from_millis(100)).await;
+    let mut alone = connect(&host, "/alone").await;
+    assert_eq!(ask(&mut alone, "x").await, "error: not allowed", "the last of a chain has no next");
+    host.stop().await.unwrap();
+}
