@@ -117,7 +117,7 @@ pub fn markdown(r: &Results, plan: &Plan, machine: &str, command: &str) -> Strin
     for (i, (_, runs)) in r.routes.iter().enumerate() {
         let _ = writeln!(
             s,
-            "| {} | {:.0} | {:.2} | +{:.2} | {:.2} |",
+            "| {} | {:.0} | {:.2} | {:+.2} | {:.2} |",
             ROUTES[i].1,
             med(runs, |x| x.msgs_per_s),
             cpu[i],
