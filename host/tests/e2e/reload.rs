@@ -33,6 +33,35 @@ fn replace(file: &Path, bytes: &[u8]) {
     std::fs::rename(&tmp, file).unwrap();
 }
 
+/// Client `c` echoes numbered messages until it has heard v2 answer five
+/// times, checking that every message is answered once, by v1 until the
+/// swap and by v2 after it, never v1 again once v2 has answered; then that
+/// nothing more is in flight. How many it sent and its slowest round trip.
+async fn talk_until_v2(ws: &mut Client, c: usize, swapped: &std::sync::atomic::AtomicBool) -> (u32, Duration) {
+    let (mut seen_v2, mut v2_replies, mut sent, mut worst) = (false, 0, 0u32, Duration::ZERO);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while v2_replies < 5 {
+        assert!(Instant::now() < deadline, "client {c} never heard v2");
+        let payload = format!("c{c}-{sent}");
+        let t = Instant::now();
+        ws.send(Message::text(payload.clone())).await.expect("connection still open");
+        let reply = expect_text(ws).await;
+        worst = worst.max(t.elapsed());
+        sent += 1;
+        match reply.split_once(':') {
+            Some(("v1", p)) if p == payload => assert!(!seen_v2, "client {c}: v1 answered after v2 had"),
+            Some(("v2", p)) if p == payload => {
+                assert!(swapped.load(std::sync::atomic::Ordering::SeqCst), "v2 before the swap");
+                seen_v2 = true;
+                v2_replies += 1;
+            }
+            _ => panic!("client {c}: reply {reply:?} to {payload:?}"),
+        }
+    }
+    expect_silence(ws, Duration::from_millis(100)).await;
+    (sent, worst)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swapping_under_load_drops_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -44,34 +73,7 @@ async fn swapping_under_load_drops_nothing() {
         let mut ws = connect(&host, "/echo").await;
         let swapped = swapped.clone();
         clients.push(tokio::spawn(async move {
-            let mut seen_v2 = false;
-            let mut worst = Duration::ZERO;
-            let mut sent = 0u32;
-            let deadline = Instant::now() + Duration::from_secs(60);
-            // Keep talking until this client has heard v2 a few times after the swap.
-            let mut v2_replies = 0;
-            while v2_replies < 5 {
-                assert!(Instant::now() < deadline, "client {c} never heard v2");
-                let payload = format!("c{c}-{sent}");
-                let t = Instant::now();
-                ws.send(Message::text(payload.clone())).await.expect("connection still open");
-                let reply = expect_text(&mut ws).await;
-                worst = worst.max(t.elapsed());
-                sent += 1;
-                match reply.split_once(':') {
-                    Some(("v1", p)) if p == payload => {
-                        assert!(!seen_v2, "client {c}: v1 answered after v2 had");
-                    }
-                    Some(("v2", p)) if p == payload => {
-                        assert!(swapped.load(std::sync::atomic::Ordering::SeqCst), "v2 before the swap");
-                        seen_v2 = true;
-                        v2_replies += 1;
-                    }
-                    _ => panic!("client {c}: reply {reply:?} to {payload:?}"),
-                }
-            }
-            // Every message was answered once: nothing more is in flight.
-            expect_silence(&mut ws, Duration::from_millis(100)).await;
+            let (sent, worst) = talk_until_v2(&mut ws, c, &swapped).await;
             (ws, sent, worst)
         }));
     }
@@ -272,25 +274,7 @@ async fn swapping_one_handler_of_a_chain_under_load_drops_nothing_and_leaves_the
         let mut ws = connect(&host, "/chain").await;
         let swapped = swapped.clone();
         clients.push(tokio::spawn(async move {
-            let (mut seen_v2, mut v2_replies, mut sent) = (false, 0, 0u32);
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while v2_replies < 5 {
-                assert!(Instant::now() < deadline, "client {c} never heard v2");
-                let payload = format!("c{c}-{sent}");
-                ws.send(Message::text(payload.clone())).await.expect("connection still open");
-                let reply = expect_text(&mut ws).await;
-                sent += 1;
-                match reply.split_once(':') {
-                    Some(("v1", p)) if p == payload => assert!(!seen_v2, "client {c}: v1 answered after v2 had"),
-                    Some(("v2", p)) if p == payload => {
-                        assert!(swapped.load(std::sync::atomic::Ordering::SeqCst), "v2 before the swap");
-                        seen_v2 = true;
-                        v2_replies += 1;
-                    }
-                    _ => panic!("client {c}: reply {reply:?} to {payload:?}"),
-                }
-            }
-            expect_silence(&mut ws, Duration::from_millis(100)).await;
+            talk_until_v2(&mut ws, c, &swapped).await;
             ws
         }));
     }
