@@ -278,6 +278,27 @@ fn write_json(path: &std::path::Path, v: &impl serde::Serialize) -> anyhow::Resu
     Ok(())
 }
 
+/// A path made absolute (it must exist), for the hosts the runs start.
+fn absolute(p: PathBuf) -> anyhow::Result<PathBuf> {
+    std::fs::canonicalize(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+}
+
+/// Writes the raw `results` to `json` and `section` between `begin` and
+/// `end` of the report `out`.
+fn publish(
+    out: &std::path::Path,
+    json: &std::path::Path,
+    results: &impl serde::Serialize,
+    (begin, end): (&str, &str),
+    section: &str,
+) -> anyhow::Result<()> {
+    write_json(json, results)?;
+    let text = std::fs::read_to_string(out).unwrap_or_default();
+    std::fs::write(out, report::splice_between(&text, begin, end, section))?;
+    eprintln!("wrote {} and {}", out.display(), json.display());
+    Ok(())
+}
+
 fn print(v: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -368,51 +389,34 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Edge { quick, wharf, echo, out, json, server_core } => {
             let plan = if quick { edge::Plan::quick(server_core) } else { edge::Plan::full(server_core) };
-            let absolute = |p: PathBuf| std::fs::canonicalize(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
             let results = edge::run(&plan, &absolute(wharf)?, &absolute(echo)?).await?;
-            write_json(&json, &results)?;
             let command = if quick { "make bench-edge-quick" } else { "make bench-edge" };
-            let text = std::fs::read_to_string(&out).unwrap_or_default();
             let section = edge::markdown(&results, &plan, &report::machine(server_core), command);
-            std::fs::write(&out, report::splice_between(&text, edge::BEGIN, edge::END, &section))?;
-            eprintln!("wrote {} and {}", out.display(), json.display());
+            publish(&out, &json, &results, (edge::BEGIN, edge::END), &section)?;
         }
         Command::History { quick, wharf, components, out, json, server_core } => {
             let plan = if quick { history::Plan::quick(server_core) } else { history::Plan::full(server_core) };
-            let absolute = |p: PathBuf| std::fs::canonicalize(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
             let results = history::run(&plan, &absolute(wharf)?, &absolute(components)?).await?;
-            write_json(&json, &results)?;
             let command = if quick { "make bench-history-quick" } else { "make bench-history" };
-            let text = std::fs::read_to_string(&out).unwrap_or_default();
             let section = history::markdown(&results, &plan, &report::machine(server_core), command);
-            std::fs::write(&out, report::splice_between(&text, history::BEGIN, history::END, &section))?;
-            eprintln!("wrote {} and {}", out.display(), json.display());
+            publish(&out, &json, &results, (history::BEGIN, history::END), &section)?;
         }
         Command::Pipeline { quick, wharf, components, out, json, server_core } => {
             let plan = if quick { pipeline::Plan::quick(server_core) } else { pipeline::Plan::full(server_core) };
-            let absolute = |p: PathBuf| std::fs::canonicalize(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
             let results = pipeline::run(&plan, &absolute(wharf)?, &absolute(components)?).await?;
-            write_json(&json, &results)?;
             let command = if quick { "make bench-pipeline-quick" } else { "make bench-pipeline" };
-            let text = std::fs::read_to_string(&out).unwrap_or_default();
             let section = pipeline::markdown(&results, &plan, &report::machine(server_core), command);
-            std::fs::write(&out, report::splice_between(&text, pipeline::BEGIN, pipeline::END, &section))?;
-            eprintln!("wrote {} and {}", out.display(), json.display());
+            publish(&out, &json, &results, (pipeline::BEGIN, pipeline::END), &section)?;
         }
         Command::Timers { quick, wharf, component, out, json, server_core } => {
             let plan = if quick { timers::Plan::quick(server_core) } else { timers::Plan::full(server_core) };
-            let absolute = |p: PathBuf| std::fs::canonicalize(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
             let results = timers::run(&plan, &absolute(wharf)?, &absolute(component)?).await?;
-            write_json(&json, &results)?;
             let command = if quick { "make bench-timers-quick" } else { "make bench-timers" };
-            let text = std::fs::read_to_string(&out).unwrap_or_default();
             let section = timers::markdown(&results, &plan, &report::machine(server_core), command);
-            std::fs::write(&out, report::splice_between(&text, timers::BEGIN, timers::END, &section))?;
-            eprintln!("wrote {} and {}", out.display(), json.display());
+            publish(&out, &json, &results, (timers::BEGIN, timers::END), &section)?;
         }
         Command::Soak { minutes, quick, wharf, components, out, json } => {
             let plan = if quick { soak::Plan::quick() } else { soak::Plan::full(minutes) };
-            let absolute = |p: PathBuf| std::fs::canonicalize(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
             let programs = soak::Programs { wharf: absolute(wharf)?, components: absolute(components)? };
             let (embedded, redis) =
                 tokio::join!(soak::run_one(&plan, &programs, "embedded"), soak::run_one(&plan, &programs, "redis"));
