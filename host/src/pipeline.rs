@@ -3,7 +3,8 @@
 //! last of the chain, or one picked by a top-level field of the message).
 //!
 //! - **Open** runs through the chain in order. Each handler's accepted
-//!   metadata is stored before the next one's open, so it sees it; a reject
+//!   metadata is stored before the next one's open, so it sees it (the
+//!   last one's is the answer, which the hub stores as for one handler); a reject
 //!   stops the chain (the client gets that status) and a failure stops it
 //!   too (500). Either way the handlers that had accepted get their close,
 //!   in reverse order, before the connection is forgotten.
@@ -186,6 +187,11 @@ impl Handler for Pipeline {
             };
             effects.extend(fx);
             match answer {
+                // The last one's metadata is the answer: the hub stores it.
+                Ok(a) if i + 1 == self.chain => {
+                    accept.metadata = a.metadata;
+                    accept.subprotocol = a.subprotocol.or(accept.subprotocol);
+                }
                 Ok(a) => {
                     for (key, value) in &a.metadata {
                         if let Err(e) = self.connections.metadata_set(cx.conn, key, value).await {
@@ -195,7 +201,6 @@ impl Handler for Pipeline {
                             return Err(failure);
                         }
                     }
-                    accept.metadata.extend(a.metadata);
                     accept.subprotocol = a.subprotocol.or(accept.subprotocol);
                 }
                 Err(reject) => {
@@ -303,6 +308,7 @@ mod tests {
 
     struct Graph {
         pipeline: Pipeline,
+        connections: Arc<dyn Connections>,
         log: Log,
         sink: Arc<Sink>,
         cx: EventContext,
@@ -329,8 +335,8 @@ mod tests {
             })
             .collect();
         let sink = Arc::new(Sink::default());
-        let pipeline = Pipeline::new(handlers, chain, select, connections, sink.clone());
-        Graph { pipeline, log, sink, cx: EventContext { conn: 1, route: Arc::from("/app") } }
+        let pipeline = Pipeline::new(handlers, chain, select, connections.clone(), sink.clone());
+        Graph { pipeline, connections, log, sink, cx: EventContext { conn: 1, route: Arc::from("/app") } }
     }
 
     fn logged(g: &Graph) -> Vec<String> {
@@ -343,7 +349,10 @@ mod tests {
         assert_eq!(&*g.pipeline.name(), "auth,rooms");
         let (answer, effects) = g.pipeline.open(&g.cx, OpenRequest::default()).await.unwrap();
         let accept = answer.unwrap();
-        assert_eq!(accept.metadata, [("user".to_string(), "auth".to_string()), ("user".into(), "rooms".into())]);
+        // auth's metadata is stored between the opens; rooms', the last,
+        // is the answer the hub stores.
+        assert_eq!(accept.metadata, [("user".to_string(), "rooms".to_string())]);
+        assert_eq!(g.connections.metadata_get(1, "user").await.unwrap().as_deref(), Some("auth"));
         assert_eq!(logged(&g), ["auth:open user=-", "rooms:open user=auth"], "auth's metadata is seen by rooms");
         assert_eq!(effects.len(), 2, "both opens' effects, in order: {effects:?}");
         g.pipeline.message(&g.cx, Message::Text("hi".into())).await.unwrap();
