@@ -34,12 +34,11 @@ impl Clock {
         matches!(self, Clock::Manual(_))
     }
 
-    /// Moves a manual clock forward by `ms` (the system clock cannot be
-    /// moved: a no-op); the new time.
-    pub fn advance(&self, ms: u64) -> u64 {
-        match self {
-            Clock::System => self.now_ms(),
-            Clock::Manual(now) => now.fetch_add(ms, Ordering::SeqCst).saturating_add(ms),
+    /// Moves a manual clock forward to `ms` (never back; the system clock
+    /// cannot be moved: a no-op).
+    pub fn move_to(&self, ms: u64) {
+        if let Clock::Manual(now) = self {
+            now.fetch_max(ms, Ordering::SeqCst);
         }
     }
 }
@@ -52,8 +51,10 @@ mod tests {
     fn a_manual_clock_moves_only_when_advanced() {
         let clock = Clock::manual(1_000);
         assert_eq!(clock.now_ms(), 1_000);
-        assert_eq!(clock.advance(250), 1_250);
+        clock.move_to(1_250);
         assert_eq!(clock.clone().now_ms(), 1_250, "clones share the time");
+        clock.move_to(900);
+        assert_eq!(clock.now_ms(), 1_250, "never back");
         assert!(clock.is_manual() && !Clock::System.is_manual());
         assert!(Clock::System.now_ms() > 1_600_000_000_000);
     }

@@ -184,7 +184,7 @@ impl Scheduler {
     /// firing every timer due on the way at its time (in due order, one at
     /// a time, each ended before the next). The number of firings.
     pub async fn advance(&self, ms: u64) -> anyhow::Result<usize> {
-        let Clock::Manual(now) = &self.clock else { anyhow::bail!("only a manual clock can be advanced") };
+        anyhow::ensure!(self.clock.is_manual(), "only a manual clock can be advanced");
         let until = self.clock.now_ms().saturating_add(ms);
         let mut fired = 0;
         loop {
@@ -193,13 +193,9 @@ impl Scheduler {
             self.metrics.timers_pending.set(claim.pending as i64);
             if claim.due.is_empty() {
                 match claim.next_ms {
-                    Some(next) if next <= until => now.store(next.max(at), std::sync::atomic::Ordering::SeqCst),
-                    _ => {
-                        now.store(until.max(at), std::sync::atomic::Ordering::SeqCst);
-                        if at >= until {
-                            return Ok(fired);
-                        }
-                    }
+                    Some(next) if next <= until => self.clock.move_to(next),
+                    _ if at >= until => return Ok(fired),
+                    _ => self.clock.move_to(until),
                 }
                 continue;
             }
