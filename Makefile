@@ -240,9 +240,10 @@ bench-history-quick: host guests
 # What each handler of a route's chain costs a message (a minute): echo
 # alone, behind a selection, after one and two forwarding handlers; writes
 # its section of BENCHMARKS.md.
+# BEFORE=path/to/an/earlier/wharf measures that build beside this one.
 bench-pipeline: host guests
 	$(CARGO) build --release -p wharf-bench
-	$(PIN_LOAD) target/release/wharf-bench pipeline $(PIN_SERVER)
+	$(PIN_LOAD) target/release/wharf-bench pipeline $(PIN_SERVER) $(if $(BEFORE),--before $(BEFORE))
 
 bench-pipeline-quick: host guests
 	$(CARGO) build --release -p wharf-bench

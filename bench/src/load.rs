@@ -141,10 +141,21 @@ pub async fn echo(
     window: Window,
     pid: Option<u32>,
 ) -> anyhow::Result<EchoResult> {
+    echo_text(url, conns, "x".repeat(size), depth, window, pid).await
+}
+
+/// [`echo`] of text `payload`.
+pub async fn echo_text(
+    url: &str,
+    conns: usize,
+    payload: String,
+    depth: usize,
+    window: Window,
+    pid: Option<u32>,
+) -> anyhow::Result<EchoResult> {
     anyhow::ensure!(window.warmup + window.measure <= MAX_RUN, "runs are bounded to {MAX_RUN:?}");
     let depth = depth.clamp(1, 64);
     let (sockets, _) = connect_many(url, conns).await?;
-    let payload = "x".repeat(size);
     let start = Instant::now() + Duration::from_millis(50);
     let measure_from = start + window.warmup;
     let stop_at = measure_from + window.measure;

@@ -191,6 +191,9 @@ enum Command {
         /// The wharf binary.
         #[arg(long, default_value = "target/release/wharf")]
         wharf: PathBuf,
+        /// An earlier wharf binary, measured beside it in the same run.
+        #[arg(long)]
+        before: Option<PathBuf>,
         /// Where the echo and pass components are.
         #[arg(long, default_value = "target/wasm32-wasip2/release")]
         components: PathBuf,
@@ -401,9 +404,10 @@ async fn main() -> anyhow::Result<()> {
             let section = history::markdown(&results, &plan, &report::machine(server_core), command);
             publish(&out, &json, &results, (history::BEGIN, history::END), &section)?;
         }
-        Command::Pipeline { quick, wharf, components, out, json, server_core } => {
+        Command::Pipeline { quick, wharf, before, components, out, json, server_core } => {
             let plan = if quick { pipeline::Plan::quick(server_core) } else { pipeline::Plan::full(server_core) };
-            let results = pipeline::run(&plan, &absolute(wharf)?, &absolute(components)?).await?;
+            let before = before.map(absolute).transpose()?;
+            let results = pipeline::run(&plan, &absolute(wharf)?, before.as_deref(), &absolute(components)?).await?;
             let command = if quick { "make bench-pipeline-quick" } else { "make bench-pipeline" };
             let section = pipeline::markdown(&results, &plan, &report::machine(server_core), command);
             publish(&out, &json, &results, (pipeline::BEGIN, pipeline::END), &section)?;

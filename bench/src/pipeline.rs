@@ -1,6 +1,6 @@
 //! `make bench-pipeline`: what each handler of a route's chain costs a
 //! message, in one run on one release host: the echo example alone, behind
-//! a field selection (`[routes.select]`, its default), and after one and
+//! a field selection (`[routes.select]` on `action`), and after one and
 //! two `pass` test handlers that hand every message on to the next
 //! (`pipeline.forward`). 64 B echo at 100 connections, the routes
 //! interleaved; CPU per message per extra handler is the difference of the
@@ -59,6 +59,8 @@ impl Plan {
 pub struct Results {
     /// (route, runs), in [`ROUTES`] order.
     pub routes: Vec<(String, Vec<EchoResult>)>,
+    /// The same of an earlier build, run beside it (`--before`).
+    pub before: Option<Vec<(String, Vec<EchoResult>)>>,
 }
 
 fn host(dir: &Path, wharf: &Path, components: &Path, core: Option<usize>) -> anyhow::Result<Server> {
@@ -68,10 +70,12 @@ fn host(dir: &Path, wharf: &Path, components: &Path, core: Option<usize>) -> any
          [limits]\nconnect_rate = 0\nmax_handshakes_per_ip = 1024\n\
          [plugins.echo]\ncomponent = {:?}\n[plugins.pass1]\ncomponent = {:?}\n[plugins.pass2]\ncomponent = {:?}\n\
          [[routes]]\npath = \"/echo\"\nplugin = \"echo\"\n\
-         [[routes]]\npath = \"/select\"\nplugins = [\"echo\"]\n[routes.select]\nfield = \"action\"\ndefault = \"echo\"\n\
-         [[routes]]\npath = \"/chain2\"\nplugins = [\"pass1\", \"echo\"]\n[routes.select]\nfield = \"action\"\ndefault = \"pass1\"\n\
+         [[routes]]\npath = \"/select\"\nplugins = [\"echo\"]\n\
+         [routes.select]\nfield = \"action\"\nhandlers = {{ echo = \"echo\" }}\n\
+         [[routes]]\npath = \"/chain2\"\nplugins = [\"pass1\", \"echo\"]\n\
+         [routes.select]\nfield = \"action\"\nhandlers = {{ echo = \"pass1\" }}\n\
          [[routes]]\npath = \"/chain3\"\nplugins = [\"pass1\", \"pass2\", \"echo\"]\n\
-         [routes.select]\nfield = \"action\"\ndefault = \"pass1\"\n",
+         [routes.select]\nfield = \"action\"\nhandlers = {{ echo = \"pass1\" }}\n",
         c("echo"),
         c("pass"),
         c("pass"),
@@ -82,22 +86,43 @@ fn host(dir: &Path, wharf: &Path, components: &Path, core: Option<usize>) -> any
     Server::start("wharf", wharf, &["serve", "--config", config], core, "wharf listening addr=")
 }
 
+/// A JSON text of `size` bytes whose `action` is `echo`: what every route
+/// is sent, the selections reading its `action`.
+pub fn selected(size: usize) -> String {
+    let head = r#"{"action":"echo","text":""#;
+    format!("{head}{}\"}}", "x".repeat(size.saturating_sub(head.len() + 2)))
+}
+
 /// Runs the plan with the `wharf` binary and the components (echo, pass)
-/// in `components`.
-pub async fn run(plan: &Plan, wharf: &Path, components: &Path) -> anyhow::Result<Results> {
+/// in `components`; with `before`, that binary's host too, each run of
+/// each route on one host then the other (pinned to the same core, one
+/// loaded at a time).
+pub async fn run(plan: &Plan, wharf: &Path, before: Option<&Path>, components: &Path) -> anyhow::Result<Results> {
     let dir = tempfile::tempdir()?;
-    let server = host(dir.path(), wharf, components, plan.server_core)?;
+    let mut hosts = vec![host(dir.path(), wharf, components, plan.server_core)?];
+    if let Some(before) = before {
+        hosts.push(host(dir.path(), before, components, plan.server_core)?);
+    }
     let window = Window { warmup: Duration::from_millis(500), measure: Duration::from_secs_f64(plan.secs) };
-    let mut routes: Vec<(String, Vec<EchoResult>)> = ROUTES.iter().map(|(p, _)| (p.to_string(), Vec::new())).collect();
+    let empty = || ROUTES.iter().map(|(p, _)| (p.to_string(), Vec::new())).collect::<Vec<(String, Vec<EchoResult>)>>();
+    let mut results: Vec<_> = hosts.iter().map(|_| empty()).collect();
     for run in 0..plan.runs {
-        for (i, (path, what)) in ROUTES.iter().enumerate() {
-            eprintln!("run {}/{}: {what} ({path}), {} connections", run + 1, plan.runs, plan.conns);
-            let r = load::echo(&server.url(path), plan.conns, 64, 1, window, Some(server.pid())).await?;
-            anyhow::ensure!(r.errors == 0, "{path}: {} replies missing", r.errors);
-            routes[i].1.push(r);
+        // Each run starts at the next route, so that none is always first.
+        for k in 0..ROUTES.len() {
+            let i = (k + run) % ROUTES.len();
+            let (path, what) = ROUTES[i];
+            for (h, server) in hosts.iter().enumerate() {
+                let build = if h == 0 { "this build" } else { "before" };
+                eprintln!("run {}/{}: {what} ({path}), {} connections, {build}", run + 1, plan.runs, plan.conns);
+                let r =
+                    load::echo_text(&server.url(path), plan.conns, selected(64), 1, window, Some(server.pid())).await?;
+                anyhow::ensure!(r.errors == 0, "{path}: {} replies missing", r.errors);
+                results[h][i].1.push(r);
+            }
         }
     }
-    Ok(Results { routes })
+    let before = (results.len() > 1).then(|| results.pop()).flatten();
+    Ok(Results { routes: results.pop().unwrap_or_default(), before })
 }
 
 /// The generated section of `BENCHMARKS.md`.
@@ -107,8 +132,9 @@ pub fn markdown(r: &Results, plan: &Plan, machine: &str, command: &str) -> Strin
     let _ = writeln!(
         s,
         "_Generated by `{command}` on {machine}: one release host, 64 B echo at {} connections (one message in \
-         flight each), the routes interleaved; medians of {} runs of {} s. `pass` hands each message on to the next \
-         handler of the chain (`pipeline.forward`); the chains reach it through their selection's default._\n",
+         flight each, a JSON text whose `action` is `echo`), the routes interleaved (each run starting at the next); medians of {} runs of {} s. The \
+         selection reads `action` (`[routes.select]`); `pass` hands each message on to the next handler of the chain \
+         (`pipeline.forward`); the chains reach the first `pass` through their selection._\n",
         plan.conns, plan.runs, plan.secs
     );
     let _ = writeln!(s, "| route | msgs/s | CPU µs per message | vs echo alone | p99 ms |");
@@ -132,6 +158,21 @@ pub fn markdown(r: &Results, plan: &Plan, machine: &str, command: &str) -> Strin
         cpu[2] - cpu[1],
         cpu[3] - cpu[2]
     );
+    if let Some(before) = &r.before {
+        let was: Vec<f64> = before.iter().map(|(_, runs)| med(runs, |x| x.cpu_us_per_msg)).collect();
+        let _ = writeln!(s, "\nBeside the build before (`--before`), same run, same core:\n");
+        let _ = writeln!(s, "| route | CPU µs per message, before | this build | ratio |");
+        let _ = writeln!(s, "| --- | ---: | ---: | ---: |");
+        for i in 0..ROUTES.len() {
+            let _ = writeln!(s, "| {} | {:.2} | {:.2} | {:.2}× |", ROUTES[i].1, was[i], cpu[i], cpu[i] / was[i]);
+        }
+        let _ = writeln!(
+            s,
+            "\nPer `pass` handler before: {:.2} µs (first), {:.2} µs (second).",
+            was[2] - was[1],
+            was[3] - was[2]
+        );
+    }
     let _ = writeln!(s, "\n{END}");
     s
 }

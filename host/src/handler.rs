@@ -178,6 +178,63 @@ pub struct EventContext {
     pub conn: ConnId,
     /// The route it opened on.
     pub route: Arc<str>,
+    /// The route's handlers, which `pipeline.forward` may hand a message to.
+    pub handlers: Arc<RouteHandlers>,
+}
+
+impl EventContext {
+    /// An event on connection `conn` of `route`, served by `handlers`.
+    pub fn new(conn: ConnId, route: Arc<str>, handlers: Arc<RouteHandlers>) -> Self {
+        EventContext { conn, route, handlers }
+    }
+
+    /// An event of no connection (a timer firing) on `route`: there is no
+    /// handler to forward to.
+    pub fn detached(route: Arc<str>) -> Self {
+        EventContext { conn: 0, route, handlers: Arc::new(RouteHandlers::default()) }
+    }
+}
+
+/// A route's handlers by name: its chain first (every connection's open
+/// and close go through it; a route of one handler is a chain of one), then
+/// those only a message selection names.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RouteHandlers {
+    names: Vec<Arc<str>>,
+    chain: usize,
+}
+
+impl RouteHandlers {
+    /// Handlers `names`, of which the first `chain` are the chain.
+    pub fn new(names: Vec<Arc<str>>, chain: usize) -> Self {
+        assert!(chain <= names.len(), "the chain is among the handlers");
+        RouteHandlers { names, chain }
+    }
+
+    /// A route of the one handler `name`.
+    pub fn one(name: Arc<str>) -> Self {
+        RouteHandlers { names: vec![name], chain: 1 }
+    }
+
+    /// Their names, the chain's first.
+    pub fn names(&self) -> &[Arc<str>] {
+        &self.names
+    }
+
+    /// The handler (an index into [`RouteHandlers::names`]) that handler
+    /// `from` reaches by forwarding to `to`; an empty `to` is the next one
+    /// of the chain after `from`. `None`: the route has no such handler,
+    /// `from` is the chain's last, or `to` is `from` itself.
+    pub fn forward(&self, from: &str, to: &str) -> Option<usize> {
+        if to.is_empty() {
+            let at = self.names[..self.chain].iter().position(|n| **n == *from)?;
+            return (at + 1 < self.chain).then_some(at + 1);
+        }
+        if to == from {
+            return None;
+        }
+        self.names.iter().position(|n| **n == *to)
+    }
 }
 
 /// Where a handler that acts between events (an HTTP backend's answer
@@ -239,10 +296,16 @@ pub trait TimerTarget: Send + Sync + 'static {
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
     /// The name connections of this handler are recorded under (the
-    /// plugin's name; a route's handler graph, `pipeline.rs`, the names of
+    /// plugin's name; a route's handler graph, `pipeline/`, the names of
     /// all its handlers, comma-separated): handlers act only on connections
     /// whose record names them.
     fn name(&self) -> Arc<str>;
+
+    /// The handlers behind the route by name (one: this one; a route's
+    /// handler graph: each of its own).
+    fn handlers(&self) -> Arc<RouteHandlers> {
+        Arc::new(RouteHandlers::one(self.name()))
+    }
 
     /// A client asks to open a connection: accept (with a subprotocol and
     /// metadata) or reject (with an HTTP status).
@@ -258,4 +321,26 @@ pub trait Handler: Send + Sync + 'static {
     /// already handed over have been applied. A handler that answers within
     /// its events (a plugin) has nothing to wait for.
     async fn settle(&self, _cx: &EventContext) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forward_reaches_another_handler_of_the_route_or_the_next_of_the_chain() {
+        let names = ["auth", "limit", "chat", "rooms"].map(Arc::from).to_vec();
+        let route = RouteHandlers::new(names, 3);
+        assert_eq!(route.forward("auth", ""), Some(1));
+        assert_eq!(route.forward("limit", ""), Some(2));
+        assert_eq!(route.forward("chat", ""), None, "the chain's last has no next");
+        assert_eq!(route.forward("rooms", ""), None, "a selected handler is not in the chain");
+        assert_eq!(route.forward("auth", "rooms"), Some(3));
+        assert_eq!(route.forward("rooms", "auth"), Some(0));
+        assert_eq!(route.forward("chat", "chat"), None, "not to itself");
+        assert_eq!(route.forward("chat", "other"), None);
+        let one = RouteHandlers::one(Arc::from("echo"));
+        assert_eq!((one.forward("echo", ""), one.forward("echo", "echo")), (None, None));
+        assert_eq!(RouteHandlers::default().forward("echo", ""), None);
+    }
 }

@@ -38,7 +38,7 @@ impl TimerTarget for AppTimers {
         let Some(app) = self.0.upgrade() else { return Fired::NoPlugin };
         let Some(slot) = app.slot(plugin) else { return Fired::NoPlugin };
         let version = slot.current();
-        let event = EventContext { conn: 0, route: timer.route.clone() };
+        let event = EventContext::detached(timer.route.clone());
         let cx = CallContext { event: &event, fresh: false };
         match version.plugin.on_timer(cx, &timer.name, &timer.payload).await {
             Ok(((), effects)) => {

@@ -7,20 +7,22 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::PluginSlot;
-use crate::handler::{Accept, EventContext, Handler, Message, OpenRequest, Outcome, Reject};
+use crate::handler::{Accept, EventContext, Handler, Message, OpenRequest, Outcome, Reject, RouteHandlers};
 use crate::runtime::CallContext;
 
 /// A route's handler: a plugin slot and how its instances are used.
 pub(crate) struct WasmHandler {
     slot: Arc<PluginSlot>,
     name: Arc<str>,
+    handlers: Arc<RouteHandlers>,
     fresh: bool,
 }
 
 impl WasmHandler {
     /// The handler of a route served by `slot`.
     pub fn new(slot: Arc<PluginSlot>, fresh: bool) -> Self {
-        WasmHandler { name: Arc::from(slot.name()), slot, fresh }
+        let name: Arc<str> = Arc::from(slot.name());
+        WasmHandler { handlers: Arc::new(RouteHandlers::one(name.clone())), name, slot, fresh }
     }
 
     fn cx<'a>(&self, event: &'a EventContext) -> CallContext<'a> {
@@ -32,6 +34,10 @@ impl WasmHandler {
 impl Handler for WasmHandler {
     fn name(&self) -> Arc<str> {
         self.name.clone()
+    }
+
+    fn handlers(&self) -> Arc<RouteHandlers> {
+        self.handlers.clone()
     }
 
     async fn open(&self, cx: &EventContext, req: OpenRequest) -> Outcome<Result<Accept, Reject>> {

@@ -129,7 +129,7 @@ impl Hub {
             slow_reader: policy.slow_reader,
         };
         let (id, inbox) = self.registry.reserve(route.path.clone(), queue);
-        let cx = EventContext { conn: id, route: route.path.clone() };
+        let cx = EventContext::new(id, route.path.clone(), route.handler.handlers());
         let offered = req.subprotocols.clone();
         let record = ConnectionRecord {
             id,

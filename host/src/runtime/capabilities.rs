@@ -424,24 +424,12 @@ impl kv::Host for InstanceState {
 impl pipeline::Host for InstanceState {
     async fn forward(&mut self, handler: String, msg: types::Message) -> Result<(), Error> {
         let env = self.env.clone();
-        if !self.call.forwardable || handler == *env.name {
+        if !self.call.forwardable || self.call.handlers.forward(&env.name, &handler).is_none() {
             return Err(Error::NotAllowed);
         }
         self.spend_message(&msg)?;
         self.room_for_effect()?;
         let conn = self.call.conn;
-        // The route's handlers are the ones its connection's record names,
-        // its chain first.
-        let record = env.timed(self.call.deadline, "connection_plugin", env.store.connections.plugin(conn)).await?;
-        let names: Vec<&str> = record.as_deref().map(|r| r.split(',').collect()).unwrap_or_default();
-        let allowed = if handler.is_empty() {
-            names.iter().position(|n| *n == &*env.name).is_some_and(|i| i + 1 < names.len())
-        } else {
-            names.contains(&handler.as_str())
-        };
-        if !allowed {
-            return Err(Error::NotAllowed);
-        }
         self.push(Effect::Forward { conn, from: env.name.clone(), handler, msg: to_message(msg) })
     }
 }
@@ -559,6 +547,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::handler::{EventContext, RouteHandlers};
     use crate::metrics::Metrics;
     use crate::runtime::EventCaps;
     use crate::store::{ConnectionRecord, Store, StoreKind};
@@ -617,8 +606,20 @@ mod tests {
             on_timer: true,
         };
         let mut s = InstanceState::new(Arc::new(env));
-        s.call.begin(MINE, Arc::from("/r"), Duration::from_secs(60));
+        begin(&mut s, Duration::from_secs(60));
         s
+    }
+
+    /// `pipeline.forward` of a 3-byte text to `to`.
+    async fn forward(s: &mut InstanceState, to: &str) -> Result<(), Error> {
+        pipeline::Host::forward(s, to.to_string(), text(3)).await
+    }
+
+    /// Starts an event on `MINE`, on a route of `p` alone, whose host
+    /// calls have `budget`.
+    fn begin(s: &mut InstanceState, budget: Duration) {
+        let handlers = Arc::new(RouteHandlers::one(Arc::from("p")));
+        s.call.begin(&EventContext::new(MINE, Arc::from("/r"), handlers), tokio::time::Instant::now() + budget, 1000);
     }
 
     /// `subscribe` without a position, its answer left out.
@@ -786,7 +787,7 @@ mod tests {
         assert_eq!(connections::Host::emit(&mut s, MINE, text(0)).await, Err(Error::QuotaExceeded));
         assert_eq!(s.call.effects.len(), 3);
         // The next event starts with a fresh budget.
-        s.call.begin(MINE, Arc::from("/r"), Duration::from_secs(60));
+        begin(&mut s, Duration::from_secs(60));
         assert_eq!(connections::Host::emit(&mut s, MINE, text(16)).await, Ok(()));
     }
 
@@ -833,7 +834,7 @@ mod tests {
             logging::Host::log(&mut s, LogLevel::Info, line.clone()).await;
         }
         assert_eq!(s.env.metrics.guest_log_dropped.with_label_values(&["p"]).get(), 5);
-        s.call.begin(MINE, Arc::from("/r"), Duration::from_secs(60));
+        begin(&mut s, Duration::from_secs(60));
         logging::Host::log(&mut s, LogLevel::Info, line.clone()).await;
         assert_eq!(s.env.metrics.guest_log_dropped.with_label_values(&["p"]).get(), 5, "the next event has a budget");
     }
@@ -873,7 +874,7 @@ mod tests {
         let mut env = clone_env(&s.env);
         env.store.kv = Arc::new(Stalled);
         s.env = Arc::new(env);
-        s.call.begin(MINE, Arc::from("/r"), Duration::from_millis(100));
+        begin(&mut s, Duration::from_millis(100));
         let started = Instant::now();
         assert_eq!(kv::Host::get(&mut s, "k".into()).await, Err(Error::Unavailable));
         let waited = started.elapsed();
@@ -947,5 +948,42 @@ mod tests {
         assert_eq!(channels::Host::unsubscribe(&mut s, MINE, "c0".into()).await, Err(Error::QuotaExceeded));
         assert_eq!(connections::Host::emit(&mut s, MINE, text(1)).await, Err(Error::QuotaExceeded));
         assert_eq!(s.call.effects.len(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_message_is_forwarded_only_to_another_handler_of_the_route() {
+        // Four messages an event: the refused forwards below spend none.
+        let mut s = state(EventCaps { max_messages: 4, ..caps() }).await;
+        // `p` is the second of the chain a, p, b; `sel` is reached only by
+        // a selection.
+        let names = ["a", "p", "b", "sel"].map(Arc::from).to_vec();
+        let handlers = Arc::new(RouteHandlers::new(names, 3));
+        let event = EventContext::new(MINE, Arc::from("/r"), handlers);
+        s.call.begin(&event, tokio::time::Instant::now() + Duration::from_secs(60), 1000);
+        assert_eq!(forward(&mut s, "b").await, Err(Error::NotAllowed), "only a message may be handed on");
+        s.call.forwardable = true;
+        assert_eq!(forward(&mut s, "p").await, Err(Error::NotAllowed), "not to itself");
+        assert_eq!(forward(&mut s, "nobody").await, Err(Error::NotAllowed), "not out of the route");
+        for to in ["a", "b", "sel", ""] {
+            assert_eq!(forward(&mut s, to).await, Ok(()), "{to:?}");
+        }
+        let sent: Vec<(&str, &str)> = s
+            .call
+            .effects
+            .iter()
+            .map(|e| match e {
+                Effect::Forward { from, handler, conn: MINE, .. } => (&**from, handler.as_str()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(sent, [("p", "a"), ("p", "b"), ("p", "sel"), ("p", "")]);
+        // The chain's last has no next one (a handler after it is reached
+        // only by selection).
+        let names = ["a", "p", "sel"].map(Arc::from).to_vec();
+        let event = EventContext::new(MINE, Arc::from("/r"), Arc::new(RouteHandlers::new(names, 2)));
+        s.call.begin(&event, tokio::time::Instant::now() + Duration::from_secs(60), 1000);
+        s.call.forwardable = true;
+        assert_eq!(forward(&mut s, "").await, Err(Error::NotAllowed));
+        assert_eq!(forward(&mut s, "sel").await, Ok(()));
     }
 }

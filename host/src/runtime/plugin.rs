@@ -193,7 +193,7 @@ impl Plugin {
     /// Runs `on-open`.
     pub async fn on_open(&self, cx: CallContext<'_>, req: OpenRequest) -> Outcome<Result<Accept, Reject>> {
         let started = Instant::now();
-        let mut inst = self.take(cx).await?;
+        let mut inst = self.take(cx, started).await?;
         let (conn, store) = (cx.event.conn, &mut inst.store);
         let r = match &inst.exports {
             Exports::V2(g, _) => open_answer!(g.call_on_open(store, conn, &request!(v2, req)).await),
@@ -261,7 +261,7 @@ impl Plugin {
     /// Runs `on-message`; the answer is the direct reply.
     pub async fn on_message(&self, cx: CallContext<'_>, msg: Message) -> Outcome<Option<Message>> {
         let started = Instant::now();
-        let mut inst = self.take(cx).await?;
+        let mut inst = self.take(cx, started).await?;
         inst.store.data_mut().call.forwardable = true;
         let (conn, store) = (cx.event.conn, &mut inst.store);
         let r = match &inst.exports {
@@ -277,7 +277,7 @@ impl Plugin {
     /// Runs `on-close`.
     pub async fn on_close(&self, cx: CallContext<'_>, code: u16, reason: &str) -> Outcome<()> {
         let started = Instant::now();
-        let mut inst = self.take(cx).await?;
+        let mut inst = self.take(cx, started).await?;
         let (conn, store) = (cx.event.conn, &mut inst.store);
         let r = match &inst.exports {
             Exports::V2(g, _) => g.call_on_close(store, conn, code, reason).await,
@@ -302,7 +302,7 @@ impl Plugin {
             )));
         }
         let started = Instant::now();
-        let mut inst = self.take(cx).await?;
+        let mut inst = self.take(cx, started).await?;
         let r = match &inst.exports {
             Exports::V2(_, Some(t)) => t.call_on_timer(&mut inst.store, name, payload).await,
             _ => unreachable!("has_on_timer"),
@@ -319,25 +319,33 @@ impl Plugin {
         Ok(())
     }
 
-    /// A warm instance from the pool (or a fresh one), armed for this event.
-    async fn take(&self, cx: CallContext<'_>) -> Result<Instance, HandlerFailure> {
+    /// A warm instance from the pool (or a fresh one), armed for the event
+    /// that started at `started`: its host calls give up one budget later.
+    async fn take(&self, cx: CallContext<'_>, started: Instant) -> Result<Instance, HandlerFailure> {
         let mut inst = match (cx.fresh, self.pool.pop()) {
             (false, Some(inst)) => inst,
-            _ => self.instantiate().await?,
+            // Boxed: a warm event's future need not hold instantiation's.
+            _ => Box::pin(self.instantiate()).await?,
         };
-        inst.store.data_mut().call.begin(cx.event.conn, cx.event.route.clone(), self.budget());
-        self.arm(&mut inst.store);
+        let deadline = tokio::time::Instant::from_std(started) + self.budget();
+        inst.store.data_mut().call.begin(cx.event, deadline, self.ticks());
+        inst.store.set_epoch_deadline(1);
         Ok(inst)
     }
 
-    /// Gives the store a full event budget. The first tick comes after a
-    /// part of [`super::EPOCH_TICK`], so one extra tick makes the budget at
-    /// least the configured time, never less.
+    /// Gives the store a full event budget from now (for instantiation).
     fn arm(&self, store: &mut Store<InstanceState>) {
         let call = &mut store.data_mut().call;
-        call.ticks_left = self.env.caps.deadline_ticks + 1;
+        call.ticks_left = self.ticks();
         call.deadline = tokio::time::Instant::now() + self.budget();
         store.set_epoch_deadline(1);
+    }
+
+    /// The epoch ticks of one event. The first tick comes after a part of
+    /// [`super::EPOCH_TICK`], so one extra tick makes the budget at least
+    /// the configured time, never less.
+    fn ticks(&self) -> u64 {
+        self.env.caps.deadline_ticks + 1
     }
 
     /// The wall-clock time of one event, host calls included: its ticks.
@@ -421,10 +429,15 @@ impl Plugin {
 /// past its deadline); an event whose changes could not be written fails.
 async fn written<T>(inst: &mut Instance, r: wasmtime::Result<T>) -> wasmtime::Result<T> {
     let call = &mut inst.store.data_mut().call;
-    let unwritten = std::mem::take(&mut call.unwritten);
-    if unwritten.is_empty() || r.is_err() {
+    if call.unwritten.is_empty() || r.is_err() {
         return r;
     }
+    // Boxed: an event that changed nothing durable does not carry the wait.
+    Box::pin(wait_written(call, r)).await
+}
+
+async fn wait_written<T>(call: &mut super::state::Call, r: wasmtime::Result<T>) -> wasmtime::Result<T> {
+    let unwritten = std::mem::take(&mut call.unwritten);
     let until = call.deadline.max(tokio::time::Instant::now()) + std::time::Duration::from_secs(1);
     for w in unwritten {
         match tokio::time::timeout_at(until, w).await {

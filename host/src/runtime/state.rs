@@ -70,6 +70,8 @@ pub(crate) struct Call {
     pub conn: ConnId,
     /// Its route.
     pub route: Arc<str>,
+    /// The route's handlers, which `pipeline.forward` may hand a message to.
+    pub handlers: Arc<crate::handler::RouteHandlers>,
     /// Effects asked for so far, applied by the host after the event.
     pub effects: Vec<Effect>,
     /// Epoch ticks left before the event is interrupted.
@@ -93,12 +95,21 @@ pub(crate) struct Call {
 }
 
 impl Call {
-    /// Starts a new event on connection `conn` of `route`, with `budget`
-    /// of wall-clock time for its host calls.
-    pub fn begin(&mut self, conn: ConnId, route: Arc<str>, budget: std::time::Duration) {
-        let deadline = tokio::time::Instant::now() + budget;
-        *self = Call { conn, route, effects: std::mem::take(&mut self.effects), deadline, ..Call::default() };
+    /// Starts event `event`, whose host calls give up at `deadline`, with
+    /// `ticks` epoch ticks to run.
+    pub fn begin(&mut self, event: &crate::handler::EventContext, deadline: tokio::time::Instant, ticks: u64) {
+        self.conn = event.conn;
+        self.route.clone_from(&event.route);
+        self.handlers.clone_from(&event.handlers);
         self.effects.clear();
+        self.ticks_left = ticks;
+        self.messages = 0;
+        self.bytes = 0;
+        self.store_ops = 0;
+        self.log_bytes = 0;
+        self.deadline = deadline;
+        self.unwritten.clear();
+        self.forwardable = false;
     }
 }
 
@@ -107,6 +118,7 @@ impl Default for Call {
         Call {
             conn: 0,
             route: Arc::from(""),
+            handlers: Default::default(),
             effects: Vec::new(),
             ticks_left: 0,
             messages: 0,

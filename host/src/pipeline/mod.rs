@@ -25,15 +25,19 @@
 //! The connection belongs to the route: its record names every handler of
 //! the graph ([`Pipeline::name`], comma-separated), and each may act on it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::handler::{
     Accept, Effect, EffectSink, EventContext, Handler, HandlerFailure, Message, OpenRequest, Outcome, Reject,
+    RouteHandlers,
 };
 use crate::store::Connections;
+
+mod select;
+
+pub use select::Select;
 
 /// The close code the chain's earlier handlers get when a later one
 /// refused the connection: it never opened.
@@ -43,17 +47,6 @@ pub const NEVER_OPENED: u16 = 1006;
 /// (a cycle) is dropped.
 pub const MAX_FORWARD_DEPTH: usize = 8;
 
-/// Which handler a message goes to, by one of its top-level JSON fields.
-pub struct Select {
-    /// The field, e.g. `action`.
-    pub field: String,
-    /// Its values and the handler (an index into [`Pipeline`]'s handlers)
-    /// each names.
-    pub by_value: HashMap<String, usize>,
-    /// Where everything else goes; `None`: an error reply.
-    pub default: Option<usize>,
-}
-
 /// A route's handlers: the chain (the first `chain` of `handlers`), and
 /// those only a selection names after it.
 pub struct Pipeline {
@@ -61,6 +54,7 @@ pub struct Pipeline {
     chain: usize,
     select: Option<Select>,
     name: Arc<str>,
+    graph: Arc<RouteHandlers>,
     connections: Arc<dyn Connections>,
     sink: Arc<dyn EffectSink>,
 }
@@ -78,31 +72,17 @@ impl Pipeline {
         sink: Arc<dyn EffectSink>,
     ) -> Self {
         assert!((1..=handlers.len()).contains(&chain), "a chain has one handler or more");
-        let names: Vec<String> = handlers.iter().map(|h| h.name().to_string()).collect();
-        Pipeline { name: Arc::from(names.join(",")), handlers, chain, select, connections, sink }
+        let names: Vec<Arc<str>> = handlers.iter().map(|h| h.name()).collect();
+        let name = Arc::from(names.join(","));
+        let graph = Arc::new(RouteHandlers::new(names, chain));
+        Pipeline { name, graph, handlers, chain, select, connections, sink }
     }
 
     /// The handler a message goes to, or the error reply when none does.
     fn target(&self, msg: &Message) -> Result<&Arc<dyn Handler>, Message> {
-        let Some(select) = &self.select else { return Ok(&self.handlers[self.chain - 1]) };
-        let value = match msg {
-            Message::Text(t) => serde_json::from_str::<serde_json::Value>(t).ok(),
-            Message::Binary(_) => None,
-        };
-        let value = value.as_ref().and_then(|v| v.get(&select.field));
-        let picked = value.and_then(|v| v.as_str()).and_then(|v| select.by_value.get(v)).or(select.default.as_ref());
-        match picked {
-            Some(i) => Ok(&self.handlers[*i]),
-            None => {
-                let shown = value.map_or_else(|| "none".to_string(), |v| v.to_string());
-                Err(Message::Text(
-                    serde_json::json!({
-                        "type": "error",
-                        "error": format!("no handler for {} {shown}", select.field),
-                    })
-                    .to_string(),
-                ))
-            }
+        match &self.select {
+            None => Ok(&self.handlers[self.chain - 1]),
+            Some(select) => select.pick(msg).map(|i| &self.handlers[i]),
         }
     }
 
@@ -122,49 +102,51 @@ impl Pipeline {
     }
 }
 
+/// Whether `effects` hand the message on.
+fn forwards(effects: &[Effect]) -> bool {
+    effects.iter().any(|e| matches!(e, Effect::Forward { .. }))
+}
+
 impl Pipeline {
     /// `effects` with each forward replaced by what the handler it names
     /// did with the message: its effects (their forwards in turn, one level
     /// deeper), then its direct reply to the connection.
-    fn forwarded<'a>(
-        &'a self,
-        cx: &'a EventContext,
-        effects: Vec<Effect>,
-        depth: usize,
-    ) -> futures_util::future::BoxFuture<'a, Result<Vec<Effect>, HandlerFailure>> {
-        Box::pin(async move {
-            if !effects.iter().any(|e| matches!(e, Effect::Forward { .. })) {
-                return Ok(effects);
+    async fn forwarded(&self, cx: &EventContext, effects: Vec<Effect>) -> Result<Vec<Effect>, HandlerFailure> {
+        if !forwards(&effects) {
+            return Ok(effects);
+        }
+        let mut out = Vec::with_capacity(effects.len());
+        // One level per forward being expanded: the effects still to go
+        // through, and the reply that follows them.
+        let mut levels: Vec<(std::vec::IntoIter<Effect>, Option<Effect>)> = vec![(effects.into_iter(), None)];
+        while let Some((rest, _)) = levels.last_mut() {
+            let Some(effect) = rest.next() else {
+                let (_, reply) = levels.pop().expect("a level");
+                out.extend(reply);
+                continue;
+            };
+            let Effect::Forward { conn, from, handler, msg } = effect else {
+                out.push(effect);
+                continue;
+            };
+            let Some(h) = self.graph.forward(&from, &handler).map(|i| &self.handlers[i]) else {
+                tracing::warn!(conn, route = %cx.route, handler, "a forward to a handler the route lacks is dropped");
+                continue;
+            };
+            if levels.len() > MAX_FORWARD_DEPTH {
+                tracing::warn!(conn, route = %cx.route, handler, "a forward {MAX_FORWARD_DEPTH} deep is dropped (a cycle?)");
+                continue;
             }
-            let mut out = Vec::with_capacity(effects.len());
-            for effect in effects {
-                let Effect::Forward { conn, from, handler, msg } = effect else {
-                    out.push(effect);
-                    continue;
-                };
-                let to = if handler.is_empty() {
-                    // The next one of the chain after the forwarding one.
-                    let at = self.handlers[..self.chain].iter().position(|h| h.name() == from);
-                    at.and_then(|i| self.handlers[..self.chain].get(i + 1))
-                } else {
-                    self.handlers.iter().find(|h| *h.name() == *handler)
-                };
-                let Some(h) = to else {
-                    tracing::warn!(conn, route = %cx.route, handler, "a forward to a handler the route lacks is dropped");
-                    continue;
-                };
-                if depth >= MAX_FORWARD_DEPTH {
-                    tracing::warn!(conn, route = %cx.route, handler, "a forward {MAX_FORWARD_DEPTH} deep is dropped (a cycle?)");
-                    continue;
-                }
-                let (reply, fx) = h.message(cx, msg).await?;
-                out.extend(self.forwarded(cx, fx, depth + 1).await?);
-                if let Some(reply) = reply {
-                    out.push(Effect::Emit { to: conn, msg: reply });
-                }
+            let (reply, fx) = h.message(cx, msg).await?;
+            let reply = reply.map(|msg| Effect::Emit { to: conn, msg });
+            if forwards(&fx) {
+                levels.push((fx.into_iter(), reply));
+            } else {
+                out.extend(fx);
+                out.extend(reply);
             }
-            Ok(out)
-        })
+        }
+        Ok(out)
     }
 }
 
@@ -172,6 +154,10 @@ impl Pipeline {
 impl Handler for Pipeline {
     fn name(&self) -> Arc<str> {
         self.name.clone()
+    }
+
+    fn handlers(&self) -> Arc<RouteHandlers> {
+        self.graph.clone()
     }
 
     async fn open(&self, cx: &EventContext, req: OpenRequest) -> Outcome<Result<Accept, Reject>> {
@@ -217,7 +203,7 @@ impl Handler for Pipeline {
             Ok(h) => h.message(cx, msg).await?,
             Err(reply) => return Ok((Some(reply), Vec::new())),
         };
-        Ok((reply, self.forwarded(cx, effects, 0).await?))
+        Ok((reply, self.forwarded(cx, effects).await?))
     }
 
     async fn close(&self, cx: &EventContext, code: u16, reason: &str) -> Outcome<()> {
@@ -236,6 +222,8 @@ mod tests {
     //! The graph with handlers that record what they were told.
 
     use std::sync::Mutex;
+
+    use std::collections::HashMap;
 
     use super::*;
     use crate::store::{ConnectionRecord, Presence, RecordCaps};
@@ -276,10 +264,12 @@ mod tests {
             if self.open == "message-fails" {
                 return Err(HandlerFailure::Trap("message trapped".into()));
             }
-            // `fwd:NAME` forwards it to NAME, after an emit of its own.
+            // `fwd:A|B|..` forwards it to the first of A, B, .. that is not
+            // this one (else to A), after an emit of its own.
             if let Message::Text(t) = &msg
-                && let Some(to) = t.strip_prefix("fwd:")
+                && let Some(names) = t.strip_prefix("fwd:")
             {
+                let to = names.split('|').find(|n| *n != self.name).unwrap_or(names.split('|').next().unwrap_or(""));
                 let mine = Effect::Emit { to: cx.conn, msg: Message::Text(format!("{} saw it", self.name)) };
                 let on =
                     Effect::Forward { conn: cx.conn, from: self.name(), handler: to.to_string(), msg: msg.clone() };
@@ -336,7 +326,8 @@ mod tests {
             .collect();
         let sink = Arc::new(Sink::default());
         let pipeline = Pipeline::new(handlers, chain, select, connections.clone(), sink.clone());
-        Graph { pipeline, connections, log, sink, cx: EventContext { conn: 1, route: Arc::from("/app") } }
+        let graph = pipeline.handlers();
+        Graph { pipeline, connections, log, sink, cx: EventContext::new(1, Arc::from("/app"), graph) }
     }
 
     fn logged(g: &Graph) -> Vec<String> {
@@ -409,11 +400,18 @@ mod tests {
         // Messages go to the chain's last: app forwards to limiter here.
         let (reply, effects) = g.pipeline.message(&g.cx, Message::Text("fwd:limiter".into())).await.unwrap();
         assert_eq!(reply, Some(Message::Text("app replied".into())));
-        // limiter got `fwd:limiter` too, and forwards to itself: a cycle,
-        // cut at the depth limit.
+        assert_eq!(texts(&effects), ["app saw it", "limiter saw it", "limiter replied"]);
+        assert_eq!(logged(&g), ["app:message", "limiter:message"], "a forward to itself is dropped");
+
+        // app forwards to limiter, which forwards back to app: a cycle, cut
+        // at the depth limit, each forwarded handler's reply after its
+        // effects, the deepest first.
+        let (reply, effects) = g.pipeline.message(&g.cx, Message::Text("fwd:limiter|app".into())).await.unwrap();
+        assert_eq!(reply, Some(Message::Text("app replied".into())));
+        let forwarded: Vec<&str> = (0..MAX_FORWARD_DEPTH).map(|i| ["limiter", "app"][i % 2]).collect();
         let expected: Vec<String> = std::iter::once("app saw it".to_string())
-            .chain((0..MAX_FORWARD_DEPTH).map(|_| "limiter saw it".to_string()))
-            .chain((0..MAX_FORWARD_DEPTH).map(|_| "limiter replied".to_string()))
+            .chain(forwarded.iter().map(|n| format!("{n} saw it")))
+            .chain(forwarded.iter().rev().map(|n| format!("{n} replied")))
             .collect();
         assert_eq!(texts(&effects), expected);
         assert_eq!(logged(&g).len(), 1 + MAX_FORWARD_DEPTH);
