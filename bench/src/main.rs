@@ -408,7 +408,11 @@ async fn main() -> anyhow::Result<()> {
             let plan = if quick { pipeline::Plan::quick(server_core) } else { pipeline::Plan::full(server_core) };
             let before = before.map(absolute).transpose()?;
             let results = pipeline::run(&plan, &absolute(wharf)?, before.as_deref(), &absolute(components)?).await?;
-            let command = if quick { "make bench-pipeline-quick" } else { "make bench-pipeline" };
+            let command = match (quick, &before) {
+                (true, _) => "make bench-pipeline-quick",
+                (false, None) => "make bench-pipeline",
+                (false, Some(_)) => "make bench-pipeline BEFORE=<an earlier wharf>",
+            };
             let section = pipeline::markdown(&results, &plan, &report::machine(server_core), command);
             publish(&out, &json, &results, (pipeline::BEGIN, pipeline::END), &section)?;
         }

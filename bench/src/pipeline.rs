@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::load::{self, EchoResult, Window};
 use crate::matrix::med;
 use crate::server::Server;
+use crate::stats::median;
 
 /// Where the generated section starts in `BENCHMARKS.md`.
 pub const BEGIN: &str = "<!-- make bench-pipeline: begin -->";
@@ -45,7 +46,7 @@ pub struct Plan {
 impl Plan {
     /// The issue's points.
     pub fn full(server_core: Option<usize>) -> Plan {
-        Plan { runs: 5, secs: 3.0, conns: 100, server_core }
+        Plan { runs: 9, secs: 3.0, conns: 100, server_core }
     }
 
     /// A moment of each, to check the harness.
@@ -95,8 +96,8 @@ pub fn selected(size: usize) -> String {
 
 /// Runs the plan with the `wharf` binary and the components (echo, pass)
 /// in `components`; with `before`, that binary's host too, each run of
-/// each route on one host then the other (pinned to the same core, one
-/// loaded at a time).
+/// each route on one host then the other, the first one alternating
+/// (pinned to the same core, one loaded at a time).
 pub async fn run(plan: &Plan, wharf: &Path, before: Option<&Path>, components: &Path) -> anyhow::Result<Results> {
     let dir = tempfile::tempdir()?;
     let mut hosts = vec![host(dir.path(), wharf, components, plan.server_core)?];
@@ -111,7 +112,9 @@ pub async fn run(plan: &Plan, wharf: &Path, before: Option<&Path>, components: &
         for k in 0..ROUTES.len() {
             let i = (k + run) % ROUTES.len();
             let (path, what) = ROUTES[i];
-            for (h, server) in hosts.iter().enumerate() {
+            // And alternates which build goes first.
+            for h in (0..hosts.len()).map(|h| (h + run) % hosts.len()) {
+                let server = &hosts[h];
                 let build = if h == 0 { "this build" } else { "before" };
                 eprintln!("run {}/{}: {what} ({path}), {} connections, {build}", run + 1, plan.runs, plan.conns);
                 let r =
@@ -123,6 +126,14 @@ pub async fn run(plan: &Plan, wharf: &Path, before: Option<&Path>, components: &
     }
     let before = (results.len() > 1).then(|| results.pop()).flatten();
     Ok(Results { routes: results.pop().unwrap_or_default(), before })
+}
+
+/// What route `b` costs a message more than route `a`: the median of the
+/// differences of their CPU per message within each run (measured seconds
+/// apart, so the machine's slower drifts cancel).
+pub fn paired(routes: &[(String, Vec<EchoResult>)], a: usize, b: usize) -> f64 {
+    let d: Vec<f64> = routes[a].1.iter().zip(&routes[b].1).map(|(x, y)| y.cpu_us_per_msg - x.cpu_us_per_msg).collect();
+    median(&d)
 }
 
 /// The generated section of `BENCHMARKS.md`.
@@ -147,30 +158,33 @@ pub fn markdown(r: &Results, plan: &Plan, machine: &str, command: &str) -> Strin
             ROUTES[i].1,
             med(runs, |x| x.msgs_per_s),
             cpu[i],
-            cpu[i] - cpu[0],
+            paired(&r.routes, 0, i),
             med(runs, |x| x.latency.p99_us / 1000.0)
         );
     }
     let _ = writeln!(
         s,
-        "\nCPU per message of the selection: {:.2} µs; of each `pass` handler: {:.2} µs (first), {:.2} µs (second).",
-        cpu[1] - cpu[0],
-        cpu[2] - cpu[1],
-        cpu[3] - cpu[2]
+        "\nCPU per message of the selection: {:.2} µs; of each `pass` handler: {:.2} µs (first), {:.2} µs (second); \
+         medians of the differences within each run.",
+        paired(&r.routes, 0, 1),
+        paired(&r.routes, 1, 2),
+        paired(&r.routes, 2, 3)
     );
     if let Some(before) = &r.before {
         let was: Vec<f64> = before.iter().map(|(_, runs)| med(runs, |x| x.cpu_us_per_msg)).collect();
         let _ = writeln!(s, "\nBeside the build before (`--before`), same run, same core:\n");
-        let _ = writeln!(s, "| route | CPU µs per message, before | this build | ratio |");
+        let _ = writeln!(s, "| route | CPU µs per message, before | this build | ratio (median of each run's) |");
         let _ = writeln!(s, "| --- | ---: | ---: | ---: |");
         for i in 0..ROUTES.len() {
-            let _ = writeln!(s, "| {} | {:.2} | {:.2} | {:.2}× |", ROUTES[i].1, was[i], cpu[i], cpu[i] / was[i]);
+            let ratios: Vec<f64> =
+                r.routes[i].1.iter().zip(&before[i].1).map(|(x, y)| x.cpu_us_per_msg / y.cpu_us_per_msg).collect();
+            let _ = writeln!(s, "| {} | {:.2} | {:.2} | {:.2}× |", ROUTES[i].1, was[i], cpu[i], median(&ratios));
         }
         let _ = writeln!(
             s,
             "\nPer `pass` handler before: {:.2} µs (first), {:.2} µs (second).",
-            was[2] - was[1],
-            was[3] - was[2]
+            paired(before, 1, 2),
+            paired(before, 2, 3)
         );
     }
     let _ = writeln!(s, "\n{END}");
