@@ -336,7 +336,11 @@ fn record_json_with(
     metadata: serde_json::Map<String, Value>,
     max_channels: usize,
 ) -> Value {
-    let namespace = namespaces.by_plugin.get(&*r.plugin).map(String::as_str);
+    // A route of several handlers records them all: their namespace when
+    // they share one, else none (the channels are listed qualified).
+    let mut of_each = r.plugin.split(',').map(|n| namespaces.by_plugin.get(n).map(String::as_str));
+    let first = of_each.next().flatten();
+    let namespace = if of_each.all(|n| n == first) { first } else { None };
     let channels: Vec<&str> = r
         .channels
         .iter()
@@ -830,6 +834,27 @@ mod tests {
         assert_eq!(whole["channels"].as_array().unwrap().len(), 128);
         // A cut never splits a character.
         assert_eq!(cut("éé", 3), "é");
+    }
+
+    #[test]
+    fn a_route_of_several_handlers_shows_their_namespace_when_they_share_one() {
+        let by_plugin: BTreeMap<String, String> =
+            [("auth".into(), "app".into()), ("rooms".into(), "app".into()), ("chat".into(), "chat".into())].into();
+        let namespaces = ChannelNamespaces { by_plugin, default: None };
+        let record = |plugin: &str| ConnectionRecord {
+            id: 7,
+            route: "/app".into(),
+            plugin: plugin.into(),
+            remote_addr: String::new(),
+            connected_at_ms: 0,
+            metadata: Vec::new(),
+            channels: vec![channel::qualified("app", "lobby"), channel::qualified("chat", "x")],
+        };
+        let shared = record_json(&record("auth,rooms"), None, &namespaces);
+        assert_eq!((&shared["channel_namespace"], &shared["channels"]), (&json!("app"), &json!(["lobby", "chat:x"])));
+        let mixed = record_json(&record("auth,chat"), None, &namespaces);
+        assert_eq!(mixed["channel_namespace"], Value::Null);
+        assert_eq!(mixed["channels"], json!(["app:lobby", "chat:x"]), "qualified when the handlers' differ");
     }
 
     #[test]
