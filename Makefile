@@ -143,6 +143,7 @@ conformance: wasm-target components
 	for e in $(JS_EXAMPLES); do ./target/debug/wharf test --config $(TEST_CONFIG) $(COMPONENTS)/$$(echo $$e | tr / -).wasm examples/$${e#*/}/tests/*.toml || exit 1; done
 	for e in $(PY_EXAMPLES); do ./target/debug/wharf test --config $(TEST_CONFIG) $(COMPONENTS)/py-$${e#*/}.wasm examples/$${e#*/}/tests/*.toml || exit 1; done
 	for c in app ts mixed; do ./target/debug/wharf test --config examples/app/$$c.toml examples/app/tests/*.toml || exit 1; done
+	./target/debug/wharf test --config examples/ratelimit/ratelimit.toml examples/ratelimit/tests/*.toml
 	cat $(TEST_CONFIG) examples/rooms/wharf-test.toml > $(ROOMS_CONFIG)
 	for w in $(ROOMS); do ./target/debug/wharf test --config $(ROOMS_CONFIG) $$w examples/rooms/tests/*.toml || exit 1; done
 	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \

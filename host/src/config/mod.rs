@@ -297,7 +297,9 @@ pub struct RouteConfig {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SelectConfig {
-    /// The field, e.g. `action`.
+    /// The field, e.g. `action` (needed with `handlers`; without them every
+    /// message goes to `default`).
+    #[serde(default)]
     pub field: String,
     /// Its values and the plugin each goes to (`[routes.select.handlers]`,
     /// `join = "rooms"`); a plugin named here need not be in the route's

@@ -324,7 +324,8 @@ fn example_config_parses_and_validates() {
             "/ts/countdown",
             "/py/countdown",
             "/app/login",
-            "/app"
+            "/app",
+            "/limited"
         ]
     );
     assert!(c.static_dir.is_some());
@@ -463,13 +464,25 @@ fn a_route_chains_plugins_and_selects_by_field_each_name_checked() {
     assert_eq!((select.field.as_str(), select.handlers["say"].as_str()), ("action", "chat"));
     let one = Config::parse(&format!("{plugins}[[routes]]\npath = \"/a\"\nplugin = \"auth\"\n"), "t.toml").unwrap();
     assert_eq!(one.routes[0].chain(), ["auth"], "`plugin = ...` is a chain of one");
+    // A default alone sends every message to it (a limiter in front).
+    let text = format!(
+        "{plugins}[[routes]]\npath = \"/a\"\nplugins = [\"auth\", \"chat\"]\nselect = {{ default = \"auth\" }}\n"
+    );
+    let front = Config::parse(&text, "t.toml").unwrap();
+    front.validate("t.toml").unwrap();
+    assert_eq!(front.routes[0].select.as_ref().unwrap().field, "");
 
     for (route, key, reason) in [
         ("plugins = [\"auth\", \"nobody\"]", "routes[0].plugins[1]", "no plugin named `nobody`"),
         ("plugins = [\"auth\", \"auth\"]", "routes[0].plugins[1]", "twice"),
         ("plugin = \"auth\"\nplugins = [\"auth\"]", "routes[0]", "use one"),
         ("plugins = []", "routes[0]", "names no plugin"),
-        ("plugins = [\"auth\"]\n[routes.select]\nfield = \"\"", "routes[0].select.field", "top-level field"),
+        (
+            "plugins = [\"auth\"]\n[routes.select]\nfield = \"\"\n[routes.select.handlers]\nx = \"auth\"",
+            "routes[0].select.field",
+            "top-level field",
+        ),
+        ("plugins = [\"auth\"]\n[routes.select]\nfield = \"a\"", "routes[0].select", "a default"),
         (
             "plugins = [\"auth\"]\n[routes.select]\nfield = \"a\"\n[routes.select.handlers]\nx = \"ghost\"",
             "routes[0].select.handlers.x",

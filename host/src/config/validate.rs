@@ -24,8 +24,14 @@ impl Config {
         if route.backend.is_some() {
             return Err((format!("routes[{i}].select"), "goes with plugins, not a backend".into()));
         }
-        if select.field.is_empty() {
-            return Err((format!("routes[{i}].select.field"), "names a top-level field of the messages".into()));
+        if select.field.is_empty() && !select.handlers.is_empty() {
+            return Err((
+                format!("routes[{i}].select.field"),
+                "names the top-level field the handlers' values are of".into(),
+            ));
+        }
+        if select.handlers.is_empty() && select.default.is_none() {
+            return Err((format!("routes[{i}].select"), "needs handlers (with a field), a default, or both".into()));
         }
         for (value, name) in &select.handlers {
             known(format!("routes[{i}].select.handlers.{value}"), name)?;

@@ -27,6 +27,10 @@ impl Select {
     /// message that is a JSON object whose field is a string naming one,
     /// else the default.
     pub fn pick(&self, msg: &Message) -> Result<usize, Message> {
+        if let (true, Some(i)) = (self.by_value.is_empty(), self.default) {
+            // Every message goes to the default (a rate limiter in front).
+            return Ok(i);
+        }
         let value = match msg {
             Message::Text(t) => field(t, &self.field),
             Message::Binary(_) => Field::Missing,
@@ -197,6 +201,11 @@ mod tests {
         assert_eq!(select.pick(&Message::Text(r#"{"action":"join"}"#.into())), Ok(1));
         assert_eq!(select.pick(&Message::Text(r#"{"action":"say"}"#.into())), Ok(0));
         assert_eq!(select.pick(&Message::Binary(b"{\"action\":\"join\"}".to_vec())), Ok(0));
+        // A default alone takes every message, unread.
+        let front = Select { field: String::new(), by_value: HashMap::new(), default: Some(2) };
+        for m in [Message::Text(r#"{"action":"join"}"#.into()), Message::Text("hi".into()), Message::Binary(vec![1])] {
+            assert_eq!(front.pick(&m), Ok(2));
+        }
         select.default = None;
         let answer = |m: &str| match select.pick(&Message::Text(m.into())) {
             Err(Message::Text(t)) => serde_json::from_str::<serde_json::Value>(&t).unwrap()["error"].clone(),
