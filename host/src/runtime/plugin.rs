@@ -320,14 +320,16 @@ impl Plugin {
     }
 
     /// A warm instance from the pool (or a fresh one), armed for the event
-    /// that started at `started`: its host calls give up one budget later.
+    /// that started at `started`: its host calls give up one budget later
+    /// (a fresh instance's, one budget after it was made).
     async fn take(&self, cx: CallContext<'_>, started: Instant) -> Result<Instance, HandlerFailure> {
-        let mut inst = match (cx.fresh, self.pool.pop()) {
-            (false, Some(inst)) => inst,
+        let (mut inst, from) = match (cx.fresh, self.pool.pop()) {
+            (false, Some(inst)) => (inst, started),
             // Boxed: a warm event's future need not hold instantiation's.
-            _ => Box::pin(self.instantiate()).await?,
+            // The event's budget starts once the instance is made.
+            _ => (Box::pin(self.instantiate()).await?, Instant::now()),
         };
-        let deadline = tokio::time::Instant::from_std(started) + self.budget();
+        let deadline = tokio::time::Instant::from_std(from) + self.budget();
         inst.store.data_mut().call.begin(cx.event, deadline, self.ticks());
         inst.store.set_epoch_deadline(1);
         Ok(inst)
