@@ -19,8 +19,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-/// Messages queued for one broadcast subscriber.
-const QUEUE: usize = 1024;
+/// Messages queued for one broadcast subscriber: Wharf's default
+/// `outbound_queue`, so that both absorb the same unpaced burst.
+const QUEUE: usize = 16_384;
 /// Messages written before a flush.
 const BATCH: usize = 64;
 

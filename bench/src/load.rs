@@ -397,6 +397,117 @@ pub async fn broadcast_across(
     })
 }
 
+/// Result of the burst mode.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct BurstResult {
+    /// Messages the publisher sent.
+    pub published: u64,
+    /// Deliveries a lossless host makes: published × subscribers.
+    pub expected: u64,
+    /// Deliveries the subscribers received.
+    pub delivered: u64,
+    /// Subscribers the server closed (any close code) before they had all.
+    pub closed: u64,
+    /// Subscribers that failed otherwise (or timed out).
+    pub errors: u64,
+    /// Seconds from the first publish to the last delivery.
+    pub secs: f64,
+    /// Deliveries per second over that time.
+    pub deliveries_per_s: f64,
+    /// Publish to delivery, the slowest of all.
+    pub max_latency_us: f64,
+    /// The server's cost from the first publish to the last delivery.
+    pub server: ServerCost,
+    /// Server CPU per delivery, in microseconds.
+    pub cpu_us_per_delivery: f64,
+}
+
+/// An unpaced burst: `messages` messages of `size` bytes published as fast
+/// as the publisher can write them to the broadcast route, every one meant
+/// for `subs` subscribers; counts what arrives (a subscriber stops at all
+/// of them, at a close from the server, or after `quiet` without one).
+pub async fn burst(
+    url: &str,
+    subs: usize,
+    messages: u64,
+    size: usize,
+    quiet: Duration,
+    pid: Option<u32>,
+) -> anyhow::Result<BurstResult> {
+    let (mut publisher, _) = connect_many(url, 1).await?;
+    let mut publisher = publisher.pop().expect("one connection");
+    let (sockets, _) = connect_many(url, subs).await?;
+    let base = Instant::now();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::with_capacity(subs);
+    for mut ws in sockets {
+        let delivered = delivered.clone();
+        tasks.push(tokio::spawn(async move {
+            // (received, closed by the server, slowest, last arrival)
+            let (mut got, mut closed, mut slowest, mut last) = (0u64, false, Duration::ZERO, base);
+            let give_up = Instant::now() + MAX_RUN;
+            while got < messages && Instant::now() < give_up {
+                let msg = match tokio::time::timeout(quiet, ws.next()).await {
+                    Ok(Some(Ok(m))) => m,
+                    Ok(Some(Err(_)) | None) => break,
+                    Err(_) => anyhow::bail!("nothing for {quiet:?} after {got} of {messages}"),
+                };
+                match msg {
+                    Message::Text(t) => {
+                        let Some((_, body)) = t.as_str().split_once(BROADCAST.marker) else { continue };
+                        let sent_ns: u64 = body.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+                        last = Instant::now();
+                        slowest = slowest.max(last - (base + Duration::from_nanos(sent_ns)));
+                        got += 1;
+                        delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Message::Close(_) => {
+                        closed = true;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let _ = ws.close(None).await;
+            anyhow::Ok((got, closed, slowest, last))
+        }));
+    }
+    let _ = tokio::time::timeout(REPLY_TIMEOUT, publisher.next()).await;
+    let (mut publisher, mut own) = publisher.split();
+    let drain = tokio::spawn(async move { while let Some(Ok(_)) = own.next().await {} });
+    let pad = "p".repeat(size.saturating_sub(24));
+    let meter = CpuMeter::start(pid);
+    let first = Instant::now();
+    for _ in 0..messages {
+        publisher.feed(Message::text(format!("{} {pad}", (Instant::now() - base).as_nanos()))).await?;
+    }
+    publisher.flush().await?;
+    let mut result = BurstResult { published: messages, expected: messages * subs as u64, ..Default::default() };
+    let mut last = first;
+    for t in tasks {
+        match t.await? {
+            Ok((got, closed, slowest, at)) => {
+                result.closed += u64::from(closed && got < messages);
+                result.max_latency_us = result.max_latency_us.max(slowest.as_secs_f64() * 1e6);
+                last = last.max(at);
+            }
+            Err(_) => result.errors += 1,
+        }
+    }
+    result.server = meter.stop();
+    let _ = publisher.close().await;
+    drain.abort();
+    result.delivered = delivered.load(Ordering::Relaxed);
+    result.secs = (last - first).as_secs_f64();
+    if result.secs > 0.0 {
+        result.deliveries_per_s = result.delivered as f64 / result.secs;
+    }
+    if result.delivered > 0 {
+        result.cpu_us_per_delivery = result.server.cpu_us / result.delivered as f64;
+    }
+    Ok(result)
+}
+
 /// Result of the idle mode.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct IdleResult {

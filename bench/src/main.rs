@@ -35,6 +35,22 @@ enum Command {
         #[arg(long)]
         pid: Option<u32>,
     },
+    /// An unpaced burst of MESSAGES to SUBS subscribers of a broadcast
+    /// route: how many of the deliveries arrive; prints one JSON result.
+    Burst {
+        url: String,
+        #[arg(long, default_value_t = 1000)]
+        subs: usize,
+        #[arg(long, default_value_t = 2000)]
+        messages: u64,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Seconds a subscriber waits for its next message before it counts as failed.
+        #[arg(long, default_value_t = 10)]
+        quiet_secs: u64,
+        #[arg(long)]
+        pid: Option<u32>,
+    },
     /// Broadcast fan-out: one publisher, N subscribers; prints one JSON result.
     Broadcast {
         url: String,
@@ -341,6 +357,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Broadcast { url, subs, rate, size, secs, pid } => {
             print(&load::broadcast(&url, subs, rate, size, window(secs), pid).await?)?
+        }
+        Command::Burst { url, subs, messages, size, quiet_secs, pid } => {
+            print(&load::burst(&url, subs, messages, size, Duration::from_secs(quiet_secs), pid).await?)?
         }
         Command::Idle { url, conns, hold_secs, pid } => {
             print(&load::idle(&url, conns, Duration::from_secs(hold_secs), pid).await?)?

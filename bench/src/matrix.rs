@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::load::{self, BroadcastResult, EchoResult, IdleResult, Window};
+use crate::load::{self, BroadcastResult, BurstResult, EchoResult, IdleResult, Window};
 use crate::report;
 use crate::server::Server;
 use crate::stats::median;
@@ -25,6 +25,8 @@ pub struct Plan {
     pub echo_sizes: Vec<usize>,
     /// Broadcast subscribers.
     pub subscribers: usize,
+    /// Messages of the unpaced burst to the broadcast subscribers.
+    pub burst: u64,
     /// Idle connection counts.
     pub idle_conns: Vec<usize>,
     /// The core servers are pinned to, if any.
@@ -40,6 +42,7 @@ impl Plan {
             echo_conns: vec![1, 100, 1000],
             echo_sizes: vec![64, 4096],
             subscribers: 1000,
+            burst: 2000,
             idle_conns: vec![10_000, 19_000],
             server_core,
         }
@@ -53,6 +56,7 @@ impl Plan {
             echo_conns: vec![1, 10],
             echo_sizes: vec![64],
             subscribers: 20,
+            burst: 200,
             idle_conns: vec![200],
             server_core,
         }
@@ -99,6 +103,15 @@ pub struct BroadcastCell {
     pub runs: Vec<BroadcastResult>,
 }
 
+/// The unpaced burst's runs on one target.
+#[derive(Clone, Debug, Serialize)]
+pub struct BurstCell {
+    /// `baseline` or `wharf`.
+    pub target: String,
+    /// Every run.
+    pub runs: Vec<BurstResult>,
+}
+
 /// One idle scenario's runs on one target.
 #[derive(Clone, Debug, Serialize)]
 pub struct IdleCell {
@@ -123,6 +136,10 @@ pub struct Results {
     pub echo: Vec<EchoCell>,
     /// Broadcast cells.
     pub broadcast: Vec<BroadcastCell>,
+    /// Messages of each burst.
+    pub burst_messages: u64,
+    /// Burst cells.
+    pub burst: Vec<BurstCell>,
     /// Idle cells, by connection count.
     pub idle: Vec<(usize, Vec<IdleCell>)>,
     /// The `counter` example: (store, connections, runs).
@@ -151,6 +168,7 @@ pub async fn run(plan: &Plan, programs: &Programs) -> anyhow::Result<Results> {
 
     let mut echo = Vec::new();
     let mut broadcast = Vec::new();
+    let burst;
     {
         let base = baseline(programs, core)?;
         let host = wharf(programs, core, "memory", &data)?;
@@ -209,6 +227,30 @@ pub async fn run(plan: &Plan, programs: &Programs) -> anyhow::Result<Results> {
             }
             broadcast.extend(cells);
         }
+        let mut cells: Vec<BurstCell> =
+            ["baseline", "wharf"].iter().map(|t| BurstCell { target: t.to_string(), runs: Vec::new() }).collect();
+        for run in 0..plan.runs {
+            for (cell, server) in cells.iter_mut().zip([&base, &host]) {
+                let url = server.url("/broadcast");
+                let r =
+                    load::burst(&url, plan.subscribers, plan.burst, 64, Duration::from_secs(10), Some(server.pid()))
+                        .await?;
+                eprintln!(
+                    "burst {:<8} subs={} messages={} run {}: {} of {} delivered in {:.2} s, {} closed, {} failed",
+                    cell.target,
+                    plan.subscribers,
+                    plan.burst,
+                    run + 1,
+                    r.delivered,
+                    r.expected,
+                    r.secs,
+                    r.closed,
+                    r.errors
+                );
+                cell.runs.push(r);
+            }
+        }
+        burst = cells;
     }
 
     // Idle memory on fresh servers, so earlier runs' allocations don't count.
@@ -262,6 +304,8 @@ pub async fn run(plan: &Plan, programs: &Programs) -> anyhow::Result<Results> {
         subscribers: plan.subscribers,
         echo,
         broadcast,
+        burst_messages: plan.burst,
+        burst,
         idle,
         counter,
         invoke: Vec::new(),

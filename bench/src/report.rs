@@ -141,6 +141,41 @@ pub fn markdown(r: &Results, command: &str) -> String {
         );
     }
 
+    if let (Some(b), Some(w)) =
+        (r.burst.iter().find(|c| c.target == "baseline"), r.burst.iter().find(|c| c.target == "wharf"))
+    {
+        let _ = writeln!(
+            s,
+            "\n**Unpaced burst:** {} messages of 64 bytes written by the publisher as fast as it can, each for \
+             {} subscribers, at the default limits (the baseline queues up to 16,384 messages per subscriber, \
+             like Wharf's default `outbound_queue`; Wharf also bounds each queue at 1 MiB).\n",
+            r.burst_messages, r.subscribers
+        );
+        let _ = writeln!(
+            s,
+            "| target | delivered (median) | of | subscribers closed | deliveries/s | slowest delivery | CPU µs/delivery |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+        for c in [b, w] {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {:.3} |",
+                c.target,
+                thousands(med(&c.runs, |x| x.delivered as f64)),
+                thousands(c.runs.first().map_or(0.0, |x| x.expected as f64)),
+                med(&c.runs, |x| x.closed as f64),
+                thousands(med(&c.runs, |x| x.deliveries_per_s)),
+                us(med(&c.runs, |x| x.max_latency_us)),
+                med(&c.runs, |x| x.cpu_us_per_delivery)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nWharf ÷ baseline, deliveries/s: {}.",
+            ratio(med(&w.runs, |x| x.deliveries_per_s), med(&b.runs, |x| x.deliveries_per_s))
+        );
+    }
+
     let _ = writeln!(s, "\n### Connect storm and idle memory\n");
     let _ = writeln!(
         s,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use wharf_bench::load::{self, Window};
-use wharf_bench::matrix::{BroadcastCell, EchoCell, IdleCell, Results};
+use wharf_bench::matrix::{BroadcastCell, BurstCell, EchoCell, IdleCell, Results};
 use wharf_bench::{baseline, cluster, languages, report};
 
 fn root() -> PathBuf {
@@ -52,6 +52,15 @@ async fn every_mode_runs_and_reports() {
         let expected = r.published as f64 * 8.0 / window.measure.as_secs_f64();
         assert!(r.deliveries_per_s >= expected * 0.95, "{name}: {r:?} (expected about {expected})");
         broadcast.push(BroadcastCell { target: name.to_string(), rate: 0, runs: vec![r] });
+    }
+
+    // An unpaced burst: every message reaches every subscriber on both.
+    let mut burst = Vec::new();
+    for (name, url) in &targets[..2] {
+        let r = load::burst(&format!("{url}/broadcast"), 8, 300, 64, Duration::from_secs(10), pid).await.unwrap();
+        assert_eq!((r.expected, r.delivered, r.closed, r.errors), (2400, 2400, 0, 0), "{name}: {r:?}");
+        assert!(r.deliveries_per_s > 0.0 && r.max_latency_us > 0.0, "{name}: {r:?}");
+        burst.push(BurstCell { target: name.to_string(), runs: vec![r] });
     }
 
     let mut idle = Vec::new();
@@ -121,6 +130,8 @@ async fn every_mode_runs_and_reports() {
         subscribers: 8,
         echo,
         broadcast,
+        burst_messages: 300,
+        burst,
         idle: vec![(50, idle)],
         counter: Vec::new(),
         invoke: vec![("warm text 64 B".into(), 900.0)],
@@ -129,6 +140,7 @@ async fn every_mode_runs_and_reports() {
     assert!(section.starts_with(report::BEGIN) && section.trim_end().ends_with(report::END));
     assert!(section.contains("| 4 | 64 B |"), "{section}");
     assert!(section.contains("| 8 | unpaced"), "{section}");
+    assert!(section.contains("| wharf | 2,400 | 2,400 | 0 |"), "{section}");
     assert!(section.contains("| warm text 64 B | 900 ns |"), "{section}");
     let svg = report::chart(&results);
     assert_eq!(svg.matches("<polyline").count(), 6, "three targets on two panels");
