@@ -25,11 +25,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::hub::{ConnectionPolicy, Hub};
 
-/// Read buffer per connection, touched by the first read and kept. The
-/// default (128 KiB) costs ~134 KiB of RSS per idle connection; 4 KiB made
-/// an idle Wharf connection 7.7 KiB, 2 KiB makes it 5.6 KiB (BENCHMARKS.md),
-/// at the price of two reads for a 4 KiB message.
-pub const READ_BUFFER: usize = 2 * 1024;
+/// tungstenite's read buffer per connection. It zero-fills this much before
+/// every read and every idle connection holds it (the default, 128 KiB,
+/// cost ~134 KiB of RSS per idle connection; 2 KiB made one 5.5 KiB), so it
+/// is small: the socket is read into a per-thread buffer under it
+/// (`deflate/reader.rs`), and a message larger than this is still read from
+/// the socket at once, then handed to tungstenite from memory.
+pub const READ_BUFFER: usize = 256;
 /// Bytes of frames gathered before a write goes to the socket; a batch of
 /// queued messages is written with few syscalls, and every batch is flushed.
 pub const WRITE_BUFFER: usize = 4 * 1024;

@@ -255,6 +255,40 @@ impl<S: AsyncRead + Unpin> Inflating<S> {
 }
 
 /// Copies as much of `from` as fits into `buf`.
+/// Bytes one read from the socket may bring, in a buffer of the thread.
+const SCRATCH: usize = 16 * 1024;
+
+thread_local! {
+    /// The thread's read buffer: a connection reads the socket into it and
+    /// keeps only what does not fit the caller's buffer.
+    static READ_SCRATCH: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0; SCRATCH].into_boxed_slice());
+}
+
+/// One read of `inner` through the thread's scratch buffer: what fits goes
+/// to `buf`, the rest to `keep` (which is empty when this is called). The
+/// caller's buffer can then be small (tungstenite zero-fills it before each
+/// read, and every idle connection holds it) without a read per few hundred
+/// bytes: a larger message is read at once and handed on from memory.
+fn read_through_scratch<S: AsyncRead + Unpin>(
+    inner: &mut S,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+    keep: &mut BytesMut,
+) -> Poll<io::Result<()>> {
+    READ_SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let mut read = ReadBuf::new(&mut scratch[..]);
+        ready!(Pin::new(inner).poll_read(cx, &mut read))?;
+        let got = read.filled();
+        let n = got.len().min(buf.remaining());
+        buf.put_slice(&got[..n]);
+        if n < got.len() {
+            keep.extend_from_slice(&got[n..]);
+        }
+        Poll::Ready(Ok(()))
+    })
+}
+
 fn give(from: &mut BytesMut, buf: &mut ReadBuf<'_>) {
     let n = from.len().min(buf.remaining());
     buf.put_slice(&from[..n]);
@@ -270,9 +304,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Inflating<S> {
         if !this.on {
             if !this.input.is_empty() {
                 give(&mut this.input, buf);
+                this.release_input();
                 return Poll::Ready(Ok(()));
             }
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
+            if buf.remaining() >= SCRATCH {
+                return Pin::new(&mut this.inner).poll_read(cx, buf);
+            }
+            return read_through_scratch(&mut this.inner, cx, buf, &mut this.input);
         }
         loop {
             if !this.output.is_empty() {
@@ -385,6 +423,40 @@ mod tests {
         out.extend_from_slice(&mask);
         out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
         out
+    }
+
+    /// Without deflate, the socket is read through the thread's scratch
+    /// buffer: a caller with a small buffer gets every byte in order (the
+    /// handshake's leftover first), a large read arrives in one socket read,
+    /// and nothing is kept once it is handed on.
+    #[tokio::test]
+    async fn plain_reads_through_the_scratch_buffer_and_keep_nothing() {
+        let wire: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        {
+            use tokio::io::AsyncWriteExt;
+            client.write_all(&wire[5..]).await.unwrap();
+            client.shutdown().await.unwrap();
+        }
+        let mut reader = Inflating::new(server, &wire[..5], false, 1 << 20);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 256];
+        let mut reads = 0;
+        loop {
+            let n = reader.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            reads += 1;
+            out.extend_from_slice(&buf[..n]);
+            if out.len() == 5 + SCRATCH {
+                // One socket read of 16 KiB, all of it handed on.
+                assert_eq!(reader.input.capacity(), 0, "kept {} bytes' room", reader.input.capacity());
+            }
+        }
+        assert_eq!(out, wire);
+        assert_eq!(reads, 1 + (wire.len() - 5).div_ceil(256), "256 bytes per read after the 5 left over");
+        assert_eq!(reader.input.capacity(), 0);
     }
 
     /// What tungstenite would read, given `wire` in `chunk`-byte reads.
