@@ -14,12 +14,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
 use tower::ServiceExt;
 
-use super::deflate::{self, reader::Inflating};
+use super::deflate;
 use super::stream::Stream;
 use super::{Listener, socket};
 use crate::close;
@@ -194,22 +192,14 @@ async fn open_connection(
     let (conn, subprotocol) = (opened.conn, opened.subprotocol);
     let task_shared = shared.clone();
     let agreed = deflate.as_ref().map(|(a, _)| *a);
+    // The connection's task: it lives as long as the connection, so every
+    // byte of this future is a byte of every idle connection (1.8 KiB).
     shared.tasks.spawn(async move {
         let shared = task_shared;
-        let ws = match on_upgrade.await.map(|u| u.downcast::<TokioIo<Stream>>()) {
-            Ok(Ok(parts)) => {
-                let stream = parts.io.into_inner();
-                let config = super::ws_config(conn.policy());
-                let limit = conn.policy().max_message_bytes;
-                let stream = Inflating::new(stream, &parts.read_buf, agreed.is_some(), limit);
-                WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await
-            }
-            Ok(Err(_)) | Err(_) => {
-                conn.close(close::ABNORMAL, "").await;
-                return;
-            }
-        };
-        socket::run(&shared, ws, conn, agreed).await;
+        match on_upgrade.await {
+            Ok(upgraded) => socket::run(&shared, upgraded, conn, agreed).await,
+            Err(_) => conn.close(close::ABNORMAL, "").await,
+        }
     });
 
     let mut resp = Response::new(Full::new(Bytes::new()).map_err(|never| match never {}).boxed_unsync());

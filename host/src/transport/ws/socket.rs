@@ -6,15 +6,19 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, error::ProtocolError};
 
 use super::Listener;
 use super::deflate::{self, Agreed, InflateError, reader::Inflating};
+use super::stream::Stream;
 use crate::close;
 use crate::handler::Message;
 use crate::hub::{Connection, Outbound};
@@ -40,10 +44,13 @@ enum End {
     Gone,
 }
 
-type Ws = WebSocketStream<Inflating<super::stream::Stream>>;
+type Ws = WebSocketStream<Inflating<Stream>>;
 
 /// Runs an accepted connection to its end, then closes it (once).
-pub(super) async fn run(shared: &Listener, mut ws: Ws, conn: Connection, deflate: Option<Agreed>) {
+pub(super) async fn run(shared: &Listener, upgraded: Upgraded, conn: Connection, deflate: Option<Agreed>) {
+    let Some(mut ws) = websocket(upgraded, &conn, deflate) else {
+        return Box::pin(conn.close(close::ABNORMAL, "")).await;
+    };
     let path = conn.route().path.clone();
     let stats = Stats {
         received: shared.hub.metrics().messages_in.with_label_values(&[&*path]),
@@ -55,28 +62,44 @@ pub(super) async fn run(shared: &Listener, mut ws: Ws, conn: Connection, deflate
         // 1006 is never sent: a connection ended with it (a backend's
         // DISCONNECT) is dropped without a close frame.
         End::Host(close::ABNORMAL, reason) => (close::ABNORMAL, reason),
+        // The ends are boxed: what they await would otherwise add to the
+        // size of every connection's task.
         End::Host(code, reason) => {
-            close_handshake(&mut ws, code, &reason).await;
+            Box::pin(close_handshake(&mut ws, code, &reason)).await;
             (code, reason)
         }
         End::Fail(code, reason) => {
-            // A handler that answers between events (a backend) may still
-            // owe answers to the messages before the bad frame.
-            conn.settle().await;
-            let mut batch = Vec::new();
-            conn.mailbox().take(&mut batch, usize::MAX);
-            let _ = write_all(&mut ws, &mut batch, &stats, conn.policy().write_timeout).await;
-            close_handshake(&mut ws, code, &reason).await;
+            Box::pin(async {
+                // A handler that answers between events (a backend) may still
+                // owe answers to the messages before the bad frame.
+                conn.settle().await;
+                let mut batch = Vec::new();
+                conn.mailbox().take(&mut batch, usize::MAX);
+                let _ = write_all(&mut ws, &mut batch, &stats, conn.policy().write_timeout).await;
+                close_handshake(&mut ws, code, &reason).await;
+            })
+            .await;
             (code, reason)
         }
         End::Client(code, reason) => {
             // tungstenite queued the close reply; send it.
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.flush()).await;
+            let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, ws.flush())).await;
             (code, reason)
         }
         End::Gone => (close::ABNORMAL, String::new()),
     };
     Box::pin(conn.close(code, &reason)).await;
+}
+
+/// The upgraded connection as a WebSocket (deflate's reader under
+/// tungstenite); `None` if hyper hands over another kind of stream.
+fn websocket(upgraded: Upgraded, conn: &Connection, deflate: Option<Agreed>) -> Option<Ws> {
+    let parts = upgraded.downcast::<TokioIo<Stream>>().ok()?;
+    let config = super::ws_config(conn.policy());
+    let stream =
+        Inflating::new(parts.io.into_inner(), &parts.read_buf, deflate.is_some(), conn.policy().max_message_bytes);
+    // Ready at once (it only wraps the stream).
+    WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).now_or_never()
 }
 
 /// Pre-resolved message counters of one connection's route, and how its
@@ -115,6 +138,25 @@ impl Pings {
     }
 }
 
+/// What woke a connection's task.
+enum Turn {
+    Shutdown,
+    Queued,
+    Lifetime,
+    Expiry,
+    Ping,
+    Frame(Option<Result<WsMessage, WsError>>),
+}
+
+/// A timer a connection may not have: it never fires when absent. Absent
+/// timers cost a pointer, not a timer entry, in every connection's task.
+async fn fire(timer: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
+    match timer {
+        Some(t) => t.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn serve(shared: &Listener, ws: &mut Ws, conn: &Connection, stats: &Stats) -> End {
     let (policy, inbox, id, path) = (conn.policy(), conn.mailbox(), conn.id(), &conn.route().path);
     let mut pings = Pings {
@@ -124,19 +166,16 @@ async fn serve(shared: &Listener, ws: &mut Ws, conn: &Connection, stats: &Stats)
         window: Instant::now(),
         received: 0,
     };
-    let far = Instant::now() + Duration::from_secs(86_400 * 365);
-    let ping_timer = tokio::time::sleep_until(pings.every.map_or(far, |d| Instant::now() + d));
-    let lifetime = tokio::time::sleep_until(policy.max_lifetime.map_or(far, |d| Instant::now() + d));
+    let after = |d: Duration| Box::pin(tokio::time::sleep_until(Instant::now() + d));
+    let mut ping_timer = pings.every.map(after);
+    let mut lifetime = policy.max_lifetime.map(after);
     // A token that expires closes the connection when it does.
-    let expires = conn.token_expires_at().map(|at| {
-        let left = at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
-        Instant::now() + left
-    });
-    let expiry = tokio::time::sleep_until(expires.unwrap_or(far));
+    let mut expiry =
+        conn.token_expires_at().map(|at| after(at.duration_since(std::time::SystemTime::now()).unwrap_or_default()));
     // One waiter on shutdown for the connection's life: creating one on
     // every turn costs a lock.
     let shutdown = shared.shutdown.cancelled();
-    tokio::pin!(ping_timer, lifetime, expiry, shutdown);
+    tokio::pin!(shutdown);
     let mut batch = Vec::new();
     loop {
         if let Some((code, reason)) = inbox.next(&mut batch, WRITE_BATCH) {
@@ -150,19 +189,23 @@ async fn serve(shared: &Listener, ws: &mut Ws, conn: &Connection, stats: &Stats)
             }
             continue;
         }
-        tokio::select! {
+        // The waits end with the `select!`, so that what a turn then awaits
+        // does not add to the size of every connection's task.
+        let turn = tokio::select! {
             biased;
-            _ = &mut shutdown => {
-                return End::Host(close::GOING_AWAY, "server shutting down".into());
-            }
-            _ = inbox.ready() => {}
-            _ = &mut lifetime, if policy.max_lifetime.is_some() => {
-                return End::Host(close::GOING_AWAY, "connection lifetime reached".into());
-            }
-            _ = &mut expiry, if expires.is_some() => {
-                return End::Host(close::TOKEN_EXPIRED, "token expired".into());
-            }
-            _ = &mut ping_timer, if pings.every.is_some() => {
+            _ = &mut shutdown => Turn::Shutdown,
+            _ = inbox.ready() => Turn::Queued,
+            _ = fire(&mut lifetime) => Turn::Lifetime,
+            _ = fire(&mut expiry) => Turn::Expiry,
+            _ = fire(&mut ping_timer) => Turn::Ping,
+            frame = ws.next() => Turn::Frame(frame),
+        };
+        let frame = match turn {
+            Turn::Shutdown => return End::Host(close::GOING_AWAY, "server shutting down".into()),
+            Turn::Queued => continue,
+            Turn::Lifetime => return End::Host(close::GOING_AWAY, "connection lifetime reached".into()),
+            Turn::Expiry => return End::Host(close::TOKEN_EXPIRED, "token expired".into()),
+            Turn::Ping => {
                 if pings.missed >= pings.allowed_misses {
                     tracing::debug!(conn = id, route = %path, missed = pings.missed, "client stopped answering pings");
                     return End::Host(close::GOING_AWAY, "ping timeout".into());
@@ -173,53 +216,54 @@ async fn serve(shared: &Listener, ws: &mut Ws, conn: &Connection, stats: &Stats)
                     Ok(Err(_)) => return End::Gone,
                     Err(_) => return End::Host(close::POLICY, "client not reading".into()),
                 }
-                let every = pings.every.unwrap_or_default();
-                ping_timer.as_mut().reset(Instant::now() + every);
-            }
-            frame = ws.next() => {
-                pings.heard();
-                let msg = match frame {
-                    Some(Ok(WsMessage::Text(t))) => Message::Text(t.as_str().to_owned()),
-                    Some(Ok(WsMessage::Binary(b))) => Message::Binary(b.to_vec()),
-                    Some(Ok(WsMessage::Ping(_))) if !pings.client_ping() => {
-                        tracing::debug!(conn = id, route = %path, "client sent more than {CLIENT_PINGS_PER_SECOND} pings in a second");
-                        return End::Host(close::POLICY, "too many pings".into());
-                    }
-                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {
-                        // A ping's pong is queued by tungstenite; send it now.
-                        if let Err(end) = flush(ws, policy.write_timeout).await {
-                            return end;
-                        }
-                        continue;
-                    }
-                    Some(Ok(WsMessage::Close(frame))) => {
-                        let (code, reason) = frame
-                            .map(|f| (u16::from(f.code), f.reason.as_str().to_owned()))
-                            .unwrap_or((close::NO_STATUS, String::new()));
-                        return End::Client(code, reason);
-                    }
-                    Some(Err(e)) => return read_error(e),
-                    None => return End::Gone,
-                };
-                stats.received.inc();
-                inbox.touch();
-                // The handler's future is boxed behind the `Handler` trait,
-                // so an idle connection task does not carry its size.
-                match conn.message(msg).await {
-                    Ok(reply) => {
-                        // Effects of this event aimed at this connection were
-                        // queued first; keep their order before the reply.
-                        inbox.take(&mut batch, usize::MAX);
-                        batch.extend(reply.map(Outbound::from));
-                        if let Err(end) = write_all(ws, &mut batch, stats, policy.write_timeout).await {
-                            return end;
-                        }
-                    }
-                    Err(failure) => {
-                        tracing::warn!(conn = id, route = %path, %failure, "on-message failed; closing the connection");
-                        return End::Host(close::HANDLER_ERROR, close::HANDLER_ERROR_REASON.into());
-                    }
+                if let (Some(t), Some(every)) = (ping_timer.as_mut(), pings.every) {
+                    t.as_mut().reset(Instant::now() + every);
                 }
+                continue;
+            }
+            Turn::Frame(frame) => frame,
+        };
+        pings.heard();
+        let msg = match frame {
+            Some(Ok(WsMessage::Text(t))) => Message::Text(t.as_str().to_owned()),
+            Some(Ok(WsMessage::Binary(b))) => Message::Binary(b.to_vec()),
+            Some(Ok(WsMessage::Ping(_))) if !pings.client_ping() => {
+                tracing::debug!(conn = id, route = %path, "client sent more than {CLIENT_PINGS_PER_SECOND} pings in a second");
+                return End::Host(close::POLICY, "too many pings".into());
+            }
+            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {
+                // A ping's pong is queued by tungstenite; send it now.
+                if let Err(end) = flush(ws, policy.write_timeout).await {
+                    return end;
+                }
+                continue;
+            }
+            Some(Ok(WsMessage::Close(frame))) => {
+                let (code, reason) = frame
+                    .map(|f| (u16::from(f.code), f.reason.as_str().to_owned()))
+                    .unwrap_or((close::NO_STATUS, String::new()));
+                return End::Client(code, reason);
+            }
+            Some(Err(e)) => return read_error(e),
+            None => return End::Gone,
+        };
+        stats.received.inc();
+        inbox.touch();
+        // The handler's future is boxed behind the `Handler` trait,
+        // so an idle connection task does not carry its size.
+        match conn.message(msg).await {
+            Ok(reply) => {
+                // Effects of this event aimed at this connection were
+                // queued first; keep their order before the reply.
+                inbox.take(&mut batch, usize::MAX);
+                batch.extend(reply.map(Outbound::from));
+                if let Err(end) = write_all(ws, &mut batch, stats, policy.write_timeout).await {
+                    return end;
+                }
+            }
+            Err(failure) => {
+                tracing::warn!(conn = id, route = %path, %failure, "on-message failed; closing the connection");
+                return End::Host(close::HANDLER_ERROR, close::HANDLER_ERROR_REASON.into());
             }
         }
     }
