@@ -153,17 +153,18 @@ pub fn markdown(r: &Results, command: &str) -> String {
         );
         let _ = writeln!(
             s,
-            "| target | delivered (median) | of | subscribers closed | deliveries/s | slowest delivery | CPU µs/delivery |"
+            "| target | delivered (median) | of | subscribers closed | subscribers failed or timed out | deliveries/s | slowest delivery | CPU µs/delivery |"
         );
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
         for c in [b, w] {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {:.3} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {:.3} |",
                 c.target,
                 thousands(med(&c.runs, |x| x.delivered as f64)),
                 thousands(c.runs.first().map_or(0.0, |x| x.expected as f64)),
                 med(&c.runs, |x| x.closed as f64),
+                med(&c.runs, |x| x.errors as f64),
                 thousands(med(&c.runs, |x| x.deliveries_per_s)),
                 us(med(&c.runs, |x| x.max_latency_us)),
                 med(&c.runs, |x| x.cpu_us_per_delivery)

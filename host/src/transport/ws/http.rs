@@ -193,14 +193,15 @@ async fn open_connection(
     let task_shared = shared.clone();
     let agreed = deflate.as_ref().map(|(a, _)| *a);
     // The connection's task: it lives as long as the connection, so every
-    // byte of this future is a byte of every idle connection (1.8 KiB).
-    shared.tasks.spawn(async move {
+    // byte of this future is a byte of every idle connection.
+    let task = async move {
         let shared = task_shared;
         match on_upgrade.await {
             Ok(upgraded) => socket::run(&shared, upgraded, conn, agreed).await,
             Err(_) => conn.close(close::ABNORMAL, "").await,
         }
-    });
+    };
+    shared.tasks.spawn(task);
 
     let mut resp = Response::new(Full::new(Bytes::new()).map_err(|never| match never {}).boxed_unsync());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -231,15 +231,15 @@ impl<S> Inflating<S> {
 
 impl<S: AsyncRead + Unpin> Inflating<S> {
     /// Reads more of the socket into `input`; `false` at its end. Between
-    /// frames it reads into a buffer on the stack, so that a connection
+    /// frames it reads through the thread's buffer, so that a connection
     /// waiting for its next frame holds no read buffer of its own here.
     fn fill(&mut self, cx: &mut Context<'_>, at_least: usize) -> Poll<io::Result<bool>> {
         if self.input.is_empty() && at_least <= READ_CHUNK {
-            let mut chunk = [0u8; READ_CHUNK];
-            let mut read = ReadBuf::new(&mut chunk);
-            ready!(Pin::new(&mut self.inner).poll_read(cx, &mut read))?;
-            self.input.extend_from_slice(read.filled());
-            return Poll::Ready(Ok(!read.filled().is_empty()));
+            let input = &mut self.input;
+            return read_scratch(&mut self.inner, cx, |got| {
+                input.extend_from_slice(got);
+                !got.is_empty()
+            });
         }
         self.input.reserve(at_least.max(READ_CHUNK));
         let n = ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, &mut self.input))?;
@@ -254,7 +254,6 @@ impl<S: AsyncRead + Unpin> Inflating<S> {
     }
 }
 
-/// Copies as much of `from` as fits into `buf`.
 /// Bytes one read from the socket may bring, in a buffer of the thread.
 const SCRATCH: usize = 16 * 1024;
 
@@ -262,6 +261,23 @@ thread_local! {
     /// The thread's read buffer: a connection reads the socket into it and
     /// keeps only what does not fit the caller's buffer.
     static READ_SCRATCH: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0; SCRATCH].into_boxed_slice());
+}
+
+/// One read of `inner` into the thread's scratch buffer, handed to `take`
+/// before the buffer is lent to the next read. Nothing is zero-filled per
+/// read (the buffer is filled once, when the thread makes it), and a
+/// connection keeps no buffer of its own while it waits.
+fn read_scratch<S: AsyncRead + Unpin, R>(
+    inner: &mut S,
+    cx: &mut Context<'_>,
+    take: impl FnOnce(&[u8]) -> R,
+) -> Poll<io::Result<R>> {
+    READ_SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let mut read = ReadBuf::new(&mut scratch[..]);
+        ready!(Pin::new(inner).poll_read(cx, &mut read))?;
+        Poll::Ready(Ok(take(read.filled())))
+    })
 }
 
 /// One read of `inner` through the thread's scratch buffer: what fits goes
@@ -275,20 +291,16 @@ fn read_through_scratch<S: AsyncRead + Unpin>(
     buf: &mut ReadBuf<'_>,
     keep: &mut BytesMut,
 ) -> Poll<io::Result<()>> {
-    READ_SCRATCH.with(|scratch| {
-        let mut scratch = scratch.borrow_mut();
-        let mut read = ReadBuf::new(&mut scratch[..]);
-        ready!(Pin::new(inner).poll_read(cx, &mut read))?;
-        let got = read.filled();
+    read_scratch(inner, cx, |got| {
         let n = got.len().min(buf.remaining());
         buf.put_slice(&got[..n]);
         if n < got.len() {
             keep.extend_from_slice(&got[n..]);
         }
-        Poll::Ready(Ok(()))
     })
 }
 
+/// Copies as much of `from` as fits into `buf`.
 fn give(from: &mut BytesMut, buf: &mut ReadBuf<'_>) {
     let n = from.len().min(buf.remaining());
     buf.put_slice(&from[..n]);
