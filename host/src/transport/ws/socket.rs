@@ -2,6 +2,9 @@
 //! handler in order, writes queued and direct replies, and ends the
 //! connection exactly once, whatever ends it.
 
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -9,11 +12,11 @@ use tokio::time::Instant;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWrite;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, error::ProtocolError};
 
 use super::Listener;
@@ -42,6 +45,9 @@ enum End {
     Client(u16, String),
     /// The transport failed or the client vanished.
     Gone,
+    /// A write to the client did not finish within the write timeout; it
+    /// may have stopped inside a frame, so no close frame can follow.
+    Stuck,
 }
 
 type Ws = WebSocketStream<Inflating<Stream>>;
@@ -87,6 +93,7 @@ pub(super) async fn run(shared: &Listener, upgraded: Upgraded, conn: Connection,
             (code, reason)
         }
         End::Gone => (close::ABNORMAL, String::new()),
+        End::Stuck => (close::POLICY, "client not reading".into()),
     };
     Box::pin(conn.close(code, &reason)).await;
 }
@@ -286,20 +293,6 @@ fn read_error(e: WsError) -> End {
     }
 }
 
-/// The WebSocket frame of an outgoing message: compressed (RSV1 set) when
-/// deflate was agreed and it makes the message smaller; otherwise its
-/// payload is shared, not copied. A text payload is not validated again
-/// (it is UTF-8 by construction).
-fn frame(msg: Outbound, deflate: Option<Agreed>) -> WsMessage {
-    let data = if msg.is_text() { Data::Text } else { Data::Binary };
-    if let Some(packed) = deflate.and_then(|a| deflate::compress(a, msg.payload())) {
-        let mut frame = Frame::message(packed, OpCode::Data(data), true);
-        frame.header_mut().rsv1 = true;
-        return WsMessage::Frame(frame);
-    }
-    WsMessage::Frame(Frame::message(msg.payload().clone(), OpCode::Data(data), true))
-}
-
 async fn flush(ws: &mut Ws, limit: Duration) -> Result<(), End> {
     match tokio::time::timeout(limit, ws.flush()).await {
         Ok(Ok(())) => Ok(()),
@@ -308,30 +301,128 @@ async fn flush(ws: &mut Ws, limit: Duration) -> Result<(), End> {
     }
 }
 
-/// Writes the messages in `batch` (emptying it), then flushes once; the
-/// whole batch shares one write timeout.
+/// Writes the messages in `batch` (emptying it) straight to the socket:
+/// each message's frame as its mailbox holds it, so a broadcast's bytes are
+/// the same for every recipient and are not copied again here. With
+/// permessage-deflate agreed, a message that compression makes smaller is
+/// framed again, compressed, for this connection. The frames go in as few
+/// vectored writes as the socket takes, after anything tungstenite itself
+/// queued (a pong), then one flush. The whole batch shares one write
+/// timeout, armed only when the socket does not take it all at once.
 async fn write_all(ws: &mut Ws, batch: &mut Vec<Outbound>, stats: &Stats, limit: Duration) -> Result<(), End> {
     if batch.is_empty() {
         return Ok(());
     }
-    let n = batch.len();
-    let write = async {
-        for msg in batch.drain(..) {
-            ws.feed(frame(msg, stats.deflate)).await?;
+    if let Some(agreed) = stats.deflate {
+        for msg in batch.iter_mut() {
+            if let Some(packed) = deflate::compress(agreed, msg.payload()) {
+                *msg = msg.deflated(packed);
+            }
         }
-        ws.flush().await
-    };
-    match tokio::time::timeout(limit, write).await {
-        Ok(Ok(())) => {}
-        Ok(Err(_)) => return Err(End::Gone),
-        Err(_) => return Err(End::Host(close::POLICY, "client not reading".into())),
     }
-    stats.sent.inc_by(n as u64);
+    let mut written = 0;
+    let mut write = std::future::poll_fn(|cx| {
+        ready!(ws.poll_flush_unpin(cx)).map_err(io::Error::other)?;
+        poll_write_frames(ws.get_mut(), cx, batch, &mut written)
+    });
+    let result = match (&mut write).now_or_never() {
+        Some(result) => result,
+        None => match tokio::time::timeout(limit, write).await {
+            Ok(result) => result,
+            // Possibly in the middle of a frame: nothing more can be framed.
+            Err(_) => return Err(End::Stuck),
+        },
+    };
+    if result.is_err() {
+        return Err(End::Gone);
+    }
+    stats.sent.inc_by(batch.len() as u64);
     if batch.capacity() > 16 {
         // A burst's buffer is not kept by an idle connection.
         *batch = Vec::new();
+    } else {
+        batch.clear();
     }
     Ok(())
+}
+
+/// Pieces (headers and payloads) handed to one vectored write.
+const PIECES_PER_WRITE: usize = 64;
+/// Pieces shorter than this are copied together into the thread's write
+/// buffer: the kernel's cost per piece of a vectored write is far above
+/// that of copying a few hundred bytes.
+const COPY_BELOW: usize = 2 * 1024;
+/// The thread's write buffer.
+const WRITE_SCRATCH: usize = 64 * 1024;
+
+thread_local! {
+    /// Small pieces of the frames one write sends, side by side.
+    static WRITE_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(WRITE_SCRATCH));
+}
+
+/// A piece of one vectored write: bytes in the thread's write buffer, or a
+/// payload written from where it is.
+enum Piece<'a> {
+    Copied(std::ops::Range<usize>),
+    InPlace(&'a [u8]),
+}
+
+/// Writes the frames of `batch` past the first `written` bytes, then
+/// flushes the stream (TLS writes its records then; TCP has nothing to
+/// flush). `written` counts what the socket took, across polls; each poll
+/// lays out what is left again, so nothing is kept between polls.
+fn poll_write_frames<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    cx: &mut Context<'_>,
+    batch: &[Outbound],
+    written: &mut usize,
+) -> Poll<io::Result<()>> {
+    WRITE_BUF.with_borrow_mut(|buf| {
+        loop {
+            buf.clear();
+            let mut pieces: [Piece<'_>; PIECES_PER_WRITE] = std::array::from_fn(|_| Piece::InPlace(&[]));
+            let (mut skip, mut n) = (*written, 0usize);
+            let parts = batch.iter().flat_map(|m| [m.header(), &m.payload()[..]]).filter_map(|part| {
+                if skip >= part.len() {
+                    skip -= part.len();
+                    return None;
+                }
+                Some(&part[std::mem::take(&mut skip)..])
+            });
+            for part in parts {
+                let copy = part.len() < COPY_BELOW && buf.len() + part.len() <= WRITE_SCRATCH;
+                match (copy, n.checked_sub(1).map(|i| &mut pieces[i])) {
+                    // Next to the copied piece before it: one piece.
+                    (true, Some(Piece::Copied(range))) if range.end == buf.len() => {
+                        buf.extend_from_slice(part);
+                        range.end = buf.len();
+                        continue;
+                    }
+                    (true, _) => {
+                        let at = buf.len();
+                        buf.extend_from_slice(part);
+                        pieces[n] = Piece::Copied(at..buf.len());
+                    }
+                    (false, _) => pieces[n] = Piece::InPlace(part),
+                }
+                n += 1;
+                if n == PIECES_PER_WRITE {
+                    break;
+                }
+            }
+            if n == 0 {
+                return Pin::new(&mut *io).poll_flush(cx);
+            }
+            let slices: [IoSlice<'_>; PIECES_PER_WRITE] = std::array::from_fn(|i| match &pieces[i] {
+                Piece::Copied(range) => IoSlice::new(&buf[range.clone()]),
+                Piece::InPlace(part) => IoSlice::new(part),
+            });
+            match ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n]))? {
+                0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                k => *written += k,
+            }
+        }
+    })
 }
 
 /// Sends a close frame and waits briefly for the client's answer.
@@ -344,4 +435,74 @@ async fn close_handshake(ws: &mut Ws, code: u16, reason: &str) {
         while let Some(Ok(_)) = ws.next().await {}
     };
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket that takes at most `per_write` bytes a call, and every
+    /// other call is not ready (and wakes its task at once).
+    struct Trickle {
+        got: Vec<u8>,
+        per_write: usize,
+        calls: usize,
+        flushed: bool,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            this.calls += 1;
+            if this.calls % 2 == 0 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let before = this.got.len();
+            for b in bufs {
+                let room = this.per_write - (this.got.len() - before);
+                this.got.extend_from_slice(&b[..b.len().min(room)]);
+            }
+            Poll::Ready(Ok(this.got.len() - before))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.get_mut().flushed = true;
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Every frame of a batch reaches the socket whole and in order, however
+    /// the socket cuts the writes: small frames copied together, large
+    /// payloads from where they are, past the thread's buffer and past the
+    /// pieces of one write.
+    #[tokio::test]
+    async fn frames_reach_the_socket_whole_and_in_order() {
+        let mut batch: Vec<Outbound> = (0..300).map(|i| Outbound::text(format!("message {i}"))).collect();
+        batch.insert(5, Outbound::binary(vec![1u8; 3000]));
+        batch.insert(50, Outbound::text("x".repeat(70_000)));
+        batch.insert(51, Outbound::text(""));
+        batch.push(Outbound::text("last").deflated(vec![9, 9]));
+        let expected: Vec<u8> = batch.iter().flat_map(|m| [m.header(), &m.payload()[..]].concat()).collect();
+        for per_write in [7, 1000, usize::MAX / 2] {
+            let mut socket = Trickle { got: Vec::new(), per_write, calls: 0, flushed: false };
+            let mut written = 0;
+            std::future::poll_fn(|cx| poll_write_frames(&mut socket, cx, &batch, &mut written)).await.unwrap();
+            assert_eq!(written, expected.len(), "{per_write} bytes a write");
+            assert!(socket.got == expected, "{per_write} bytes a write: the bytes differ");
+            assert!(socket.flushed, "flushed after the last frame");
+        }
+    }
 }
