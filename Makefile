@@ -25,7 +25,7 @@ BROWSER_DIR := host/tests/browser
 # gripcontrol and websockets for the backend tests and Autobahn (test-deps).
 GRIP_VENV := target/grip-venv
 
-.PHONY: run build host guests components components-parallel tools wharf-bin wasm-target test test-deps conformance autobahn bench bench-quick bench-cluster bench-cluster-quick bench-languages bench-languages-quick bench-grip bench-grip-quick bench-edge bench-edge-quick bench-timers bench-timers-quick bench-pipeline bench-pipeline-quick soak soak-quick lint lint-guests fmt clean
+.PHONY: run build host guests components components-parallel tools wharf-bin wasm-target test test-deps conformance autobahn bench peers bench-quick bench-cluster bench-cluster-quick bench-languages bench-languages-quick bench-grip bench-grip-quick bench-edge bench-edge-quick bench-timers bench-timers-quick bench-pipeline bench-pipeline-quick soak soak-quick lint lint-guests fmt clean
 
 run: build
 	./target/release/wharf serve --config examples/wharf.toml
@@ -164,10 +164,17 @@ autobahn: guests $(GRIP_VENV)/.installed
 # generated section of BENCHMARKS.md and bench/chart.svg.
 PIN_LOAD := $(shell [ "$$(nproc)" -ge 2 ] && echo "taskset -c 1")
 PIN_SERVER := $(shell [ "$$(nproc)" -ge 2 ] && echo "--server-core 0")
-bench: build
+bench: build peers
 	$(CARGO) build --release -p wharf-bench
 	$(CARGO) bench -p wharf --bench invoke
 	$(PIN_LOAD) target/release/wharf-bench matrix $(PIN_SERVER)
+
+# The peers the matrix runs beside Wharf (Node ws, Cloudflare's workerd),
+# from bench/peers/package-lock.json. The matrix leaves out a peer that did
+# not install, and says so.
+peers:
+	@[ -d bench/peers/node_modules/ws ] && [ -d bench/peers/node_modules/@cloudflare/workerd-linux-64 ] || \
+	  $(NPM) ci --prefix bench/peers --no-audit --no-fund || echo "bench peers did not install; the matrix runs without them" >&2
 
 # Broadcast across 1, 2 and 3 hosts on one redis-server beside one host on
 # the memory store (minutes); writes its section of BENCHMARKS.md.
@@ -305,6 +312,8 @@ test-deps: $(GRIP_VENV)/.installed
 	  else echo "the tests need Debian packages: sudo apt-get install $$missing" >&2; exit 1; fi; fi
 	@[ -d $(BROWSER_DIR)/node_modules/playwright-core ] || $(NPM) ci --prefix $(BROWSER_DIR) --no-audit --no-fund
 	@[ -d host/tests/grip/node_modules/@fanoutio/grip ] || $(NPM) ci --prefix host/tests/grip --no-audit --no-fund
+	@[ -d bench/peers/node_modules/ws ] && [ -d bench/peers/node_modules/@cloudflare/workerd-linux-64 ] || \
+	  $(NPM) ci --prefix bench/peers --no-audit --no-fund
 
 clean:
 	$(CARGO) clean

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
@@ -54,7 +54,7 @@ pub struct Window {
 
 /// What the server process (and any processes below it) spent during a
 /// measured window.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct ServerCost {
     /// CPU time (user + system) in the window, in microseconds.
     pub cpu_us: f64,
@@ -117,7 +117,7 @@ pub async fn connect_many(url: &str, n: usize) -> anyhow::Result<(Vec<Ws>, Vec<D
 }
 
 /// Result of the echo mode.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct EchoResult {
     /// Round trips per second in the measured window.
     pub msgs_per_s: f64,
@@ -217,7 +217,7 @@ pub async fn echo_text(
 }
 
 /// Result of the broadcast mode.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct BroadcastResult {
     /// Messages delivered to subscribers per second in the measured window.
     pub deliveries_per_s: f64,
@@ -398,7 +398,7 @@ pub async fn broadcast_across(
 }
 
 /// Result of the burst mode.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct BurstResult {
     /// Messages the publisher sent.
     pub published: u64,
@@ -509,7 +509,7 @@ pub async fn burst(
 }
 
 /// Result of the idle mode.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct IdleResult {
     /// Connections held.
     pub connections: usize,

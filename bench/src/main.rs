@@ -97,6 +97,22 @@ enum Command {
         #[arg(long)]
         server_core: Option<usize>,
     },
+    /// Writes the matrix's section of the report and its chart again from
+    /// the raw results of a run (after a change to the report alone).
+    Report {
+        /// Raw results (JSON) of `matrix`.
+        #[arg(long, default_value = "target/bench/results.json")]
+        json: PathBuf,
+        /// The Markdown file whose generated section is replaced.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: PathBuf,
+        /// The chart (SVG).
+        #[arg(long, default_value = "bench/chart.svg")]
+        chart: PathBuf,
+        /// The command that made the results, for the report.
+        #[arg(long, default_value = "make bench")]
+        command: String,
+    },
     /// Broadcast across 1, 2 and 3 hosts on one Redis beside one host on
     /// the memory store; writes its section of the report.
     Cluster {
@@ -280,11 +296,20 @@ struct HostArgs {
     /// The Wharf config the benchmark serves.
     #[arg(long, default_value = "bench/wharf.toml")]
     config: PathBuf,
+    /// The peers' servers (Node `ws`, workerd), run beside Wharf when their
+    /// npm packages are installed there (`npm ci --prefix bench/peers`).
+    #[arg(long, default_value = "bench/peers")]
+    peers: PathBuf,
 }
 
 impl HostArgs {
     fn programs(self) -> anyhow::Result<matrix::Programs> {
-        Ok(matrix::Programs { bench: std::env::current_exe()?, wharf: self.wharf, config: self.config })
+        Ok(matrix::Programs {
+            bench: std::env::current_exe()?,
+            wharf: self.wharf,
+            config: self.config,
+            peers: self.peers,
+        })
     }
 }
 
@@ -375,6 +400,15 @@ async fn main() -> anyhow::Result<()> {
             std::fs::write(&out, report::splice(&text, &report::markdown(&results, command)))?;
             std::fs::write(&chart, report::chart(&results))?;
             eprintln!("wrote {}, {} and {}", out.display(), chart.display(), json.display());
+        }
+        Command::Report { json, out, chart, command } => {
+            let raw = std::fs::read_to_string(&json).map_err(|e| anyhow::anyhow!("{}: {e}", json.display()))?;
+            let results: matrix::Results =
+                serde_json::from_str(&raw).map_err(|e| anyhow::anyhow!("{}: {e}", json.display()))?;
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            std::fs::write(&out, report::splice(&text, &report::markdown(&results, &command)))?;
+            std::fs::write(&chart, report::chart(&results))?;
+            eprintln!("wrote {} and {} from {}", out.display(), chart.display(), json.display());
         }
         Command::Cluster { quick, host, out, json } => {
             let plan = if quick { cluster::Plan::quick() } else { cluster::Plan::full() };

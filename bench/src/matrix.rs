@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::load::{self, BroadcastResult, BurstResult, EchoResult, IdleResult, Window};
 use crate::report;
@@ -72,6 +72,8 @@ pub struct Programs {
     pub wharf: PathBuf,
     /// The benchmark's Wharf config.
     pub config: PathBuf,
+    /// The peers' servers and their npm packages (see [`peers`]).
+    pub peers: PathBuf,
 }
 
 /// The median of a metric over some runs.
@@ -80,9 +82,10 @@ pub fn med<R>(runs: &[R], f: impl Fn(&R) -> f64) -> f64 {
 }
 
 /// One echo scenario's runs on one target.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EchoCell {
-    /// `baseline`, `wharf` (warm pool) or `wharf-fresh`.
+    /// `baseline`, `wharf` (warm pool), `wharf-fresh`, or a peer
+    /// (`node-ws`, `workerd`).
     pub target: String,
     /// Connections.
     pub conns: usize,
@@ -93,9 +96,9 @@ pub struct EchoCell {
 }
 
 /// One broadcast scenario's runs on one target.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BroadcastCell {
-    /// `baseline` or `wharf`.
+    /// `baseline`, `wharf` or a peer.
     pub target: String,
     /// Messages per second, 0 for unpaced.
     pub rate: u32,
@@ -104,16 +107,16 @@ pub struct BroadcastCell {
 }
 
 /// The unpaced burst's runs on one target.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BurstCell {
-    /// `baseline` or `wharf`.
+    /// `baseline`, `wharf` or a peer.
     pub target: String,
     /// Every run.
     pub runs: Vec<BurstResult>,
 }
 
 /// One idle scenario's runs on one target.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IdleCell {
     /// `baseline` or `wharf`.
     pub target: String,
@@ -122,7 +125,7 @@ pub struct IdleCell {
 }
 
 /// Everything one `make bench` measured.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Results {
     /// The machine and how the run was set up.
     pub machine: String,
@@ -159,6 +162,38 @@ fn wharf(p: &Programs, core: Option<usize>, store: &str, data_dir: &Path) -> any
     Server::start("wharf", &p.wharf, &args, core, "wharf listening addr=")
 }
 
+/// The peers a user would pick instead of Wharf, serving the same echo
+/// and broadcast room, each started if its npm package is installed under
+/// `programs.peers`: Node `ws` (`ws-server.js`) and Cloudflare's workerd
+/// (`workerd.capnp`: a Worker echo and a Durable Object room on the
+/// hibernation API). A peer that is missing or does not start is left out,
+/// with a line saying why.
+pub fn peers(p: &Programs, core: Option<usize>) -> Vec<Server> {
+    let dir = &p.peers;
+    let mut started = Vec::new();
+    let node_ws = dir.join("node_modules/ws/package.json");
+    if node_ws.exists() {
+        let script = dir.join("ws-server.js").display().to_string();
+        match Server::start("node-ws", Path::new("node"), &[&script], core, "listening on ") {
+            Ok(s) => started.push(s),
+            Err(e) => eprintln!("peer node-ws left out: {e:#}"),
+        }
+    } else {
+        eprintln!("peer node-ws left out: {} is missing (npm ci --prefix {})", node_ws.display(), dir.display());
+    }
+    let workerd = dir.join("node_modules/@cloudflare/workerd-linux-64/bin/workerd");
+    if workerd.exists() {
+        let config = dir.join("workerd.capnp").display().to_string();
+        match Server::start("workerd", &workerd, &["serve", &config], core, "Listening on http://") {
+            Ok(s) => started.push(s),
+            Err(e) => eprintln!("peer workerd left out: {e:#}"),
+        }
+    } else {
+        eprintln!("peer workerd left out: {} is missing (npm ci --prefix {})", workerd.display(), dir.display());
+    }
+    started
+}
+
 /// Runs the plan; prints progress to stderr.
 pub async fn run(plan: &Plan, programs: &Programs) -> anyhow::Result<Results> {
     let data = std::env::temp_dir().join(format!("wharf-bench-{}", std::process::id()));
@@ -172,7 +207,15 @@ pub async fn run(plan: &Plan, programs: &Programs) -> anyhow::Result<Results> {
     {
         let base = baseline(programs, core)?;
         let host = wharf(programs, core, "memory", &data)?;
-        let targets = [("baseline", &base, "/echo"), ("wharf", &host, "/echo"), ("wharf-fresh", &host, "/echo-fresh")];
+        let peers = peers(programs, core);
+        let mut targets =
+            vec![("baseline", &base, "/echo"), ("wharf", &host, "/echo"), ("wharf-fresh", &host, "/echo-fresh")];
+        targets.extend(peers.iter().map(|p| (p.name.as_str(), p, "/echo")));
+        // The broadcast room on each server.
+        let rooms: Vec<(&str, &Server)> = [("baseline", &base), ("wharf", &host)]
+            .into_iter()
+            .chain(peers.iter().map(|p| (p.name.as_str(), p)))
+            .collect();
         for &conns in &plan.echo_conns {
             for &size in &plan.echo_sizes {
                 let mut cells: Vec<EchoCell> = targets
@@ -198,12 +241,10 @@ pub async fn run(plan: &Plan, programs: &Programs) -> anyhow::Result<Results> {
             }
         }
         for rate in [100u32, 0] {
-            let mut cells: Vec<BroadcastCell> = ["baseline", "wharf"]
-                .iter()
-                .map(|t| BroadcastCell { target: t.to_string(), rate, runs: Vec::new() })
-                .collect();
+            let mut cells: Vec<BroadcastCell> =
+                rooms.iter().map(|(t, _)| BroadcastCell { target: t.to_string(), rate, runs: Vec::new() }).collect();
             for run in 0..plan.runs {
-                for (cell, server) in cells.iter_mut().zip([&base, &host]) {
+                for (cell, (_, server)) in cells.iter_mut().zip(&rooms) {
                     let r = load::broadcast(
                         &server.url("/broadcast"),
                         plan.subscribers,
@@ -228,9 +269,9 @@ pub async fn run(plan: &Plan, programs: &Programs) -> anyhow::Result<Results> {
             broadcast.extend(cells);
         }
         let mut cells: Vec<BurstCell> =
-            ["baseline", "wharf"].iter().map(|t| BurstCell { target: t.to_string(), runs: Vec::new() }).collect();
+            rooms.iter().map(|(t, _)| BurstCell { target: t.to_string(), runs: Vec::new() }).collect();
         for run in 0..plan.runs {
-            for (cell, server) in cells.iter_mut().zip([&base, &host]) {
+            for (cell, (_, server)) in cells.iter_mut().zip(&rooms) {
                 let url = server.url("/broadcast");
                 let r =
                     load::burst(&url, plan.subscribers, plan.burst, 64, Duration::from_secs(10), Some(server.pid()))

@@ -177,6 +177,8 @@ pub fn markdown(r: &Results, command: &str) -> String {
         );
     }
 
+    peers(&mut s, r);
+
     let _ = writeln!(s, "\n### Connect storm and idle memory\n");
     let _ = writeln!(
         s,
@@ -239,6 +241,95 @@ pub fn markdown(r: &Results, command: &str) -> String {
     s
 }
 
+/// The peers' table: each peer beside Wharf on every echo point, the paced
+/// and unpaced broadcast and the burst, with Wharf ÷ peer ratios.
+fn peers(s: &mut String, r: &Results) {
+    let names: Vec<&str> = PEERS.into_iter().filter(|p| r.echo.iter().any(|c| c.target == *p)).collect();
+    if names.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "\n### Peers: the servers a user would pick instead\n");
+    let _ = writeln!(
+        s,
+        "The same scenarios in the same run against Node `ws` (`bench/peers/ws-server.js`, no permessage-deflate) \
+         and Cloudflare's workerd (`bench/peers/workerd.capnp`: a Worker echo with `WebSocketPair`, and one \
+         Durable Object room on the hibernation API, in-memory storage, no WebSocket compression), pinned like \
+         the others. Ratios are Wharf ÷ the peer: above 1 for rates and below 1 for CPU is Wharf ahead.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| scenario | peer | peer rate | wharf ÷ peer, rate | peer CPU µs per message | wharf ÷ peer, CPU | peer p99 | wharf p99 |"
+    );
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|");
+    let mut keys: Vec<(usize, usize)> = r.echo.iter().map(|c| (c.conns, c.size)).collect();
+    keys.dedup();
+    for (conns, size) in keys {
+        let Some(w) = cell(r, "wharf", conns, size) else { continue };
+        for peer in &names {
+            let Some(p) = cell(r, peer, conns, size) else { continue };
+            let rate = |c: &EchoCell| med(&c.runs, |x| x.msgs_per_s);
+            let cpu = |c: &EchoCell| med(&c.runs, |x| x.cpu_us_per_msg);
+            let p99 = |c: &EchoCell| us(med(&c.runs, |x| x.latency.p99_us));
+            let _ = writeln!(
+                s,
+                "| echo {conns} × {size} B | {peer} | {} msg/s | {} | {:.2} | {} | {} | {} |",
+                thousands(rate(p)),
+                ratio(rate(w), rate(p)),
+                cpu(p),
+                ratio(cpu(w), cpu(p)),
+                p99(p),
+                p99(w)
+            );
+        }
+    }
+    for rate in [100u32, 0] {
+        let find = |t: &str| r.broadcast.iter().find(|c| c.target == t && c.rate == rate);
+        let Some(w) = find("wharf") else { continue };
+        for peer in &names {
+            let Some(p) = find(peer) else { continue };
+            let d = |c: &crate::matrix::BroadcastCell| med(&c.runs, |x| x.deliveries_per_s);
+            let cpu = |c: &crate::matrix::BroadcastCell| med(&c.runs, |x| x.cpu_us_per_delivery);
+            let p99 = |c: &crate::matrix::BroadcastCell| us(med(&c.runs, |x| x.latency.p99_us));
+            let pacing = if rate > 0 { format!("{rate} msg/s") } else { "unpaced".into() };
+            let _ = writeln!(
+                s,
+                "| broadcast to {}, {pacing} | {peer} | {} deliveries/s | {} | {:.3} | {} | {} | {} |",
+                r.subscribers,
+                thousands(d(p)),
+                ratio(d(w), d(p)),
+                cpu(p),
+                ratio(cpu(w), cpu(p)),
+                p99(p),
+                p99(w)
+            );
+        }
+    }
+    if let Some(w) = r.burst.iter().find(|c| c.target == "wharf") {
+        for peer in &names {
+            let Some(p) = r.burst.iter().find(|c| c.target == *peer) else { continue };
+            let d = |c: &crate::matrix::BurstCell| med(&c.runs, |x| x.deliveries_per_s);
+            let cpu = |c: &crate::matrix::BurstCell| med(&c.runs, |x| x.cpu_us_per_delivery);
+            let delivered = |c: &crate::matrix::BurstCell| thousands(med(&c.runs, |x| x.delivered as f64));
+            let _ = writeln!(
+                s,
+                "| burst of {} to {} ({} of {} delivered by the peer, {} by Wharf) | {peer} | {} deliveries/s | {} | {:.3} | {} | – | – |",
+                r.burst_messages,
+                r.subscribers,
+                delivered(p),
+                thousands(p.runs.first().map_or(0.0, |x| x.expected as f64)),
+                delivered(w),
+                thousands(d(p)),
+                ratio(d(w), d(p)),
+                cpu(p),
+                ratio(cpu(w), cpu(p))
+            );
+        }
+    }
+}
+
+/// The peers `make bench` runs beside Wharf when they install.
+const PEERS: [&str; 2] = ["node-ws", "workerd"];
+
 /// Medians of the criterion benchmarks under `dir` (one directory per
 /// benchmark, with `new/benchmark.json` and `new/estimates.json`), in ns.
 pub fn criterion_medians(dir: &std::path::Path) -> Vec<(String, f64)> {
@@ -277,7 +368,16 @@ pub fn splice_between(text: &str, begin: &str, end: &str, section: &str) -> Stri
 /// connection count, one line per target.
 pub fn chart(r: &Results) -> String {
     let size = r.echo.iter().map(|c| c.size).min().unwrap_or(64);
-    let targets = [("baseline", "#555555"), ("wharf", "#1f77b4"), ("wharf-fresh", "#ff7f0e")];
+    let targets: Vec<(&str, &str)> = [
+        ("baseline", "#555555"),
+        ("wharf", "#1f77b4"),
+        ("wharf-fresh", "#ff7f0e"),
+        ("node-ws", "#2ca02c"),
+        ("workerd", "#d62728"),
+    ]
+    .into_iter()
+    .filter(|(t, _)| r.echo.iter().any(|c| c.target == *t))
+    .collect();
     let mut conns: Vec<usize> = r.echo.iter().map(|c| c.conns).collect();
     conns.sort_unstable();
     conns.dedup();
@@ -351,7 +451,7 @@ pub fn chart(r: &Results) -> String {
                 let _ = writeln!(
                     svg,
                     r#"<text x="{}" y="{}" fill="{color}">{target}</text>"#,
-                    x0 + pad + 10.0 + 110.0 * t as f64,
+                    x0 + pad + 10.0 + 90.0 * t as f64,
                     h + 25.0
                 );
             }

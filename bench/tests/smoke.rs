@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use wharf_bench::load::{self, Window};
 use wharf_bench::matrix::{BroadcastCell, BurstCell, EchoCell, IdleCell, Results};
-use wharf_bench::{baseline, cluster, languages, report};
+use wharf_bench::{baseline, cluster, languages, matrix, report};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -29,24 +29,37 @@ async fn every_mode_runs_and_reports() {
     let host = wharf_host().await;
     let pid = Some(std::process::id());
     let window = Window { warmup: Duration::from_millis(100), measure: Duration::from_millis(300) };
-    let targets = [
-        ("baseline", format!("ws://{base_addr}")),
-        ("wharf", format!("ws://{}", host.addr)),
-        ("wharf-fresh", format!("ws://{}", host.addr)),
+    // The peers, as the matrix starts them (`make test-deps` installs them).
+    let programs = matrix::Programs {
+        bench: PathBuf::new(),
+        wharf: PathBuf::new(),
+        config: PathBuf::new(),
+        peers: root().join("bench/peers"),
+    };
+    let peers = matrix::peers(&programs, None);
+    let names: Vec<&str> = peers.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["node-ws", "workerd"], "both peers start (make test-deps installs them)");
+    let mut targets = vec![
+        ("baseline", format!("ws://{base_addr}"), pid),
+        ("wharf", format!("ws://{}", host.addr), pid),
+        ("wharf-fresh", format!("ws://{}", host.addr), pid),
     ];
+    targets.extend(peers.iter().map(|p| (p.name.as_str(), format!("ws://{}", p.addr), Some(p.pid()))));
+    // The broadcast room on each.
+    let rooms: Vec<_> = targets.iter().filter(|t| t.0 != "wharf-fresh").collect();
 
     let mut echo = Vec::new();
-    for (name, url) in &targets {
+    for (name, url, pid) in &targets {
         let path = if *name == "wharf-fresh" { "/echo-fresh" } else { "/echo" };
-        let r = load::echo(&format!("{url}{path}"), 4, 64, 2, window, pid).await.unwrap();
+        let r = load::echo(&format!("{url}{path}"), 4, 64, 2, window, *pid).await.unwrap();
         assert!(r.msgs_per_s > 0.0 && r.errors == 0, "{name}: {r:?}");
         assert!(r.latency.p50_us > 0.0 && r.latency.p50_us <= r.latency.p99_us, "{name}: {r:?}");
         echo.push(EchoCell { target: name.to_string(), conns: 4, size: 64, runs: vec![r] });
     }
 
     let mut broadcast = Vec::new();
-    for (name, url) in &targets[..2] {
-        let r = load::broadcast(&format!("{url}/broadcast"), 8, 0, 64, window, pid).await.unwrap();
+    for (name, url, pid) in &rooms {
+        let r = load::broadcast(&format!("{url}/broadcast"), 8, 0, 64, window, *pid).await.unwrap();
         // Every published message in the window reaches all 8 subscribers.
         assert!(r.published > 0 && r.errors == 0, "{name}: {r:?}");
         let expected = r.published as f64 * 8.0 / window.measure.as_secs_f64();
@@ -56,15 +69,15 @@ async fn every_mode_runs_and_reports() {
 
     // An unpaced burst: every message reaches every subscriber on both.
     let mut burst = Vec::new();
-    for (name, url) in &targets[..2] {
-        let r = load::burst(&format!("{url}/broadcast"), 8, 300, 64, Duration::from_secs(10), pid).await.unwrap();
+    for (name, url, pid) in &rooms {
+        let r = load::burst(&format!("{url}/broadcast"), 8, 300, 64, Duration::from_secs(10), *pid).await.unwrap();
         assert_eq!((r.expected, r.delivered, r.closed, r.errors), (2400, 2400, 0, 0), "{name}: {r:?}");
         assert!(r.deliveries_per_s > 0.0 && r.max_latency_us > 0.0, "{name}: {r:?}");
         burst.push(BurstCell { target: name.to_string(), runs: vec![r] });
     }
 
     let mut idle = Vec::new();
-    for (name, url) in &targets[..2] {
+    for (name, url, _) in &targets[..2] {
         let r = load::idle(&format!("{url}/echo"), 50, Duration::from_millis(100), std::process::id()).await.unwrap();
         assert_eq!(r.connections, 50);
         assert!(r.connects_per_s > 0.0 && r.rss_after > 0, "{name}: {r:?}");
@@ -142,8 +155,19 @@ async fn every_mode_runs_and_reports() {
     assert!(section.contains("| 8 | unpaced"), "{section}");
     assert!(section.contains("| wharf | 2,400 | 2,400 | 0 |"), "{section}");
     assert!(section.contains("| warm text 64 B | 900 ns |"), "{section}");
+    for peer in ["node-ws", "workerd"] {
+        assert_eq!(section.matches(&format!("| echo 4 × 64 B | {peer} |")).count(), 1, "{section}");
+        assert!(section.contains(&format!("| broadcast to 8, unpaced | {peer} |")), "{section}");
+        assert!(
+            section.contains(&format!(
+                "| burst of 300 to 8 (2,400 of 2,400 delivered by the peer, 2,400 by Wharf) | {peer} |"
+            )),
+            "{section}"
+        );
+    }
     let svg = report::chart(&results);
-    assert_eq!(svg.matches("<polyline").count(), 6, "three targets on two panels");
+    assert_eq!(svg.matches("<polyline").count(), 10, "five targets on two panels");
+    drop(peers);
 
     host.stop().await.unwrap();
     base.abort();
