@@ -186,6 +186,13 @@ plugin = "broadcast"
 outbound_queue = 8
 write_timeout_ms = 300
 ping_interval_ms = 0
+[[routes]]
+path = "/stuck"
+plugin = "faulty"
+[routes.limits]
+outbound_queue_bytes = 16_777_216
+write_timeout_ms = 300
+ping_interval_ms = 0
 "#;
     let host = spawn(config_from(body)).await;
 
@@ -216,6 +223,26 @@ ping_interval_ms = 0
     assert_eq!(ask(&mut ws, "still open").await, "still open");
     let (_, metrics) = admin(&host, "GET", "/metrics", None).await;
     assert!(metrics.as_str().unwrap().contains("wharf_outbound_dropped_total 16"), "{metrics}");
+
+    // A write that does not finish within the write timeout: the host drops
+    // the connection (the write may have stopped inside a frame, so no close
+    // frame follows) and its on-close gets 1008.
+    let mut stuck = connect(&host, "/stuck").await;
+    let id = ask(&mut stuck, "whoami").await;
+    send_text(&mut stuck, "flood:524288").await;
+    assert_eq!(recorded_close(&host, &id).await, "1008");
+    let ending = tokio::time::timeout(WAIT, async {
+        loop {
+            match stuck.next().await {
+                Some(Ok(Message::Close(frame))) => return Some(frame),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the stuck connection ended");
+    assert_eq!(ending, None, "no close frame after a write cut off");
 
     // A real socket that stops reading: its neighbours get every broadcast
     // while it is stuck, and it is dropped after the write timeout.

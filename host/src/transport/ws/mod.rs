@@ -32,8 +32,9 @@ use crate::hub::{ConnectionPolicy, Hub};
 /// (`deflate/reader.rs`), and a message larger than this is still read from
 /// the socket at once, then handed to tungstenite from memory.
 pub const READ_BUFFER: usize = 256;
-/// Bytes of frames gathered before a write goes to the socket; a batch of
-/// queued messages is written with few syscalls, and every batch is flushed.
+/// tungstenite's write buffer: only the frames tungstenite writes itself
+/// go through it (pings, pongs, close frames); messages are written
+/// straight to the socket (`socket.rs`).
 pub const WRITE_BUFFER: usize = 4 * 1024;
 
 /// Connections the kernel queues for `accept`: a connect storm of
